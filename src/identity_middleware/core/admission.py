@@ -1,0 +1,139 @@
+"""The admission decision: given each budget's spend and reservations, may a request pass?"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from .money import from_nanos
+from .periods import Period
+
+if TYPE_CHECKING:
+    from .models import Budget, Identity, IdentityInput
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """One budget as the store sees it at admission time (all money in nano-USD)."""
+
+    period: Period
+    amount: int
+    spent: int
+    reserved: int
+    period_start: datetime
+    resets_at: datetime
+
+    def blocks(self, estimate: int) -> bool:
+        """``>=`` blocks at the limit; an estimate must also fit entirely."""
+        used = self.spent + self.reserved
+        return used >= self.amount or (estimate > 0 and used + estimate > self.amount)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetBlock:
+    """Why a request was refused: the blocking budget that resets last."""
+
+    period: Period
+    amount: Decimal
+    spent: Decimal
+    reserved: Decimal
+    resets_at: datetime
+    retry_after: int
+
+
+def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlock | None:
+    """``None`` when every budget admits the request, else the block to report.
+
+    When several budgets block, the request can pass only once all have reset, so the one that
+    resets last is named and ``Retry-After`` waits for it.
+    """
+    blocking = [state for state in states if state.blocks(estimate)]
+    if not blocking:
+        return None
+    last = max(blocking, key=lambda state: state.resets_at)
+    wait = max(1, math.ceil((last.resets_at - now).total_seconds()))
+    return BudgetBlock(
+        period=last.period,
+        amount=from_nanos(last.amount),
+        spent=from_nanos(last.spent),
+        reserved=from_nanos(last.reserved),
+        resets_at=last.resets_at,
+        retry_after=wait,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """What the gate asks of a store for one request, answered in one atomic step.
+
+    ``upsert`` is the body identity (create or partially update the record); otherwise a missing
+    identity is created bare when ``create_missing``. ``default_budgets`` are set on an identity
+    this admission creates. ``refused`` marks a request already refused (rate limited): the store
+    upserts and counts it as a request and an error, and checks no budget.
+    """
+
+    external_id: str
+    upsert: IdentityInput | None = None
+    create_missing: bool = True
+    estimate: int = 0
+    default_budgets: tuple[Budget, ...] = ()
+    refused: bool = False
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An estimate held against every budget of an identity until the request settles."""
+
+    id: str
+    identity_id: str
+    amount: int
+    expires_at: datetime
+    periods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The store's answer. ``identity`` is ``None`` when it does not exist and was not created.
+
+    A blocked (or refused) admission has already been counted as a request and an error.
+    """
+
+    identity: Identity | None
+    blocked: BudgetBlock | None = None
+    reservation: Reservation | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.blocked is None
+
+
+@dataclass(slots=True)
+class Usage:
+    """One request's usage, gathered by ``record_usage`` and committed once (nano-USD)."""
+
+    cost: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    models: dict[str, int] = field(default_factory=dict)  # model -> requests that used it
+    error: bool = False
+
+    def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None) -> None:
+        self.cost += cost
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        if model:
+            self.models[model] = self.models.get(model, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A finished request: its usage, and the reservation it releases."""
+
+    identity_id: str
+    usage: Usage
+    reservation: Reservation | None = None
+    now: datetime | None = None

@@ -1,0 +1,94 @@
+"""Exceptions of the domain and the pinned JSON error bodies (no framework, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from .admission import BudgetBlock
+from .money import format_usd
+from .validation import InvalidIdentity
+
+__all__ = [
+    "ErrorResponse",
+    "IdentityExists",
+    "IdentityNotFound",
+    "InvalidIdentity",
+    "StoreUnavailable",
+    "budget_exceeded",
+    "identity_required",
+    "invalid_identity",
+    "rate_limited",
+    "store_unavailable",
+]
+
+
+class IdentityNotFound(LookupError):
+    """No identity has that ``_id`` or ``external_id``."""
+
+
+class IdentityExists(ValueError):
+    """An identity with that ``external_id`` already exists."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached; the outage policy decides what the request gets."""
+
+
+class ErrorResponse:
+    """A ready-to-send error: status, headers (as ``(str, str)`` pairs) and the JSON body bytes."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.body = json.dumps(body, separators=(",", ":")).encode()
+        self.headers = [("content-type", "application/json"),
+                        ("content-length", str(len(self.body))), *(headers or [])]
+
+
+def _error(error_type: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"type": error_type, "message": message, **details}}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def invalid_identity(error: InvalidIdentity) -> ErrorResponse:
+    return ErrorResponse(400, _error("invalid_identity", error.message, field=error.field))
+
+
+def identity_required() -> ErrorResponse:
+    return ErrorResponse(401, _error(
+        "identity_required",
+        "This endpoint requires an identity: send an identity object in the JSON body or an identity header.",
+    ))
+
+
+def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:
+    body = _error(
+        "budget_exceeded",
+        f"The {block.period.value} budget of {format_usd(block.amount)} USD is spent; "
+        f"it resets at {_iso(block.resets_at)}.",
+        identity=external_id,
+        period=block.period.value,
+        amount=format_usd(block.amount),
+        spent=format_usd(block.spent),
+        reserved=format_usd(block.reserved),
+        resets_at=_iso(block.resets_at),
+    )
+    return ErrorResponse(429, body, [("retry-after", str(block.retry_after))])
+
+
+def rate_limited(external_id: str, limit: str, retry_after: int, headers: list[tuple[str, str]]) -> ErrorResponse:
+    body = _error("rate_limited", f"Rate limit {limit} exceeded; retry in {retry_after} s.",
+                  identity=external_id, limit=limit, retry_after=retry_after)
+    return ErrorResponse(429, body, [("retry-after", str(retry_after)), *headers])
+
+
+def store_unavailable() -> ErrorResponse:
+    return ErrorResponse(503, _error("store_unavailable",
+                                     "The identity store is unavailable; try again shortly."),
+                         [("retry-after", "1")])

@@ -1,0 +1,93 @@
+"""Calendar periods: where the current day, week, month or year starts and ends, in a timezone."""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+
+
+class Period(str, enum.Enum):
+    """A budget period; a ``str`` enum, so ``"daily"`` is accepted wherever a ``Period`` is."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+UTC = timezone.utc
+
+
+def _first_day(period: Period, day: date) -> date:
+    if period is Period.DAILY:
+        return day
+    if period is Period.WEEKLY:
+        return day - timedelta(days=day.weekday())  # Monday
+    if period is Period.MONTHLY:
+        return day.replace(day=1)
+    return day.replace(month=1, day=1)
+
+
+def _next_first_day(period: Period, first: date) -> date:
+    if period is Period.DAILY:
+        return first + timedelta(days=1)
+    if period is Period.WEEKLY:
+        return first + timedelta(days=7)
+    if period is Period.MONTHLY:
+        return (first.replace(year=first.year + 1, month=1) if first.month == 12
+                else first.replace(month=first.month + 1))
+    return first.replace(year=first.year + 1)
+
+
+def _local_midnight(day: date, tz: tzinfo) -> datetime:
+    # Midnight can fall in a DST gap (e.g. America/Santiago); fold=0 then maps it to the first
+    # instant that exists, which is the start of the local day.
+    return datetime.combine(day, time(0), tzinfo=tz)
+
+
+def period_bounds(period: Period | str, now: datetime, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """``(start, end)`` of the period containing ``now``, as aware UTC datetimes."""
+    period = Period(period)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    local_day = now.astimezone(tz).date()
+    first = _first_day(period, local_day)
+    start = _local_midnight(first, tz).astimezone(UTC)
+    end = _local_midnight(_next_first_day(period, first), tz).astimezone(UTC)
+    return start, end
+
+
+def period_start(period: Period | str, now: datetime, tz: tzinfo = UTC) -> datetime:
+    return period_bounds(period, now, tz)[0]
+
+
+def period_end(period: Period | str, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """The instant the next period starts (the budget's ``resets_at``)."""
+    return period_bounds(period, now, tz)[1]
+
+
+def seconds_to_reset(period: Period | str, now: datetime, tz: tzinfo = UTC) -> int:
+    """Whole seconds until the period resets, rounded up, at least 1 (for ``Retry-After``)."""
+    remaining = (period_end(period, now, tz) - now).total_seconds()
+    return max(1, math.ceil(remaining))
+
+
+def period_key(period: Period | str, now: datetime, tz: tzinfo = UTC) -> str:
+    """A stable name of the current period, its local start date: ``daily:2026-11-22``."""
+    period = Period(period)
+    first = _first_day(period, now.astimezone(tz).date())
+    return f"{period.value}:{first.isoformat()}"
+
+
+def utc_day(now: datetime) -> date:
+    return now.astimezone(UTC).date()
+
+
+def metric_days(now: datetime, days: int = 30) -> list[date]:
+    """The UTC days of the metrics window ending today, oldest first."""
+    today = utc_day(now)
+    return [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]

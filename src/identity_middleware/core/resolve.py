@@ -1,0 +1,104 @@
+"""Resolution of a request's identity from parts already read: body bytes, a header, auth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from .models import IdentityInput
+from .validation import InvalidIdentity, check_id
+
+Source = Literal["body", "header", "auth"]
+
+
+class _Orq(msgspec.Struct):
+    identity: Any = None
+
+
+class _Envelope(msgspec.Struct):
+    # Only the two fields we need are materialised; msgspec skips the rest of a long chat body
+    # (``messages`` and friends) without building Python objects for it.
+    identity: Any = None
+    orq: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+_decode_orq = msgspec.json.Decoder(_Orq).decode
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The identity a request carries: its external id, the record fields to upsert (body only)."""
+
+    external_id: str
+    source: Source
+    upsert: IdentityInput | None = None
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """``application/json``, ``application/*+json``, any parameters."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def identity_from_body(body: bytes) -> IdentityInput | None:
+    """The body's ``identity`` (or ``orq.identity``) validated; ``None`` when there is none.
+
+    A body that is not JSON, or not a JSON object, carries no identity (the app still gets it).
+    An ``identity`` that is present but not a valid object raises :class:`InvalidIdentity`.
+    """
+    if not body:
+        return None
+    try:
+        envelope = _decode_envelope(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    raw = envelope.identity
+    if raw is None and bytes(envelope.orq) != b"null":
+        try:
+            raw = _decode_orq(envelope.orq).identity
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raw = None  # ``orq`` is not an object: nothing of ours in it
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidIdentity("identity", "identity must be an object")
+    return IdentityInput.parse(raw)
+
+
+def identity_from_header(value: str | None, header_name: str) -> str | None:
+    """A header's identity id, validated (hostile values are refused, never passed on)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    return check_id(value, header_name)
+
+
+def identity_from_auth(value: object) -> str | None:
+    """An auth context's id (already mapped to a string by the framework shell), validated."""
+    if value is None:
+        return None
+    if isinstance(value, IdentityInput):
+        return value.id
+    return check_id(str(value), "auth")
+
+
+def resolve(
+    body_identity: IdentityInput | None,
+    header_id: str | None,
+    auth_id: str | None,
+) -> Resolved | None:
+    """The first source that yields an identity wins: body, then header, then auth."""
+    if body_identity is not None:
+        return Resolved(body_identity.id, "body", body_identity)
+    if header_id is not None:
+        return Resolved(header_id, "header")
+    if auth_id is not None:
+        return Resolved(auth_id, "auth")
+    return None

@@ -1,0 +1,31 @@
+"""Stores: where identities, budgets, spend and metrics live. ``MemoryStore`` embedded, ``RedisStore`` shared."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Store
+from .memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .redis import RedisStore
+
+__all__ = ["MemoryStore", "RedisStore", "Store", "store_from_url"]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore is imported on first use, so the redis client stays an optional dependency.
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(name)
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``)."""
+    if url.startswith("memory://"):
+        return MemoryStore(**options)
+    from .redis import RedisStore
+
+    return RedisStore.from_url(url, **options)

@@ -1,0 +1,221 @@
+"""The store protocol: every operation in a sync form and an async twin named the Django way."""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
+from ..core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
+from ..core.money import Money, to_nanos
+from ..core.periods import UTC, Period
+
+DEFAULT_RESERVATION_TTL = 300.0
+MAX_PAGE_SIZE = 200
+METRIC_DAYS = 30
+
+
+def usage_of(
+    cost: Money | None, input_tokens: int, output_tokens: int, model: str | None, error: bool
+) -> Usage:
+    """One request's :class:`Usage` from the arguments of ``store.record``."""
+    nanos = 0 if cost is None else to_nanos(cost)
+    if nanos < 0 or input_tokens < 0 or output_tokens < 0:
+        raise ValueError("cost and token counts must not be negative")
+    usage = Usage(error=error)
+    usage.add(nanos, input_tokens, output_tokens, model)
+    return usage
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}")
+    return limit
+
+
+def matches(identity: Identity, search: str | None, tags: Sequence[str] | None) -> bool:
+    """The list filters: ``search`` a case-insensitive substring, ``tags`` any of."""
+    if search:
+        needle = search.casefold()
+        haystacks = (identity.external_id, identity.display_name or "", identity.email or "")
+        if not any(needle in text.casefold() for text in haystacks):
+            return False
+    if tags:
+        wanted = set(tags)
+        if not wanted.intersection(identity.tags):
+            return False
+    return True
+
+
+class Store(abc.ABC):
+    """What the middleware, the admin API and users' code ask of a store.
+
+    Identities are addressed by ``_id`` (ULID) or ``external_id`` (external id matched first).
+    Every method has an async twin with the same parameters (``create`` / ``acreate``) so sync
+    servers never start an event loop and async ones never block theirs. One store object serves
+    any number of threads and event loops over its life.
+    """
+
+    tz: tzinfo = UTC
+    reservation_ttl: float = DEFAULT_RESERVATION_TTL
+
+    # -- identities ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create(self, identity: IdentityInput) -> Identity:
+        """Create a record; :class:`IdentityExists` if the external id is taken."""
+
+    @abc.abstractmethod
+    async def acreate(self, identity: IdentityInput) -> Identity: ...
+
+    @abc.abstractmethod
+    def retrieve(self, identity_id: str) -> Identity:
+        """The record by external id, else by ULID; :class:`IdentityNotFound` otherwise."""
+
+    @abc.abstractmethod
+    async def aretrieve(self, identity_id: str) -> Identity: ...
+
+    @abc.abstractmethod
+    def update(self, identity_id: str, **fields: Any) -> Identity:
+        """Replace the given profile fields (``display_name``, ``email``, ``avatar_url``/``logo_url``,
+        ``tags``, ``metadata``); others stay."""
+
+    @abc.abstractmethod
+    async def aupdate(self, identity_id: str, **fields: Any) -> Identity: ...
+
+    @abc.abstractmethod
+    def delete(self, identity_id: str) -> None:
+        """Remove the record, its budgets, counters and metrics."""
+
+    @abc.abstractmethod
+    async def adelete(self, identity_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def list(
+        self,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        search: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_metrics: bool = False,
+        include_budgets: bool = False,
+    ) -> IdentityPage:
+        """A page ascending by ``_id``; cursors are ``_id`` values."""
+
+    @abc.abstractmethod
+    async def alist(
+        self,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        search: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_metrics: bool = False,
+        include_budgets: bool = False,
+    ) -> IdentityPage: ...
+
+    # -- budgets ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def set_budget(self, identity_id: str, budget: Budget) -> None: ...
+
+    @abc.abstractmethod
+    async def aset_budget(self, identity_id: str, budget: Budget) -> None: ...
+
+    @abc.abstractmethod
+    def remove_budget(self, identity_id: str, period: Period | str) -> None: ...
+
+    @abc.abstractmethod
+    async def aremove_budget(self, identity_id: str, period: Period | str) -> None: ...
+
+    @abc.abstractmethod
+    def budget_status(self, identity_id: str, *, now: datetime | None = None) -> builtins.list[BudgetStatus]:
+        """Live status of every budget, daily first."""
+
+    @abc.abstractmethod
+    async def abudget_status(
+        self, identity_id: str, *, now: datetime | None = None
+    ) -> builtins.list[BudgetStatus]: ...
+
+    @abc.abstractmethod
+    def reset_budget(self, identity_id: str, period: Period | str) -> None:
+        """Zero the current period's spend (and its reservations) of one budget."""
+
+    @abc.abstractmethod
+    async def areset_budget(self, identity_id: str, period: Period | str) -> None: ...
+
+    # -- usage -----------------------------------------------------------------------------------
+    def record(
+        self,
+        identity_id: str,
+        cost: Money | None = Decimal(0),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        model: str | None = None,
+        error: bool = False,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """One request's usage: a request (and an error), its cost on every period, the day's metrics."""
+        usage = usage_of(cost, input_tokens, output_tokens, model, error)
+        identity = self.retrieve(identity_id)
+        self.settle(Settlement(identity.id, usage, None, now))
+
+    async def arecord(
+        self,
+        identity_id: str,
+        cost: Money | None = Decimal(0),
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        model: str | None = None,
+        error: bool = False,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        usage = usage_of(cost, input_tokens, output_tokens, model, error)
+        identity = await self.aretrieve(identity_id)
+        await self.asettle(Settlement(identity.id, usage, None, now))
+
+    @abc.abstractmethod
+    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        """Totals over the last 30 UTC days."""
+
+    @abc.abstractmethod
+    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics: ...
+
+    # -- the request path ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def admit(self, request: AdmissionRequest) -> Admission:
+        """Upsert/create the identity, check every budget and take the reservation, atomically."""
+
+    @abc.abstractmethod
+    async def aadmit(self, request: AdmissionRequest) -> Admission: ...
+
+    @abc.abstractmethod
+    def settle(self, settlement: Settlement) -> None:
+        """Commit one request's usage exactly once and release its reservation."""
+
+    @abc.abstractmethod
+    async def asettle(self, settlement: Settlement) -> None: ...
+
+    # -- life ------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write out anything held back (batched commits). Nothing to do by default."""
+
+    async def aflush(self) -> None:
+        """Async twin of :meth:`flush`."""
+
+    def close(self) -> None:
+        """Flush and release connections."""
+        self.flush()
+
+    async def aclose(self) -> None:
+        await self.aflush()
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The ``limits`` storage URI that keeps rate limits next to this store's data."""
+        return "memory://"
