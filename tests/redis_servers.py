@@ -1,0 +1,129 @@
+"""Start private redis-server processes (standalone and a 3-master Cluster) for the test-suite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REDIS_SERVER = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
+REDIS_CLI = os.environ.get("REDIS_CLI", shutil.which("redis-cli") or "/usr/bin/redis-cli")
+
+
+def require_binaries() -> None:
+    """Fail loudly: a skipped Redis test would hide that the store was never exercised."""
+    for binary in (REDIS_SERVER, REDIS_CLI):
+        if not Path(binary).exists():
+            raise RuntimeError(
+                f"{binary} not found: the Redis tests need a real redis-server and redis-cli "
+                "(apt-get install redis-server, or set REDIS_URL / REDIS_CLUSTER_URL)"
+            )
+
+
+def free_port(*, bus: bool = False) -> int:
+    """A free TCP port; with ``bus`` also port + 10000 (the Cluster bus) is free."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
+                          capture_output=True, text=True, timeout=30, check=False).stdout
+
+
+def _wait_ping(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server on port {port} exited:\n{log.read_text(errors='replace')}")
+        if _cli(port, "PING").strip() == "PONG":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server on port {port} did not answer PING")
+
+
+def _start(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
+    log = directory / "redis.log"
+    process = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "no", "--logfile", str(log), "--maxclients", "10000", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    _wait_ping(port, process, log)
+    return process
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A standalone server on a free port in a temp dir; yields ``redis://127.0.0.1:PORT/0``."""
+    require_binaries()
+    with tempfile.TemporaryDirectory(prefix="idm-redis-") as directory:
+        port = free_port()
+        process = _start(port, Path(directory))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            _stop([process])
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A real Redis Cluster of ``masters`` primaries; yields ``redis+cluster://127.0.0.1:PORT``."""
+    require_binaries()
+    with tempfile.TemporaryDirectory(prefix="idm-cluster-") as root:
+        processes: list[subprocess.Popen[bytes]] = []
+        ports: list[int] = []
+        try:
+            for index in range(masters):
+                directory = Path(root) / str(index)
+                directory.mkdir()
+                port = free_port(bus=True)
+                ports.append(port)
+                processes.append(_start(port, directory, "--cluster-enabled", "yes",
+                                        "--cluster-config-file", "nodes.conf",
+                                        "--cluster-node-timeout", "5000"))
+            result = subprocess.run(
+                [REDIS_CLI, "--cluster", "create", *[f"127.0.0.1:{port}" for port in ports],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
+            deadline = time.monotonic() + 30
+            while not all("cluster_state:ok" in _cli(port, "CLUSTER", "INFO") for port in ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.1)
+            yield f"redis+cluster://127.0.0.1:{ports[0]}"
+        finally:
+            _stop(processes)
