@@ -1,0 +1,76 @@
+"""The admin API as a mountable Starlette (ASGI) app: a thin shell over :class:`AdminAPI`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..stores.base import Store
+from .errors import AdminError, Reply, not_found, payload_too_large
+from .routes import METHODS, AdminAPI
+
+__all__ = ["MAX_BODY_SIZE", "create_admin_app"]
+
+MAX_BODY_SIZE = 1_048_576
+
+
+def to_response(reply: Reply) -> Response:
+    return Response(reply.content or None, status_code=reply.status, headers=dict(reply.headers),
+                    media_type="application/json" if reply.content else None)
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_SIZE:
+        raise payload_too_large(MAX_BODY_SIZE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_SIZE:
+            raise payload_too_large(MAX_BODY_SIZE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _endpoint(api: AdminAPI, template: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await _read_body(request) if request.method in ("POST", "PUT", "PATCH") else b""
+        except AdminError as error:
+            return to_response(error.reply())
+        reply = await api.handle(
+            template,
+            request.method,
+            params=dict(request.path_params),
+            query={name: request.query_params.getlist(name) for name in request.query_params},
+            authorization=request.headers.get("authorization"),
+            body=body,
+        )
+        return to_response(reply)
+
+    endpoint.__name__ = f"admin {template}"
+    return endpoint
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code != 404:
+        return Response(status_code=exc.status_code)
+    return to_response(not_found("No such route.").reply())
+
+
+def create_admin_app(store: Store, *, token: str | None) -> Starlette:
+    """The admin REST API over ``store``; every route needs ``Authorization: Bearer <token>``.
+
+    ``token`` is keyword-only and required: pass ``token=None`` to serve without auth (e.g. behind
+    your own auth middleware). Mount it anywhere: ``app.mount("/admin", create_admin_app(...))``.
+    The caller owns ``store`` and closes it.
+    """
+    api = AdminAPI(store, token=token)
+    routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
+    return Starlette(routes=routes, exception_handlers={404: _not_found})
