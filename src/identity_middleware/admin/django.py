@@ -1,0 +1,98 @@
+"""The admin API for Django: a URLconf to ``include()``, async views over the same :class:`AdminAPI`.
+
+``path("admin-api/", include("identity_middleware.admin.django"))`` serves ``admin-api/v2/identities``
+and the rest. The store comes from ``settings.IDENTITY_MIDDLEWARE["STORE_URL"]`` (default
+``"memory://"``), the bearer token from ``settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"]``: the key must
+be present, and ``None`` disables auth on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, re_path
+from django.views.decorators.csrf import csrf_exempt
+
+from ..stores import Store, store_from_url
+from .errors import Reply, not_found
+from .routes import OPENAPI_PATH, ROUTES, AdminAPI
+
+__all__ = ["admin_api", "close_stores", "urlpatterns"]
+
+_lock = threading.Lock()
+_stores: dict[str, Store] = {}
+
+
+def _config() -> dict[str, Any]:
+    config = getattr(settings, "IDENTITY_MIDDLEWARE", None) or {}
+    if not isinstance(config, dict):
+        raise ImproperlyConfigured("settings.IDENTITY_MIDDLEWARE must be a dict")
+    return config
+
+
+def admin_api() -> AdminAPI:
+    """The API over the configured store; one store per URL for the life of the process."""
+    config = _config()
+    if "ADMIN_TOKEN" not in config:
+        raise ImproperlyConfigured(
+            'Set settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"] to a secret (or to None to disable auth on purpose).')
+    url = str(config.get("STORE_URL", "memory://"))
+    with _lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = store_from_url(url)
+    token = config["ADMIN_TOKEN"]
+    return AdminAPI(store, token=None if token is None else str(token))
+
+
+def close_stores() -> None:
+    """Close and forget the stores opened so far (at shutdown, or between tests after changing settings)."""
+    with _lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close()
+
+
+def _to_response(reply: Reply) -> HttpResponse:
+    response = HttpResponse(reply.content, status=reply.status,
+                            content_type="application/json" if reply.content else None)
+    for name, value in reply.headers:
+        response[name] = value
+    return response
+
+
+def _view(template: str) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
+    async def view(request: HttpRequest, **params: str) -> HttpResponse:
+        reply = await admin_api().handle(
+            template,
+            request.method or "GET",
+            params=params,
+            query={name: values for name, values in request.GET.lists()},
+            authorization=request.headers.get("Authorization"),
+            body=request.body if request.method in ("POST", "PUT", "PATCH") else b"",
+        )
+        return _to_response(reply)
+
+    return csrf_exempt(view)
+
+
+async def _no_route(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return _to_response(not_found("No such route.").reply())
+
+
+def _django_route(template: str) -> str:
+    # "/v2/identities/{identity_id}" -> "v2/identities/<str:identity_id>" (include() supplies the prefix)
+    return re.sub(r"\{(\w+)\}", r"<str:\1>", template.lstrip("/"))
+
+
+urlpatterns: list[URLPattern] = [
+    *(path(_django_route(template), _view(template)) for template in [*ROUTES, OPENAPI_PATH]),
+    re_path(r"^(?P<rest>.*)$", csrf_exempt(_no_route)),
+]
