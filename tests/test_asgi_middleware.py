@@ -550,7 +550,7 @@ def test_a_client_disconnect_is_still_metered() -> None:
     async def waits_for_disconnect(request: Request) -> Response:
         record_usage("0.07")
         reached.set()
-        while not await request.is_disconnected():
+        while not await request.is_disconnected():  # noqa: ASYNC110 - polling is the API here
             await anyio.sleep(0.01)
         raise anyio.get_cancelled_exc_class()
 
