@@ -70,8 +70,11 @@ def identity_required() -> ErrorResponse:
 def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:
     body = _error(
         "budget_exceeded",
-        f"The {block.period.value} budget of {format_usd(block.amount)} USD is spent; "
-        f"it resets at {_iso(block.resets_at)}.",
+        f"The {block.period.value} budget of {format_usd(block.amount)} USD "
+        + ("is spent" if block.spent + block.reserved >= block.amount
+           else f"has {format_usd(block.amount - block.spent - block.reserved)} USD left, "
+                "less than this request's estimate")
+        + f"; it resets at {_iso(block.resets_at)}.",
         identity=external_id,
         period=block.period.value,
         amount=format_usd(block.amount),
