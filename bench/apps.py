@@ -1,0 +1,187 @@
+"""The benchmarked apps (bare Starlette, and wrapped with IdentityMiddleware), their stores and bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from identity_middleware import Budget, IdentityExists, IdentityInput, IdentityMiddleware, Period, record_usage
+from identity_middleware.stores import MemoryStore, Store
+
+IDENTITIES = tuple(f"user_{n}" for n in range(8))
+CHAT_PATH = "/v1/chat/completions"
+STATS_PATH = "/bench/stats"
+# Large enough that no run of this benchmark ever reaches it: the path measured is "admitted".
+DAILY_BUDGET = Decimal("1000000")
+COST = Decimal("0.000150")  # what the view records per request
+INPUT_TOKENS = 120
+OUTPUT_TOKENS = 40
+
+_FILLER = (
+    "You are a helpful assistant that answers questions about the weather, travel plans and "
+    "restaurant bookings. Keep answers short, cite sources when you can, and never invent facts. "
+)
+
+
+def chat_body(identity: str, *, size: int = 1024) -> bytes:
+    """An OpenAI-style chat request of about ``size`` bytes, the identity after the messages
+    (the worst place for a parser that stops early; msgspec scans the whole document anyway)."""
+    messages: list[dict[str, str]] = []
+    payload: dict[str, Any] = {"model": "gpt-4o-mini", "messages": messages, "temperature": 0.2,
+                               "identity": {"id": identity}}
+    turn = 0
+    while len(json.dumps(payload, separators=(",", ":"))) < size - 120:
+        role = ("user", "assistant")[turn % 2] if turn else "system"
+        messages.append({"role": role, "content": f"[{turn}] " + _FILLER[: min(len(_FILLER), 360)]})
+        turn += 1
+    body = json.dumps(payload, separators=(",", ":"))
+    pad = size - len(body)
+    if pad > 0:  # top up the last message so the body is the size asked, within a byte or two
+        messages[-1]["content"] += "." * pad
+        body = json.dumps(payload, separators=(",", ":"))
+    return body.encode()
+
+
+# -- the endpoint ----------------------------------------------------------------------------------
+async def chat_bare(request: Request) -> JSONResponse:
+    payload = await request.json()
+    return JSONResponse({"id": "chatcmpl-bench", "model": payload.get("model"),
+                         "usage": {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS}})
+
+
+async def chat_metered(request: Request) -> JSONResponse:
+    """The same view as :func:`chat_bare`, recording the LLM call's usage as a real view would."""
+    payload = await request.json()
+    record_usage(COST, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS, model=payload.get("model"))
+    return JSONResponse({"id": "chatcmpl-bench", "model": payload.get("model"),
+                         "usage": {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS}})
+
+
+def _stats_endpoint(store: Store | None) -> Any:
+    async def stats(request: Request) -> JSONResponse:
+        """Requests and cost the store committed for the bench identities (a sanity check)."""
+        if store is None:
+            return JSONResponse({"requests": None, "cost": None})
+        requests = 0
+        cost = Decimal(0)
+        for identity in IDENTITIES:
+            metrics = await store.ametrics(identity)
+            requests += metrics.total_requests
+            cost += Decimal(str(metrics.total_cost))
+        return JSONResponse({"requests": requests, "cost": str(cost)})
+
+    return stats
+
+
+def build_app(store: Store | None) -> Starlette:
+    """The bare app when ``store`` is None, else the same app with ``IdentityMiddleware(store=store)``
+    added the documented way (``app.add_middleware``), so route markers are looked up as in production."""
+    routes = [Route(CHAT_PATH, chat_bare if store is None else chat_metered, methods=["POST"]),
+              Route(STATS_PATH, _stats_endpoint(store), methods=["GET"])]
+    if store is None:
+        return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(IdentityMiddleware, store=store)])
+
+
+# -- stores ----------------------------------------------------------------------------------------
+def prepare_store(store: Store) -> None:
+    """Create the bench identities, each with a daily budget it never reaches (idempotent)."""
+    for identity in IDENTITIES:
+        with contextlib.suppress(IdentityExists):
+            store.create(IdentityInput(id=identity))
+        store.set_budget(identity, Budget(period=Period.DAILY, amount=DAILY_BUDGET))
+
+
+class RedisUnavailable(RuntimeError):
+    """The Redis store (or a redis-server to run it on) is not available here."""
+
+
+def redis_store_class() -> Any:
+    """``RedisStore``, imported lazily: it is optional and may not have landed yet."""
+    try:
+        from identity_middleware.stores import RedisStore
+    except (ImportError, AttributeError) as error:
+        raise RedisUnavailable(f"identity_middleware.stores.RedisStore is not available yet ({error!r})") from None
+    return RedisStore
+
+
+def redis_store(url: str) -> Store:
+    """``RedisStore.from_url(url)``."""
+    store: Store = redis_store_class().from_url(url)
+    return store
+
+
+def make_store(kind: str, redis_url: str | None = None) -> Store | None:
+    """``bare`` (no store), ``memory`` or ``redis`` (needs ``redis_url``), prepared for the bench."""
+    if kind == "bare":
+        return None
+    if kind == "memory":
+        store: Store = MemoryStore()
+    elif kind == "redis":
+        if not redis_url:
+            raise RedisUnavailable("the redis variant needs a Redis URL")
+        store = redis_store(redis_url)
+    else:
+        raise ValueError(f"unknown app kind {kind!r}")
+    prepare_store(store)
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(cpus: str | None = None) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port (no persistence), killed on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisUnavailable("redis-server not found (apt-get install -y redis-server, or pass --redis-url)")
+    directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+               "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")]
+    if cpus and shutil.which("taskset"):
+        command = ["taskset", "-c", cpus, *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise RedisUnavailable(f"redis-server exited: {(directory / 'redis.log').read_text(errors='replace')}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RedisUnavailable("redis-server did not answer PING within 10 s")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,35 @@
+"""Serve one benchmarked app under uvicorn (one worker, no access log); run.py starts it as a subprocess."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import uvicorn
+
+from .apps import build_app, make_store
+
+
+def default_loop() -> str:
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
+def default_http() -> str:
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--app", choices=("bare", "memory", "redis"), required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--loop", default=default_loop())
+    parser.add_argument("--http", default=default_http())
+    args = parser.parse_args(argv)
+    app = build_app(make_store(args.app, args.redis_url))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop=args.loop, http=args.http,
+                access_log=False, log_level="warning", workers=1)
+
+
+if __name__ == "__main__":
+    main()
