@@ -29,7 +29,7 @@ class _URLConf:
     urlpatterns = [path("admin-api/", include("identity_middleware.admin.django"))]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"

@@ -19,7 +19,7 @@ from identity_middleware.stores import MemoryStore, Store
 Run = Callable[..., tuple[int, str, str]]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def store_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """A store URL whose state outlives one invocation (memory: one store shared by every run)."""
     if request.param == "memory":
