@@ -1,0 +1,120 @@
+"""Redis clients from a URL: standalone, TLS, Sentinel or Cluster; sync, and async per event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+def _retry() -> Retry:
+    # One immediate retry on a broken connection (a server restart leaves stale pooled sockets), but
+    # never on a timeout: the server may have run the script, and a second INCRBY would double count.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """How to build this store's clients; the async one is built once per event loop."""
+
+    url: str
+    max_connections: int = 64
+    pool_timeout: float = 10.0
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 2.0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.scheme.endswith("+cluster")
+
+    @property
+    def is_sentinel(self) -> bool:
+        return self.scheme.endswith("+sentinel")
+
+    def _plain_url(self) -> str:
+        """The URL redis-py understands: ``redis+cluster://`` -> ``redis://``."""
+        scheme = self.scheme
+        base = "rediss" if scheme.startswith("rediss") else "redis"
+        return base + self.url[len(scheme):]
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"decode_responses": True, "socket_timeout": self.socket_timeout,
+                "socket_connect_timeout": self.socket_connect_timeout, **dict(self.options)}
+
+    def _sentinel(self) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+        parts = urlsplit(self._plain_url())
+        hosts = []
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            name, _, port = host.rpartition(":")
+            hosts.append((name or host, int(port) if port.isdigit() else 26379))
+        path = [part for part in parts.path.split("/") if part]
+        if not path:
+            raise ValueError("redis+sentinel:// URLs name the service: redis+sentinel://host:26379/mymaster")
+        extra: dict[str, Any] = {}
+        if parts.password:
+            extra["password"] = unquote(parts.password)
+        if parts.username:
+            extra["username"] = unquote(parts.username)
+        if len(path) > 1:
+            extra["db"] = int(path[1])
+        return hosts, path[0], extra
+
+    def sync_client(self) -> SyncClient:
+        kwargs = self._kwargs()
+        if self.is_cluster:
+            return redis.cluster.RedisCluster.from_url(
+                self._plain_url(), retry=_retry(), connection_pool_class=redis.BlockingConnectionPool,
+                max_connections=self.max_connections, timeout=self.pool_timeout, **kwargs)
+        if self.is_sentinel:
+            hosts, service, extra = self._sentinel()
+            sentinel = cast(Any, redis.sentinel.Sentinel)(
+                hosts, socket_timeout=self.socket_timeout, sentinel_kwargs={"password": extra.get("password")})
+            return cast(Any, sentinel).master_for(service, retry=_retry(), **kwargs, **extra)  # type: ignore[no-any-return]
+        pool = redis.BlockingConnectionPool.from_url(
+            self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
+            retry=_retry(), **kwargs)
+        return redis.Redis(connection_pool=pool)
+
+    def async_client(self) -> AsyncClient:
+        """A client bound to the running event loop (redis.asyncio pools cannot cross loops)."""
+        kwargs = self._kwargs()
+        if self.is_cluster:
+            # The async cluster raises MaxConnectionsError when a node's pool is full; the store
+            # queues on a per-loop semaphore of the same size instead (see RedisStore).
+            return redis.asyncio.cluster.RedisCluster.from_url(
+                self._plain_url(), max_connections=self.max_connections, **kwargs)
+        if self.is_sentinel:
+            hosts, service, extra = self._sentinel()
+            sentinel = cast(Any, redis.asyncio.sentinel.Sentinel)(
+                hosts, socket_timeout=self.socket_timeout, sentinel_kwargs={"password": extra.get("password")})
+            return cast(Any, sentinel).master_for(service, retry=_retry(), **kwargs, **extra)  # type: ignore[no-any-return]
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
+            retry=_retry(), **kwargs)
+        return redis.asyncio.Redis(connection_pool=pool)
+
+    def limiter(self) -> asyncio.Semaphore | None:
+        return asyncio.Semaphore(self.max_connections) if self.is_cluster else None
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The same server as a ``limits`` storage URI (limits knows redis, rediss, +cluster, +sentinel)."""
+        return self.url

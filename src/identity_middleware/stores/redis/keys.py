@@ -1,0 +1,116 @@
+"""The Redis key schema: every key name the store reads or writes, and how long each one lives.
+
+Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identity's hash tag)::
+
+    P:identities            ZSET   every identity as member "ULID:T" (score 0), ordered by ULID;
+                                   the only global key, in its own Cluster slot
+    P:{T}:id                HASH   the record: u (ULID), x (external id), c/t (created/updated, ISO),
+                                   display_name, email, avatar_url, tags, metadata (JSON values)
+    P:{T}:b                 HASH   budgets: period name -> amount in nano-USD
+    P:{T}:s:<period key>    STRING spend in nano-USD of one period instance, e.g. s:daily:2026-11-22
+                                   (INCRBY); expires one day after the period ends
+    P:{T}:r:<period>        ZSET   live reservations of one budget: member "<nanos>:<id>", score =
+                                   expiry in ms; expired members are pruned by the scripts
+    P:{T}:d:<YYYY-MM-DD>    HASH   one UTC day's metrics: c cost, i/o tokens, n requests, e errors,
+                                   m:<model> requests per model; expires 31 days after the day
+
+``T`` is the hex SHA-1 of the UTF-8 external id. It is derived from the external id, not the ULID,
+because an admission arrives with the external id only: hashing it tells the client which slot
+holds the record, so the admission script reaches the record (which doubles as the external id ->
+ULID index), budgets, spend, reservations and metrics in one call on one Cluster node. A hex digest
+never contains ``{`` or ``}``, so any external id (braces, spaces, unicode) is safe. The way back,
+ULID -> T (retrieve/list by ``_id``, settle), is the ``P:identities`` member ``"ULID:T"``, found with a
+ZRANGEBYLEX on the ULID prefix and cached in-process (it never changes).
+
+Counters are keyed by the period's start (``period_key``), so a new period starts at zero with no
+reset job; old ones expire by TTL. ``P:identities`` is written separately from the per-identity
+scripts (another slot): it is added to after the record is created and removed from before the
+record is deleted, so a listed member whose record is gone is skipped, never shown half-made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import date, datetime, timedelta, tzinfo
+
+from ...core.periods import UTC, Period, period_bounds, period_key, utc_day
+
+PERIODS: tuple[Period, ...] = tuple(Period)  # script key order: daily, weekly, monthly, yearly
+SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app servers with skewed clocks
+METRIC_TTL_DAYS = 31
+
+
+def identity_tag(external_id: str) -> str:
+    """The Cluster hash tag of an identity: hex SHA-1 of its external id (never contains braces)."""
+    return hashlib.sha1(external_id.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(1, math.ceil(delta.total_seconds()))
+
+
+class KeySchema:
+    """Key names under one prefix."""
+
+    __slots__ = ("identities", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must be non-empty and contain no braces")
+        self.prefix = prefix
+        self.identities = f"{prefix}:identities"
+
+    def base(self, tag: str) -> str:
+        return f"{self.prefix}:{{{tag}}}"
+
+    def record(self, tag: str) -> str:
+        return f"{self.base(tag)}:id"
+
+    def budgets(self, tag: str) -> str:
+        return f"{self.base(tag)}:b"
+
+    def spend(self, tag: str, key: str) -> str:
+        return f"{self.base(tag)}:s:{key}"
+
+    def reservations(self, tag: str, period: Period) -> str:
+        return f"{self.base(tag)}:r:{period.value}"
+
+    def day(self, tag: str, day: date) -> str:
+        return f"{self.base(tag)}:d:{day.isoformat()}"
+
+    def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
+        """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
+        return [
+            self.record(tag),
+            self.budgets(tag),
+            *(self.spend(tag, period_key(period, now, tz)) for period in PERIODS),
+            *(self.reservations(tag, period) for period in PERIODS),
+            self.day(tag, utc_day(now)),
+        ]
+
+    def metric_keys(self, tag: str, now: datetime, days: int) -> list[str]:
+        today = utc_day(now)
+        return [self.day(tag, today - timedelta(days=offset)) for offset in range(days)]
+
+    def all_identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
+        """Every key an identity can own at ``now``: current and previous periods, the metric window."""
+        keys = [self.record(tag), self.budgets(tag), *(self.reservations(tag, p) for p in PERIODS)]
+        for period in PERIODS:
+            start, _ = period_bounds(period, now, tz)
+            keys.append(self.spend(tag, period_key(period, now, tz)))
+            keys.append(self.spend(tag, period_key(period, start - timedelta(microseconds=1), tz)))
+        keys.extend(self.metric_keys(tag, now + timedelta(days=1), METRIC_TTL_DAYS + 2))
+        return keys
+
+
+def spend_ttls(now: datetime, tz: tzinfo = UTC) -> list[int]:
+    """Seconds each current spend counter must live: to its period's end plus a margin."""
+    return [_seconds(period_bounds(period, now, tz)[1] - now + SPEND_MARGIN) for period in PERIODS]
+
+
+def metric_ttl(now: datetime) -> int:
+    """Seconds today's metric hash must live: until it leaves the 30-day window, plus a day."""
+    today = utc_day(now)
+    leaves = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=METRIC_TTL_DAYS)
+    return _seconds(leaves - now)

@@ -1,0 +1,350 @@
+"""The store contract: one suite, run unchanged on MemoryStore and RedisStore (sync, async, Cluster)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import anyio.from_thread
+import pytest
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.errors import IdentityExists, IdentityNotFound
+from identity_middleware.core.models import Budget, IdentityInput
+from identity_middleware.core.periods import Period
+from identity_middleware.stores import Store
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class Api:
+    """A store's operations, called through the sync forms or (``mode="async"``) the async twins."""
+
+    def __init__(self, store: Store, portal: anyio.from_thread.BlockingPortal | None) -> None:
+        self.store = store
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if self._portal is None:
+            return getattr(self.store, name)  # type: ignore[no-any-return]
+        method = getattr(self.store, "a" + name)
+        portal = self._portal
+        return lambda *args, **kwargs: portal.call(functools.partial(method, *args, **kwargs))
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, store: Store) -> Iterator[Api]:
+    if request.param == "sync":
+        yield Api(store, None)
+        return
+    with anyio.from_thread.start_blocking_portal() as portal:
+        yield Api(store, portal)
+        portal.call(store.aflush)
+
+
+def admit(api: Api, external_id: str, **options: Any) -> Any:
+    return api.admit(AdmissionRequest(external_id, **options))
+
+
+def settle(api: Api, admission: Any, cost: str = "0", *, error: bool = False, now: datetime | None = None) -> None:
+    usage = Usage(error=error)
+    usage.add(int(Decimal(cost) * 1_000_000_000), 0, 0, None)
+    api.settle(Settlement(admission.identity.id, usage, admission.reservation, now))
+
+
+# -- identities ------------------------------------------------------------------------------------
+def test_create_then_retrieve_by_external_id_and_ulid(api: Api) -> None:
+    made = api.create(IdentityInput(id="user_1", display_name="Jane", email="jane@example.com",
+                                    metadata={"plan": "pro"}, tags=["beta"]))
+    assert made.external_id == "user_1" and made.display_name == "Jane" and made.tags == ["beta"]
+    assert api.retrieve("user_1") == made
+    assert api.retrieve(made.id) == made
+
+
+def test_retrieve_unknown_raises_not_found(api: Api) -> None:
+    with pytest.raises(IdentityNotFound):
+        api.retrieve("nobody")
+    with pytest.raises(LookupError):
+        api.retrieve("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+
+def test_create_existing_external_id_raises(api: Api) -> None:
+    api.create(IdentityInput(id="user_1"))
+    with pytest.raises(IdentityExists):
+        api.create(IdentityInput(id="user_1"))
+
+
+def test_update_replaces_given_fields_only(api: Api) -> None:
+    made = api.create(IdentityInput(id="user_1", display_name="Jane", email="jane@example.com", tags=["a"]))
+    updated = api.update("user_1", display_name="Jane D", logo_url="https://x/a.png")
+    assert updated.display_name == "Jane D" and updated.email == "jane@example.com"
+    assert updated.avatar_url == "https://x/a.png" and updated.tags == ["a"]
+    assert updated.updated >= made.updated and updated.created == made.created
+    assert api.retrieve(made.id) == updated
+
+
+def test_update_unknown_raises_not_found(api: Api) -> None:
+    with pytest.raises(IdentityNotFound):
+        api.update("ghost", display_name="x")
+
+
+def test_delete_removes_record_budgets_and_counters(api: Api) -> None:
+    api.create(IdentityInput(id="user_1"))
+    api.set_budget("user_1", Budget(period=Period.DAILY, amount=Decimal("1")))
+    api.record("user_1", cost=Decimal("0.5"))
+    api.delete("user_1")
+    with pytest.raises(IdentityNotFound):
+        api.retrieve("user_1")
+    assert api.list().data == []
+    api.create(IdentityInput(id="user_1"))
+    assert api.budget_status("user_1") == []
+    assert api.metrics("user_1").total_requests == 0
+    api.set_budget("user_1", Budget(period=Period.DAILY, amount=Decimal("1")))
+    assert api.budget_status("user_1")[0].spent == 0
+
+
+def test_list_pages_forward_and_backward_without_gap_or_repeat(api: Api) -> None:
+    ids = [api.create(IdentityInput(id=f"user_{n:03}")).id for n in range(250)]
+    forward: list[str] = []
+    cursor = None
+    while True:
+        page = api.list(limit=37, starting_after=cursor)
+        forward += [identity.id for identity in page.data]
+        if not page.has_more:
+            break
+        cursor = page.data[-1].id
+    assert forward == ids
+    backward: list[str] = []
+    cursor = None
+    first = api.list(limit=200)
+    assert first.has_more and [i.id for i in first.data] == ids[:200]
+    cursor = ids[-1]
+    backward = [ids[-1]]
+    while True:
+        page = api.list(limit=37, ending_before=cursor)
+        backward = [identity.id for identity in page.data] + backward
+        if not page.has_more:
+            break
+        cursor = page.data[0].id
+    assert backward == ids
+    between = api.list(limit=10, starting_after=ids[10], ending_before=ids[15])
+    assert [i.id for i in between.data] == ids[11:15] and not between.has_more
+
+
+def test_list_search_is_case_insensitive_on_id_name_and_email(api: Api) -> None:
+    api.create(IdentityInput(id="alpha", display_name="Ann Smith"))
+    api.create(IdentityInput(id="beta", email="BOB@Example.com"))
+    api.create(IdentityInput(id="gamma"))
+    assert [i.external_id for i in api.list(search="SMITH").data] == ["alpha"]
+    assert [i.external_id for i in api.list(search="example").data] == ["beta"]
+    assert [i.external_id for i in api.list(search="AMM").data] == ["gamma"]
+
+
+def test_list_tags_keep_any_of(api: Api) -> None:
+    api.create(IdentityInput(id="a", tags=["x"]))
+    api.create(IdentityInput(id="b", tags=["y", "z"]))
+    api.create(IdentityInput(id="c", tags=["w"]))
+    assert [i.external_id for i in api.list(tags=["x", "z"]).data] == ["a", "b"]
+
+
+def test_list_includes_metrics_and_budgets_when_asked(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("2")))
+    api.record("a", cost=Decimal("0.25"), input_tokens=3, output_tokens=4)
+    plain = api.list().data[0]
+    assert plain.metrics is None and plain.budgets is None
+    full = api.list(include_metrics=True, include_budgets=True).data[0]
+    assert full.metrics is not None and full.metrics.total_cost == Decimal("0.25") and full.metrics.total_tokens == 7
+    assert full.budgets is not None and full.budgets[0].spent == Decimal("0.25")
+
+
+# -- budgets ---------------------------------------------------------------------------------------
+def test_set_status_remove_budget(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.MONTHLY, amount=Decimal("10")))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("0.20")))
+    api.record("a", cost=Decimal("0.05"))
+    daily, monthly = api.budget_status("a")
+    assert daily.period is Period.DAILY and monthly.period is Period.MONTHLY
+    assert daily.amount == Decimal("0.2") and daily.spent == Decimal("0.05")
+    assert daily.remaining == Decimal("0.15") and daily.percent == 25.0 and daily.reserved == 0
+    api.remove_budget("a", "daily")
+    assert [s.period for s in api.budget_status("a")] == [Period.MONTHLY]
+
+
+def test_spend_before_a_budget_counts(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.record("a", cost=Decimal("0.30"))
+    api.set_budget("a", Budget(period=Period.WEEKLY, amount=Decimal("1")))
+    assert api.budget_status("a")[0].spent == Decimal("0.3")
+
+
+def test_reset_zeroes_the_period_spend(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    api.set_budget("a", Budget(period=Period.YEARLY, amount=Decimal("100")))
+    api.record("a", cost=Decimal("0.40"))
+    api.reset_budget("a", Period.DAILY)
+    daily, yearly = api.budget_status("a")
+    assert daily.spent == 0 and yearly.spent == Decimal("0.4")
+
+
+def test_budget_of_unknown_identity_raises(api: Api) -> None:
+    with pytest.raises(IdentityNotFound):
+        api.set_budget("ghost", Budget(period=Period.DAILY, amount=Decimal("1")))
+
+
+# -- usage -----------------------------------------------------------------------------------------
+def test_record_adds_to_metrics(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.record("a", cost=Decimal("0.0000001"), input_tokens=10, output_tokens=5, model="gpt")
+    api.record("a", cost="0.1", error=True)
+    metrics = api.metrics("a")
+    assert metrics.total_cost == Decimal("0.1000001")
+    assert metrics.total_tokens == 15 and metrics.total_requests == 2 and metrics.error_rate == 0.5
+
+
+def test_metrics_cover_30_utc_days(api: Api) -> None:
+    made = api.create(IdentityInput(id="a"))
+    for days_ago in (0, 29, 30):
+        usage = Usage()
+        usage.add(1_000_000_000, 0, 0, None)
+        api.settle(Settlement(made.id, usage, None, NOW - timedelta(days=days_ago)))
+    assert api.metrics("a", now=NOW).total_cost == 2
+
+
+# -- admission -------------------------------------------------------------------------------------
+def test_admit_creates_a_bare_identity(api: Api) -> None:
+    admission = admit(api, "new_user")
+    assert admission.allowed and admission.identity.external_id == "new_user"
+    assert api.retrieve("new_user").id == admission.identity.id
+    assert [i.external_id for i in api.list().data] == ["new_user"]
+
+
+def test_admit_without_create_missing_returns_none(api: Api) -> None:
+    admission = admit(api, "ghost", create_missing=False)
+    assert admission.identity is None
+    with pytest.raises(IdentityNotFound):
+        api.retrieve("ghost")
+
+
+def test_admit_upserts_partially(api: Api) -> None:
+    api.create(IdentityInput(id="a", display_name="Ann", email="ann@example.com"))
+    admission = admit(api, "a", upsert=IdentityInput(id="a", display_name="Ann B"), create_missing=False)
+    assert admission.identity.display_name == "Ann B" and admission.identity.email == "ann@example.com"
+    assert api.retrieve("a").display_name == "Ann B"
+
+
+def test_admit_unchanged_upsert_keeps_updated(api: Api) -> None:
+    made = api.create(IdentityInput(id="a", display_name="Ann", metadata={"k": 1, "j": [1, 2]}))
+    time.sleep(0.002)
+    same = admit(api, "a", upsert=IdentityInput(id="a", display_name="Ann", metadata={"j": [1, 2], "k": 1}))
+    assert same.identity.updated == made.updated
+
+
+def test_admit_sets_default_budgets_on_new_identities(api: Api) -> None:
+    budget = Budget(period=Period.DAILY, amount=Decimal("0.5"))
+    admit(api, "a", default_budgets=(budget,))
+    assert api.budget_status("a")[0].amount == Decimal("0.5")
+    api.create(IdentityInput(id="b"))
+    admit(api, "b", default_budgets=(budget,))
+    assert api.budget_status("b") == []
+
+
+def test_spend_at_the_limit_blocks(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("0.10")))
+    assert admit(api, "a").allowed
+    api.record("a", cost=Decimal("0.0999"))
+    assert admit(api, "a").allowed
+    api.record("a", cost=Decimal("0.0001"))
+    blocked = admit(api, "a")
+    assert not blocked.allowed and blocked.blocked.period is Period.DAILY
+    assert blocked.blocked.spent == Decimal("0.1") and blocked.blocked.retry_after >= 1
+
+
+def test_estimate_that_would_overshoot_blocks(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    api.record("a", cost=Decimal("0.95"))
+    assert not admit(api, "a", estimate=60_000_000).allowed
+    assert admit(api, "a", estimate=50_000_000).allowed
+
+
+def test_blocked_admission_counts_a_request_and_an_error(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("0.01")))
+    api.record("a", cost=Decimal("0.01"))
+    assert not admit(api, "a").allowed
+    metrics = api.metrics("a")
+    assert metrics.total_requests == 2 and metrics.total_errors == 1
+
+
+def test_refused_admission_counts_without_budget_check(api: Api) -> None:
+    admission = admit(api, "a", refused=True)
+    assert admission.allowed and admission.reservation is None
+    assert api.metrics("a").total_errors == 1
+
+
+def test_reservation_shows_in_status_and_is_released_on_settle(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    first = admit(api, "a", estimate=400_000_000)
+    second = admit(api, "a", estimate=400_000_000)
+    assert first.reservation is not None and second.reservation is not None
+    assert api.budget_status("a")[0].reserved == Decimal("0.8")
+    assert not admit(api, "a", estimate=400_000_000).allowed
+    settle(api, first, "0.1")
+    status = api.budget_status("a")[0]
+    assert status.reserved == Decimal("0.4") and status.spent == Decimal("0.1")
+
+
+def test_no_reservation_without_budget_or_estimate(api: Api) -> None:
+    assert admit(api, "a", estimate=10).reservation is None
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    assert admit(api, "a").reservation is None
+
+
+def test_reset_clears_the_period_reservations(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    admit(api, "a", estimate=500_000_000)
+    api.reset_budget("a", "daily")
+    assert api.budget_status("a")[0].reserved == 0
+
+
+def test_reservation_expires(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    admission = admit(api, "a", estimate=900_000_000, now=NOW)
+    assert admission.reservation.expires_at == NOW + timedelta(seconds=api.store.reservation_ttl)
+    assert not admit(api, "a", estimate=900_000_000, now=NOW).allowed
+    later = NOW + timedelta(seconds=api.store.reservation_ttl + 1)
+    assert api.budget_status("a", now=later)[0].reserved == 0
+    assert admit(api, "a", estimate=900_000_000, now=later).allowed
+
+
+def test_period_rollover_starts_at_zero(api: Api) -> None:
+    made = api.create(IdentityInput(id="a"))
+    api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
+    usage = Usage()
+    usage.add(1_000_000_000, 0, 0, None)
+    api.settle(Settlement(made.id, usage, None, NOW))
+    assert not admit(api, "a", now=NOW).allowed
+    tomorrow = NOW + timedelta(days=1)
+    assert admit(api, "a", now=tomorrow).allowed
+    status = api.budget_status("a", now=tomorrow)[0]
+    assert status.spent == 0 and status.period_start == datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def test_settle_after_delete_charges_nothing(api: Api) -> None:
+    admission = admit(api, "a")
+    api.delete("a")
+    settle(api, admission, "0.5")
+    api.create(IdentityInput(id="a"))
+    assert api.metrics("a").total_requests == 0
