@@ -11,7 +11,7 @@ import pytest
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client, override_settings
+from django.test import AsyncClient, Client, override_settings
 from django.urls import include, path
 
 from identity_middleware.admin.django import admin_api, close_stores
@@ -142,3 +142,16 @@ def test_a_missing_admin_token_setting_refuses_to_serve() -> None:
     close_stores()
     with _settings("memory://"), pytest.raises(ImproperlyConfigured, match="ADMIN_TOKEN"):
         Client().get("/admin-api/v2/identities")
+
+
+@pytest.mark.anyio
+async def test_the_views_run_on_djangos_async_stack(store_url: str) -> None:
+    close_stores()
+    with _settings(store_url, ADMIN_TOKEN=TOKEN):
+        client, auth = AsyncClient(), {"Authorization": f"Bearer {TOKEN}"}
+        created = await client.post("/admin-api/v2/identities", data=json.dumps({"external_id": "dj_async"}),
+                                    content_type="application/json", headers=auth)
+        assert created.status_code == 201
+        fetched = await client.get("/admin-api/v2/identities/dj_async", headers=auth)
+        assert fetched.json()["_id"] == created.json()["_id"]
+    close_stores()

@@ -23,7 +23,7 @@ from ..stores import Store, store_from_url
 from .errors import Reply, not_found
 from .routes import OPENAPI_PATH, ROUTES, AdminAPI
 
-__all__ = ["admin_api", "close_stores", "urlpatterns"]
+__all__ = ["admin_api", "close_stores", "configured_store", "urlpatterns"]
 
 _lock = threading.Lock()
 _stores: dict[str, Store] = {}
@@ -36,19 +36,24 @@ def _config() -> dict[str, Any]:
     return config
 
 
-def admin_api() -> AdminAPI:
-    """The API over the configured store; one store per URL for the life of the process."""
-    config = _config()
-    if "ADMIN_TOKEN" not in config:
-        raise ImproperlyConfigured(
-            'Set settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"] to a secret (or to None to disable auth on purpose).')
-    url = str(config.get("STORE_URL", "memory://"))
+def configured_store() -> Store:
+    """The store of ``IDENTITY_MIDDLEWARE["STORE_URL"]``: one per URL for the life of the process."""
+    url = str(_config().get("STORE_URL", "memory://"))
     with _lock:
         store = _stores.get(url)
         if store is None:
             store = _stores[url] = store_from_url(url)
+        return store
+
+
+def admin_api() -> AdminAPI:
+    """The API over the configured store, with the configured token (the key is required)."""
+    config = _config()
+    if "ADMIN_TOKEN" not in config:
+        raise ImproperlyConfigured(
+            'Set settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"] to a secret (or to None to disable auth on purpose).')
     token = config["ADMIN_TOKEN"]
-    return AdminAPI(store, token=None if token is None else str(token))
+    return AdminAPI(configured_store(), token=None if token is None else str(token))
 
 
 def close_stores() -> None:
