@@ -61,7 +61,7 @@ def _wait_ping(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"redis-server on port {port} did not answer PING")
 
 
-def _start(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_server(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
     log = directory / "redis.log"
     process = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
@@ -72,7 +72,7 @@ def _start(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
     return process
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.terminate()
     for process in processes:
@@ -89,11 +89,11 @@ def redis_server() -> Iterator[str]:
     require_binaries()
     with tempfile.TemporaryDirectory(prefix="idm-redis-") as directory:
         port = free_port()
-        process = _start(port, Path(directory))
+        process = start_server(port, Path(directory))
         try:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            _stop([process])
+            stop_servers([process])
 
 
 @contextlib.contextmanager
@@ -109,7 +109,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
                 directory.mkdir()
                 port = free_port(bus=True)
                 ports.append(port)
-                processes.append(_start(port, directory, "--cluster-enabled", "yes",
+                processes.append(start_server(port, directory, "--cluster-enabled", "yes",
                                         "--cluster-config-file", "nodes.conf",
                                         "--cluster-node-timeout", "5000"))
             result = subprocess.run(
@@ -126,4 +126,4 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
                 time.sleep(0.1)
             yield f"redis+cluster://127.0.0.1:{ports[0]}"
         finally:
-            _stop(processes)
+            stop_servers(processes)

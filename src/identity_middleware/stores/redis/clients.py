@@ -91,7 +91,7 @@ class ClientSpec:
         pool = redis.BlockingConnectionPool.from_url(
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
             retry=_retry(), **kwargs)
-        return redis.Redis(connection_pool=pool)
+        return redis.Redis.from_pool(pool)  # owns the pool: close() disconnects it
 
     def async_client(self) -> AsyncClient:
         """A client bound to the running event loop (redis.asyncio pools cannot cross loops)."""
@@ -109,7 +109,7 @@ class ClientSpec:
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
             retry=_retry(), **kwargs)
-        return redis.asyncio.Redis(connection_pool=pool)
+        return redis.asyncio.Redis.from_pool(pool)
 
     def limiter(self) -> asyncio.Semaphore | None:
         return asyncio.Semaphore(self.max_connections) if self.is_cluster else None

@@ -1,0 +1,192 @@
+"""RedisStore specifics: key schema and TTLs, Cluster-safe ids, loops and threads, outages, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from datetime import timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import pytest
+import redis
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.errors import StoreUnavailable
+from identity_middleware.core.models import Budget, IdentityInput
+from identity_middleware.core.periods import Period
+from identity_middleware.stores import RedisStore, Store
+from identity_middleware.stores.redis.keys import identity_tag
+from redis_servers import free_port, start_server, stop_servers
+
+UTC = timezone.utc
+MakeStore = Callable[..., Store]
+
+
+def _redis(store: RedisStore) -> Any:
+    return store._client()
+
+
+def _keys(store: RedisStore) -> dict[str, int]:
+    """Every key of the store's prefix with its TTL in seconds (-1: none)."""
+    client = _redis(store)
+    return {key: client.ttl(key) for key in client.scan_iter(match=f"{store.prefix}:*", count=1000)}
+
+
+def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeStore) -> None:
+    store = make_store("redis", reservation_ttl=30)
+    assert isinstance(store, RedisStore)
+    admission = store.admit(AdmissionRequest("user_1", estimate=10))
+    store.set_budget("user_1", Budget(period=Period.DAILY, amount=Decimal("1")))
+    admission = store.admit(AdmissionRequest("user_1", estimate=10))
+    usage = Usage()
+    usage.add(5, 1, 1, "gpt")
+    store.settle(Settlement(admission.identity.id, usage, None))  # reservation left to expire
+    keys = _keys(store)
+    tag = identity_tag("user_1")
+    forever = {key for key, ttl in keys.items() if ttl == -1}
+    assert forever == {f"{store.prefix}:identities", f"{store.prefix}:{{{tag}}}:id", f"{store.prefix}:{{{tag}}}:b"}
+    for key, ttl in keys.items():
+        if ":s:" in key:  # to the period's end plus one day
+            period = key.split(":s:")[1].split(":")[0]
+            assert 0 < ttl <= {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}[period] * 86400 + 86400
+        elif ":d:" in key:
+            assert 30 * 86400 < ttl <= 31 * 86400 + 1
+        elif ":r:" in key:
+            assert 0 < ttl <= 30 + 60
+        else:
+            assert ttl == -1, key
+    assert sum(":s:" in key for key in keys) == 4
+
+
+def test_delete_leaves_no_key_of_the_identity(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    store.set_budget(store.admit(AdmissionRequest("u")).identity.id, Budget(period="weekly", amount="1"))
+    store.admit(AdmissionRequest("u", estimate=5))
+    store.record("u", cost="0.1", model="m")
+    store.delete("u")
+    assert list(_keys(store)) == [] or list(_keys(store)) == [f"{store.prefix}:identities"]
+
+
+@pytest.mark.parametrize("external_id", ["{a}b}", "with space", "ünï©ødé ✓", "}{", "a{}b", "x" * 255])
+def test_any_external_id_works_on_the_cluster(make_store: MakeStore, external_id: str) -> None:
+    store = make_store("redis-cluster")
+    store.create(IdentityInput(id=external_id, display_name=external_id))
+    store.set_budget(external_id, Budget(period=Period.DAILY, amount=Decimal("1")))
+    admission = store.admit(AdmissionRequest(external_id, estimate=100))
+    assert admission.allowed and admission.reservation is not None
+    store.settle(Settlement(admission.identity.id, Usage(cost=7), admission.reservation))
+    assert store.retrieve(admission.identity.id).external_id == external_id
+    assert store.budget_status(external_id)[0].spent == Decimal("0.000000007")
+    assert [i.external_id for i in store.list(search=external_id[:3]).data] == [external_id]
+
+
+async def _use(store: Store, name: str) -> None:
+    admission = await store.aadmit(AdmissionRequest(name, estimate=10))
+    await store.aset_budget(name, Budget(period=Period.DAILY, amount=Decimal("1")))
+    await store.asettle(Settlement(admission.identity.id, Usage(cost=10), admission.reservation))
+    assert (await store.ametrics(name)).total_requests == 1  # reads see buffered writes
+
+
+def _connections(url: str, name: str) -> int:
+    return sum(1 for client in redis.Redis.from_url(url).client_list() if client.get("name") == name)
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_one_store_serves_loops_then_threads_without_leaks(
+    make_store: MakeStore, request: pytest.FixtureRequest, kind: str
+) -> None:
+    store = make_store(kind, client_name="leakcheck")
+    url = request.getfixturevalue("redis_url")
+    with anyio.from_thread.start_blocking_portal() as portal:  # a test client's loop
+        portal.call(_use, store, "portal")
+    anyio.run(_use, store, "anyio")
+    asyncio.run(_use(store, "asyncio"))
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            asyncio.run(_use(store, f"thread-loop-{index}"))
+            admission = store.admit(AdmissionRequest(f"thread-{index}"))
+            store.settle(Settlement(admission.identity.id, Usage(cost=1), None))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.list(limit=50).data.__len__() == 19
+    if kind == "redis":
+        assert _connections(url, "leakcheck") <= 64  # only the sync pool remains
+    store.close()
+    if kind == "redis":
+        assert _connections(url, "leakcheck") == 0
+
+
+@pytest.mark.anyio
+async def test_asettle_batches_and_aflush_drains(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    admission = await store.aadmit(AdmissionRequest("a"))
+    for _ in range(50):
+        await store.asettle(Settlement(admission.identity.id, Usage(cost=2), None))
+    assert len(store._pending) == 50  # nothing written yet: one round trip will carry all
+    await store.aflush()
+    assert not store._pending
+    assert (await store.ametrics("a")).total_cost == Decimal("0.0000001")
+
+
+def test_outage_raises_store_unavailable_and_keeps_usage(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_server(port, tmp_path)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="outage", socket_timeout=1,
+                                socket_connect_timeout=0.5)
+    try:
+        admission = store.admit(AdmissionRequest("a"))
+        stop_servers([process])
+        with pytest.raises(StoreUnavailable):
+            store.admit(AdmissionRequest("a"))
+        store.settle(Settlement(admission.identity.id, Usage(cost=3), None))  # kept, not raised
+        assert len(store._pending) == 1
+        with pytest.raises(StoreUnavailable):
+            store.flush()
+        process = start_server(port, tmp_path)
+        store.create(IdentityInput(id="a"))  # the data went with the server; the record is back
+        store._plans._tags.clear()
+        identity = store.retrieve("a")
+        store.settle(Settlement(identity.id, Usage(cost=3), None))
+        store.flush()
+        assert not store._pending
+    finally:
+        store.close()
+        stop_servers([process])
+
+
+def test_rate_limit_storage_uri_names_the_same_server(redis_url: str, redis_cluster_url: str) -> None:
+    assert RedisStore.from_url(redis_url).rate_limit_storage_uri == redis_url
+    assert RedisStore.from_url(redis_cluster_url).rate_limit_storage_uri.startswith("redis+cluster://")
+
+
+def test_prefix_with_braces_is_refused(redis_url: str) -> None:
+    with pytest.raises(ValueError):
+        RedisStore.from_url(redis_url, prefix="a{b}")
+
+
+def test_amounts_compare_exactly_near_the_documented_bound(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    store.create(IdentityInput(id="rich"))
+    store.set_budget("rich", Budget(period="yearly", amount="9000000"))
+    store.record("rich", cost="8999999.999999999")
+    assert store.admit(AdmissionRequest("rich")).allowed
+    store.record("rich", cost="0.000000001")
+    assert not store.admit(AdmissionRequest("rich")).allowed
+    assert store.budget_status("rich")[0].spent == Decimal("9000000")
+
