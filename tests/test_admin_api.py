@@ -20,7 +20,7 @@ from identity_middleware.stores import MemoryStore, Store
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-STORE_KINDS = ["memory", "redis"]
+STORE_KINDS = ["memory", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=STORE_KINDS)
