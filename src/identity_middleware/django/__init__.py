@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .conf import get_store
 from .decorators import budgeted
 from .middleware import IdentityMiddleware
 
-__all__ = ["IdentityMiddleware", "budgeted"]
+__all__ = ["IdentityMiddleware", "budgeted", "get_store"]

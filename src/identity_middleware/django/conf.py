@@ -14,7 +14,10 @@ from django.utils.module_loading import import_string
 from ..gate import Gate, GateConfig
 from ..stores import Store, store_from_url
 
-__all__ = ["KEYS", "SETTING", "STORE_SCHEMES", "current_gate", "gate_options", "raw_settings", "store_for_url"]
+__all__ = [
+    "KEYS", "SETTING", "STORE_SCHEMES", "current_gate", "gate_options", "get_store", "raw_settings",
+    "store_for_url",
+]
 
 SETTING = "IDENTITY_MIDDLEWARE"
 STORE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
@@ -98,6 +101,11 @@ def current_gate() -> Gate:
         if _gate is None:
             _gate = built
         return _gate
+
+
+def get_store() -> Store:
+    """The store the middleware uses under the current settings (for views, commands, shells)."""
+    return current_gate().store
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:

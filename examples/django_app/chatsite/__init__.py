@@ -1,0 +1,1 @@
+"""An example Django chat service whose calls are attributed, metered and budgeted per identity."""
