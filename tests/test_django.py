@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -260,3 +261,30 @@ def test_misconfiguration_is_caught_by_the_checks(config: dict[str, Any], expect
 def test_the_middleware_before_authentication_is_caught_by_the_checks() -> None:
     assert "identity_middleware.E008" in check_ids(MIDDLEWARE=[IDENTITY, AUTH])
     assert "identity_middleware.E008" not in check_ids(MIDDLEWARE=[AUTH, IDENTITY])
+
+
+# -- request bodies ---------------------------------------------------------------------------------------
+def test_non_json_and_oversized_bodies_are_not_read_for_the_identity(configure: Configure) -> None:
+    configure(MAX_BODY_SIZE=100)
+    client = Client(headers={"X-Identity-Id": "hdr"})
+    form = client.post("/whoami", data={"identity": "form-field"})
+    assert form.json()["identity"] == "hdr"
+    big = {"identity": {"id": "body-id"}, "pad": "x" * 200}
+    response = post_json(client, "/whoami", big)
+    assert response.json()["identity"] == "hdr" and response.json()["body"] == json.dumps(big)
+
+
+# -- operators ----------------------------------------------------------------------------------------------
+def test_the_identities_command_sets_lists_and_resets_budgets(configure: Configure, store: Store) -> None:
+    from django.core.management import call_command
+
+    from identity_middleware.django import get_store
+
+    assert get_store() is store
+    Client(headers={"X-Identity-Id": "cmd"}).get("/whoami?cost=0.05")
+    out = io.StringIO()
+    call_command("identities", "budget", "cmd", "daily", "1.00", stdout=out)
+    call_command("identities", "list", stdout=out)
+    assert "daily 0.05/1" in out.getvalue()
+    call_command("identities", "reset", "cmd", "daily", stdout=out)
+    assert store.budget_status("cmd")[0].spent == 0
