@@ -6,7 +6,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -54,7 +54,10 @@ def configure(store: Store) -> Iterator[Configure]:
         override.disable()
 
 
-def logged_in(client: Client | AsyncClient, user_id: int = 1) -> Client | AsyncClient:
+C = TypeVar("C", Client, AsyncClient)
+
+
+def logged_in(client: C, user_id: int = 1) -> C:
     client.cookies["sessionid"] = session_cookie(user_id)
     return client
 
@@ -151,7 +154,7 @@ def test_error_status_and_exceptions_count_an_error_once(configure: Configure, s
 
 
 def test_a_streaming_response_is_metered_while_streamed_and_settled_once(configure: Configure, store: Store) -> None:
-    response = Client(headers={"X-Identity-Id": "streamer"}).get("/stream")
+    response: Any = Client(headers={"X-Identity-Id": "streamer"}).get("/stream")
     assert store.metrics("streamer").total_requests == 0  # not before the content is consumed
     assert b"".join(response.streaming_content) == b"".join(f"{i}:streamer\n".encode() for i in range(4))
     response.close()
@@ -161,7 +164,7 @@ def test_a_streaming_response_is_metered_while_streamed_and_settled_once(configu
 
 @pytest.mark.anyio
 async def test_an_async_streaming_response_is_settled_when_exhausted(configure: Configure, store: Store) -> None:
-    response = await AsyncClient().get("/astream", headers={"X-Identity-Id": "astreamer"})
+    response: Any = await AsyncClient().get("/astream", headers={"X-Identity-Id": "astreamer"})
     chunks = [chunk async for chunk in response.streaming_content]
     assert b"".join(chunks).count(b":astreamer") == 4
     metrics = await store.ametrics("astreamer")
@@ -177,7 +180,12 @@ def test_the_decorated_estimate_is_reserved_at_admission_in_one_store_call(
     assert client.get("/whoami").status_code == 200  # 0.60 < 1.00: an undecorated view passes
     admissions: list[object] = []
     admit = store.admit
-    monkeypatch.setattr(store, "admit", lambda request: admissions.append(request) or admit(request))
+
+    def counted(request: Any) -> Any:
+        admissions.append(request)
+        return admit(request)
+
+    monkeypatch.setattr(store, "admit", counted)
     response = client.post(path)
     assert response.status_code == 429 and error_of(response)["period"] == "monthly"
     assert len(admissions) == 1  # the estimate rode on the admission itself

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from flask import Flask, Response, g, jsonify, request, stream_with_context
@@ -20,7 +21,7 @@ def store(request: pytest.FixtureRequest, make_store: Callable[..., Store]) -> S
     return make_store(str(request.param))
 
 
-def make_app(store: Store, **options: object) -> Flask:
+def make_app(store: Store, **options: Any) -> Flask:
     app = Flask(__name__)
 
     @app.post("/chat")

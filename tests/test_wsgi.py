@@ -356,7 +356,8 @@ def test_an_abandoned_response_is_settled_when_the_server_closes_it(store: Store
 
     environ: Environ = {"REQUEST_METHOD": "GET", "HTTP_X_IDENTITY_ID": "gone", "wsgi.input": io.BytesIO()}
     setup_testing_defaults(environ)
-    result = IdentityWSGIMiddleware(app, store=store)(environ, lambda status, headers, exc=None: None)
+    start_response: Any = lambda status, headers, exc_info=None: None  # noqa: E731
+    result = IdentityWSGIMiddleware(app, store=store)(environ, start_response)
     iterator = iter(result)
     assert next(iterator) == b"x"
     assert store.metrics("gone").total_requests == 0  # nothing is committed before the end
