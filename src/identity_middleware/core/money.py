@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 NANOS_PER_USD = 1_000_000_000
-_NANO = Decimal("0.000000001")
 
 Money = Decimal | str | int | float
 
@@ -31,19 +30,36 @@ def to_decimal(value: Money) -> Decimal:
 
 
 def to_nanos(value: Money) -> int:
-    """USD -> integer nano-USD, rounding half-even below one nano-dollar."""
+    """USD -> integer nano-USD, rounding half-even below one nano-dollar; never negative."""
     amount = to_decimal(value)
-    return int((amount / _NANO).to_integral_value(rounding=ROUND_HALF_EVEN))
+    if amount < 0:
+        raise ValueError(f"an amount of money is never negative: {value!r}")
+    # Integer arithmetic, not Decimal division: the default 28-digit context would round
+    # amounts with more significant digits.
+    _, digits, exponent = amount.as_tuple()
+    coefficient = int("".join(map(str, digits)))
+    shift = int(exponent) + 9  # finite: to_decimal checked
+    scale: int = 10 ** abs(shift)
+    if shift >= 0:
+        return coefficient * scale
+    nanos, rest = divmod(coefficient, scale)
+    half = scale // 2
+    if rest > half or (rest == half and nanos % 2):
+        nanos += 1
+    return nanos
 
 
 def from_nanos(nanos: int) -> Decimal:
     """Integer nano-USD -> USD as a normalised ``Decimal`` (``0.2``, not ``0.200000000``)."""
-    amount = Decimal(nanos).scaleb(-9)
-    if amount == 0:
+    if nanos == 0:
         return Decimal(0)
-    normal = amount.normalize()
-    # normalize() turns 10 into 1E+1; keep plain notation for integers.
-    return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
+    # Built from digits, not scaleb()/normalize(), which round to the 28-digit context.
+    # Trailing zeros are dropped down to the units, so 10 stays 10 (not 1E+1).
+    magnitude, exponent = abs(nanos), -9
+    while exponent < 0 and magnitude % 10 == 0:
+        magnitude //= 10
+        exponent += 1
+    return Decimal((1 if nanos < 0 else 0, tuple(int(digit) for digit in str(magnitude)), exponent))
 
 
 def format_usd(amount: Decimal) -> str:

@@ -43,21 +43,49 @@ def _next_first_day(period: Period, first: date) -> date:
     return first.replace(year=first.year + 1)
 
 
-def _local_midnight(day: date, tz: tzinfo) -> datetime:
-    # Midnight can fall in a DST gap (e.g. America/Santiago); fold=0 then maps it to the first
-    # instant that exists, which is the start of the local day.
-    return datetime.combine(day, time(0), tzinfo=tz)
+def _day_start(day: date, tz: tzinfo) -> datetime:
+    """The first instant (UTC) whose local date is ``day`` or later: usually local midnight.
+
+    Midnight can fall in a DST gap (America/Santiago, America/Havana, Toronto in 1919): the day
+    then starts when the clocks jump, which reading midnight with either offset can miss. Where
+    the clocks go back across midnight (America/St_Johns until 2011) the first midnight counts.
+    """
+    midnight = datetime.combine(day, time(0))
+    first = midnight.replace(tzinfo=tz).astimezone(UTC)  # fold=0: the first of two midnights
+    if first.astimezone(tz).replace(tzinfo=None) == midnight:
+        return first
+    # In a gap: fold=1 reads midnight before the jump, fold=0 after it; the jump lies between,
+    # on a whole second (tz transitions are), so search it.
+    low = midnight.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    low, high = min(low, first), max(low, first)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) // 2
+        middle = middle.replace(microsecond=0)
+        if middle <= low:
+            break
+        if middle.astimezone(tz).date() >= day:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _period(period: Period, now: datetime, tz: tzinfo) -> tuple[date, datetime, datetime]:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    first = _first_day(period, now.astimezone(tz).date())
+    start = _day_start(first, tz)
+    end = _day_start(_next_first_day(period, first), tz)
+    # Clocks going back across midnight show the old date again after the new period began.
+    while now >= end:
+        first = _next_first_day(period, first)
+        start, end = end, _day_start(_next_first_day(period, first), tz)
+    return first, start, end
 
 
 def period_bounds(period: Period | str, now: datetime, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
     """``(start, end)`` of the period containing ``now``, as aware UTC datetimes."""
-    period = Period(period)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    local_day = now.astimezone(tz).date()
-    first = _first_day(period, local_day)
-    start = _local_midnight(first, tz).astimezone(UTC)
-    end = _local_midnight(_next_first_day(period, first), tz).astimezone(UTC)
+    _, start, end = _period(Period(period), now, tz)
     return start, end
 
 
@@ -79,7 +107,7 @@ def seconds_to_reset(period: Period | str, now: datetime, tz: tzinfo = UTC) -> i
 def period_key(period: Period | str, now: datetime, tz: tzinfo = UTC) -> str:
     """A stable name of the current period, its local start date: ``daily:2026-11-22``."""
     period = Period(period)
-    first = _first_day(period, now.astimezone(tz).date())
+    first, _, _ = _period(period, now, tz)
     return f"{period.value}:{first.isoformat()}"
 
 
