@@ -296,3 +296,29 @@ def test_the_identities_command_sets_lists_and_resets_budgets(configure: Configu
     assert "daily 0.05/1" in out.getvalue()
     call_command("identities", "reset", "cmd", "daily", stdout=out)
     assert store.budget_status("cmd")[0].spent == 0
+
+
+def test_a_mark_the_middleware_could_not_see_is_applied_by_the_view_itself(
+        configure: Configure, store: Store) -> None:
+    budget(store, "late", "1.00", spent="0.60")
+    response = Client(headers={"X-Identity-Id": "late"}).get("/indirect-chat")
+    assert response.status_code == 429 and error_of(response)["type"] == "budget_exceeded"
+    assert Client().get("/indirect-chat").status_code == 401
+    store.reset_budget("late", "daily")
+    assert Client(headers={"X-Identity-Id": "late"}).get("/indirect-chat?cost=0.3").status_code == 200
+    assert store.budget_status("late")[0].spent == Decimal("0.3")
+
+
+@pytest.mark.parametrize(("policy", "status"), [("open", 200), ("closed", 503)])
+def test_a_store_outage_follows_the_outage_policy_even_for_decorated_views(
+        configure: Configure, store: Store, monkeypatch: pytest.MonkeyPatch, policy: str, status: int) -> None:
+    from identity_middleware import StoreUnavailable
+
+    def down(request: Any) -> Any:
+        raise StoreUnavailable("store down")
+
+    configure(ON_STORE_ERROR=policy)
+    monkeypatch.setattr(store, "admit", down)
+    for path in ("/needs-identity", "/indirect-chat", "/whoami"):
+        response = Client(headers={"X-Identity-Id": "during-outage"}).get(path)
+        assert response.status_code == status, path

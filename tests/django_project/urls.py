@@ -16,4 +16,5 @@ urlpatterns = [
     path("achat", views.achat),
     path("needs-identity", views.needs_identity),
     path("chat-view", views.ChatView.as_view()),
+    path("indirect-chat", views.indirect_chat),
 ]

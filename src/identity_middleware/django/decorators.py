@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponseBase
 from ..core.money import Money, to_nanos
 from ..decorators import MARKER, BudgetedView
 from .conf import current_gate
-from .flow import SEEN, areserve_for, arun, error_response, reserve_for, run
+from .flow import areserve_for, arun, error_response, reserve_for, run, seen_by_flow
 
 __all__ = ["budgeted"]
 
@@ -35,9 +35,10 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
                 async def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, await func(request, *args, **kwargs))
 
-                if not getattr(request, SEEN, False):
+                seen = seen_by_flow(request)
+                if seen is None:
                     return await arun(request, current_gate(), view, call)
-                refusal = await areserve_for(view)
+                refusal = None if seen.view is not None else await areserve_for(view, seen.identified)
                 return error_response(refusal) if refusal is not None else await call(request)
 
             wrapper: Callable[..., Any] = async_view
@@ -47,9 +48,10 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
                 def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, func(request, *args, **kwargs))
 
-                if not getattr(request, SEEN, False):
+                seen = seen_by_flow(request)
+                if seen is None:
                     return run(request, current_gate(), view, call)
-                refusal = reserve_for(view)
+                refusal = None if seen.view is not None else reserve_for(view, seen.identified)
                 return error_response(refusal) if refusal is not None else call(request)
 
             wrapper = sync_view

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextvars import Token
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,9 +25,9 @@ from ..decorators import BudgetedView
 from ..gate import Gate
 from ..wsgi import MeteredIterable, resolve_auth, resolve_tagged
 
-__all__ = ["SEEN", "areserve_for", "arun", "error_response", "reserve_for", "run"]
+__all__ = ["Seen", "areserve_for", "arun", "error_response", "reserve_for", "run", "seen_by_flow"]
 
-SEEN = "_identity_middleware_seen"  # set on a request the flow has handled
+_SEEN = "_identity_middleware_seen"
 
 View = Callable[[HttpRequest], HttpResponseBase]
 AsyncView = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -109,8 +110,21 @@ def _admission(request: HttpRequest, gate: Gate, view: BudgetedView | None) -> d
             "budgeted": view is not None}
 
 
-def _enter(request: HttpRequest) -> None:
-    setattr(request, SEEN, True)
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the flow decided for a request, for the ``@budgeted`` view it then reaches."""
+
+    view: BudgetedView | None  # the mark admission applied; None when it saw none
+    identified: bool  # an identity was resolved (so a missing meter means the store was skipped)
+
+
+def seen_by_flow(request: HttpRequest) -> Seen | None:
+    found = getattr(request, _SEEN, None)
+    return found if isinstance(found, Seen) else None
+
+
+def _enter(request: HttpRequest, view: BudgetedView | None, resolved: Resolved | None) -> None:
+    setattr(request, _SEEN, Seen(view, resolved is not None))
     request.identity = None  # type: ignore[attr-defined]
 
 
@@ -176,11 +190,11 @@ def _settles_later(response: HttpResponseBase, meter: Meter, gate: Gate) -> bool
 # -- the flow -------------------------------------------------------------------------------------
 def run(request: HttpRequest, gate: Gate, view: BudgetedView | None, call: View) -> HttpResponseBase:
     """Serve ``request`` with ``call`` (the rest of the middleware chain, or the view itself)."""
-    _enter(request)
     try:
         resolved = resolve_request(request, gate)
     except InvalidIdentity as error:
         return error_response(invalid_identity(error))
+    _enter(request, view, resolved)
     outcome = gate.admit(resolved, **_admission(request, gate, view))
     if isinstance(outcome, ErrorResponse):
         return error_response(outcome)
@@ -200,11 +214,11 @@ def run(request: HttpRequest, gate: Gate, view: BudgetedView | None, call: View)
 
 
 async def arun(request: HttpRequest, gate: Gate, view: BudgetedView | None, call: AsyncView) -> HttpResponseBase:
-    _enter(request)
     try:
         resolved = await aresolve_request(request, gate)
     except InvalidIdentity as error:
         return error_response(invalid_identity(error))
+    _enter(request, view, resolved)
     outcome = await gate.aadmit(resolved, **_admission(request, gate, view))
     if isinstance(outcome, ErrorResponse):
         return error_response(outcome)
@@ -224,26 +238,29 @@ async def arun(request: HttpRequest, gate: Gate, view: BudgetedView | None, call
 
 
 # -- a view's own declaration when the middleware did not see it ------------------------------------
-def _unreserved(view: BudgetedView) -> tuple[Meter | None, ErrorResponse | None]:
+def _unreserved(view: BudgetedView, identified: bool) -> tuple[Meter | None, ErrorResponse | None]:
     """``(meter to reserve on, None)`` when the view's estimate still needs reserving, else
-    ``(None, refusal or None)``."""
+    ``(None, refusal or None)``. An identified request without a meter was let through by the
+    fail-open outage policy, and stays let through."""
     meter = current_meter()
     if meter is None:
-        return None, identity_required() if view.require_identity else None
+        return None, identity_required() if view.require_identity and not identified else None
     if meter.budgeted or not view.estimate or meter.gate is None:
         return None, None
     return meter, None
 
 
-def reserve_for(view: BudgetedView) -> ErrorResponse | None:
-    meter, refusal = _unreserved(view)
+def reserve_for(view: BudgetedView, identified: bool) -> ErrorResponse | None:
+    """The view's own reservation when admission did not see its mark (e.g. a URL the
+    middleware could not resolve to the view)."""
+    meter, refusal = _unreserved(view, identified)
     if meter is None or meter.gate is None:
         return refusal
     return meter.gate.reserve(meter, view.estimate)
 
 
-async def areserve_for(view: BudgetedView) -> ErrorResponse | None:
-    meter, refusal = _unreserved(view)
+async def areserve_for(view: BudgetedView, identified: bool) -> ErrorResponse | None:
+    meter, refusal = _unreserved(view, identified)
     if meter is None or meter.gate is None:
         return refusal
     return await meter.gate.areserve(meter, view.estimate)
