@@ -322,3 +322,11 @@ def test_a_store_outage_follows_the_outage_policy_even_for_decorated_views(
     for path in ("/needs-identity", "/indirect-chat", "/whoami"):
         response = Client(headers={"X-Identity-Id": "during-outage"}).get(path)
         assert response.status_code == status, path
+
+
+def test_a_body_over_django_upload_limit_is_left_to_django(configure: Configure, store: Store) -> None:
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=10):
+        response = post_json(Client(), "/whoami", {"identity": {"id": "body-id"}}, X_Identity_Id="hdr-id")
+    assert response.status_code == 400  # Django's own refusal when the view reads the body
+    metrics = store.metrics("hdr-id")
+    assert (metrics.total_requests, metrics.total_errors) == (1, 1)
