@@ -35,6 +35,7 @@ from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio.cluster
 import redis.exceptions
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
@@ -213,6 +214,13 @@ class RedisStore(Store):
             assert self._spec is not None
             client = self._spec.async_client()
         state = _Loop(client, self._spec.limiter() if self._spec is not None else None)
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            # Learn the slot map once, before many coroutines race to (redis-py then opens and
+            # uses half-set-up connections concurrently under load).
+            try:
+                await client.initialize()
+            except _DOWN as error:
+                raise StoreUnavailable(f"redis: {error}") from error
         with self._loops_lock:
             self._loops[loop] = state
         # An async generator the loop finalises at shutdown (asyncio.run / anyio.run call
