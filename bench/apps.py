@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -120,9 +121,12 @@ def redis_store_class() -> Any:
     return RedisStore
 
 
+REDIS_PREFIX = "idm-bench"  # keys of its own, so a shared Redis given with --redis-url is not mixed up
+
+
 def redis_store(url: str) -> Store:
-    """``RedisStore.from_url(url)``."""
-    store: Store = redis_store_class().from_url(url)
+    """``RedisStore.from_url(url)`` under the bench's own key prefix."""
+    store: Store = redis_store_class().from_url(url, prefix=REDIS_PREFIX)
     return store
 
 
@@ -140,6 +144,27 @@ def make_store(kind: str, redis_url: str | None = None) -> Store | None:
         raise ValueError(f"unknown app kind {kind!r}")
     prepare_store(store)
     return store
+
+
+SOURCE_ENV = "IDENTITY_BENCH_SOURCE"  # set by run.py --at: the revision src/ was exported from
+
+
+def source_info() -> str:
+    """Which identity_middleware is measured: its path and git commit, and whether src/ has local changes."""
+    import identity_middleware
+
+    where = Path(identity_middleware.__file__).resolve().parent
+    if os.environ.get(SOURCE_ENV):
+        return f"identity_middleware from {where}, exported from {os.environ[SOURCE_ENV]}"
+    root = where.parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"identity_middleware from {where} (not a git checkout)"
+    return f"identity_middleware from {where} at {head}" + (" + uncommitted changes in src/" if dirty else "")
 
 
 def free_port() -> int:

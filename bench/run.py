@@ -24,12 +24,14 @@ from pathlib import Path
 from .apps import (
     CHAT_PATH,
     IDENTITIES,
+    SOURCE_ENV,
     STATS_PATH,
     RedisUnavailable,
     chat_body,
     free_port,
     private_redis,
     redis_store_class,
+    source_info,
 )
 from .serve import default_http, default_loop
 
@@ -65,10 +67,22 @@ class Round:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_seconds: float  # the server process's user + system CPU time during the round
+    load: float  # the machine's 1-minute load average at the end of the round
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU µs per request: what throughput would be bound by on an otherwise idle CPU."""
+        return self.cpu_seconds / max(self.requests, 1) * 1e6
+
+    @property
+    def busy(self) -> float:
+        """Share of the round the server was on a CPU (below ~0.95: it waited, e.g. for a busy machine)."""
+        return self.cpu_seconds / self.seconds
 
 
 @dataclass
@@ -165,11 +179,25 @@ def _stop(server: Server) -> None:
             process.wait(timeout=10)
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of stat)
+
+
 def _wrk(server: Server, *, script: Path, cpus: str | None, seconds: int, threads: int,
          connections: int) -> Round:
+    cpu_before = _cpu_seconds(server.process.pid)
     command = _pinned(cpus, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                              "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{server.port}{CHAT_PATH}"])
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu = _cpu_seconds(server.process.pid) - cpu_before
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -177,7 +205,7 @@ def _wrk(server: Server, *, script: Path, cpus: str | None, seconds: int, thread
     errors = sum(int(result[name]) for name in ("connect", "read", "write", "status", "timeout"))
     server.sent += int(result["requests"]) - int(result["status"])
     return Round(int(result["requests"]), result["duration_us"] / 1e6, result["p50_us"] / 1e3,
-                 result["p99_us"] / 1e3, errors)
+                 result["p99_us"] / 1e3, errors, cpu, os.getloadavg()[0])
 
 
 def _script(directory: Path) -> Path:
@@ -205,19 +233,29 @@ def _median(values: Sequence[float]) -> float:
 def _report(servers: list[Server], args: argparse.Namespace, setup: str) -> bool:
     """Print the results table; ``False`` when a run had errors or the store missed requests."""
     ok = True
-    bare = _median([r.rps for r in servers[0].rounds]) if servers and servers[0].kind == "bare" else None
+    first = servers[0] if servers and servers[0].kind == "bare" else None
+    bare = _median([r.rps for r in first.rounds]) if first else None
+    bare_cpu = _median([r.cpu_us for r in first.rounds]) if first else None
     print()
-    print(f"| app | req/s (median of {args.rounds}) | rounds req/s | p50 ms | p99 ms | × bare | errors |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print(f"| app | req/s (median of {args.rounds}) | rounds req/s | p50 ms | p99 ms | × bare | "
+          "server CPU µs/req | × bare by CPU | server busy | errors |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for server in servers:
         rps = _median([r.rps for r in server.rounds])
+        cpu = _median([r.cpu_us for r in server.rounds])
         ratio = f"{rps / bare:.2f}" if bare else "-"
+        cpu_ratio = f"{bare_cpu / cpu:.2f}" if bare_cpu and cpu else "-"
         errors = sum(r.errors for r in server.rounds)
         ok = ok and errors == 0
         label = server.kind if server.kind == "bare" else f"{server.kind} store"
         print(f"| {label} | {rps:,.0f} | {', '.join(f'{r.rps:,.0f}' for r in server.rounds)} | "
               f"{_median([r.p50_ms for r in server.rounds]):.2f} | {_median([r.p99_ms for r in server.rounds]):.2f} "
-              f"| {ratio} | {errors} |")
+              f"| {ratio} | {cpu:.0f} | {cpu_ratio} | {_median([r.busy for r in server.rounds]):.0%} | {errors} |")
+    loads = [r.load for server in servers for r in server.rounds]
+    if loads:
+        print(f"\nmachine 1-min load average during the rounds: {min(loads):.1f} to {max(loads):.1f} "
+              f"({len(_cpus())} CPUs; wrk, the server{' and redis' if args.kinds[-1] == 'redis' else ''} "
+              "account for about 2)")
     print()
     print(setup)
     for server in servers:
@@ -235,8 +273,10 @@ def _report(servers: list[Server], args: argparse.Namespace, setup: str) -> bool
         if target is None or not bare:
             continue
         ratio = _median([r.rps for r in server.rounds]) / bare
+        cpu_ratio = bare_cpu / _median([r.cpu_us for r in server.rounds]) if bare_cpu else float("nan")
         verdict = "MET" if ratio >= target else "NOT MET"
-        print(f"target {server.kind} store >= {target:.2f}× bare: {ratio:.2f}× -> {verdict}")
+        print(f"target {server.kind} store >= {target:.2f}× bare: {ratio:.2f}× by req/s -> {verdict} "
+              f"({cpu_ratio:.2f}× by server CPU per request)")
     return ok
 
 
@@ -249,7 +289,8 @@ def http_main(args: argparse.Namespace) -> int:
     setup = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
              f"{platform.python_version()}, {len(_cpus())} CPUs ({_cpu_model()}); uvicorn {version('uvicorn')} "
              f"--loop {loop} --http {http_impl}, 1 worker, no access log; wrk -t{args.threads} "
-             f"-c{args.connections} -d{args.duration}s, {args.rounds} rounds, ~1 KB JSON body; {pinning}")
+             f"-c{args.connections} -d{args.duration}s, {args.rounds} rounds, ~1 KB JSON body; {pinning}; "
+             f"{source_info()}")
     print(setup, flush=True)
     servers: list[Server] = []
     missing: str | None = None
@@ -310,9 +351,27 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _at_revision(revision: str, argv: list[str]) -> int:
+    """Rerun this command against ``src/`` as committed at ``revision`` (exported to a temp dir and put
+    first on PYTHONPATH), so figures do not depend on work in progress in the checkout."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", revision], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "src"], capture_output=True,
+                                 timeout=60, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, timeout=60, check=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tmp) / "src"), str(REPO),
+                                                           env.get("PYTHONPATH")]))
+        env[SOURCE_ENV] = f"{revision} ({sha})"
+        return subprocess.run([sys.executable, "-m", "bench.run", *argv], cwd=REPO, env=env,
+                              check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--in-process", action="store_true", help="run bench/inprocess.py instead (no HTTP)")
+    parser.add_argument("--at", metavar="REV", help="measure src/ as committed at REV (e.g. HEAD), not the work tree")
     parser.add_argument("--store", choices=("memory", "redis", "all"), default=None,
                         help="stores to compare with bare (default: memory, or all with --redis-url)")
     parser.add_argument("--redis-url", help="an existing Redis; without it --store redis starts a private redis-server")
@@ -325,10 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", choices=("h11", "httptools"), help="default: httptools if installed")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
     args, rest = parser.parse_known_args(argv)
+    if args.at:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        index = argv.index("--at") if "--at" in argv else next(i for i, a in enumerate(argv) if a.startswith("--at="))
+        del argv[index: index + (1 if argv[index].startswith("--at=") else 2)]
+        return _at_revision(args.at, argv)
     if args.in_process:
         from . import inprocess
 
-        return inprocess.main(rest)
+        shared = (["--store", args.store] if args.store else []) + (["--redis-url", args.redis_url]
+                                                                     if args.redis_url else [])
+        return inprocess.main([*rest, *shared])
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     store = args.store or ("all" if args.redis_url else "memory")
