@@ -11,7 +11,7 @@ import anyio
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .context import Meter, bind, unbind
+from .context import Meter, bind, bind_untracked, unbind, unbind_untracked
 from .core.errors import ErrorResponse, invalid_identity
 from .core.models import Budget, IdentityInput
 from .core.money import Money
@@ -204,7 +204,14 @@ class IdentityMiddleware:
         if replay:
             receive = _replaying(replay, receive)
         if outcome is None:
-            await self.app(scope, receive, send)
+            if resolved is None:
+                await self.app(scope, receive, send)
+                return
+            token = bind_untracked(resolved.external_id)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                unbind_untracked(token)
             return
         await self._tracked(outcome, scope, receive, send)
 

@@ -51,6 +51,23 @@ def unbind(token: Token[Meter | None]) -> None:
     _meter.reset(token)
 
 
+# The external id of a request that was identified but let through untracked (the store was
+# down under the "open" policy, or creation of unknown identities is off): it is not anonymous.
+_untracked: ContextVar[str | None] = ContextVar("identity_middleware.untracked", default=None)
+
+
+def bind_untracked(external_id: str) -> Token[str | None]:
+    return _untracked.set(external_id)
+
+
+def unbind_untracked(token: Token[str | None]) -> None:
+    _untracked.reset(token)
+
+
+def untracked_identity() -> str | None:
+    return _untracked.get()
+
+
 def current_identity() -> Identity | None:
     """The identity of the request being served, or ``None`` outside a tracked request."""
     meter = _meter.get()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 
 from starlette.responses import Response
 
-from .context import current_meter
+from .context import current_meter, untracked_identity
 from .core.errors import ErrorResponse, identity_required
 from .core.money import Money, to_nanos
 
@@ -38,6 +38,14 @@ def as_response(error: ErrorResponse) -> Response:
                     headers={name: value for name, value in error.headers if name != "content-length"})
 
 
+def _anonymous(view: BudgetedView) -> ErrorResponse | None:
+    """No meter: refuse only a request that carried no identity at all (one let through
+    untracked, e.g. during a store outage under the "open" policy, still reaches the view)."""
+    if view.require_identity and untracked_identity() is None:
+        return identity_required()
+    return None
+
+
 def budgeted(estimate: Money | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
     """Mark a Starlette/FastAPI endpoint as LLM-calling.
 
@@ -51,7 +59,7 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
         def check() -> ErrorResponse | None:
             meter = current_meter()
             if meter is None:
-                return identity_required() if view.require_identity else None
+                return _anonymous(view)
             if meter.budgeted or not view.estimate or meter.gate is None:
                 return None
             return meter.gate.reserve(meter, view.estimate)
@@ -59,7 +67,7 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
         async def acheck() -> ErrorResponse | None:
             meter = current_meter()
             if meter is None:
-                return identity_required() if view.require_identity else None
+                return _anonymous(view)
             if meter.budgeted or not view.estimate or meter.gate is None:
                 return None
             return await meter.gate.areserve(meter, view.estimate)
