@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from identity_middleware.core.money import NANOS_PER_USD, format_usd, from_nanos, to_decimal, to_nanos
+from identity_middleware.core.money import MAX_AMOUNT, NANOS_PER_USD, format_usd, from_nanos, to_decimal, to_nanos
 
 
 def test_a_million_tenths_of_a_micro_dollar_sum_to_exactly_ten_cents() -> None:
@@ -133,21 +133,22 @@ def test_from_nanos_of_one_is_one_nano_dollar() -> None:
 
 
 def test_large_amounts_convert_exactly() -> None:
-    amount = Decimal("12345678901234567890.123456789")  # 29 significant digits
-    assert to_nanos(amount) == 12345678901234567890123456789
-    assert from_nanos(12345678901234567890123456789) == amount
+    amount = Decimal("999999999.123456789")  # 18 significant digits, just under the cap
+    assert to_nanos(amount) == 999999999123456789
+    assert from_nanos(999999999123456789) == amount
+    assert from_nanos(12345678901234567890123456789) == Decimal("12345678901234567890.123456789")
 
 
 def test_large_whole_amounts_convert_back_in_plain_notation() -> None:
     assert str(from_nanos(10**40)) == "1" + "0" * 31
 
 
-@given(st.decimals(places=9, allow_nan=False, allow_infinity=False, min_value=0))
+@given(st.decimals(places=9, allow_nan=False, allow_infinity=False, min_value=0, max_value=MAX_AMOUNT))
 def test_nanos_round_trip_any_amount_with_at_most_nine_places(amount: Decimal) -> None:
     assert from_nanos(to_nanos(amount)) == amount
 
 
-@given(st.integers(min_value=0))
+@given(st.integers(min_value=0, max_value=int(MAX_AMOUNT) * NANOS_PER_USD))
 def test_any_nano_count_round_trips(nanos: int) -> None:
     assert to_nanos(from_nanos(nanos)) == nanos
 
@@ -182,3 +183,13 @@ def test_format_usd_of_zero() -> None:
 def test_format_usd_never_uses_exponent_notation() -> None:
     assert format_usd(Decimal("1E+1")) == "10.00"
     assert format_usd(Decimal("1E-9")) == "0.000000001"
+
+
+def test_absurdly_large_amounts_are_refused_before_any_arithmetic() -> None:
+    from identity_middleware.core.models import Budget
+
+    with pytest.raises(ValueError, match="at most"):
+        to_nanos("1E+999999999")
+    with pytest.raises(ValueError):
+        Budget(period="daily", amount="1000000000.01")
+    assert to_nanos("1000000000") == 10**18  # the cap itself fits a signed 64-bit integer

@@ -5,6 +5,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 NANOS_PER_USD = 1_000_000_000
+# The largest amount accepted anywhere ($1e9): its nano-USD still fit a signed 64-bit Redis
+# integer with room for sums, and absurd inputs ("1E+999999999") never become huge ints.
+MAX_AMOUNT = Decimal(1_000_000_000)
 
 Money = Decimal | str | int | float
 
@@ -26,6 +29,8 @@ def to_decimal(value: Money) -> Decimal:
         raise TypeError(f"a cost is a Decimal, str or number, not {type(value).__name__}")
     if not result.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
+    if result.copy_abs() > MAX_AMOUNT:  # copy_abs: no context, so no Overflow on 1E+999999999
+        raise ValueError(f"an amount of money is at most {MAX_AMOUNT} USD: {value!r}")
     return result
 
 
