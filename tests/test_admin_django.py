@@ -155,3 +155,10 @@ async def test_the_views_run_on_djangos_async_stack(store_url: str) -> None:
         fetched = await client.get("/admin-api/v2/identities/dj_async", headers=auth)
         assert fetched.json()["_id"] == created.json()["_id"]
     close_stores()
+
+
+def test_the_django_admin_api_sees_the_traffic_of_the_django_middleware_on_the_memory_store() -> None:
+    from identity_middleware.django.conf import get_store as middleware_store
+
+    with override_settings(IDENTITY_MIDDLEWARE={"STORE_URL": "memory://", "ADMIN_TOKEN": None}):
+        assert admin_api().store is middleware_store()

@@ -1,15 +1,15 @@
 """The admin API for Django: a URLconf to ``include()``, async views over the same :class:`AdminAPI`.
 
 ``path("admin-api/", include("identity_middleware.admin.django"))`` serves ``admin-api/v2/identities``
-and the rest. The store comes from ``settings.IDENTITY_MIDDLEWARE["STORE_URL"]`` (default
-``"memory://"``), the bearer token from ``settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"]``: the key must
+and the rest. The store is the one ``identity_middleware.django`` uses under
+``settings.IDENTITY_MIDDLEWARE`` (so the API sees the site's own traffic, also on ``"memory://"``),
+the bearer token from ``settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"]``: the key must
 be present, and ``None`` disables auth on purpose.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -19,14 +19,13 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
-from ..stores import Store, store_from_url
+from ..django.conf import close_stores, get_store
+from ..stores import Store
 from .errors import Reply, not_found
 from .routes import OPENAPI_PATH, ROUTES, AdminAPI
 
 __all__ = ["admin_api", "close_stores", "configured_store", "urlpatterns"]
 
-_lock = threading.Lock()
-_stores: dict[str, Store] = {}
 
 
 def _config() -> dict[str, Any]:
@@ -37,13 +36,8 @@ def _config() -> dict[str, Any]:
 
 
 def configured_store() -> Store:
-    """The store of ``IDENTITY_MIDDLEWARE["STORE_URL"]``: one per URL for the life of the process."""
-    url = str(_config().get("STORE_URL", "memory://"))
-    with _lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = store_from_url(url)
-        return store
+    """The store of the Django middleware under the current settings: one per URL per process."""
+    return get_store()
 
 
 def admin_api() -> AdminAPI:
@@ -54,15 +48,6 @@ def admin_api() -> AdminAPI:
             'Set settings.IDENTITY_MIDDLEWARE["ADMIN_TOKEN"] to a secret (or to None to disable auth on purpose).')
     token = config["ADMIN_TOKEN"]
     return AdminAPI(configured_store(), token=None if token is None else str(token))
-
-
-def close_stores() -> None:
-    """Close and forget the stores opened so far (at shutdown, or between tests after changing settings)."""
-    with _lock:
-        stores = list(_stores.values())
-        _stores.clear()
-    for store in stores:
-        store.close()
 
 
 def _to_response(reply: Reply) -> HttpResponse:

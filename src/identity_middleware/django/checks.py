@@ -12,7 +12,7 @@ from django.utils.module_loading import import_string
 from limits import parse_many
 
 from ..core.periods import Period
-from .conf import KEYS, SETTING, STORE_SCHEMES
+from .conf import KEYS, OTHER_KEYS, SETTING, STORE_SCHEMES
 
 __all__ = ["check_middleware_order", "check_settings"]
 
@@ -74,9 +74,10 @@ def _store_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
 
 def _other_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
     for key in raw:
-        if key not in KEYS:
+        if key not in KEYS and key not in OTHER_KEYS:
             yield Warning(f"unknown key {key!r} in settings.{SETTING}", obj=f"settings.{SETTING}",
-                          hint=f"known keys: {', '.join(sorted(KEYS))}", id="identity_middleware.W001")
+                          hint=f"known keys: {', '.join(sorted([*KEYS, *OTHER_KEYS]))}",
+                          id="identity_middleware.W001")
     if raw.get("ON_STORE_ERROR", "open") not in ("open", "closed"):
         yield _error('ON_STORE_ERROR must be "open" or "closed"', 6)
     for key in ("RESOLVER", "STORE"):

@@ -15,8 +15,8 @@ from ..gate import Gate, GateConfig
 from ..stores import Store, store_from_url
 
 __all__ = [
-    "KEYS", "SETTING", "STORE_SCHEMES", "current_gate", "gate_options", "get_store", "raw_settings",
-    "store_for_url",
+    "KEYS", "OTHER_KEYS", "SETTING", "STORE_SCHEMES", "close_stores", "current_gate", "gate_options",
+    "get_store", "raw_settings", "store_for_url",
 ]
 
 SETTING = "IDENTITY_MIDDLEWARE"
@@ -38,6 +38,9 @@ KEYS = {
     "ESTIMATES": "estimates",
     "RESOLVER": "resolver",
 }
+
+# Keys read by other parts of the package (the admin API's URLconf), not by the gate.
+OTHER_KEYS = ("ADMIN_TOKEN",)
 
 _lock = threading.Lock()
 _stores: dict[str, Store] = {}
@@ -106,6 +109,17 @@ def current_gate() -> Gate:
 def get_store() -> Store:
     """The store the middleware uses under the current settings (for views, commands, shells)."""
     return current_gate().store
+
+
+def close_stores() -> None:
+    """Close and forget every store opened from settings (at shutdown, or between tests)."""
+    global _gate
+    with _lock:
+        stores = list(_stores.values())
+        _stores.clear()
+        _gate = None
+    for store in stores:
+        store.close()
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
