@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.routing import Match
@@ -13,13 +13,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import Meter, bind, bind_untracked, unbind, unbind_untracked
 from .core.errors import ErrorResponse, invalid_identity
-from .core.models import Budget, IdentityInput
-from .core.money import Money
+from .core.models import IdentityInput
 from .core.resolve import Resolved, identity_from_auth, identity_from_body, identity_from_header, resolve
 from .core.validation import InvalidIdentity
 from .decorators import BudgetedView, marker_of
-from .gate import DEFAULT_HEADER_NAMES, Gate, GateConfig, OutagePolicy
-from .stores.base import Store
+from .gate import Gate, GateConfig, GateOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["IdentityMiddleware"]
 
@@ -58,34 +59,13 @@ class IdentityMiddleware:
     store is flushed at lifespan shutdown).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        store: Store | None = None,
-        require_identity: bool = False,
-        header_names: Sequence[str] = DEFAULT_HEADER_NAMES,
-        max_body_size: int = 1_048_576,
-        default_budgets: Iterable[Budget | Mapping[str, Any]] | Mapping[str, Money] | None = None,
-        rate_limit: str | None = None,
-        rate_limits: Mapping[str, str] | None = None,
-        rate_limit_strategy: str = "moving-window",
-        on_store_error: OutagePolicy = "open",
-        create_missing: bool = True,
-        estimates: Mapping[str, Money] | None = None,
-        resolver: Callable[[Scope], Any] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, **options: Unpack[GateOptions]) -> None:
         self.app = app
-        self.gate = Gate(GateConfig.build(
-            store=store, require_identity=require_identity, header_names=header_names,
-            max_body_size=max_body_size, default_budgets=default_budgets, rate_limit=rate_limit,
-            rate_limits=rate_limits, rate_limit_strategy=rate_limit_strategy, on_store_error=on_store_error,
-            create_missing=create_missing, estimates=estimates, resolver=resolver,
-        ))
+        self.gate = Gate(GateConfig.build(**options))
         self.store = self.gate.store
-        self.max_body_size = max_body_size
-        self._headers = [(name.lower().encode("latin-1"), name) for name in header_names]
-        self._resolver = resolver
+        self.max_body_size = self.gate.config.max_body_size
+        self._headers = [(name.lower().encode("latin-1"), name) for name in self.gate.header_names]
+        self._resolver = self.gate.config.resolver
         self._markers: dict[tuple[str, str], BudgetedView] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .context import Meter
 from .core.admission import Admission, AdmissionRequest, Settlement
@@ -25,7 +25,10 @@ from .ratelimit import RateLimiter
 from .stores.base import Store
 from .stores.memory import MemoryStore
 
-__all__ = ["DEFAULT_HEADER_NAMES", "Gate", "GateConfig", "OutagePolicy"]
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["DEFAULT_HEADER_NAMES", "Gate", "GateConfig", "GateOptions", "OutagePolicy"]
 
 logger = logging.getLogger("identity_middleware")
 
@@ -40,6 +43,23 @@ def _budgets(value: Iterable[Budget | Mapping[str, Any]] | Mapping[str, Money] |
     if isinstance(value, Mapping):
         return tuple(Budget(period=period, amount=amount) for period, amount in value.items())
     return tuple(item if isinstance(item, Budget) else Budget.model_validate(item) for item in value)
+
+
+class GateOptions(TypedDict, total=False):
+    """The middleware keyword options, shared by every shell (defaults in :meth:`GateConfig.build`)."""
+
+    store: Store | None
+    require_identity: bool
+    header_names: Sequence[str]
+    max_body_size: int
+    default_budgets: Iterable[Budget | Mapping[str, Any]] | Mapping[str, Money] | None
+    rate_limit: str | None
+    rate_limits: Mapping[str, str] | None
+    rate_limit_strategy: str
+    on_store_error: OutagePolicy
+    create_missing: bool
+    estimates: Mapping[str, Money] | None
+    resolver: Callable[..., Any] | None
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse, invalid_identity
-from .core.models import Budget, IdentityInput
-from .core.money import Money
+from .core.models import IdentityInput
 from .core.resolve import (
     Resolved,
     identity_from_auth,
@@ -24,12 +23,12 @@ from .core.resolve import (
     resolve,
 )
 from .core.validation import InvalidIdentity
-from .gate import DEFAULT_HEADER_NAMES, Gate, GateConfig, OutagePolicy
-from .stores.base import Store
+from .gate import Gate, GateConfig, GateOptions
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
 
 __all__ = [
     "ENVIRON_KEY",
@@ -239,33 +238,13 @@ class IdentityWSGIMiddleware:
     Uses the store's sync operations: no event loop per request.
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        store: Store | None = None,
-        require_identity: bool = False,
-        header_names: Sequence[str] = DEFAULT_HEADER_NAMES,
-        max_body_size: int = 1_048_576,
-        default_budgets: Iterable[Budget | Mapping[str, Any]] | Mapping[str, Money] | None = None,
-        rate_limit: str | None = None,
-        rate_limits: Mapping[str, str] | None = None,
-        rate_limit_strategy: str = "moving-window",
-        on_store_error: OutagePolicy = "open",
-        create_missing: bool = True,
-        estimates: Mapping[str, Money] | None = None,
-        resolver: Callable[[WSGIEnvironment], Any] | None = None,
-    ) -> None:
+    def __init__(self, app: WSGIApplication, **options: Unpack[GateOptions]) -> None:
         self.app = app
-        self.gate = Gate(GateConfig.build(
-            store=store, require_identity=require_identity, header_names=header_names,
-            max_body_size=max_body_size, default_budgets=default_budgets, rate_limit=rate_limit,
-            rate_limits=rate_limits, rate_limit_strategy=rate_limit_strategy, on_store_error=on_store_error,
-            create_missing=create_missing, estimates=estimates, resolver=resolver,
-        ))
+        self.gate = Gate(GateConfig.build(**options))
         self.store = self.gate.store
+        header_names = self.gate.header_names
         self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_") for name in header_names}
-        self._resolver = resolver
+        self._resolver = self.gate.config.resolver
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         body = read_json_body(environ, self.gate.config.max_body_size)
