@@ -103,6 +103,8 @@ class RedisStore(Store):
         self._sync_lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
         self._loops_lock = threading.Lock()
+        self._loop_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
         self._pending: collections.deque[Settlement] = collections.deque()
         self._pending_limit = pending_limit
         self._retry_due = False
@@ -208,6 +210,20 @@ class RedisStore(Store):
         state = self._loops.get(loop)
         if state is not None and not state.closed:
             return state
+        # One coroutine per loop builds the client: a Cluster client is initialised (awaited)
+        # before it is registered, and without this gate every request arriving meanwhile built
+        # and initialised its own client (hundreds of connections at once, and leaked clients).
+        with self._loops_lock:
+            gate = self._loop_gates.get(loop)
+            if gate is None:
+                gate = self._loop_gates[loop] = asyncio.Lock()
+        async with gate:
+            state = self._loops.get(loop)
+            if state is not None and not state.closed:
+                return state
+            return await self._new_loop(loop)
+
+    async def _new_loop(self, loop: asyncio.AbstractEventLoop) -> _Loop:
         if self._async_factory is not None:
             client = self._async_factory()
         else:
@@ -219,8 +235,12 @@ class RedisStore(Store):
             # uses half-set-up connections concurrently under load).
             try:
                 await client.initialize()
-            except _DOWN as error:
-                raise StoreUnavailable(f"redis: {error}") from error
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+                if isinstance(error, _DOWN):
+                    raise StoreUnavailable(f"redis: {error}") from error
+                raise
         with self._loops_lock:
             self._loops[loop] = state
         # An async generator the loop finalises at shutdown (asyncio.run / anyio.run call
