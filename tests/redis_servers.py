@@ -127,3 +127,59 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             yield f"redis+cluster://127.0.0.1:{ports[0]}"
         finally:
             stop_servers(processes)
+
+
+def start_sentinel(port: int, directory: Path, master_port: int, service: str) -> subprocess.Popen[bytes]:
+    """``redis-server --sentinel`` on ``port`` watching ``127.0.0.1:master_port`` as ``service`` (quorum 1)."""
+    config = directory / "sentinel.conf"  # Sentinel rewrites its config file: it must be writable
+    log = directory / "sentinel.log"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {log}\n"
+        f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+        f"sentinel down-after-milliseconds {service} 5000\n"
+    )
+    process = subprocess.Popen([REDIS_SERVER, str(config), "--sentinel"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_ping(port, process, log)
+    return process
+
+
+def _wait_sentinel_master(port: int, service: str, master_port: int, process: subprocess.Popen[bytes],
+                          log: Path) -> None:
+    """Until the sentinel names ``127.0.0.1:master_port`` as ``service``'s master and sees it up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server --sentinel on port {port} exited:\n{log.read_text(errors='replace')}")
+        address = _cli(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service).split()
+        fields = _cli(port, "SENTINEL", "MASTER", service).split()
+        flags = dict(zip(fields[::2], fields[1::2], strict=False)).get("flags", "")
+        if address == ["127.0.0.1", str(master_port)] and flags == "master":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the sentinel on port {port} did not report {service} at 127.0.0.1:{master_port}")
+
+
+@contextlib.contextmanager
+def redis_sentinel(service: str = "mymaster") -> Iterator[str]:
+    """One master redis-server and one Sentinel monitoring it, on free ports in a temp dir.
+
+    Yields ``redis+sentinel://127.0.0.1:SENTINEL_PORT/SERVICE``; both processes are stopped on exit.
+    """
+    require_binaries()
+    with tempfile.TemporaryDirectory(prefix="idm-sentinel-") as root:
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            master_dir = Path(root) / "master"
+            sentinel_dir = Path(root) / "sentinel"
+            master_dir.mkdir()
+            sentinel_dir.mkdir()
+            master_port = free_port()
+            processes.append(start_server(master_port, master_dir))
+            sentinel_port = free_port()
+            sentinel = start_sentinel(sentinel_port, sentinel_dir, master_port, service)
+            processes.append(sentinel)
+            _wait_sentinel_master(sentinel_port, service, master_port, sentinel, sentinel_dir / "sentinel.log")
+            yield f"redis+sentinel://127.0.0.1:{sentinel_port}/{service}"
+        finally:
+            stop_servers(processes)
