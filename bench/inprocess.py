@@ -276,6 +276,58 @@ async def _breakdown(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+async def _ablation(args: argparse.Namespace) -> list[str]:
+    """µs the middleware adds as its parts are stubbed out one after another (in this process only;
+    src/ is not touched): what is left at the end is the middleware's own plumbing."""
+    import types
+    from unittest import mock
+
+    from identity_middleware import asgi
+    from identity_middleware.core.admission import AdmissionRequest
+    from identity_middleware.stores import MemoryStore
+
+    from . import apps
+
+    client = _Client([chat_body(identity) for identity in IDENTITIES])
+    store = make_store("memory")
+    assert store is not None
+    admitted = store.admit(AdmissionRequest(IDENTITIES[0]))
+    extracted = identity_from_body(chat_body(IDENTITIES[0]))
+    steps: list[tuple[str, Any]] = [
+        ("the whole memory-store path", None),
+        ("- MemoryStore.admit (a constant admission)", mock.patch.object(MemoryStore, "admit",
+                                                                          lambda self, request: admitted)),
+        ("- MemoryStore.settle (no-op)", mock.patch.object(MemoryStore, "settle", lambda self, settlement: None)),
+        ("- anyio.CancelScope(shield=True) around settle", mock.patch.object(
+            asgi, "anyio", types.SimpleNamespace(CancelScope=lambda shield: contextlib.nullcontext()))),
+        ("- identity_from_body (a constant identity)", mock.patch.object(asgi, "identity_from_body",
+                                                                          lambda body: extracted)),
+        ("- record_usage in the view (no-op)", mock.patch.object(apps, "record_usage", lambda *a, **k: None)),
+    ]
+    bare = build_app(None)
+    await _warm(bare, client)
+    lines = ["| memory-store path, 1 KB body, with ... | µs added (best of batches) | µs this part costs |",
+             "|---|---:|---:|"]
+    count = max(args.requests // 4, 1000)
+    previous: float | None = None
+    with contextlib.ExitStack() as patches:
+        for label, patch in steps:
+            if patch is not None:
+                patches.enter_context(patch)
+            wrapped = build_app(store)
+            await _warm(wrapped, client)
+            bare_runs, wrapped_runs = [], []
+            for _ in range(args.repeats):
+                bare_runs.append(await _batch_us(bare, client, count))
+                wrapped_runs.append(await _batch_us(wrapped, client, count))
+            added = min(wrapped_runs) - min(bare_runs)
+            part = "-" if previous is None else f"{previous - added:.1f}"
+            lines.append(f"| {label} | {added:.1f} | {part} |")
+            previous = added
+    lines.append(f"| (what is left: buffering, replay, Meter, gate, routing mark, send wrapper) | {previous:.1f} | |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per batch (1 KB body)")
@@ -284,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the middleware path instead")
     parser.add_argument("--breakdown", action="store_true", help="time the middleware's components one by one")
+    parser.add_argument("--ablation", action="store_true",
+                        help="µs added as the middleware's parts are stubbed out one after another")
     args = parser.parse_args(argv)
     if not (1 <= args.requests <= 1_000_000 and 1 <= args.repeats <= 50):
         parser.error("requests 1..1000000, repeats 1..50")
@@ -294,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.breakdown:
                 print("\n".join(asyncio.run(_breakdown(args))))
+                return 0
+            if args.ablation:
+                print("\n".join(asyncio.run(_ablation(args))))
                 return 0
             print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
                   f"{platform.python_version()}, in-process (fake receive/send, no server), asyncio, process CPU "
