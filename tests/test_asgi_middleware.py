@@ -694,3 +694,19 @@ def test_a_budgeted_view_still_serves_an_identified_request_during_an_open_outag
     with TestClient(app) as client:
         assert client.post("/llm", json={"identity": {"id": "u"}}).status_code == 200
         assert client.post("/llm", json={"messages": []}).status_code == 401
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_rate_limits_and_budgets_on_redis_through_the_middleware(kind: str, make_store: Any) -> None:
+    store = make_store(kind)
+    app = Starlette(routes=ROUTES, middleware=[Middleware(IdentityMiddleware, store=store, rate_limit="3/minute",
+                                                          default_budgets={"daily": "0.05"})])
+    app.state.store = store
+    user = f"rl-{kind}"
+    with TestClient(app) as client:
+        codes = [client.post("/echo?cost=0.02", json={"identity": {"id": user}}).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]  # the 3/minute limit, not the budget, refuses the 4th
+    metrics = store.metrics(user)
+    assert (metrics.total_requests, metrics.total_errors, metrics.total_cost) == (4, 1, Decimal("0.06"))
+    status = store.budget_status(user)[0]
+    assert (status.spent, status.remaining) == (Decimal("0.06"), Decimal("0"))

@@ -107,7 +107,9 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         limiter = self._per_loop.get(loop)
         if limiter is None:
-            limiter = self._async_class(storage_from_string("async+" + self._storage_uri))
+            # limits' async Redis storages default to coredis; we ship redis-py, so ask for it.
+            options = {} if self._memory else {"implementation": "redispy"}
+            limiter = self._async_class(storage_from_string("async+" + self._storage_uri, **options))
             self._per_loop[loop] = limiter
         return limiter
 
