@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message
 
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.core.resolve import identity_from_body
+from identity_middleware.stores import Store
 
 from .apps import (
     CHAT_PATH,
@@ -124,7 +125,8 @@ def _naive_orjson(body: bytes) -> IdentityInput | None:
 def extraction_table(repeats: int) -> list[str]:
     small, large = chat_body("user_1"), chat_body("user_1", size=100 * KIB)
     assert identity_from_body(large) == _naive_stdlib(large)  # same answer, different cost
-    rows = [("identity_from_body (msgspec, core/resolve.py)", identity_from_body),
+    rows: list[tuple[str, Callable[[bytes], object]]] = [
+            ("identity_from_body (msgspec, core/resolve.py)", identity_from_body),
             ("json.loads(body) + IdentityInput.parse", _naive_stdlib)]
     with contextlib.suppress(ImportError):
         import orjson  # noqa: F401
@@ -159,11 +161,24 @@ def _redis(args: argparse.Namespace) -> Iterator[str | None]:
 async def _requests_table(args: argparse.Namespace, redis_url: str | None) -> list[str]:
     kinds = ["memory", "redis"] if args.store == "all" else [args.store]
     apps: dict[str, ASGIApp] = {"bare": build_app(None)}
+    stores: list[Store] = []
     for kind in kinds:
         try:
-            apps[kind] = build_app(make_store(kind, redis_url))
+            store = make_store(kind, redis_url)
         except RedisUnavailable as error:
             print(f"SKIPPED {kind} store: {error}", file=sys.stderr)
+            continue
+        assert store is not None
+        stores.append(store)
+        apps[kind] = build_app(store)
+    try:
+        return await _timed_requests(args, apps)
+    finally:
+        for store in stores:  # flush batched settlements and close pools before the loop ends
+            await store.aclose()
+
+
+async def _timed_requests(args: argparse.Namespace, apps: dict[str, ASGIApp]) -> list[str]:
     lines = ["| app | body | µs/request (best) | (median) | batches | µs added (best − bare best) |",
              "|---|---|---:|---:|---|---:|"]
     for size in (1, 100):
@@ -189,7 +204,9 @@ async def _requests_table(args: argparse.Namespace, redis_url: str | None) -> li
 
 async def _profile(args: argparse.Namespace, redis_url: str | None) -> str:
     kind = "redis" if args.store == "redis" else "memory"
-    app = build_app(make_store(kind, redis_url))
+    store = make_store(kind, redis_url)
+    assert store is not None
+    app = build_app(store)
     client = _Client([chat_body(identity) for identity in IDENTITIES])
     await _warm(app, client)
     profiler = cProfile.Profile()
@@ -197,6 +214,7 @@ async def _profile(args: argparse.Namespace, redis_url: str | None) -> str:
     for index in range(args.requests):
         await client.call(app, index)
     profiler.disable()
+    await store.aclose()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     out.write(f"cProfile of {args.requests} requests through the {kind} store app (1 KB body)\n")

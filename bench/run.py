@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -263,20 +264,20 @@ def _report(servers: list[Server], args: argparse.Namespace, setup: str) -> bool
             continue
         stats = _stats(server.port)
         counted = stats.get("requests")
-        verdict = "ok" if isinstance(counted, int) and counted >= server.sent else "MISSING USAGE"
-        ok = ok and verdict == "ok"
+        check = "ok" if isinstance(counted, int) and counted >= server.sent else "MISSING USAGE"
+        ok = ok and check == "ok"
         print(f"{server.kind} store committed {counted} requests, cost ${stats.get('cost')} "
-              f"(wrk + warm-up completed {server.sent} with 2xx): {verdict}")
+              f"(wrk + warm-up completed {server.sent} with 2xx): {check}")
     targets = {"memory": 0.75, "redis": 0.45}
     for server in servers:
         target = targets.get(server.kind)
         if target is None or not bare:
             continue
-        ratio = _median([r.rps for r in server.rounds]) / bare
-        cpu_ratio = bare_cpu / _median([r.cpu_us for r in server.rounds]) if bare_cpu else float("nan")
-        verdict = "MET" if ratio >= target else "NOT MET"
-        print(f"target {server.kind} store >= {target:.2f}× bare: {ratio:.2f}× by req/s -> {verdict} "
-              f"({cpu_ratio:.2f}× by server CPU per request)")
+        rps_ratio = _median([r.rps for r in server.rounds]) / bare
+        by_cpu = bare_cpu / _median([r.cpu_us for r in server.rounds]) if bare_cpu else float("nan")
+        verdict = "MET" if rps_ratio >= target else "NOT MET"
+        print(f"target {server.kind} store >= {target:.2f}× bare: {rps_ratio:.2f}× by req/s -> {verdict} "
+              f"({by_cpu:.2f}× by server CPU per request)")
     return ok
 
 
@@ -316,16 +317,16 @@ def http_main(args: argparse.Namespace) -> int:
                             print(f"SKIPPED redis store: {missing}", flush=True)
                             continue
                         raise
-                run = {"script": script, "cpus": wrk_cpus, "threads": args.threads,
-                       "connections": args.connections}
+                run = functools.partial(_wrk, script=script, cpus=wrk_cpus, threads=args.threads,
+                                        connections=args.connections)
                 for server in servers:  # warm-up, not counted
                     if args.warmup > 0:
-                        _wrk(server, seconds=args.warmup, **run)  # type: ignore[arg-type]
+                        run(server, seconds=args.warmup)
                 for number in range(args.rounds):
                     # Rotate the order each round so no app always runs first or last.
                     order = servers[number % len(servers):] + servers[: number % len(servers)]
                     for server in order:
-                        result = _wrk(server, seconds=args.duration, **run)  # type: ignore[arg-type]
+                        result = run(server, seconds=args.duration)
                         server.rounds.append(result)
                         print(f"round {number + 1}/{args.rounds} {server.kind:>6}: {result.rps:10,.0f} req/s  "
                               f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  errors {result.errors}",
