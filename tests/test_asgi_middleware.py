@@ -710,3 +710,44 @@ def test_rate_limits_and_budgets_on_redis_through_the_middleware(kind: str, make
     assert (metrics.total_requests, metrics.total_errors, metrics.total_cost) == (4, 1, Decimal("0.06"))
     status = store.budget_status(user)[0]
     assert (status.spent, status.remaining) == (Decimal("0.06"), Decimal("0"))
+
+
+class AwaitingStore(MemoryStore):
+    """A store whose asettle awaits before it takes the settlement (as an I/O-bound store may)."""
+
+    settles_before_await = False
+
+    async def asettle(self, settlement: Settlement) -> None:
+        await anyio.sleep(0.01)
+        self.settle(settlement)
+
+
+@pytest.mark.parametrize("store_class", [MemoryStore, AwaitingStore])
+def test_a_cancelled_request_is_still_metered(store_class: type[MemoryStore]) -> None:
+    store = store_class()
+
+    async def hangs(request: Request) -> Response:
+        record_usage("0.05")
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    app = IdentityMiddleware(Starlette(routes=[Route("/hang", hangs)]), store=store)
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        scope = {"type": "http", "method": "GET", "path": "/hang", "raw_path": b"/hang", "root_path": "",
+                 "query_string": b"", "headers": [(b"x-identity-id", b"cancelled")], "scheme": "http",
+                 "server": ("t", 80), "client": ("127.0.0.1", 1), "asgi": {"version": "3.0"},
+                 "http_version": "1.1"}
+        with anyio.move_on_after(0.2):  # the server gives up on the request: a real cancellation
+            await app(scope, receive, send)
+
+    anyio.run(main)
+    metrics = store.metrics("cancelled")
+    assert (metrics.total_cost, metrics.total_requests, metrics.error_rate) == (Decimal("0.05"), 1, 1.0)

@@ -66,6 +66,7 @@ class IdentityMiddleware:
         self.max_body_size = self.gate.config.max_body_size
         self._headers = [(name.lower().encode("latin-1"), name) for name in self.gate.header_names]
         self._resolver = self.gate.config.resolver
+        self._shield_settle = not self.store.settles_before_await
         self._markers: dict[tuple[str, str], BudgetedView] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -212,9 +213,13 @@ class IdentityMiddleware:
             failed = False
         finally:
             unbind(token)
-            # Shielded: a client that disconnects cancels the request, never its accounting.
-            with anyio.CancelScope(shield=True):
-                await self.gate.asettle(meter, error=failed or status >= 400)
+            error = failed or status >= 400
+            if self._shield_settle:
+                # A client that disconnects cancels the request, never its accounting.
+                with anyio.CancelScope(shield=True):
+                    await self.gate.asettle(meter, error=error)
+            else:
+                await self.gate.asettle(meter, error=error)  # taken before any await: nothing to shield
 
 
 def _replaying(messages: list[Message], receive: Receive) -> Receive:

@@ -70,9 +70,7 @@ def _day_start(day: date, tz: tzinfo) -> datetime:
     return high
 
 
-def _period(period: Period, now: datetime, tz: tzinfo) -> tuple[date, datetime, datetime]:
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+def _compute(period: Period, now: datetime, tz: tzinfo) -> tuple[date, datetime, datetime]:
     first = _first_day(period, now.astimezone(tz).date())
     start = _day_start(first, tz)
     end = _day_start(_next_first_day(period, first), tz)
@@ -83,9 +81,28 @@ def _period(period: Period, now: datetime, tz: tzinfo) -> tuple[date, datetime, 
     return first, start, end
 
 
+# The current window of each (period, timezone): every request asks about "now", which almost
+# always falls in the window computed for the previous request, so the calendar arithmetic
+# (and its DST search) runs once per period instead of several times per request.
+_windows: dict[tuple[Period, tzinfo], tuple[date, datetime, datetime]] = {}
+_keys: dict[tuple[Period, date], str] = {}
+
+
+def _period(period: Period, now: datetime, tz: tzinfo) -> tuple[date, datetime, datetime]:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    window = _windows.get((period, tz))
+    if window is not None and window[1] <= now < window[2]:
+        return window
+    window = _compute(period, now, tz)
+    if window[1] <= now:  # cache only a window that contains now (always, barring odd clocks)
+        _windows[(period, tz)] = window
+    return window
+
+
 def period_bounds(period: Period | str, now: datetime, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
     """``(start, end)`` of the period containing ``now``, as aware UTC datetimes."""
-    _, start, end = _period(Period(period), now, tz)
+    _, start, end = _period(period if isinstance(period, Period) else Period(period), now, tz)
     return start, end
 
 
@@ -106,9 +123,14 @@ def seconds_to_reset(period: Period | str, now: datetime, tz: tzinfo = UTC) -> i
 
 def period_key(period: Period | str, now: datetime, tz: tzinfo = UTC) -> str:
     """A stable name of the current period, its local start date: ``daily:2026-11-22``."""
-    period = Period(period)
+    period = period if isinstance(period, Period) else Period(period)
     first, _, _ = _period(period, now, tz)
-    return f"{period.value}:{first.isoformat()}"
+    key = _keys.get((period, first))
+    if key is None:
+        if len(_keys) > 4096:
+            _keys.clear()
+        key = _keys[(period, first)] = f"{period.value}:{first.isoformat()}"
+    return key
 
 
 def utc_day(now: datetime) -> date:

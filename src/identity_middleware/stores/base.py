@@ -62,6 +62,9 @@ class Store(abc.ABC):
 
     tz: tzinfo = UTC
     reservation_ttl: float = DEFAULT_RESERVATION_TTL
+    #: ``True`` when ``asettle`` takes the settlement before its first ``await`` (in memory, or
+    #: into a write buffer), so a cancelled request cannot lose it and needs no cancel shield.
+    settles_before_await: bool = False
 
     # -- identities ------------------------------------------------------------------------------
     @abc.abstractmethod

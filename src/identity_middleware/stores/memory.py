@@ -64,6 +64,8 @@ class MemoryStore(Store):
     stores a new copy), so readers get them without copying.
     """
 
+    settles_before_await = True
+
     def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL) -> None:
         self.tz = tz
         self.reservation_ttl = reservation_ttl

@@ -80,6 +80,8 @@ class _Loop:
 class RedisStore(Store):
     """Identities, budgets and metrics in Redis, shared by every app instance (see module docs)."""
 
+    settles_before_await = True  # asettle buffers before it awaits anything
+
     def __init__(
         self,
         spec: ClientSpec | None = None,
