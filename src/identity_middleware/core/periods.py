@@ -133,6 +133,25 @@ def period_key(period: Period | str, now: datetime, tz: tzinfo = UTC) -> str:
     return key
 
 
+PERIODS: tuple[Period, ...] = tuple(Period)
+# Every period's key at once, valid until the first of them ends: a settle adds its cost to all four.
+_all_keys: dict[tzinfo, tuple[datetime, datetime, tuple[tuple[Period, str], ...]]] = {}
+
+
+def period_keys(now: datetime, tz: tzinfo = UTC) -> tuple[tuple[Period, str], ...]:
+    """``((Period.DAILY, "daily:2026-11-22"), ...)`` for every period, at ``now``."""
+    cached = _all_keys.get(tz)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2]
+    keys = tuple((period, period_key(period, now, tz)) for period in PERIODS)
+    windows = [_period(period, now, tz) for period in PERIODS]
+    start = max(window[1] for window in windows)
+    end = min(window[2] for window in windows)
+    if start <= now < end:
+        _all_keys[tz] = (start, end, keys)
+    return keys
+
+
 def utc_day(now: datetime) -> date:
     return now.astimezone(UTC).date()
 

@@ -26,7 +26,7 @@ from ..core.models import (
     metrics_from_totals,
 )
 from ..core.money import to_nanos
-from ..core.periods import UTC, Period, period_bounds, period_key, utc_day
+from ..core.periods import UTC, Period, period_bounds, period_key, period_keys, utc_day
 from .base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_limit, matches
 
 _PERIOD_ORDER = {period: index for index, period in enumerate(Period)}
@@ -146,8 +146,7 @@ class MemoryStore(Store):
         for model, count in (models or {}).items():
             bucket.models[model] = bucket.models.get(model, 0) + count
         if cost:
-            for period in Period:
-                key = period_key(period, now, self.tz)
+            for period, key in period_keys(now, self.tz):
                 current = account.spend.get(period)
                 base = current[1] if current is not None and current[0] == key else 0
                 account.spend[period] = (key, base + cost)

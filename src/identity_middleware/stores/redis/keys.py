@@ -34,7 +34,7 @@ import hashlib
 import math
 from datetime import date, datetime, timedelta, tzinfo
 
-from ...core.periods import UTC, Period, period_bounds, period_key, utc_day
+from ...core.periods import UTC, Period, period_bounds, period_key, period_keys, utc_day
 
 PERIODS: tuple[Period, ...] = tuple(Period)  # script key order: daily, weekly, monthly, yearly
 SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app servers with skewed clocks
@@ -84,7 +84,7 @@ class KeySchema:
         return [
             self.record(tag),
             self.budgets(tag),
-            *(self.spend(tag, period_key(period, now, tz)) for period in PERIODS),
+            *(self.spend(tag, key) for _, key in period_keys(now, tz)),
             *(self.reservations(tag, period) for period in PERIODS),
             self.day(tag, utc_day(now)),
         ]
