@@ -18,7 +18,7 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from app import app  # noqa: E402
+from app import app
 
 
 def free_port() -> int:
