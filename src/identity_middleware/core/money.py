@@ -39,6 +39,10 @@ def to_nanos(value: Money) -> int:
     amount = to_decimal(value)
     if amount < 0:
         raise ValueError(f"an amount of money is never negative: {value!r}")
+    shifted = amount.scaleb(9)
+    nanos = int(shifted)
+    if shifted == nanos:  # the common case: at most nine places, so the shift is exact
+        return nanos
     # Integer arithmetic, not Decimal division: the default 28-digit context would round
     # amounts with more significant digits.
     _, digits, exponent = amount.as_tuple()
