@@ -1,19 +1,23 @@
 -- One admission in one call: upsert or create the record, check every budget, take the reservation,
 -- count a blocked or refused request. Also serves create (mode 'create') and update (mode 'update').
--- ARGV: 1 mode, 2 external id, 3 ULID for a new record, 4 now (ISO), 5 now (ms), 6 may create (0/1),
---       7 refused (0/1), 8 estimate (nanos), 9 reservation id, 10 reservation expiry (ms),
---       11 reservation key TTL (ms), 12 metrics TTL (s), 13 n, then n field/value pairs,
+-- ARGV: 1 mode, 2 external id, 3 ULID for a new record ('' when the caller believes it exists: then
+--       {3} asks for one), 4 now (ISO), 5 now (ms), 6 may create (0/1), 7 refused (0/1),
+--       8 estimate (nanos), 9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
+--       12 the caller's cached "<ULID> <updated>" or '', 13 n, then n field/value pairs,
 --       then m, then m default-budget period/amount pairs.
--- Returns {found (0/1, 2 = exists on create), created, record, states, blocked, reserved}.
+-- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states, blocked,
+-- reserved}; record is 0 when it equals the caller's cached one (ARGV 12).
 local record_key, mode = KEYS[1], ARGV[1]
 local nfields = tonumber(ARGV[13])
-local created = 0
-local external_id = redis.call('HGET', record_key, 'x')
+local created, changed = 0, false
+local head = redis.call('HMGET', record_key, 'x', 'u', 't')
+local external_id = head[1]
 if external_id and external_id ~= ARGV[2] then
   return redis.error_reply('IDM external id hash collision')
 end
 if not external_id then
   if mode == 'update' or (mode == 'admit' and ARGV[6] ~= '1') then return {0} end
+  if ARGV[3] == '' then return {3} end
   redis.call('HSET', record_key, 'u', ARGV[3], 'x', ARGV[2], 'c', ARGV[4], 't', ARGV[4],
     'display_name', 'null', 'email', 'null', 'avatar_url', 'null', 'tags', '[]', 'metadata', '{}')
   for i = 0, nfields - 1 do redis.call('HSET', record_key, ARGV[14 + 2 * i], ARGV[15 + 2 * i]) end
@@ -25,7 +29,6 @@ if not external_id then
 elseif mode == 'create' then
   return {2}
 else
-  local changed = false
   for i = 0, nfields - 1 do
     local name, value = ARGV[14 + 2 * i], ARGV[15 + 2 * i]
     if redis.call('HGET', record_key, name) ~= value then
@@ -35,13 +38,16 @@ else
   end
   if changed then redis.call('HSET', record_key, 't', ARGV[4]) end
 end
-local record = redis.call('HGETALL', record_key)
+local record = 0
+if created == 1 or changed or ARGV[12] == '' or head[2] .. ' ' .. head[3] ~= ARGV[12] then
+  record = redis.call('HGETALL', record_key)
+end
 if mode ~= 'admit' then return {1, created, record} end
 
 local function count_refused()
   redis.call('HINCRBY', KEYS[11], 'n', 1)
   redis.call('HINCRBY', KEYS[11], 'e', 1)
-  redis.call('EXPIRE', KEYS[11], ARGV[12])
+  redis.call('EXPIREAT', KEYS[11], ARGV[11])
 end
 if ARGV[7] == '1' then
   count_refused()
@@ -55,10 +61,11 @@ if blocked then
 end
 if estimate <= 0 or #held == 0 then return {1, created, record, states, 0, 0} end
 local member = ARGV[8] .. ':' .. ARGV[9]
-local key_ttl = tonumber(ARGV[11])
+local expires = tonumber(ARGV[5]) + tonumber(ARGV[10])
+local key_ttl = tonumber(ARGV[10]) + 60000
 for _, p in ipairs(held) do
   local reservations = KEYS[6 + p]
-  redis.call('ZADD', reservations, ARGV[10], member)
+  redis.call('ZADD', reservations, expires, member)
   -- Every member expires before the key does; a longer-lived key never shortens.
   if redis.call('PTTL', reservations) < key_ttl then redis.call('PEXPIRE', reservations, key_ttl) end
 end

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
-from ...core.periods import UTC, Period, period_bounds, period_key, period_keys, utc_day
+from ...core.periods import UTC, Period, period_bounds, period_key, utc_day
 
 PERIODS: tuple[Period, ...] = tuple(Period)  # script key order: daily, weekly, monthly, yearly
 SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app servers with skewed clocks
@@ -81,12 +82,16 @@ class KeySchema:
 
     def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
+        return self.window_keys(tag, window(now, tz))
+
+    def window_keys(self, tag: str, current: Window) -> list[str]:
+        base = self.base(tag)
         return [
-            self.record(tag),
-            self.budgets(tag),
-            *(self.spend(tag, key) for _, key in period_keys(now, tz)),
-            *(self.reservations(tag, period) for period in PERIODS),
-            self.day(tag, utc_day(now)),
+            f"{base}:id",
+            f"{base}:b",
+            *(f"{base}:s:{key}" for key in current.spend),
+            *(f"{base}:r:{period.value}" for period in PERIODS),
+            f"{base}:d:{current.day}",
         ]
 
     def metric_keys(self, tag: str, now: datetime, days: int) -> list[str]:
@@ -102,6 +107,44 @@ class KeySchema:
             keys.append(self.spend(tag, period_key(period, start - timedelta(microseconds=1), tz)))
         keys.extend(self.metric_keys(tag, now + timedelta(days=1), METRIC_TTL_DAYS + 2))
         return keys
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Window:
+    """What the per-identity scripts need that depends only on time, valid for ``start <= now < end``
+    (the overlap of every current period and the UTC day): the spend key suffixes, the UTC day, and
+    when the spend counters and the day's metrics expire (Unix seconds, the same instants as
+    :func:`spend_ttls`/:func:`metric_ttl` from any ``now`` in the window)."""
+
+    start: datetime
+    end: datetime
+    spend: tuple[str, ...]  # period keys, daily..yearly
+    day: str  # today's UTC date, ISO
+    spend_expire_at: tuple[int, ...]
+    metric_expire_at: int
+    expire_at: str  # "<daily> <weekly> <monthly> <yearly> <metrics>" for the settle script
+
+
+_windows: dict[tzinfo, Window] = {}
+
+
+def window(now: datetime, tz: tzinfo = UTC) -> Window:
+    """The :class:`Window` containing ``now`` (cached until ``now`` leaves it)."""
+    cached = _windows.get(tz)
+    if cached is not None and cached.start <= now < cached.end:
+        return cached
+    bounds = [period_bounds(period, now, tz) for period in PERIODS]
+    today = utc_day(now)
+    day_start = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    start = max([day_start, *(low for low, _ in bounds)])
+    end = min([day_start + timedelta(days=1), *(high for _, high in bounds)])
+    spend_at = tuple(math.ceil((high + SPEND_MARGIN).timestamp()) for _, high in bounds)
+    metric_at = math.ceil((day_start + timedelta(days=METRIC_TTL_DAYS)).timestamp())
+    result = Window(start, end, tuple(period_key(period, now, tz) for period in PERIODS), today.isoformat(), spend_at,
+                    metric_at, " ".join(str(at) for at in (*spend_at, metric_at)))
+    if start <= now < end:
+        _windows[tz] = result
+    return result
 
 
 def spend_ttls(now: datetime, tz: tzinfo = UTC) -> list[int]:

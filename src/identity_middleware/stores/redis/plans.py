@@ -34,7 +34,7 @@ from ...core.models import (
 from ...core.money import to_nanos
 from ...core.periods import UTC, Period, period_bounds, period_key
 from ..base import METRIC_DAYS, check_limit, matches
-from .keys import PERIODS, KeySchema, identity_tag, metric_ttl, spend_ttls
+from .keys import PERIODS, KeySchema, Window, identity_tag, window
 from .scripts import ADMIT, METRICS, SETTLE, STATE, Script
 
 T = TypeVar("T")
@@ -101,6 +101,10 @@ def _as_map(reply: Any) -> dict[str, str]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
+def _known(fields: dict[str, str]) -> str:
+    return f"{fields['u']} {fields['t']}"
+
+
 def _identity(fields: dict[str, str]) -> Identity:
     profile = {name: json.loads(fields[name]) for name in _PROFILE if name in fields}
     return Identity(id=fields["u"], external_id=fields["x"], created=datetime.fromisoformat(fields["c"]),
@@ -116,6 +120,11 @@ class Plans:
         self.reservation_ttl = reservation_ttl
         self._tags: dict[str, str] = {}  # ULID -> hash tag; immutable facts, so caching is safe
         self._tags_lock = threading.Lock()
+        # hash tag -> the window its keys were built for, and those keys
+        self._keysets: dict[str, tuple[Window, builtins.list[str]]] = {}
+        # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
+        # it differs (changed here or by another process), so an unchanged one is not re-parsed
+        self._records: dict[str, tuple[str, Identity]] = {}
 
     # -- locating identities ---------------------------------------------------------------------
     def _remember(self, ulid: str, tag: str) -> None:
@@ -123,6 +132,23 @@ class Plans:
             if len(self._tags) >= _TAG_CACHE_LIMIT:
                 self._tags.clear()
             self._tags[ulid] = tag
+
+    def _keys(self, tag: str, current: Window) -> builtins.list[str]:
+        cached = self._keysets.get(tag)
+        if cached is not None and cached[0] is current:
+            return cached[1]
+        keys = self.keys.window_keys(tag, current)
+        if len(self._keysets) >= _TAG_CACHE_LIMIT:
+            self._keysets.clear()
+        self._keysets[tag] = (current, keys)
+        return keys
+
+    def _cache(self, tag: str, fields: dict[str, str]) -> Identity:
+        identity = _identity(fields)
+        if len(self._records) >= _TAG_CACHE_LIMIT:
+            self._records.clear()
+        self._records[tag] = (_known(fields), identity)
+        return identity
 
     def _tag_lookup(self, ulid: str) -> Call:
         return Call("zrangebylex", (self.keys.identities, f"[{ulid}:", f"({ulid};", 0, 1))
@@ -168,21 +194,28 @@ class Plans:
     # -- record writes ---------------------------------------------------------------------------
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: bool = False, estimate: int = 0, reservation_id: str = "",
-               default_budgets: Sequence[Budget] = ()) -> Eval:
-        tag = identity_tag(external_id)
+               default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
+               ulid: str | None = None) -> Eval:
+        if tag is None:
+            tag = identity_tag(external_id)
+        if ulid is None:
+            ulid = new_ulid()
+        current = window(now, self.tz)
         args: builtins.list[str | int] = [
-            mode, external_id, new_ulid(), now.isoformat(), _ms(now), int(may_create), int(refused), estimate,
-            reservation_id, _ms(now + timedelta(seconds=self.reservation_ttl)),
-            int(self.reservation_ttl * 1000) + 60_000, metric_ttl(now), *_field_args(changes),
-            str(len(default_budgets)),
+            mode, external_id, ulid, now.isoformat(), _ms(now), int(may_create), int(refused), estimate,
+            reservation_id, int(self.reservation_ttl * 1000), current.metric_expire_at, known,
+            *_field_args(changes), len(default_budgets),
         ]
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
-        return Eval(ADMIT, self.keys.identity_keys(tag, now, self.tz), args)
+        return Eval(ADMIT, self._keys(tag, current), args)
 
-    def _indexed(self, reply: Any, tag: str) -> Plan[Identity]:
-        """The record from a script reply; a new one is added to the global list (its own slot)."""
-        identity = _identity(_as_map(reply[2]))
+    def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
+        """The record from a script reply (``cached`` when it sent none: unchanged); a new one is
+        added to the global list (its own slot)."""
+        if cached is not None and not isinstance(reply[2], (list, dict)):
+            return cached[1]
+        identity = self._cache(tag, _as_map(reply[2]))
         self._remember(identity.id, tag)
         if reply[1]:
             yield Call("zadd", (self.keys.identities, {f"{identity.id}:{tag}": 0}))
@@ -199,16 +232,18 @@ class Plans:
     def update(self, identity_id: str, fields: dict[str, Any]) -> Plan[Identity]:
         changes = IdentityUpdate.parse(fields).changes()
         identity, _ = yield from self.fetch(identity_id)
-        reply = yield self._write("update", identity.external_id, changes, _now(None))
+        tag = identity_tag(identity.external_id)
+        reply = yield self._write("update", identity.external_id, changes, _now(None), tag=tag)
         if reply[0] == 0:
             raise IdentityNotFound(identity_id)
-        return _identity(_as_map(reply[2]))
+        return self._cache(tag, _as_map(reply[2]))
 
     def delete(self, identity_id: str) -> Plan[None]:
         identity, tag = yield from self.fetch(identity_id)
         # Unlisted first, then deleted: a crash in between leaves a record that admission still
         # finds, never a listed member without a record.
         yield Call("zrem", (self.keys.identities, f"{identity.id}:{tag}"))
+        self._records.pop(tag, None)
         yield Call("delete", tuple(self.keys.all_identity_keys(tag, _now(None), self.tz)))
 
     # -- reads -----------------------------------------------------------------------------------
@@ -226,7 +261,7 @@ class Plans:
                 for s in self._states(reply, now)]
 
     def _state_eval(self, tag: str, now: datetime) -> Eval:
-        return Eval(STATE, self.keys.identity_keys(tag, now, self.tz), [_ms(now)])
+        return Eval(STATE, self._keys(tag, window(now, self.tz)), [_ms(now)])
 
     def _metrics_eval(self, tag: str, now: datetime) -> Eval:
         return Eval(METRICS, self.keys.metric_keys(tag, now, METRIC_DAYS), [])
@@ -328,14 +363,24 @@ class Plans:
         upsert = request.upsert
         changes = upsert.changes() if upsert is not None else {}
         reservation_id = uuid.uuid4().hex if request.estimate > 0 else ""
-        reply = yield self._write(
-            "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
-            refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
-            default_budgets=request.default_budgets,
-        )
+        tag = identity_tag(request.external_id)
+        cached = self._records.get(tag)
+        # A ULID is made only for an identity this process has not seen (else the script asks).
+        ulid = "" if cached is not None else None
+        while True:
+            reply = yield self._write(
+                "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
+                refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
+                default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
+                ulid=ulid,
+            )
+            if reply[0] != 3:
+                break
+            ulid = None
         if reply[0] == 0:
+            self._records.pop(tag, None)
             return Admission(None)
-        identity = yield from self._indexed(reply, identity_tag(request.external_id))
+        identity = yield from self._indexed(reply, tag, cached)
         states = self._states(reply[3], now)
         if reply[4]:
             return Admission(identity, decide(states, request.estimate, now))
@@ -349,24 +394,39 @@ class Plans:
         """Commit settlements in one pipelined round trip (plus one for uncached tags). Returns how
         many were charged (a deleted identity's are dropped, as MemoryStore does)."""
         tags = yield from self.tags_of({settlement.identity_id for settlement in settlements})
-        steps = []
+        # One script call per identity and time window: their usage summed, reservations released.
+        groups: dict[tuple[str, Window], builtins.list[Settlement]] = {}
         for settlement in settlements:
-            tag = tags.get(settlement.identity_id)
-            if tag is not None:
-                steps.append(self._settle_eval(settlement, tag))
-        if not steps:
+            if settlement.identity_id in tags:
+                key = (settlement.identity_id, window(_now(settlement.now), self.tz))
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [settlement]
+                else:
+                    group.append(settlement)
+        if not groups:
             return 0
+        steps = [self._settle_eval(ulid, current, group, tags[ulid]) for (ulid, current), group in groups.items()]
         replies = yield Batch(steps)
-        return sum(int(reply) for reply in replies)
+        return sum(int(reply) * len(group) for reply, group in zip(replies, groups.values(), strict=True))
 
-    def _settle_eval(self, settlement: Settlement, tag: str) -> Eval:
-        now = _now(settlement.now)
-        usage = settlement.usage
-        reservation = settlement.reservation
-        member = f"{reservation.amount}:{reservation.id}" if reservation is not None else ""
-        args: builtins.list[str | int] = [settlement.identity_id, usage.cost, usage.input_tokens,
-                                          usage.output_tokens, int(usage.error), *spend_ttls(now, self.tz),
-                                          metric_ttl(now), member]
-        for model, count in usage.models.items():
+    def _settle_eval(self, ulid: str, current: Window, group: Sequence[Settlement], tag: str) -> Eval:
+        cost = input_tokens = output_tokens = errors = 0
+        members: builtins.list[str] = []
+        models: dict[str, int] = {}
+        for settlement in group:
+            usage = settlement.usage
+            cost += usage.cost
+            input_tokens += usage.input_tokens
+            output_tokens += usage.output_tokens
+            errors += usage.error
+            for model, count in usage.models.items():
+                models[model] = models.get(model, 0) + count
+            reservation = settlement.reservation
+            if reservation is not None:
+                members.append(f"{reservation.amount}:{reservation.id}")
+        args: builtins.list[str | int] = [ulid, cost, input_tokens, output_tokens, len(group), errors,
+                                          current.expire_at, " ".join(members)]
+        for model, count in models.items():
             args += [model, count]
-        return Eval(SETTLE, self.keys.identity_keys(tag, now, self.tz), args)
+        return Eval(SETTLE, self._keys(tag, current), args)
