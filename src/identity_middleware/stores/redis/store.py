@@ -65,6 +65,85 @@ def _first_error(results: Sequence[Any]) -> None:
             raise result
 
 
+def _pack(args: Sequence[str | int]) -> bytes:
+    """One command in the Redis protocol (what redis-py's ``pack_command`` makes, without its
+    per-argument encoder calls): strings as UTF-8, integers in decimal."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Direct:
+    """The admission fast path of one loop on a standalone server: script calls written on
+    connections this loop keeps checked out of the client's pool (no per-call pool condition,
+    readiness probe, task-wrapped write timeout or command packing), with redis-py's own connection
+    objects (its reply parser, read timeout and reconnect) and its retry rule: one immediate retry
+    on a broken connection, never on a timeout."""
+
+    __slots__ = ("free", "held", "keep", "pool", "retries")
+
+    def __init__(self, pool: Any, keep: int, retries: int) -> None:
+        self.pool = pool
+        self.keep = keep  # at most this many idle connections stay out of the pool
+        self.retries = retries
+        self.free: builtins.list[Any] = []
+        self.held: builtins.list[Any] = []
+
+    async def call(self, packed: bytes) -> Any:
+        conn = self.free.pop() if self.free else await self._borrow()
+        try:
+            attempt = 0
+            while True:
+                try:
+                    await self._send(conn, packed)
+                    return await conn.read_response()
+                except redis.exceptions.ConnectionError:
+                    await conn.disconnect()
+                    if attempt >= self.retries:
+                        raise
+                    attempt += 1
+        finally:
+            if len(self.free) < self.keep:
+                self.free.append(conn)
+            else:
+                self.held.remove(conn)
+                await self.pool.release(conn)
+
+    async def _borrow(self) -> Any:
+        conn = await self.pool.get_connection()
+        self.held.append(conn)
+        return conn
+
+    @staticmethod
+    async def _send(conn: Any, packed: bytes) -> None:
+        writer = conn._writer if conn.is_connected else None
+        if writer is None:
+            await conn.send_packed_command(packed, check_health=False)
+            return
+        try:
+            writer.write(packed)
+            if writer.transport.get_write_buffer_size():
+                # The socket did not take it all: wait for it, within the socket timeout.
+                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        except asyncio.TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        except OSError as error:
+            await conn.disconnect(nowait=True)
+            raise redis.exceptions.ConnectionError(f"Error while writing to socket: {error}") from error
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+
+    async def release(self) -> None:
+        self.free.clear()
+        held, self.held = self.held, []
+        for conn in held:
+            await self.pool.release(conn)
+
+
 @dataclass(eq=False)
 class _Loop:
     """One event loop's async client, connection gate and flush task."""
@@ -75,6 +154,7 @@ class _Loop:
     guard: Any = None
     closed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    direct: _Direct | None = None
 
 
 class RedisStore(Store):
@@ -108,6 +188,8 @@ class RedisStore(Store):
         self._loop_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
         self._pending: collections.deque[Settlement] = collections.deque()
+        # The loop _loop() answered last, and its state: most calls come from the same loop.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _Loop] | None = None
         self._pending_limit = pending_limit
         self._retry_due = False
         self._outage = False
@@ -209,8 +291,12 @@ class RedisStore(Store):
     # -- running plans, async (one client per loop) ----------------------------------------------
     async def _loop(self) -> _Loop:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop and not last[1].closed:
+            return last[1]
         state = self._loops.get(loop)
         if state is not None and not state.closed:
+            self._last = (weakref.ref(loop), state)
             return state
         # One coroutine per loop builds the client: a Cluster client is initialised (awaited)
         # before it is registered, and without this gate every request arriving meanwhile built
@@ -232,6 +318,10 @@ class RedisStore(Store):
             assert self._spec is not None
             client = self._spec.async_client()
         state = _Loop(client, self._spec.limiter() if self._spec is not None else None)
+        if (self._async_factory is None and self._spec is not None and not self._spec.is_cluster
+                and not self._spec.is_sentinel and type(client) is redis.asyncio.Redis
+                and isinstance(getattr(client, "connection_pool", None), redis.asyncio.ConnectionPool)):
+            state.direct = _Direct(client.connection_pool, max(1, self._spec.max_connections // 2), 1)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             # Learn the slot map once, before many coroutines race to (redis-py then opens and
             # uses half-set-up connections concurrently under load).
@@ -268,6 +358,8 @@ class RedisStore(Store):
             logger.warning("redis unavailable at loop shutdown; %d settlements stay buffered", len(self._pending))
         finally:
             state.closed = True
+            if state.direct is not None:
+                await state.direct.release()
             await state.client.aclose()
 
     async def _aeval(self, client: Any, step: Eval) -> Any:
@@ -276,6 +368,14 @@ class RedisStore(Store):
         except redis.exceptions.NoScriptError:
             await client.script_load(step.script.source)
             return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+
+    async def _direct_eval(self, direct: _Direct, step: Eval) -> Any:
+        packed = _pack(("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args))
+        try:
+            return await direct.call(packed)
+        except redis.exceptions.NoScriptError:
+            await direct.call(_pack(("SCRIPT", "LOAD", step.script.source)))
+            return await direct.call(packed)
 
     async def _abatch(self, client: Any, steps: Sequence[Call | Eval]) -> builtins.list[Any]:
         results = [None] * len(steps)
@@ -295,6 +395,8 @@ class RedisStore(Store):
         return results
 
     async def _astep(self, state: _Loop, step: Step) -> Any:
+        if state.direct is not None and isinstance(step, Eval):
+            return await self._direct_eval(state.direct, step)
         if state.limiter is not None:
             async with state.limiter:
                 return await self._astep_now(state.client, step)
