@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from collections.abc import Callable
 from datetime import timezone
@@ -190,3 +192,96 @@ def test_amounts_compare_exactly_near_the_documented_bound(make_store: MakeStore
     assert not store.admit(AdmissionRequest("rich")).allowed
     assert store.budget_status("rich")[0].spent == Decimal("9000000")
 
+
+
+# -- the fast paths: cached records, merged settlements, the multiplexed admission connection ------
+@pytest.mark.anyio
+async def test_cached_record_sees_another_instances_update_and_delete(make_store: MakeStore) -> None:
+    one = make_store("redis")
+    other = make_store("redis", prefix=one.prefix)  # type: ignore[attr-defined]
+    first = (await one.aadmit(AdmissionRequest("a"))).identity
+    assert first is not None
+    assert (await one.aadmit(AdmissionRequest("a"))).identity == first  # served from the cache
+    await other.aupdate("a", display_name="Ada", tags=["x"])
+    changed = (await one.aadmit(AdmissionRequest("a"))).identity
+    assert changed is not None and changed.display_name == "Ada" and changed.tags == ["x"]
+    assert changed.id == first.id and changed.updated > first.updated
+    await other.adelete("a")
+    assert (await one.aadmit(AdmissionRequest("a", create_missing=False))).identity is None
+    again = (await one.aadmit(AdmissionRequest("a"))).identity  # the script asks for a new ULID
+    assert again is not None and again.id != first.id
+    assert (await other.aretrieve("a")).id == again.id
+    await other.adelete("a")
+    recreated = (await one.aadmit(AdmissionRequest("a"))).identity  # cached, but deleted meanwhile
+    assert recreated is not None and recreated.id not in (first.id, again.id)
+    assert [identity.id for identity in (await other.alist()).data] == [recreated.id]
+
+
+@pytest.mark.anyio
+async def test_one_flush_merges_an_identitys_settlements_and_releases_all_reservations(
+    make_store: MakeStore,
+) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    await store.acreate(IdentityInput(id="a"))
+    await store.aset_budget("a", Budget(period=Period.DAILY, amount=Decimal("0.000010")))  # 10,000 nanos
+    held = [await store.aadmit(AdmissionRequest("a", estimate=3000)) for _ in range(3)]
+    assert all(admission.reservation is not None for admission in held)
+    assert (await store.aadmit(AdmissionRequest("a", estimate=3000))).blocked is not None  # 9,000 held
+    for number, admission in enumerate(held):
+        assert admission.identity is not None
+        usage = Usage(cost=1000, input_tokens=10, output_tokens=2, error=number == 0)
+        usage.models["m"] = 1
+        await store.asettle(Settlement(admission.identity.id, usage, admission.reservation))
+    await store.aflush()
+    status = {s.period: s for s in await store.abudget_status("a")}[Period.DAILY]
+    assert status.spent == Decimal("0.000003") and status.reserved == 0
+    metrics = await store.ametrics("a")
+    assert metrics.total_requests == 4 and metrics.total_errors == 2  # the blocked one counts too
+    assert metrics.input_tokens == 30 and metrics.output_tokens == 6 and metrics.total_cost == Decimal("0.000003")
+
+
+@pytest.mark.anyio
+async def test_admissions_survive_a_server_restart_and_time_out_when_it_hangs(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_server(port, tmp_path)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="mux", socket_timeout=0.5,
+                                socket_connect_timeout=0.5)
+    try:
+        results = await asyncio.gather(*(store.aadmit(AdmissionRequest(f"u{n}")) for n in range(20)))
+        assert all(result.identity is not None for result in results)
+        state = await store._loop()
+        assert state.direct is not None  # the multiplexed path is the one measured here
+        stop_servers([process])
+        with pytest.raises(StoreUnavailable):
+            await store.aadmit(AdmissionRequest("u1"))
+        process = start_server(port, tmp_path)
+        # A restarted server: the broken connection is replaced at once (one retry). Its data went
+        # with it, so the cached record is not found (create_missing=False: no pooled ZADD here).
+        assert (await store.aadmit(AdmissionRequest("u1", create_missing=False))).identity is None
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable):  # no reply within socket_timeout
+                await store.aadmit(AdmissionRequest("u2", create_missing=False))
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert (await store.aadmit(AdmissionRequest("u2", create_missing=False))).identity is None
+    finally:
+        await store.aclose()
+        stop_servers([process])
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_admission_leaves_the_connection_in_step(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    await store.aadmit(AdmissionRequest("a"))
+    tasks = [asyncio.ensure_future(store.aadmit(AdmissionRequest(f"c{n}"))) for n in range(10)]
+    await asyncio.sleep(0)
+    for task in tasks[::2]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for n in range(1, 10, 2):
+        admitted = (await store.aadmit(AdmissionRequest(f"c{n}"))).identity
+        assert admitted is not None and admitted.external_id == f"c{n}"
+    identity = await store.aretrieve("a")
+    assert identity.external_id == "a"

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio.cluster
 import redis.exceptions
+from redis._parsers.base import BaseParser
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.errors import StoreUnavailable
@@ -46,6 +47,12 @@ from ..base import DEFAULT_RESERVATION_TTL, Store
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .plans import Call, Eval, Plan, Plans, Step
 from .scripts import Script
+
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # the direct path needs it; without it every call takes the redis-py path
+    hiredis = None
 
 T = TypeVar("T")
 logger = logging.getLogger("identity_middleware.stores.redis")
@@ -75,73 +82,167 @@ def _pack(args: Sequence[str | int]) -> bytes:
     return b"".join(parts)
 
 
-class _Direct:
-    """The admission fast path of one loop on a standalone server: script calls written on
-    connections this loop keeps checked out of the client's pool (no per-call pool condition,
-    readiness probe, task-wrapped write timeout or command packing), with redis-py's own connection
-    objects (its reply parser, read timeout and reconnect) and its retry rule: one immediate retry
-    on a broken connection, never on a timeout."""
+class _Mux(asyncio.Protocol):
+    """One connection carrying every script call of a loop: calls made in the same tick go out in
+    one write, replies come back in order (RESP is FIFO) and complete their futures."""
 
-    __slots__ = ("free", "held", "keep", "pool", "retries")
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(encoding="utf-8", replyError=BaseParser.parse_error)
+        self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.out: builtins.list[bytes] = []
+        self.failure: BaseException | None = None
+        self.watchdog: asyncio.TimerHandle | None = None
 
-    def __init__(self, pool: Any, keep: int, retries: int) -> None:
-        self.pool = pool
-        self.keep = keep  # at most this many idle connections stay out of the pool
-        self.retries = retries
-        self.free: builtins.list[Any] = []
-        self.held: builtins.list[Any] = []
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and self.transport is not None
 
-    async def call(self, packed: bytes) -> Any:
-        conn = self.free.pop() if self.free else await self._borrow()
-        try:
-            attempt = 0
-            while True:
-                try:
-                    await self._send(conn, packed)
-                    return await conn.read_response()
-                except redis.exceptions.ConnectionError:
-                    await conn.disconnect()
-                    if attempt >= self.retries:
-                        raise
-                    attempt += 1
-        finally:
-            if len(self.free) < self.keep:
-                self.free.append(conn)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        waiters = self.waiters
+        while (reply := reader.gets()) is not False:
+            if not waiters:
+                self._fail(redis.exceptions.ConnectionError("redis sent a reply nobody asked for"))
+                return
+            future = waiters.popleft()[0]
+            if future.done():
+                continue  # its caller was cancelled
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
             else:
-                self.held.remove(conn)
-                await self.pool.release(conn)
+                future.set_result(reply)
 
-    async def _borrow(self) -> Any:
-        conn = await self.pool.get_connection()
-        self.held.append(conn)
-        return conn
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(redis.exceptions.ConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        if self.transport is not None:
+            self.transport.abort()
+        waiters, self.waiters = self.waiters, collections.deque()
+        for future, _ in waiters:
+            if not future.done():
+                future.set_exception(error)
+
+    def _write(self) -> None:
+        out, self.out = self.out, []
+        if self.transport is not None and self.failure is None:
+            self.transport.write(b"".join(out))
+
+    def _check(self) -> None:
+        self.watchdog = None
+        if not self.waiters or self.timeout is None:
+            return
+        deadline = self.waiters[0][1]
+        if deadline <= self.loop.time():
+            self._fail(redis.exceptions.TimeoutError("Timeout reading from redis"))
+        else:
+            self.watchdog = self.loop.call_at(deadline, self._check)
+
+    def call(self, packed: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.failure is not None:
+            future.set_exception(self.failure)
+            return future
+        if not self.out:
+            self.loop.call_soon(self._write)
+        self.out.append(packed)
+        if self.timeout is None:
+            self.waiters.append((future, 0.0))
+        else:
+            self.waiters.append((future, self.loop.time() + self.timeout))
+            if self.watchdog is None:
+                self.watchdog = self.loop.call_later(self.timeout, self._check)
+        return future
+
+    def close(self) -> None:
+        self._fail(redis.exceptions.ConnectionError("closed"))
+
+
+class _Direct:
+    """Script calls of one loop on a plain standalone server, over one multiplexed connection
+    (:class:`_Mux`) instead of a pooled connection per call: no pool condition, readiness probe,
+    per-call read/write timeout contexts or per-argument encoder. The redis-py rules are kept: the
+    socket timeout bounds every reply (a late one fails the connection and every call on it with
+    ``TimeoutError``); a broken connection is retried once, at once, on a new one; a timeout never."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self.host = kwargs.get("host", "localhost")
+        self.port = int(kwargs.get("port", 6379))
+        self.db = int(kwargs.get("db", 0) or 0)
+        self.username = kwargs.get("username")
+        self.password = kwargs.get("password")
+        self.timeout = kwargs.get("socket_timeout")
+        self.connect_timeout = kwargs.get("socket_connect_timeout")
+        self.mux: _Mux | None = None
+        self.gate = asyncio.Lock()
+        self.closed = False
 
     @staticmethod
-    async def _send(conn: Any, packed: bytes) -> None:
-        writer = conn._writer if conn.is_connected else None
-        if writer is None:
-            await conn.send_packed_command(packed, check_health=False)
-            return
+    def usable(pool: Any) -> bool:
+        kwargs = pool.connection_kwargs
+        plain = {"host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
+                 "decode_responses", "retry", "himport_registry", "maint_notifications_pool_handler",
+                 "maint_notifications_config", "orig_host_address", "orig_socket_timeout",
+                 "orig_socket_connect_timeout", "encoding", "encoding_errors"}
+        return (hiredis is not None and pool.connection_class is redis.asyncio.Connection and set(kwargs) <= plain
+                and kwargs.get("decode_responses") is True
+                and kwargs.get("encoding", "utf-8") == "utf-8" and kwargs.get("encoding_errors", "strict") == "strict")
+
+    async def _connect(self) -> _Mux:
+        async with self.gate:
+            mux = self.mux
+            if mux is not None and mux.alive:
+                return mux
+            if self.closed:
+                raise redis.exceptions.ConnectionError("closed")
+            loop = asyncio.get_running_loop()
+            mux = _Mux(loop, self.timeout)
+            try:
+                await asyncio.wait_for(loop.create_connection(lambda: mux, self.host, self.port),
+                                       self.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as error:
+                raise redis.exceptions.ConnectionError(
+                    f"Error connecting to {self.host}:{self.port}: {error!r}") from error
+            try:
+                if self.password is not None:
+                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    await mux.call(_pack(auth))
+                if self.db:
+                    await mux.call(_pack(("SELECT", self.db)))
+            except BaseException:
+                mux.close()
+                raise
+            self.mux = mux
+            return mux
+
+    async def call(self, packed: bytes) -> Any:
+        mux = self.mux
+        if mux is None or not mux.alive:
+            mux = await self._connect()
         try:
-            writer.write(packed)
-            if writer.transport.get_write_buffer_size():
-                # The socket did not take it all: wait for it, within the socket timeout.
-                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
-        except asyncio.TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
-        except OSError as error:
-            await conn.disconnect(nowait=True)
-            raise redis.exceptions.ConnectionError(f"Error while writing to socket: {error}") from error
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
+            return await mux.call(packed)
+        except redis.exceptions.ConnectionError:
+            if self.closed:
+                raise
+        return await (await self._connect()).call(packed)  # one immediate retry
 
     async def release(self) -> None:
-        self.free.clear()
-        held, self.held = self.held, []
-        for conn in held:
-            await self.pool.release(conn)
+        self.closed = True
+        if self.mux is not None:
+            self.mux.close()
+            self.mux = None
 
 
 @dataclass(eq=False)
@@ -320,8 +421,8 @@ class RedisStore(Store):
         state = _Loop(client, self._spec.limiter() if self._spec is not None else None)
         if (self._async_factory is None and self._spec is not None and not self._spec.is_cluster
                 and not self._spec.is_sentinel and type(client) is redis.asyncio.Redis
-                and isinstance(getattr(client, "connection_pool", None), redis.asyncio.ConnectionPool)):
-            state.direct = _Direct(client.connection_pool, max(1, self._spec.max_connections // 2), 1)
+                and _Direct.usable(client.connection_pool)):
+            state.direct = _Direct(client.connection_pool.connection_kwargs)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             # Learn the slot map once, before many coroutines race to (redis-py then opens and
             # uses half-set-up connections concurrently under load).
