@@ -55,6 +55,7 @@ class Eval:
     script: Script
     keys: Sequence[str]
     args: Sequence[str | int]
+    packed_keys: bytes = b""  # the keys already in the Redis protocol (cached with them), or b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +121,8 @@ class Plans:
         self.reservation_ttl = reservation_ttl
         self._tags: dict[str, str] = {}  # ULID -> hash tag; immutable facts, so caching is safe
         self._tags_lock = threading.Lock()
-        # hash tag -> the window its keys were built for, and those keys
-        self._keysets: dict[str, tuple[Window, builtins.list[str]]] = {}
+        # hash tag -> the window its keys were built for, those keys, and them in the Redis protocol
+        self._keysets: dict[str, tuple[Window, builtins.list[str], bytes]] = {}
         # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
         # it differs (changed here or by another process), so an unchanged one is not re-parsed
         self._records: dict[str, tuple[str, Identity]] = {}
@@ -133,15 +134,15 @@ class Plans:
                 self._tags.clear()
             self._tags[ulid] = tag
 
-    def _keys(self, tag: str, current: Window) -> builtins.list[str]:
+    def _eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
         cached = self._keysets.get(tag)
-        if cached is not None and cached[0] is current:
-            return cached[1]
-        keys = self.keys.window_keys(tag, current)
-        if len(self._keysets) >= _TAG_CACHE_LIMIT:
-            self._keysets.clear()
-        self._keysets[tag] = (current, keys)
-        return keys
+        if cached is None or cached[0] is not current:
+            keys = self.keys.window_keys(tag, current)
+            packed = b"".join(b"$%d\r\n%s\r\n" % (len(key), key) for key in (key.encode() for key in keys))
+            if len(self._keysets) >= _TAG_CACHE_LIMIT:
+                self._keysets.clear()
+            cached = self._keysets[tag] = (current, keys, packed)
+        return Eval(script, cached[1], args, cached[2])
 
     def _cache(self, tag: str, fields: dict[str, str]) -> Identity:
         identity = _identity(fields)
@@ -208,7 +209,7 @@ class Plans:
         ]
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
-        return Eval(ADMIT, self._keys(tag, current), args)
+        return self._eval(ADMIT, tag, current, args)
 
     def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from a script reply (``cached`` when it sent none: unchanged); a new one is
@@ -261,7 +262,7 @@ class Plans:
                 for s in self._states(reply, now)]
 
     def _state_eval(self, tag: str, now: datetime) -> Eval:
-        return Eval(STATE, self._keys(tag, window(now, self.tz)), [_ms(now)])
+        return self._eval(STATE, tag, window(now, self.tz), [_ms(now)])
 
     def _metrics_eval(self, tag: str, now: datetime) -> Eval:
         return Eval(METRICS, self.keys.metric_keys(tag, now, METRIC_DAYS), [])
@@ -429,4 +430,4 @@ class Plans:
                                           current.expire_at, " ".join(members)]
         for model, count in models.items():
             args += [model, count]
-        return Eval(SETTLE, self._keys(tag, current), args)
+        return self._eval(SETTLE, tag, current, args)

@@ -25,7 +25,6 @@ import asyncio
 import builtins
 import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import weakref
@@ -77,6 +76,20 @@ def _pack(args: Sequence[str | int]) -> bytes:
     per-argument encoder calls): strings as UTF-8, integers in decimal."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _pack_eval(step: Eval) -> bytes:
+    """``EVALSHA`` of a script step, its keys taken pre-packed when the plan has them."""
+    if not step.packed_keys:
+        return _pack(("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args))
+    nkeys = b"%d" % len(step.keys)
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
+        3 + len(step.keys) + len(step.args), step.script.sha.encode(), len(nkeys), nkeys)
+    parts = [head, step.packed_keys]
+    for arg in step.args:
         data = arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
@@ -471,7 +484,7 @@ class RedisStore(Store):
             return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
 
     async def _direct_eval(self, direct: _Direct, step: Eval) -> Any:
-        packed = _pack(("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args))
+        packed = _pack_eval(step)
         try:
             return await direct.call(packed)
         except redis.exceptions.NoScriptError:
@@ -533,7 +546,8 @@ class RedisStore(Store):
     def _enqueue(self, settlement: Settlement) -> None:
         if settlement.now is None:
             # Stamped now, so a flush after midnight still charges the day the request ended.
-            settlement = dataclasses.replace(settlement, now=datetime.now(UTC))
+            settlement = Settlement(settlement.identity_id, settlement.usage, settlement.reservation,
+                                    datetime.now(UTC))
         self._pending.append(settlement)
         while len(self._pending) > self._pending_limit:
             lost = self._pending.popleft()
