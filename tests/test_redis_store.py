@@ -285,3 +285,20 @@ async def test_a_cancelled_admission_leaves_the_connection_in_step(make_store: M
         assert admitted is not None and admitted.external_id == f"c{n}"
     identity = await store.aretrieve("a")
     assert identity.external_id == "a"
+
+
+@pytest.mark.anyio
+async def test_scripts_are_reloaded_on_the_multiplexed_connection(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    admission = await store.aadmit(AdmissionRequest("a"))
+    assert admission.identity is not None
+    assert (await store._loop()).direct is not None
+    _redis(store).script_flush()
+    for _ in range(3):
+        await store.asettle(Settlement(admission.identity.id, Usage(cost=5), None))
+    await store.aflush()  # the settle script is missing: loaded, and the batch sent again
+    _redis(store).script_flush()
+    assert (await store.aadmit(AdmissionRequest("a"))).identity == admission.identity
+    metrics = await store.ametrics("a")
+    assert metrics.total_requests == 3 and metrics.total_cost == Decimal("0.000000015")

@@ -44,7 +44,7 @@ from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, Identi
 from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, Store
 from .clients import AsyncClient, ClientSpec, SyncClient
-from .plans import Call, Eval, Plan, Plans, Step
+from .plans import Batch, Call, Eval, Plan, Plans, Step
 from .scripts import Script
 
 hiredis: Any
@@ -250,6 +250,27 @@ class _Direct:
             if self.closed:
                 raise
         return await (await self._connect()).call(packed)  # one immediate retry
+
+    async def call_many(self, packed: Sequence[bytes]) -> builtins.list[Any]:
+        """Several calls in one write; each reply or its error, in order. Not retried (some may
+        have run): a broken connection raises, as a failed pipeline does."""
+        mux = self.mux
+        if mux is None or not mux.alive:
+            mux = await self._connect()
+        futures = [mux.call(command) for command in packed]
+        results: builtins.list[Any] = []
+        down: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(await future)
+            except redis.exceptions.ResponseError as error:
+                results.append(error)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                down = down or error
+                results.append(error)
+        if down is not None:
+            raise down
+        return results
 
     async def release(self) -> None:
         self.closed = True
@@ -491,6 +512,18 @@ class RedisStore(Store):
             await direct.call(_pack(("SCRIPT", "LOAD", step.script.source)))
             return await direct.call(packed)
 
+    async def _direct_batch(self, direct: _Direct, steps: Sequence[Eval]) -> builtins.list[Any]:
+        packed = [_pack_eval(step) for step in steps]
+        results = await direct.call_many(packed)
+        todo = [index for index, result in enumerate(results) if _no_script(result)]
+        if todo:
+            for script in _scripts(steps, todo):
+                await direct.call(_pack(("SCRIPT", "LOAD", script.source)))
+            for index, result in zip(todo, await direct.call_many([packed[i] for i in todo]), strict=True):
+                results[index] = result
+        _first_error(results)
+        return results
+
     async def _abatch(self, client: Any, steps: Sequence[Call | Eval]) -> builtins.list[Any]:
         results = [None] * len(steps)
         todo = list(range(len(steps)))
@@ -509,8 +542,11 @@ class RedisStore(Store):
         return results
 
     async def _astep(self, state: _Loop, step: Step) -> Any:
-        if state.direct is not None and isinstance(step, Eval):
-            return await self._direct_eval(state.direct, step)
+        if state.direct is not None:
+            if isinstance(step, Eval):
+                return await self._direct_eval(state.direct, step)
+            if isinstance(step, Batch) and all(isinstance(each, Eval) for each in step.steps):
+                return await self._direct_batch(state.direct, step.steps)  # type: ignore[arg-type]
         if state.limiter is not None:
             async with state.limiter:
                 return await self._astep_now(state.client, step)
