@@ -6,11 +6,17 @@ caller waits for a connection instead of failing); async twins use one async cli
 event loop, made on first use in that loop and closed when the loop shuts down.
 
 Settlements are batched. ``settle``/``asettle`` put the settlement in a process-wide buffer and a
-flush writes everything buffered in one pipelined round trip (one script call per settlement). The
-async form returns at once and the flush runs on the next loop tick, so concurrent requests share
-one round trip; the reservation stays held in Redis until its settle applies, so
-``spent + reserved <= amount`` holds throughout. Reads that could see buffered usage (metrics,
-budget status, list, reset, delete) flush first, so a caller sees its own writes.
+flush writes everything buffered in one pipelined round trip (one script call per identity: its
+settlements' usage summed, all their reservations released). The async form returns at once and
+the flush runs on the next loop tick, so concurrent requests share one round trip; the reservation
+stays held in Redis until its settle applies, so ``spent + reserved <= amount`` holds throughout.
+Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
+caller sees its own writes.
+
+The async hot path on a plain standalone server (``redis://``, hiredis installed, no extra client
+options) sends script calls (admission, settlement flushes, status reads) over one multiplexed
+connection per loop (:class:`_Mux`): calls of one tick share a write and replies complete futures
+in order. Everything else, and Cluster, Sentinel, TLS or injected clients, use redis-py.
 
 Outages: connection and timeout errors become :class:`StoreUnavailable`. A settlement that cannot be
 written stays buffered (at most ``pending_limit``, default 100,000; beyond that the oldest are
