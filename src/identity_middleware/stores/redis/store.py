@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -65,6 +66,7 @@ logger = logging.getLogger("identity_middleware.stores.redis")
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
          redis.exceptions.MaxConnectionsError, OSError)
 _FLUSH_BATCH = 500
+_INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
 
 def _no_script(error: object) -> bool:
@@ -189,6 +191,10 @@ class _Mux(asyncio.Protocol):
         self._fail(redis.exceptions.ConnectionError("closed"))
 
 
+class _Landed(Exception):
+    """The calls of a cancelled batch were all applied (see :meth:`_Direct.call_many`)."""
+
+
 class _Direct:
     """Script calls of one loop on a plain standalone server, over one multiplexed connection
     (:class:`_Mux`) instead of a pooled connection per call: no pool condition, readiness probe,
@@ -196,7 +202,9 @@ class _Direct:
     socket timeout bounds every reply (a late one fails the connection and every call on it with
     ``TimeoutError``); a broken connection is retried once, at once, on a new one; a timeout never."""
 
-    def __init__(self, kwargs: dict[str, Any]) -> None:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        kwargs = pool.connection_kwargs
         self.host = kwargs.get("host", "localhost")
         self.port = int(kwargs.get("port", 6379))
         self.db = int(kwargs.get("db", 0) or 0)
@@ -243,6 +251,10 @@ class _Direct:
             except BaseException:
                 mux.close()
                 raise
+            if self.mux is not None:
+                # The last connection broke (e.g. a server restart): the pool's idle connections
+                # went the same way, so they are closed too and reconnect on their next use.
+                await self.pool.disconnect(inuse_connections=False)
             self.mux = mux
             return mux
 
@@ -268,7 +280,14 @@ class _Direct:
         down: BaseException | None = None
         for future in futures:
             try:
-                results.append(await future)
+                results.append(await asyncio.shield(future))
+            except asyncio.CancelledError:
+                # Written (or about to be): wait for the replies, so a caller cancelled meanwhile
+                # learns whether Redis applied them (a flush must not re-buffer applied usage).
+                await asyncio.wait(futures)
+                if all(not f.cancelled() and f.exception() is None for f in futures):
+                    raise _Landed from None
+                raise
             except redis.exceptions.ResponseError as error:
                 results.append(error)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
@@ -329,6 +348,8 @@ class RedisStore(Store):
         self._loop_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
         self._pending: collections.deque[Settlement] = collections.deque()
+        self._inflight: set[concurrent.futures.Future[None]] = set()
+        self._inflight_lock = threading.Lock()
         # The loop _loop() answered last, and its state: most calls come from the same loop.
         self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _Loop] | None = None
         self._pending_limit = pending_limit
@@ -462,7 +483,7 @@ class RedisStore(Store):
         if (self._async_factory is None and self._spec is not None and not self._spec.is_cluster
                 and not self._spec.is_sentinel and type(client) is redis.asyncio.Redis
                 and _Direct.usable(client.connection_pool)):
-            state.direct = _Direct(client.connection_pool.connection_kwargs)
+            state.direct = _Direct(client.connection_pool)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             # Learn the slot map once, before many coroutines race to (redis-py then opens and
             # uses half-set-up connections concurrently under load).
@@ -579,7 +600,10 @@ class RedisStore(Store):
         state = await self._loop()
         if flush_first and (self._pending or (state.flush_task is not None and not state.flush_task.done())):
             await self._aflush_loop(state)
-        result = await self._aexec(state, plan)
+        try:
+            result = await self._aexec(state, plan)
+        except _Landed:  # a read cancelled after its batch was answered: cancelled all the same
+            raise asyncio.CancelledError from None
         if self._retry_due and self._pending:
             self._schedule_flush(state)
         return result
@@ -596,14 +620,36 @@ class RedisStore(Store):
             logger.error("settlement buffer full (%d): dropped the usage of %s (cost %d nano-USD)",
                          self._pending_limit, lost.identity_id, lost.usage.cost)
 
-    def _take(self) -> builtins.list[Settlement]:
+    def _take(self) -> tuple[builtins.list[Settlement], concurrent.futures.Future[None]]:
+        """Up to a batch of buffered settlements, and a marker that is done once their write is
+        over: a read in another loop that flushes first waits for batches other flushes hold."""
         batch: builtins.list[Settlement] = []
-        try:
-            while len(batch) < _FLUSH_BATCH:
-                batch.append(self._pending.popleft())
-        except IndexError:
-            pass
-        return batch
+        marker: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._inflight_lock:
+            try:
+                while len(batch) < _FLUSH_BATCH:
+                    batch.append(self._pending.popleft())
+            except IndexError:
+                pass
+            if batch:
+                self._inflight.add(marker)
+        return batch, marker
+
+    def _taken(self, marker: concurrent.futures.Future[None]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(marker)
+        marker.set_result(None)
+
+    async def _others_written(self) -> None:
+        """Wait for the batches other flushes (threads, loops) took before this read."""
+        with self._inflight_lock:
+            pending = builtins.list(self._inflight)
+        if not pending:
+            return
+        _, late = await asyncio.wait([asyncio.wrap_future(marker) for marker in pending], timeout=_INFLIGHT_WAIT)
+        if late:  # a loop that stopped mid-write never ends its batch: not waited for again
+            with self._inflight_lock:
+                self._inflight.difference_update(marker for marker in pending if not marker.done())
 
     def _requeue(self, batch: builtins.list[Settlement]) -> None:
         self._pending.extendleft(reversed(batch))
@@ -619,7 +665,10 @@ class RedisStore(Store):
             logger.warning("redis answers again: buffered settlements written")
 
     def _drain(self) -> None:
-        while batch := self._take():
+        while True:
+            batch, marker = self._take()
+            if not batch:
+                break
             try:
                 self._exec(self._plans.settle(batch))
             except StoreUnavailable:
@@ -628,20 +677,35 @@ class RedisStore(Store):
             except Exception:
                 _poisoned(batch)
                 raise
+            finally:
+                self._taken(marker)
         self._recovered()
 
     async def _adrain(self, state: _Loop) -> None:
-        while batch := self._take():
+        while True:
+            batch, marker = self._take()
+            if not batch:
+                break
             try:
-                await self._aexec(state, self._plans.settle(batch))
-            except (StoreUnavailable, asyncio.CancelledError):
-                # Cancellation included: re-buffered rather than lost (see the module docs).
-                self._requeue(batch)
-                raise
-            except Exception:
-                _poisoned(batch)
-                raise
+                await self._write_batch(state, batch)
+            finally:
+                self._taken(marker)
         self._recovered()
+
+    async def _write_batch(self, state: _Loop, batch: builtins.list[Settlement]) -> None:
+        try:
+            await self._aexec(state, self._plans.settle(batch))
+        except _Landed:
+            # Cancelled (e.g. the loop shutting down) after the batch was written and applied:
+            # not re-buffered, so it is not counted twice.
+            raise asyncio.CancelledError from None
+        except (StoreUnavailable, asyncio.CancelledError):
+            # Cancellation included: re-buffered rather than lost (see the module docs).
+            self._requeue(batch)
+            raise
+        except Exception:
+            _poisoned(batch)
+            raise
 
     def _schedule_flush(self, state: _Loop) -> None:
         if state.flush_task is None or state.flush_task.done():
@@ -656,6 +720,7 @@ class RedisStore(Store):
         if task is not None and not task.done() and task is not asyncio.current_task():
             await asyncio.wait([task])
         await self._adrain(state)
+        await self._others_written()
 
     # -- life ------------------------------------------------------------------------------------
     def flush(self) -> None:
