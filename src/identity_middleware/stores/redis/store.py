@@ -43,7 +43,6 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio.cluster
 import redis.exceptions
-from redis._parsers.base import BaseParser
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.errors import StoreUnavailable
@@ -51,14 +50,9 @@ from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, Identi
 from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, Store
 from .clients import AsyncClient, ClientSpec, SyncClient
+from .mux import Direct, Landed, pack, pack_eval
 from .plans import Batch, Call, Eval, Plan, Plans, Step
 from .scripts import Script
-
-hiredis: Any
-try:
-    import hiredis
-except ImportError:  # the direct path needs it; without it every call takes the redis-py path
-    hiredis = None
 
 T = TypeVar("T")
 logger = logging.getLogger("identity_middleware.stores.redis")
@@ -79,231 +73,6 @@ def _first_error(results: Sequence[Any]) -> None:
             raise result
 
 
-def _pack(args: Sequence[str | int]) -> bytes:
-    """One command in the Redis protocol (what redis-py's ``pack_command`` makes, without its
-    per-argument encoder calls): strings as UTF-8, integers in decimal."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _pack_eval(step: Eval) -> bytes:
-    """``EVALSHA`` of a script step, its keys taken pre-packed when the plan has them."""
-    if not step.packed_keys:
-        return _pack(("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args))
-    nkeys = b"%d" % len(step.keys)
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
-        3 + len(step.keys) + len(step.args), step.script.sha.encode(), len(nkeys), nkeys)
-    parts = [head, step.packed_keys]
-    for arg in step.args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-class _Mux(asyncio.Protocol):
-    """One connection carrying every script call of a loop: calls made in the same tick go out in
-    one write, replies come back in order (RESP is FIFO) and complete their futures."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader(encoding="utf-8", replyError=BaseParser.parse_error)
-        self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
-        self.out: builtins.list[bytes] = []
-        self.failure: BaseException | None = None
-        self.watchdog: asyncio.TimerHandle | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.failure is None and self.transport is not None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        reader.feed(data)
-        waiters = self.waiters
-        while (reply := reader.gets()) is not False:
-            if not waiters:
-                self._fail(redis.exceptions.ConnectionError("redis sent a reply nobody asked for"))
-                return
-            future = waiters.popleft()[0]
-            if future.done():
-                continue  # its caller was cancelled
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(redis.exceptions.ConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
-
-    def _fail(self, error: BaseException) -> None:
-        if self.failure is None:
-            self.failure = error
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        if self.transport is not None:
-            self.transport.abort()
-        waiters, self.waiters = self.waiters, collections.deque()
-        for future, _ in waiters:
-            if not future.done():
-                future.set_exception(error)
-
-    def _write(self) -> None:
-        out, self.out = self.out, []
-        if self.transport is not None and self.failure is None:
-            self.transport.write(b"".join(out))
-
-    def _check(self) -> None:
-        self.watchdog = None
-        if not self.waiters or self.timeout is None:
-            return
-        deadline = self.waiters[0][1]
-        if deadline <= self.loop.time():
-            self._fail(redis.exceptions.TimeoutError("Timeout reading from redis"))
-        else:
-            self.watchdog = self.loop.call_at(deadline, self._check)
-
-    def call(self, packed: bytes) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self.loop.create_future()
-        if self.failure is not None:
-            future.set_exception(self.failure)
-            return future
-        if not self.out:
-            self.loop.call_soon(self._write)
-        self.out.append(packed)
-        if self.timeout is None:
-            self.waiters.append((future, 0.0))
-        else:
-            self.waiters.append((future, self.loop.time() + self.timeout))
-            if self.watchdog is None:
-                self.watchdog = self.loop.call_later(self.timeout, self._check)
-        return future
-
-    def close(self) -> None:
-        self._fail(redis.exceptions.ConnectionError("closed"))
-
-
-class _Landed(Exception):
-    """The calls of a cancelled batch were all applied (see :meth:`_Direct.call_many`)."""
-
-
-class _Direct:
-    """Script calls of one loop on a plain standalone server, over one multiplexed connection
-    (:class:`_Mux`) instead of a pooled connection per call: no pool condition, readiness probe,
-    per-call read/write timeout contexts or per-argument encoder. The redis-py rules are kept: the
-    socket timeout bounds every reply (a late one fails the connection and every call on it with
-    ``TimeoutError``); a broken connection is retried once, at once, on a new one; a timeout never."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        kwargs = pool.connection_kwargs
-        self.host = kwargs.get("host", "localhost")
-        self.port = int(kwargs.get("port", 6379))
-        self.db = int(kwargs.get("db", 0) or 0)
-        self.username = kwargs.get("username")
-        self.password = kwargs.get("password")
-        self.timeout = kwargs.get("socket_timeout")
-        self.connect_timeout = kwargs.get("socket_connect_timeout")
-        self.mux: _Mux | None = None
-        self.gate = asyncio.Lock()
-        self.closed = False
-
-    @staticmethod
-    def usable(pool: Any) -> bool:
-        kwargs = pool.connection_kwargs
-        plain = {"host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
-                 "decode_responses", "retry", "himport_registry", "maint_notifications_pool_handler",
-                 "maint_notifications_config", "orig_host_address", "orig_socket_timeout",
-                 "orig_socket_connect_timeout", "encoding", "encoding_errors"}
-        return (hiredis is not None and pool.connection_class is redis.asyncio.Connection and set(kwargs) <= plain
-                and kwargs.get("decode_responses") is True
-                and kwargs.get("encoding", "utf-8") == "utf-8" and kwargs.get("encoding_errors", "strict") == "strict")
-
-    async def _connect(self) -> _Mux:
-        async with self.gate:
-            mux = self.mux
-            if mux is not None and mux.alive:
-                return mux
-            if self.closed:
-                raise redis.exceptions.ConnectionError("closed")
-            loop = asyncio.get_running_loop()
-            mux = _Mux(loop, self.timeout)
-            try:
-                await asyncio.wait_for(loop.create_connection(lambda: mux, self.host, self.port),
-                                       self.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as error:
-                raise redis.exceptions.ConnectionError(
-                    f"Error connecting to {self.host}:{self.port}: {error!r}") from error
-            try:
-                if self.password is not None:
-                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-                    await mux.call(_pack(auth))
-                if self.db:
-                    await mux.call(_pack(("SELECT", self.db)))
-            except BaseException:
-                mux.close()
-                raise
-            if self.mux is not None:
-                # The last connection broke (e.g. a server restart): the pool's idle connections
-                # went the same way, so they are closed too and reconnect on their next use.
-                await self.pool.disconnect(inuse_connections=False)
-            self.mux = mux
-            return mux
-
-    async def call(self, packed: bytes) -> Any:
-        mux = self.mux
-        if mux is None or not mux.alive:
-            mux = await self._connect()
-        try:
-            return await mux.call(packed)
-        except redis.exceptions.ConnectionError:
-            if self.closed:
-                raise
-        return await (await self._connect()).call(packed)  # one immediate retry
-
-    async def call_many(self, packed: Sequence[bytes]) -> builtins.list[Any]:
-        """Several calls in one write; each reply or its error, in order. Not retried (some may
-        have run): a broken connection raises, as a failed pipeline does."""
-        mux = self.mux
-        if mux is None or not mux.alive:
-            mux = await self._connect()
-        futures = [mux.call(command) for command in packed]
-        results: builtins.list[Any] = []
-        down: BaseException | None = None
-        for future in futures:
-            try:
-                results.append(await asyncio.shield(future))
-            except asyncio.CancelledError:
-                # Written (or about to be): wait for the replies, so a caller cancelled meanwhile
-                # learns whether Redis applied them (a flush must not re-buffer applied usage).
-                await asyncio.wait(futures)
-                if all(not f.cancelled() and f.exception() is None for f in futures):
-                    raise _Landed from None
-                raise
-            except redis.exceptions.ResponseError as error:
-                results.append(error)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-                down = down or error
-                results.append(error)
-        if down is not None:
-            raise down
-        return results
-
-    async def release(self) -> None:
-        self.closed = True
-        if self.mux is not None:
-            self.mux.close()
-            self.mux = None
-
-
 @dataclass(eq=False)
 class _Loop:
     """One event loop's async client, connection gate and flush task."""
@@ -314,7 +83,7 @@ class _Loop:
     guard: Any = None
     closed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    direct: _Direct | None = None
+    direct: Direct | None = None
 
 
 class RedisStore(Store):
@@ -482,8 +251,8 @@ class RedisStore(Store):
         state = _Loop(client, self._spec.limiter() if self._spec is not None else None)
         if (self._async_factory is None and self._spec is not None and not self._spec.is_cluster
                 and not self._spec.is_sentinel and type(client) is redis.asyncio.Redis
-                and _Direct.usable(client.connection_pool)):
-            state.direct = _Direct(client.connection_pool)
+                and Direct.usable(client.connection_pool)):
+            state.direct = Direct(client.connection_pool)
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             # Learn the slot map once, before many coroutines race to (redis-py then opens and
             # uses half-set-up connections concurrently under load).
@@ -531,21 +300,21 @@ class RedisStore(Store):
             await client.script_load(step.script.source)
             return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
 
-    async def _direct_eval(self, direct: _Direct, step: Eval) -> Any:
-        packed = _pack_eval(step)
+    async def _direct_eval(self, direct: Direct, step: Eval) -> Any:
+        packed = pack_eval(step)
         try:
             return await direct.call(packed)
         except redis.exceptions.NoScriptError:
-            await direct.call(_pack(("SCRIPT", "LOAD", step.script.source)))
+            await direct.call(pack(("SCRIPT", "LOAD", step.script.source)))
             return await direct.call(packed)
 
-    async def _direct_batch(self, direct: _Direct, steps: Sequence[Eval]) -> builtins.list[Any]:
-        packed = [_pack_eval(step) for step in steps]
+    async def _direct_batch(self, direct: Direct, steps: Sequence[Eval]) -> builtins.list[Any]:
+        packed = [pack_eval(step) for step in steps]
         results = await direct.call_many(packed)
         todo = [index for index, result in enumerate(results) if _no_script(result)]
         if todo:
             for script in _scripts(steps, todo):
-                await direct.call(_pack(("SCRIPT", "LOAD", script.source)))
+                await direct.call(pack(("SCRIPT", "LOAD", script.source)))
             for index, result in zip(todo, await direct.call_many([packed[i] for i in todo]), strict=True):
                 results[index] = result
         _first_error(results)
@@ -602,7 +371,7 @@ class RedisStore(Store):
             await self._aflush_loop(state)
         try:
             result = await self._aexec(state, plan)
-        except _Landed:  # a read cancelled after its batch was answered: cancelled all the same
+        except Landed:  # a read cancelled after its batch was answered: cancelled all the same
             raise asyncio.CancelledError from None
         if self._retry_due and self._pending:
             self._schedule_flush(state)
@@ -695,7 +464,7 @@ class RedisStore(Store):
     async def _write_batch(self, state: _Loop, batch: builtins.list[Settlement]) -> None:
         try:
             await self._aexec(state, self._plans.settle(batch))
-        except _Landed:
+        except Landed:
             # Cancelled (e.g. the loop shutting down) after the batch was written and applied:
             # not re-buffered, so it is not counted twice.
             raise asyncio.CancelledError from None
