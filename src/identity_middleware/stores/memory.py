@@ -116,10 +116,24 @@ class MemoryStore(Store):
         return current[1] if current is not None and current[0] == key else 0
 
     def _reserved(self, account: _Account, period: Period, now: datetime) -> int:
+        if not account.reservations:
+            return 0
         expired = [rid for rid, (_, expires, _) in account.reservations.items() if expires <= now]
         for rid in expired:
             del account.reservations[rid]
         return sum(amount for amount, _, periods in account.reservations.values() if period in periods)
+
+    def _blocking(self, account: _Account, now: datetime, estimate: int) -> builtins.list[BudgetState]:
+        """The budgets that refuse ``estimate`` now; states are built only for those (hot path)."""
+        blocking = []
+        for period, amount in account.budgets.items():
+            spent = self._spent(account, period, now)
+            reserved = self._reserved(account, period, now)
+            used = spent + reserved
+            if used >= amount or (estimate > 0 and used + estimate > amount):
+                start, end = period_bounds(period, now, self.tz)
+                blocking.append(BudgetState(period, amount, spent, reserved, start, end))
+        return blocking
 
     def _states(self, account: _Account, now: datetime) -> builtins.list[BudgetState]:
         states = []
@@ -314,7 +328,8 @@ class MemoryStore(Store):
             if request.refused:
                 self._count(account, now, error=True)
                 return Admission(record)
-            block = decide(self._states(account, now), request.estimate, now) if account.budgets else None
+            blocking = self._blocking(account, now, request.estimate) if account.budgets else None
+            block = decide(blocking, request.estimate, now) if blocking else None
             if block is not None:
                 self._count(account, now, error=True)
                 return Admission(record, block)
