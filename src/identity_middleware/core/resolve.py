@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -13,19 +13,28 @@ from .validation import InvalidIdentity, check_id
 Source = Literal["body", "header", "auth"]
 
 
+_NULL = msgspec.Raw(b"null")
+
+
 class _Orq(msgspec.Struct):
-    identity: Any = None
+    identity: msgspec.Raw = _NULL
 
 
 class _Envelope(msgspec.Struct):
-    # Only the two fields we need are materialised; msgspec skips the rest of a long chat body
-    # (``messages`` and friends) without building Python objects for it.
-    identity: Any = None
-    orq: msgspec.Raw = msgspec.Raw(b"null")
+    # Only the two fields we need are kept, as raw JSON; msgspec skips the rest of a long chat
+    # body (``messages`` and friends) without building Python objects for it.
+    identity: msgspec.Raw = _NULL
+    orq: msgspec.Raw = _NULL
 
 
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 _decode_orq = msgspec.json.Decoder(_Orq).decode
+_decode_any = msgspec.json.Decoder().decode
+
+# The same callers send the same identity JSON again and again: its validated form is kept by its
+# exact bytes (an IdentityInput is never mutated), so repeat requests skip the model validation.
+_validated: dict[bytes, IdentityInput] = {}
+_VALIDATED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +66,25 @@ def identity_from_body(body: bytes) -> IdentityInput | None:
         envelope = _decode_envelope(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    raw = envelope.identity
-    if raw is None and bytes(envelope.orq) != b"null":
+    raw = bytes(envelope.identity)
+    if raw == b"null" and bytes(envelope.orq) != b"null":
         try:
-            raw = _decode_orq(envelope.orq).identity
+            raw = bytes(_decode_orq(envelope.orq).identity)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raw = None  # ``orq`` is not an object: nothing of ours in it
-    if raw is None:
+            return None  # ``orq`` is not an object: nothing of ours in it
+    if raw == b"null":
         return None
-    if not isinstance(raw, dict):
+    found = _validated.get(raw)
+    if found is not None:
+        return found
+    value = _decode_any(raw)
+    if not isinstance(value, dict):
         raise InvalidIdentity("identity", "identity must be an object")
-    return IdentityInput.parse(raw)
+    identity = IdentityInput.parse(value)
+    if len(_validated) >= _VALIDATED_MAX:
+        _validated.clear()
+    _validated[raw] = identity
+    return identity
 
 
 def identity_from_header(value: str | None, header_name: str) -> str | None:
