@@ -13,8 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import Meter, bind, bind_untracked, unbind, unbind_untracked
 from .core.errors import ErrorResponse, invalid_identity
-from .core.models import IdentityInput
-from .core.resolve import Resolved, identity_from_auth, identity_from_body, identity_from_header, resolve
+from .core.resolve import Resolved, is_json_content_type, resolve_auth, resolve_tagged
 from .core.validation import InvalidIdentity
 from .decorators import BudgetedView, marker_of
 from .gate import Gate, GateConfig, GateOptions
@@ -64,7 +63,7 @@ class IdentityMiddleware:
         self.gate = Gate(GateConfig.build(**options))
         self.store = self.gate.store
         self.max_body_size = self.gate.config.max_body_size
-        self._headers = [(name.lower().encode("latin-1"), name) for name in self.gate.header_names]
+        self._header_keys = {name: name.lower().encode("latin-1") for name in self.gate.header_names}
         self._resolver = self.gate.config.resolver
         self._shield_settle = not self.store.settles_before_await
         self._markers: dict[tuple[str, str], BudgetedView] = {}
@@ -100,8 +99,7 @@ class IdentityMiddleware:
                 content_length = value
         if content_type is None:
             return None, []
-        media = content_type.split(b";", 1)[0].strip().lower()
-        if not (media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))):
+        if not is_json_content_type(content_type.decode("latin-1")):
             return None, []
         if content_length is not None:
             try:
@@ -131,25 +129,24 @@ class IdentityMiddleware:
         return {"type": "http.request", "body": b"".join(chunks), "more_body": more_body}
 
     async def _resolve(self, scope: Scope, body: bytes | None) -> Resolved | None:
-        body_identity = identity_from_body(body) if body else None
-        if body_identity is not None:
-            return resolve(body_identity, None, None)
         headers = scope["headers"]
-        for key, name in self._headers:
-            for header, value in headers:
-                if header == key:
-                    header_id = identity_from_header(value.decode("latin-1"), name)
-                    if header_id is not None:
-                        return resolve(None, header_id, None)
-        auth_id = _user_id(scope.get("user"))
-        if auth_id is None and self._resolver is not None:
+
+        def header(name: str) -> str | None:
+            key = self._header_keys[name]
+            for found, value in headers:
+                if found == key and value.strip():
+                    return str(value.decode("latin-1"))
+            return None
+
+        resolved = resolve_tagged(body, header, self.gate.header_names)
+        if resolved is not None:
+            return resolved
+        found: object = _user_id(scope.get("user"))
+        if found is None and self._resolver is not None:
             found = self._resolver(scope)
             if inspect.isawaitable(found):
                 found = await found
-            if isinstance(found, IdentityInput):
-                return Resolved(found.id, "auth")
-            auth_id = found
-        return resolve(None, None, identity_from_auth(auth_id))
+        return resolve_auth(found)
 
     def _marker(self, scope: Scope) -> BudgetedView:
         """The ``@budgeted`` mark of the endpoint this request will reach (Starlette routing)."""

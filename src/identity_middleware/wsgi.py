@@ -1,26 +1,22 @@
 """``IdentityWSGIMiddleware``: PEP 3333 middleware that resolves, gates, attaches and meters identities.
 
-Also home of the two sync pieces the Django shell shares with it: resolution from request parts
-(:func:`resolve_tagged`, :func:`resolve_auth`) and the metered response iterable.
+Also home of the metered response iterable the Django shell shares with it.
 """
 
 from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse, invalid_identity
-from .core.models import IdentityInput
 from .core.resolve import (
     Resolved,
-    identity_from_auth,
-    identity_from_body,
-    identity_from_header,
     is_json_content_type,
-    resolve,
+    resolve_auth,
+    resolve_tagged,
 )
 from .core.validation import InvalidIdentity
 from .gate import Gate, GateConfig, GateOptions
@@ -36,8 +32,6 @@ __all__ = [
     "MeteredIterable",
     "ReplayedInput",
     "read_json_body",
-    "resolve_auth",
-    "resolve_tagged",
 ]
 
 ENVIRON_KEY = "identity_middleware.identity"
@@ -51,32 +45,6 @@ class _Input(Protocol):
 
 
 # -- resolution from request parts (shared with the Django shell) ---------------------------------
-def resolve_tagged(
-    body: bytes | None, header: Callable[[str], str | None], header_names: Sequence[str]
-) -> Resolved | None:
-    """The identity of the body, else of the first identity header present; ``None`` when neither.
-
-    Raises :class:`InvalidIdentity` for a bad body identity or header value. Sources after the one
-    that yields are not read, so a bad header never fails a request whose body names the identity.
-    """
-    body_identity = identity_from_body(body) if body else None
-    if body_identity is not None:
-        return resolve(body_identity, None, None)
-    for name in header_names:
-        header_id = identity_from_header(header(name), name)
-        if header_id is not None:
-            return resolve(None, header_id, None)
-    return None
-
-
-def resolve_auth(found: object) -> Resolved | None:
-    """The identity of an auth context or resolver answer (an id, an :class:`IdentityInput` or
-    ``None``); it tags the request only, it never updates the record."""
-    if isinstance(found, IdentityInput):
-        return Resolved(found.id, "auth")
-    return resolve(None, None, identity_from_auth(found))
-
-
 # -- the request body -----------------------------------------------------------------------------
 class ReplayedInput:
     """``wsgi.input`` for the app: the bytes already read, then the rest of the original stream."""

@@ -154,9 +154,3 @@ def period_keys(now: datetime, tz: tzinfo = UTC) -> tuple[tuple[Period, str], ..
 
 def utc_day(now: datetime) -> date:
     return now.astimezone(UTC).date()
-
-
-def metric_days(now: datetime, days: int = 30) -> list[date]:
-    """The UTC days of the metrics window ending today, oldest first."""
-    today = utc_day(now)
-    return [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,3 +120,29 @@ def resolve(
     if auth_id is not None:
         return Resolved(auth_id, "auth")
     return None
+
+
+def resolve_tagged(
+    body: bytes | None, header: Callable[[str], str | None], header_names: Sequence[str]
+) -> Resolved | None:
+    """The identity of the body, else of the first identity header present; ``None`` when neither.
+
+    Raises :class:`InvalidIdentity` for a bad body identity or header value. Sources after the one
+    that yields are not read, so a bad header never fails a request whose body names the identity.
+    """
+    body_identity = identity_from_body(body) if body else None
+    if body_identity is not None:
+        return resolve(body_identity, None, None)
+    for name in header_names:
+        header_id = identity_from_header(header(name), name)
+        if header_id is not None:
+            return resolve(None, header_id, None)
+    return None
+
+
+def resolve_auth(found: object) -> Resolved | None:
+    """The identity of an auth context or resolver answer (an id, an :class:`IdentityInput` or
+    ``None``); it tags the request only, it never updates the record."""
+    if isinstance(found, IdentityInput):
+        return Resolved(found.id, "auth")
+    return resolve(None, None, identity_from_auth(found))

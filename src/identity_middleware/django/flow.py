@@ -19,11 +19,11 @@ from django.http.request import RawPostDataException, UnreadablePostError
 
 from ..context import Meter, bind, current_meter, unbind
 from ..core.errors import ErrorResponse, identity_required, invalid_identity
-from ..core.resolve import Resolved, is_json_content_type
+from ..core.resolve import Resolved, is_json_content_type, resolve_auth, resolve_tagged
 from ..core.validation import InvalidIdentity
 from ..decorators import BudgetedView
 from ..gate import Gate
-from ..wsgi import MeteredIterable, resolve_auth, resolve_tagged
+from ..wsgi import MeteredIterable
 
 __all__ = ["Seen", "areserve_for", "arun", "error_response", "reserve_for", "run", "seen_by_flow"]
 
