@@ -19,7 +19,13 @@ from identity_middleware.core.periods import Period
 from identity_middleware.stores import Store
 
 UTC = timezone.utc
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The real clock, to the second: Redis applies EXPIREAT against it, so a test's instants
+    must be near it (a pinned date makes the keys written "29 days ago" expire on arrival)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class Api:
@@ -209,13 +215,13 @@ def test_record_adds_to_metrics(api: Api) -> None:
     assert metrics.total_tokens == 15 and metrics.total_requests == 2 and metrics.error_rate == 0.5
 
 
-def test_metrics_cover_30_utc_days(api: Api) -> None:
+def test_metrics_cover_30_utc_days(api: Api, now: datetime) -> None:
     made = api.create(IdentityInput(id="a"))
     for days_ago in (0, 29, 30):
         usage = Usage()
         usage.add(1_000_000_000, 0, 0, None)
-        api.settle(Settlement(made.id, usage, None, NOW - timedelta(days=days_ago)))
-    assert api.metrics("a", now=NOW).total_cost == 2
+        api.settle(Settlement(made.id, usage, None, now - timedelta(days=days_ago)))
+    assert api.metrics("a", now=now).total_cost == 2
 
 
 # -- admission -------------------------------------------------------------------------------------
@@ -318,28 +324,28 @@ def test_reset_clears_the_period_reservations(api: Api) -> None:
     assert api.budget_status("a")[0].reserved == 0
 
 
-def test_reservation_expires(api: Api) -> None:
+def test_reservation_expires(api: Api, now: datetime) -> None:
     api.create(IdentityInput(id="a"))
     api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
-    admission = admit(api, "a", estimate=900_000_000, now=NOW)
-    assert admission.reservation.expires_at == NOW + timedelta(seconds=api.store.reservation_ttl)
-    assert not admit(api, "a", estimate=900_000_000, now=NOW).allowed
-    later = NOW + timedelta(seconds=api.store.reservation_ttl + 1)
+    admission = admit(api, "a", estimate=900_000_000, now=now)
+    assert admission.reservation.expires_at == now + timedelta(seconds=api.store.reservation_ttl)
+    assert not admit(api, "a", estimate=900_000_000, now=now).allowed
+    later = now + timedelta(seconds=api.store.reservation_ttl + 1)
     assert api.budget_status("a", now=later)[0].reserved == 0
     assert admit(api, "a", estimate=900_000_000, now=later).allowed
 
 
-def test_period_rollover_starts_at_zero(api: Api) -> None:
+def test_period_rollover_starts_at_zero(api: Api, now: datetime) -> None:
     made = api.create(IdentityInput(id="a"))
     api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("1")))
     usage = Usage()
     usage.add(1_000_000_000, 0, 0, None)
-    api.settle(Settlement(made.id, usage, None, NOW))
-    assert not admit(api, "a", now=NOW).allowed
-    tomorrow = NOW + timedelta(days=1)
+    api.settle(Settlement(made.id, usage, None, now))
+    assert not admit(api, "a", now=now).allowed
+    tomorrow = now + timedelta(days=1)
     assert admit(api, "a", now=tomorrow).allowed
     status = api.budget_status("a", now=tomorrow)[0]
-    assert status.spent == 0 and status.period_start == datetime(2026, 11, 23, tzinfo=UTC)
+    assert status.spent == 0 and status.period_start == datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
 
 
 def test_settle_after_delete_charges_nothing(api: Api) -> None:
