@@ -1,19 +1,24 @@
-"""identity-middleware: per-identity LLM usage, metrics and period budgets for Python web apps."""
+"""identity-middleware: per-identity LLM usage, metrics and period budgets for Python web apps.
+
+The framework shells load on first use (``IdentityMiddleware`` and ``budgeted`` bring Starlette,
+``IdentityWSGIMiddleware`` only the flow), so a Flask or Django app never imports Starlette.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .asgi import IdentityMiddleware
+from .config import Config
 from .context import current_identity
 from .core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
 from .core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
 from .core.periods import Period
 from .core.validation import InvalidIdentity
-from .decorators import budgeted
 from .usage import ModelPrice, PriceTable, parse_usage, record_usage
 
 if TYPE_CHECKING:
+    from .asgi import IdentityMiddleware
+    from .starlette import budgeted
     from .wsgi import IdentityWSGIMiddleware
 
 __version__ = "0.1.0"
@@ -21,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Budget",
     "BudgetStatus",
+    "Config",
     "Identity",
     "IdentityExists",
     "IdentityInput",
@@ -40,10 +46,15 @@ __all__ = [
     "record_usage",
 ]
 
+_LAZY = {"IdentityMiddleware": ".asgi", "budgeted": ".starlette", "IdentityWSGIMiddleware": ".wsgi"}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "IdentityWSGIMiddleware":
-        from .wsgi import IdentityWSGIMiddleware
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'identity_middleware' has no attribute {name!r}")
+    from importlib import import_module
 
-        return IdentityWSGIMiddleware
-    raise AttributeError(f"module 'identity_middleware' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -1,17 +1,27 @@
-"""The request's meter in a ContextVar: who is calling, what they reserved, what they used."""
+"""The request being served, in one ContextVar: its meter when tracked, its id when untracked."""
 
 from __future__ import annotations
 
 import threading
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .core.admission import Reservation, Usage
+from .core.admission import Reservation, Settlement, Usage
+from .core.errors import ErrorResponse
 from .core.models import Identity
 
-if TYPE_CHECKING:
-    from .gate import Gate
+__all__ = ["Binding", "Meter", "Reserver", "Untracked", "bind", "current", "current_identity", "current_meter",
+           "unbind"]
+
+
+class Reserver(Protocol):
+    """What admitted a request, asked by a ``@budgeted`` view to hold its estimate when admission
+    could not see the view's mark (implemented by :class:`identity_middleware.flow.Flow`)."""
+
+    def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None: ...
+
+    async def areserve(self, meter: Meter, estimate: int) -> ErrorResponse | None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -25,50 +35,59 @@ class Meter:
     identity: Identity
     reservation: Reservation | None = None
     usage: Usage = field(default_factory=Usage)
-    budgeted: bool = False  # an estimate or identity requirement was applied at admission
-    counted: bool = False  # the store already counted this request (blocked in a view decorator)
-    gate: Gate | None = None  # the gate that admitted it, for a view's own reservation
+    budgeted: bool = False  # the view's mark (estimate, identity requirement) was applied at admission
+    counted: bool = False  # the store has this request already: settled, or counted when blocked
+    reserver: Reserver | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None) -> None:
         with self.lock:
             self.usage.add(cost, input_tokens, output_tokens, model)
 
+    def take(self, error: bool) -> Settlement | None:
+        """The settlement to commit, the first time only (later calls answer ``None``)."""
+        with self.lock:
+            if self.counted:
+                return None
+            self.counted = True
+            self.usage.error = self.usage.error or error
+            return Settlement(self.identity.id, self.usage, self.reservation)
 
-_meter: ContextVar[Meter | None] = ContextVar("identity_middleware.meter", default=None)
+
+@dataclass(frozen=True, slots=True)
+class Untracked:
+    """A request the middleware let through without a meter: ``external_id`` is who it named
+    (the store was down under the "open" policy, or unknown identities are not created), or
+    ``None`` when it named nobody."""
+
+    external_id: str | None = None
+
+
+Binding = Meter | Untracked
+
+_current: ContextVar[Binding | None] = ContextVar("identity_middleware.request", default=None)
+
+
+def bind(binding: Binding) -> Token[Binding | None]:
+    """Make ``binding`` the current request's; pass the token to :func:`unbind` when it ends."""
+    return _current.set(binding)
+
+
+def unbind(token: Token[Binding | None]) -> None:
+    _current.reset(token)
+
+
+def current() -> Binding | None:
+    """What the middleware decided for the request being served; ``None`` when no middleware saw it."""
+    return _current.get()
 
 
 def current_meter() -> Meter | None:
-    return _meter.get()
-
-
-def bind(meter: Meter | None) -> Token[Meter | None]:
-    """Make ``meter`` current; pass the token to :func:`unbind` when the request ends."""
-    return _meter.set(meter)
-
-
-def unbind(token: Token[Meter | None]) -> None:
-    _meter.reset(token)
-
-
-# The external id of a request that was identified but let through untracked (the store was
-# down under the "open" policy, or creation of unknown identities is off): it is not anonymous.
-_untracked: ContextVar[str | None] = ContextVar("identity_middleware.untracked", default=None)
-
-
-def bind_untracked(external_id: str) -> Token[str | None]:
-    return _untracked.set(external_id)
-
-
-def unbind_untracked(token: Token[str | None]) -> None:
-    _untracked.reset(token)
-
-
-def untracked_identity() -> str | None:
-    return _untracked.get()
+    found = _current.get()
+    return found if type(found) is Meter else None
 
 
 def current_identity() -> Identity | None:
     """The identity of the request being served, or ``None`` outside a tracked request."""
-    meter = _meter.get()
-    return meter.identity if meter is not None else None
+    found = _current.get()
+    return found.identity if type(found) is Meter else None

@@ -1,41 +1,27 @@
-"""``IdentityWSGIMiddleware``: PEP 3333 middleware that resolves, gates, attaches and meters identities.
-
-Also home of the metered response iterable the Django shell shares with it.
-"""
+"""``IdentityWSGIMiddleware``: PEP 3333; reads the request for the flow, sends its refusals, meters the app."""
 
 from __future__ import annotations
 
-import inspect
 import io
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .config import Config
 from .context import Meter, bind, unbind
-from .core.errors import ErrorResponse, invalid_identity
-from .core.resolve import (
-    Resolved,
-    is_json_content_type,
-    resolve_auth,
-    resolve_tagged,
-)
-from .core.validation import InvalidIdentity
-from .gate import Gate, GateConfig, GateOptions
+from .core.errors import ErrorResponse
+from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
+from .flow.streams import MeteredIterable
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from typing_extensions import Unpack
 
-__all__ = [
-    "ENVIRON_KEY",
-    "IdentityWSGIMiddleware",
-    "MeteredIterable",
-    "ReplayedInput",
-    "read_json_body",
-]
+__all__ = ["ENVIRON_KEY", "IdentityWSGIMiddleware", "MeteredIterable", "ReplayedInput"]
 
 ENVIRON_KEY = "identity_middleware.identity"
 _READ_CHUNK = 65_536
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
+            503: "Service Unavailable"}
 
 
 class _Input(Protocol):
@@ -44,8 +30,6 @@ class _Input(Protocol):
     def readline(self, size: int = ..., /) -> bytes: ...
 
 
-# -- resolution from request parts (shared with the Django shell) ---------------------------------
-# -- the request body -----------------------------------------------------------------------------
 class ReplayedInput:
     """``wsgi.input`` for the app: the bytes already read, then the rest of the original stream."""
 
@@ -83,107 +67,31 @@ class ReplayedInput:
             yield line
 
 
-def _read_up_to(stream: _Input, size: int) -> bytes:
-    """Up to ``size`` bytes; fewer only when the stream ends (a client that sent less than it said)."""
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = stream.read(min(remaining, _READ_CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_json_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
-    """Read a JSON body of at most ``max_body_size`` bytes and put it back for the app.
+def read_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
+    """The JSON body when the flow wants it, put back for the app byte for byte.
 
     Never reads past ``CONTENT_LENGTH`` (a server's input may block there). Without a length the
     body is read only when the server marks its input terminated (``wsgi.input_terminated``, e.g.
     a chunked request), and then only up to the limit; what was read is replayed ahead of the rest.
-    Non-JSON and larger bodies are not touched. ``None`` when nothing usable was read.
     """
-    if not is_json_content_type(environ.get("CONTENT_TYPE")):
-        return None
-    stream: _Input = environ["wsgi.input"]
     declared = environ.get("CONTENT_LENGTH") or ""
-    if declared.strip():
-        try:
-            length = int(declared)
-        except ValueError:
-            return None
-        if length <= 0 or length > max_body_size:
-            return None
-        body = _read_up_to(stream, length)
-        environ["wsgi.input"] = io.BytesIO(body)  # everything the client sent (or said it would)
-        return body
-    if not environ.get("wsgi.input_terminated"):
-        return None  # PEP 3333: no length means no body the app may read
-    body = _read_up_to(stream, max_body_size + 1)
-    if len(body) > max_body_size:
-        environ["wsgi.input"] = ReplayedInput(body, stream)
+    reader = JsonBody.wanted(environ.get("CONTENT_TYPE"), declared, max_body_size)
+    if reader is None:
         return None
-    environ["wsgi.input"] = io.BytesIO(body)
-    return body
-
-
-# -- the response ---------------------------------------------------------------------------------
-class MeteredIterable:
-    """A response iterable whose iteration runs with the request's meter bound, and whose end
-    (exhaustion, an error, or ``close()``, whichever comes first) settles the request once.
-
-    ``settle(error)`` commits; ``failed()`` says whether the response is an error (status >= 400)
-    at the time it ends. The inner iterable's ``close()`` is always called from ours.
-    """
-
-    def __init__(
-        self,
-        inner: Iterable[bytes],
-        meter: Meter,
-        settle: Callable[[bool], None],
-        failed: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self._inner = inner
-        self._iterator: Iterator[bytes] | None = None
-        self._meter = meter
-        self._settle = settle
-        self._failed = failed
-        self._closed = False
-
-    def __iter__(self) -> MeteredIterable:
-        return self
-
-    def __next__(self) -> bytes:
-        # Bound around each step, so a generator that calls ``record_usage`` adds to this request.
-        token = bind(self._meter)
-        try:
-            if self._iterator is None:
-                self._iterator = iter(self._inner)
-            return next(self._iterator)
-        except StopIteration:
-            self._settle(self._failed())
-            raise
-        except BaseException:
-            self._settle(True)
-            raise
-        finally:
-            unbind(token)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        close = getattr(self._inner, "close", None)
-        token = bind(self._meter)
-        failed = True
-        try:
-            if close is not None:
-                close()
-            failed = False
-        finally:
-            unbind(token)
-            self._settle(failed or self._failed())
+    if not declared.strip() and not environ.get("wsgi.input_terminated"):
+        return None  # PEP 3333: no length means no body the app may read
+    stream: _Input = environ["wsgi.input"]
+    remaining = int(declared) if declared.strip() else max_body_size + 1
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break  # the client sent less than it said
+        remaining -= len(chunk)
+        if not reader.feed(chunk):
+            break
+    head = reader.read_so_far()
+    environ["wsgi.input"] = io.BytesIO(head) if declared.strip() else ReplayedInput(head, stream)
+    return reader.body() if head else None
 
 
 def _send_error(start_response: StartResponse, error: ErrorResponse) -> list[bytes]:
@@ -191,11 +99,9 @@ def _send_error(start_response: StartResponse, error: ErrorResponse) -> list[byt
     return [error.body]
 
 
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
-
-
 class IdentityWSGIMiddleware:
-    """Wrap any WSGI app: ``app.wsgi_app = IdentityWSGIMiddleware(app.wsgi_app, store=...)``.
+    """Wrap any WSGI app: ``app.wsgi_app = IdentityWSGIMiddleware(app.wsgi_app, store=...)``; the
+    keyword options are :class:`~identity_middleware.config.Config`'s.
 
     Per request: the identity comes from the JSON body (``identity`` / ``orq.identity``), an
     identity header (``HTTP_X_IDENTITY_ID``...), ``REMOTE_USER`` or the ``resolver(environ)``, in
@@ -206,42 +112,41 @@ class IdentityWSGIMiddleware:
     Uses the store's sync operations: no event loop per request.
     """
 
-    def __init__(self, app: WSGIApplication, **options: Unpack[GateOptions]) -> None:
+    def __init__(self, app: WSGIApplication, **options: Any) -> None:
         self.app = app
-        self.gate = Gate(GateConfig.build(**options))
-        self.store = self.gate.store
-        header_names = self.gate.header_names
-        self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_") for name in header_names}
-        self._resolver = self.gate.config.resolver
+        self.config = Config(**options)
+        self.flow = Flow(self.config)
+        self.store = self.config.store
+        self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_") for name in self.config.header_names}
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        body = read_json_body(environ, self.gate.config.max_body_size)
-        try:
-            resolved = self._resolve(environ, body)
-        except InvalidIdentity as error:
-            return _send_error(start_response, invalid_identity(error))
-        outcome = self.gate.admit(resolved, estimate=self.gate.estimate_for(environ.get("PATH_INFO", "")))
-        if isinstance(outcome, ErrorResponse):
-            return _send_error(start_response, outcome)
-        environ[ENVIRON_KEY] = None if outcome is None else outcome.identity
-        if outcome is None:
-            return self.app(environ, start_response)
-        return self._tracked(outcome, environ, start_response)
-
-    def _resolve(self, environ: WSGIEnvironment, body: bytes | None) -> Resolved | None:
+    def _request(self, environ: WSGIEnvironment) -> Request:
         def header(name: str) -> str | None:
             value = environ.get(self._environ_keys[name])
-            return value if isinstance(value, str) else None
+            # PEP 3333 hands headers over as latin-1 text: the bytes the client sent, as UTF-8.
+            return header_text(value.encode("latin-1")) if isinstance(value, str) else None
 
-        resolved = resolve_tagged(body, header, self.gate.header_names)
-        if resolved is not None:
-            return resolved
-        found: object = environ.get("REMOTE_USER") or None
-        if found is None and self._resolver is not None:
-            found = self._resolver(environ)
-            if inspect.isawaitable(found):
-                raise TypeError("a WSGI resolver must be a plain function, not a coroutine function")
-        return resolve_auth(found)
+        body = read_body(environ, self.config.max_body_size)
+        return Request(body, header, environ.get("PATH_INFO", ""))
+
+    def _auth(self, environ: WSGIEnvironment) -> object:
+        found = environ.get("REMOTE_USER") or None
+        if found is None and self.config.resolver is not None:
+            return self.config.resolver(environ)
+        return found
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        outcome = self.flow.run(self.flow.admission(self._request(environ)), lambda: self._auth(environ))
+        if isinstance(outcome, Refused):
+            return _send_error(start_response, outcome.error)
+        if isinstance(outcome, Tracked):
+            environ[ENVIRON_KEY] = outcome.meter.identity
+            return self._tracked(outcome.meter, environ, start_response)
+        environ[ENVIRON_KEY] = None
+        token = bind(outcome)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            unbind(token)
 
     def _tracked(self, meter: Meter, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         status = 500  # an app that never starts a response failed
@@ -252,15 +157,12 @@ class IdentityWSGIMiddleware:
             status = int(status_line.split(" ", 1)[0])
             return start_response(status_line, headers, exc_info)
 
-        def settle(error: bool) -> None:
-            self.gate.settle(meter, error=error)
-
         token = bind(meter)
         try:
             result = self.app(environ, start)
         except BaseException:
-            settle(True)
+            self.flow.run(self.flow.settlement(meter, error=True))
             raise
         finally:
             unbind(token)
-        return MeteredIterable(result, meter, settle, lambda: status >= 400)
+        return MeteredIterable(result, meter, self.flow, lambda: status >= 400)

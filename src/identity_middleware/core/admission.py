@@ -67,7 +67,7 @@ def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlo
 
 @dataclass(frozen=True, slots=True)
 class AdmissionRequest:
-    """What the gate asks of a store for one request, answered in one atomic step.
+    """What the flow asks of a store for one request, answered in one atomic step.
 
     ``upsert`` is the body identity (create or partially update the record); otherwise a missing
     identity is created bare when ``create_missing``. ``default_budgets`` are set on an identity

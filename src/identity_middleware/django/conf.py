@@ -1,4 +1,4 @@
-"""``settings.IDENTITY_MIDDLEWARE`` read into one shared :class:`Gate`, rebuilt when the setting changes."""
+"""``settings.IDENTITY_MIDDLEWARE`` read into one shared :class:`Flow`, rebuilt when the setting changes."""
 
 from __future__ import annotations
 
@@ -11,40 +11,27 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from ..gate import Gate, GateConfig
+from ..config import Config
+from ..flow import Flow
 from ..stores import Store, store_from_url
 
 __all__ = [
-    "KEYS", "OTHER_KEYS", "SETTING", "STORE_SCHEMES", "close_stores", "current_gate", "gate_options",
-    "get_store", "raw_settings", "store_for_url",
+    "KEYS", "OTHER_KEYS", "SETTING", "STORE_SCHEMES", "close_stores", "current_flow", "get_store",
+    "raw_settings", "store_for_url",
 ]
 
 SETTING = "IDENTITY_MIDDLEWARE"
 STORE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
-# settings key -> GateConfig.build keyword
-KEYS = {
-    "STORE": "store",
-    "STORE_URL": "store",
-    "REQUIRE_IDENTITY": "require_identity",
-    "HEADER_NAMES": "header_names",
-    "MAX_BODY_SIZE": "max_body_size",
-    "DEFAULT_BUDGETS": "default_budgets",
-    "RATE_LIMIT": "rate_limit",
-    "RATE_LIMITS": "rate_limits",
-    "RATE_LIMIT_STRATEGY": "rate_limit_strategy",
-    "ON_STORE_ERROR": "on_store_error",
-    "CREATE_MISSING": "create_missing",
-    "ESTIMATES": "estimates",
-    "RESOLVER": "resolver",
-}
+# The setting's keys: every Config option upper-cased, and STORE_URL (a store built from a URL).
+KEYS = (*(name.upper() for name in Config.option_names()), "STORE_URL")
 
-# Keys read by other parts of the package (the admin API's URLconf), not by the gate.
+# Keys read by other parts of the package (the admin API's URLconf), not by the flow.
 OTHER_KEYS = ("ADMIN_TOKEN",)
 
 _lock = threading.Lock()
 _stores: dict[str, Store] = {}
-_gate: Gate | None = None
+_flow: Flow | None = None
 
 
 def raw_settings() -> Mapping[str, Any]:
@@ -79,54 +66,49 @@ def _store(raw: Mapping[str, Any]) -> Store:
     return store_for_url(str(raw.get("STORE_URL", "memory://")))
 
 
-def gate_options(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """``GateConfig.build`` keywords from the setting (unknown keys are left to the system checks)."""
-    options: dict[str, Any] = {KEYS[key]: value for key, value in raw.items() if key in KEYS}
-    options["store"] = _store(raw)
-    resolver = options.get("resolver")
-    if isinstance(resolver, str):
-        options["resolver"] = import_string(resolver)
-    return options
-
-
-def current_gate() -> Gate:
-    """The gate for the current settings; built on first use and after each settings change."""
-    global _gate
-    gate = _gate
-    if gate is not None:
-        return gate
+def current_flow() -> Flow:
+    """The flow for the current settings; built on first use and after each settings change."""
+    global _flow
+    flow = _flow
+    if flow is not None:
+        return flow
     raw = raw_settings()
     try:
-        built = Gate(GateConfig.build(**gate_options(raw)))
+        built = Flow(Config.from_settings(raw, store=_store(raw), resolver=_resolver(raw)))
     except (TypeError, ValueError, ImportError) as error:
         raise ImproperlyConfigured(f"settings.{SETTING}: {error}") from error
     with _lock:
-        if _gate is None:
-            _gate = built
-        return _gate
+        if _flow is None:
+            _flow = built
+        return _flow
+
+
+def _resolver(raw: Mapping[str, Any]) -> Any:
+    resolver = raw.get("RESOLVER")
+    return import_string(resolver) if isinstance(resolver, str) else resolver
 
 
 def get_store() -> Store:
     """The store the middleware uses under the current settings (for views, commands, shells)."""
-    return current_gate().store
+    return current_flow().config.store
 
 
 def close_stores() -> None:
     """Close and forget every store opened from settings (at shutdown, or between tests)."""
-    global _gate
+    global _flow
     with _lock:
         stores = list(_stores.values())
         _stores.clear()
-        _gate = None
+        _flow = None
     for store in stores:
         store.close()
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
-    global _gate
+    global _flow
     if setting == SETTING:
         with _lock:
-            _gate = None
+            _flow = None
 
 
 setting_changed.connect(_setting_changed, dispatch_uid="identity_middleware.django.conf")

@@ -9,14 +9,22 @@ from typing import Any, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
+from ..context import current
+from ..core.errors import ErrorResponse
 from ..core.money import Money, to_nanos
-from ..decorators import MARKER, BudgetedView
-from .conf import current_gate
-from .flow import areserve_for, arun, error_response, reserve_for, run, seen_by_flow
+from ..flow.outcome import Mark, ViewReservation, view_entry
+from .conf import current_flow
+from .shell import aserve, error_response, serve
 
-__all__ = ["budgeted"]
+__all__ = ["MARK", "budgeted", "mark_of"]
 
+MARK = "__identity_budgeted__"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mark_of(view: object) -> Mark | None:
+    found = getattr(view, MARK, None)
+    return found if isinstance(found, Mark) else None
 
 
 def budgeted(estimate: Money | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
@@ -26,7 +34,7 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
     reserves the estimate (and requires the identity) at admission. Without it, the decorator
     runs the same request flow itself around the view, with the same settings.
     """
-    view = BudgetedView(to_nanos(estimate) if estimate is not None else 0, require_identity)
+    mark = Mark(to_nanos(estimate) if estimate is not None else 0, require_identity)
 
     def decorate(func: F) -> F:
         if iscoroutinefunction(func):
@@ -35,11 +43,13 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
                 async def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, await func(request, *args, **kwargs))
 
-                seen = seen_by_flow(request)
-                if seen is None:
-                    return await arun(request, current_gate(), view, call)
-                refusal = None if seen.view is not None else await areserve_for(view, seen.identified)
-                return error_response(refusal) if refusal is not None else await call(request)
+                binding = current()
+                if binding is None:  # no middleware: the decorator runs the flow
+                    return await aserve(request, current_flow(), mark, call)
+                entry = view_entry(binding, mark)
+                if isinstance(entry, ViewReservation):
+                    entry = await entry.amake()
+                return error_response(entry) if isinstance(entry, ErrorResponse) else await call(request)
 
             wrapper: Callable[..., Any] = async_view
         else:
@@ -48,14 +58,16 @@ def budgeted(estimate: Money | None = None, *, require_identity: bool = True) ->
                 def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, func(request, *args, **kwargs))
 
-                seen = seen_by_flow(request)
-                if seen is None:
-                    return run(request, current_gate(), view, call)
-                refusal = None if seen.view is not None else reserve_for(view, seen.identified)
-                return error_response(refusal) if refusal is not None else call(request)
+                binding = current()
+                if binding is None:
+                    return serve(request, current_flow(), mark, call)
+                entry = view_entry(binding, mark)
+                if isinstance(entry, ViewReservation):
+                    entry = entry.make()
+                return error_response(entry) if isinstance(entry, ErrorResponse) else call(request)
 
             wrapper = sync_view
-        setattr(wrapper, MARKER, view)
+        setattr(wrapper, MARK, mark)
         return cast(F, wrapper)
 
     return decorate

@@ -10,14 +10,15 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
-from ..decorators import BudgetedView, marker_of
-from .conf import current_gate
-from .flow import arun, run
+from ..flow import Mark
+from .conf import current_flow
+from .decorators import mark_of
+from .shell import aserve, serve
 
 __all__ = ["IdentityMiddleware"]
 
 _VIEW_CACHE_SIZE = 4096
-_UNMARKED = BudgetedView(0, False)
+_UNMARKED = Mark()
 
 
 class IdentityMiddleware:
@@ -40,17 +41,17 @@ class IdentityMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-        self._views: dict[tuple[str, str, str], BudgetedView] = {}
+        self._views: dict[tuple[str, str, str], Mark] = {}
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:
             return self.__acall__(request)
-        return run(request, current_gate(), self.view_of(request), self.get_response)
+        return serve(request, current_flow(), self.view_of(request), self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        return await arun(request, current_gate(), self.view_of(request), self.get_response)
+        return await aserve(request, current_flow(), self.view_of(request), self.get_response)
 
-    def view_of(self, request: HttpRequest) -> BudgetedView | None:
+    def view_of(self, request: HttpRequest) -> Mark | None:
         """The ``@budgeted`` mark of the view this request will reach.
 
         The URL is resolved here (cached per path) rather than in ``process_view``, because
@@ -68,13 +69,13 @@ class IdentityMiddleware:
         return None if found is _UNMARKED else found
 
 
-def _marker(path: str, urlconf: Any, method: str) -> BudgetedView | None:
+def _marker(path: str, urlconf: Any, method: str) -> Mark | None:
     try:
         match = resolve(path, urlconf=urlconf)
     except Resolver404:
         return None
-    found = marker_of(match.func)
+    found = mark_of(match.func)
     view_class = getattr(match.func, "view_class", None)
     if found is None and view_class is not None:  # a class-based view with a decorated method
-        found = marker_of(getattr(view_class, method.lower(), None))
+        found = mark_of(getattr(view_class, method.lower(), None))
     return found

@@ -1,0 +1,82 @@
+"""The middleware's options: declared once, validated once, shared by every shell and Django settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from .core.models import Budget
+from .core.money import to_nanos
+from .stores.base import Store
+from .stores.memory import MemoryStore
+
+__all__ = ["DEFAULT_HEADER_NAMES", "Config", "OutagePolicy"]
+
+DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
+OutagePolicy = Literal["open", "closed"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option of ``IdentityMiddleware``, ``IdentityWSGIMiddleware`` and Django's
+    ``settings.IDENTITY_MIDDLEWARE`` (keys are the names upper-cased: ``REQUIRE_IDENTITY``).
+
+    The shells take these as keyword arguments. Convenient spellings are normalised here, once:
+    ``default_budgets`` as ``Budget`` objects, dicts or ``{"daily": "0.20"}``; ``estimates`` as
+    ``{path prefix: USD}`` with USD a ``Decimal``, ``str`` or number (kept as nano-USD).
+    """
+
+    store: Store = field(default_factory=MemoryStore)
+    require_identity: bool = False
+    header_names: tuple[str, ...] = DEFAULT_HEADER_NAMES
+    max_body_size: int = 1_048_576
+    default_budgets: tuple[Budget, ...] = ()
+    rate_limit: str | None = None  # e.g. "100/minute" or "10/second;1000/day", per identity
+    rate_limits: Mapping[str, str] = field(default_factory=dict)  # external id -> its own limit
+    rate_limit_strategy: str = "moving-window"
+    on_store_error: OutagePolicy = "open"
+    create_missing: bool = True  # create a header/auth identity on its first request
+    estimates: Mapping[str, int] = field(default_factory=dict)  # path prefix -> nano-USD to reserve
+    resolver: Callable[[Any], object] | None = None  # (scope | environ | request) -> id, IdentityInput or None
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            object.__setattr__(self, "store", MemoryStore())
+        if not isinstance(self.store, Store):
+            raise TypeError(f"store must be a Store (MemoryStore(), RedisStore.from_url(...)), not {self.store!r}")
+        if self.on_store_error not in ("open", "closed"):
+            raise ValueError('on_store_error must be "open" or "closed"')
+        if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
+            raise ValueError("max_body_size must be a non-negative number of bytes")
+        if isinstance(self.header_names, str) or not self.header_names:
+            raise ValueError("header_names needs at least one header name (a list or tuple of names)")
+        if self.resolver is not None and not callable(self.resolver):
+            raise TypeError("resolver must be callable")
+        object.__setattr__(self, "header_names", tuple(self.header_names))
+        object.__setattr__(self, "default_budgets", _budgets(self.default_budgets))
+        object.__setattr__(self, "rate_limits", dict(self.rate_limits or {}))
+        object.__setattr__(self, "estimates", {path: to_nanos(amount)
+                                               for path, amount in (self.estimates or {}).items()})
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(option.name for option in fields(cls))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **given: Any) -> Config:
+        """From upper-cased keys (``{"REQUIRE_IDENTITY": True}``); keys not naming an option are
+        ignored here (Django's system checks warn about them); ``given`` wins over ``settings``."""
+        names = cls.option_names()
+        options = {key.lower(): value for key, value in settings.items() if key.lower() in names}
+        return cls(**{**options, **given})
+
+
+def _budgets(value: object) -> tuple[Budget, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        return tuple(Budget(period=period, amount=amount) for period, amount in value.items())
+    if not isinstance(value, Iterable) or isinstance(value, str | bytes):
+        raise TypeError("default_budgets: Budget objects, dicts, or a {period: amount} mapping")
+    return tuple(item if isinstance(item, Budget) else Budget.model_validate(item) for item in value)

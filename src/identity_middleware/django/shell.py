@@ -1,0 +1,143 @@
+"""One Django request through the flow: its parts read, its outcome attached, its response metered.
+
+Shared by :class:`~.middleware.IdentityMiddleware` and by ``@budgeted`` on a site without the
+middleware. Every decision is the flow's; :func:`serve` and :func:`aserve` only call it and the
+rest of the chain, blocking or awaiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable
+from contextvars import Token
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http.request import RawPostDataException, UnreadablePostError
+
+from ..context import Binding, Meter, bind, unbind
+from ..core.errors import ErrorResponse
+from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
+from ..flow.streams import AsyncMeteredIterator, MeteredIterable
+
+__all__ = ["aserve", "error_response", "serve"]
+
+View = Callable[[HttpRequest], HttpResponseBase]
+AsyncView = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+def error_response(error: ErrorResponse) -> HttpResponse:
+    """The pinned JSON error as a Django response (body bytes exactly as the core built them)."""
+    response = HttpResponse(error.body, status=error.status, content_type="application/json")
+    for name, value in error.headers:
+        if name not in ("content-type", "content-length"):
+            response[name] = value
+    return response
+
+
+# -- reading the request --------------------------------------------------------------------------
+def _body(request: HttpRequest, max_body_size: int) -> bytes | None:
+    """``request.body`` when the flow wants it (Django keeps it for the view). Django reads a body
+    by its declared length, so one without is left to the view, as is one Django refuses."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if not declared.strip() or JsonBody.wanted(request.META.get("CONTENT_TYPE"), declared, max_body_size) is None:
+        return None
+    try:
+        return request.body or None
+    except (RequestDataTooBig, RawPostDataException, UnreadablePostError):
+        return None
+
+
+def _request(request: HttpRequest, flow: Flow, mark: Mark | None) -> Request:
+    def header(name: str) -> str | None:
+        value = request.headers.get(name)
+        return header_text(value.encode("latin-1")) if value is not None else None
+
+    return Request(_body(request, flow.config.max_body_size), header, request.path_info, mark)
+
+
+def _username(user: Any) -> str | None:
+    """An authenticated user's username (anonymous users carry no identity)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    name = user.get_username()
+    return name if isinstance(name, str) and name else None
+
+
+def _auth(request: HttpRequest, flow: Flow) -> object:
+    found = _username(getattr(request, "user", None))
+    if found is None and flow.config.resolver is not None:
+        return flow.config.resolver(request)
+    return found
+
+
+async def _aauth(request: HttpRequest, flow: Flow) -> object:
+    auser = getattr(request, "auser", None)  # AuthenticationMiddleware (Django >= 5) loads it without blocking
+    user = await auser() if auser is not None else await sync_to_async(lambda: getattr(request, "user", None))()
+    found = _username(user)
+    if found is None and flow.config.resolver is not None:
+        return flow.config.resolver(request)  # may be awaitable: the driver awaits it
+    return found
+
+
+# -- attaching the outcome, and the end of the response ---------------------------------------------
+def _attach(request: HttpRequest, binding: Binding) -> Token[Binding | None]:
+    request.identity = binding.identity if isinstance(binding, Meter) else None  # type: ignore[attr-defined]
+    return bind(binding)
+
+
+def _settles_later(response: HttpResponseBase, meter: Meter, flow: Flow) -> bool:
+    """Hand a streaming response's settlement to its content; ``False`` for a complete response."""
+    if not isinstance(response, StreamingHttpResponse):
+        return False
+
+    def failed() -> bool:
+        return response.status_code >= 400
+
+    content = response.streaming_content
+    if isinstance(content, AsyncIterable):
+        response.streaming_content = AsyncMeteredIterator(content, meter, flow, failed)
+    else:
+        response.streaming_content = MeteredIterable(content, meter, flow, failed)
+    return True
+
+
+# -- the request ----------------------------------------------------------------------------------
+def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> HttpResponseBase:
+    """Serve ``request`` with ``call`` (the rest of the middleware chain, or the view itself)."""
+    outcome = flow.run(flow.admission(_request(request, flow, mark)), lambda: _auth(request, flow))
+    if isinstance(outcome, Refused):
+        return error_response(outcome.error)
+    binding = outcome.meter if isinstance(outcome, Tracked) else outcome
+    token = _attach(request, binding)
+    try:
+        response = call(request)
+    except BaseException:
+        if isinstance(binding, Meter):
+            flow.run(flow.settlement(binding, error=True))
+        raise
+    finally:
+        unbind(token)
+    if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
+        flow.run(flow.settlement(binding, error=response.status_code >= 400))
+    return response
+
+
+async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: AsyncView) -> HttpResponseBase:
+    outcome = await flow.arun(flow.admission(_request(request, flow, mark)), lambda: _aauth(request, flow))
+    if isinstance(outcome, Refused):
+        return error_response(outcome.error)
+    binding = outcome.meter if isinstance(outcome, Tracked) else outcome
+    token = _attach(request, binding)
+    try:
+        response = await call(request)
+    except BaseException:
+        if isinstance(binding, Meter):
+            await flow.arun(flow.settlement(binding, error=True))
+        raise
+    finally:
+        unbind(token)
+    if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
+        await flow.arun(flow.settlement(binding, error=response.status_code >= 400))
+    return response

@@ -1,0 +1,47 @@
+"""The I/O a flow plan asks for, as values: a driver performs them, sync or async, and sends back the reply."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..core.admission import AdmissionRequest, Settlement
+
+__all__ = ["LOOK_UP_AUTH", "Admit", "Effect", "HitLimit", "LookUpAuth", "Plan", "Settle"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """``store.admit(request)``: replies an :class:`~identity_middleware.core.admission.Admission`."""
+
+    request: AdmissionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """``store.settle(settlement)``: replies ``None``."""
+
+    settlement: Settlement
+
+
+@dataclass(frozen=True, slots=True)
+class HitLimit:
+    """Count one request against the identity's rate limits: replies a ``RateLimitExceeded`` or ``None``."""
+
+    external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookUpAuth:
+    """Ask the shell for the auth context's id (its framework's user, then the app's resolver)."""
+
+
+LOOK_UP_AUTH = LookUpAuth()
+
+Effect = Admit | Settle | HitLimit | LookUpAuth
+# A plan yields effects and receives their replies; a store outage is thrown into it as
+# StoreUnavailable at the yield that asked for the store.
+Plan = Generator[Effect, Any, T]

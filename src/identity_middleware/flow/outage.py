@@ -1,0 +1,31 @@
+"""Logs a store outage once when it starts and once when it ends, not once per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+__all__ = ["OutageLog"]
+
+logger = logging.getLogger("identity_middleware")
+
+
+class OutageLog:
+    def __init__(self) -> None:
+        self._down = False
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        logger.error("identity store unavailable (%s); further failures are not logged until it recovers", error)
+
+    def ok(self) -> None:
+        if self._down:
+            with self._lock:
+                if not self._down:
+                    return
+                self._down = False
+            logger.warning("identity store available again")

@@ -1,0 +1,71 @@
+"""What the flow decides for a request, and what a view declared: plain values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..context import Binding, Meter, Reserver, Untracked
+from ..core.errors import ErrorResponse, identity_required
+
+__all__ = ["ANONYMOUS", "Mark", "Outcome", "Refused", "Tracked", "Untracked", "ViewReservation",
+           "view_entry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a ``@budgeted`` view declared: the cost to reserve (nano-USD), and whether it needs
+    an identity. Shells find it by routing before the view runs, so admission applies it."""
+
+    estimate: int = 0
+    require_identity: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """Call the app; its usage goes to ``meter`` and is settled once when the response ends."""
+
+    meter: Meter
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Send ``error`` (400, 401, 429 or 503); the app is not called."""
+
+    error: ErrorResponse
+
+
+Outcome = Tracked | Untracked | Refused
+ANONYMOUS = Untracked(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewReservation:
+    """A view's estimate still to hold, by whatever admitted the request: :meth:`make` from a
+    sync view, :meth:`amake` from an async one; either answers an error to send, or ``None``."""
+
+    meter: Meter
+    reserver: Reserver
+    estimate: int
+
+    def make(self) -> ErrorResponse | None:
+        return self.reserver.reserve(self.meter, self.estimate)
+
+    async def amake(self) -> ErrorResponse | None:
+        return await self.reserver.areserve(self.meter, self.estimate)
+
+
+def view_entry(binding: Binding | None, mark: Mark) -> ErrorResponse | ViewReservation | None:
+    """Entering a ``@budgeted`` view: an error to send instead, a reservation still to make, or
+    ``None`` to call the view.
+
+    Admission applies the mark when the shell found it by routing; otherwise the view reserves
+    its estimate itself. A request without a meter is refused only when the view needs an
+    identity and the request named none: one let through untracked (the store down under the
+    "open" policy) still reaches the view.
+    """
+    if not isinstance(binding, Meter):
+        named = binding is not None and binding.external_id is not None
+        return identity_required() if mark.require_identity and not named else None
+    if binding.budgeted or not mark.estimate or binding.reserver is None:
+        return None
+    return ViewReservation(binding, binding.reserver, mark.estimate)

@@ -1,0 +1,77 @@
+"""A request as the flow reads it, whatever the framework: the JSON body policy, headers, path, mark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.resolve import is_json_content_type
+from .outcome import Mark
+
+__all__ = ["JsonBody", "Request", "header_text"]
+
+
+class JsonBody:
+    """A JSON request body read for its identity, up to the size limit, and what to replay.
+
+    Shells ask :meth:`wanted` whether to read at all (a JSON content type, a declared length
+    within the limit, or none declared), :meth:`feed` it chunks until it says stop, then hand the
+    app :meth:`read_so_far` byte for byte ahead of whatever they did not read. :meth:`body` is
+    the whole body only when it ended within the limit: a larger one is never resolved, however
+    its chunks arrived.
+    """
+
+    __slots__ = ("_chunks", "_size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    @classmethod
+    def wanted(cls, content_type: str | None, content_length: str | None, limit: int) -> JsonBody | None:
+        if not is_json_content_type(content_type):
+            return None
+        if content_length is not None and content_length.strip():
+            try:
+                declared = int(content_length)
+            except ValueError:
+                return None
+            if not 0 <= declared <= limit:
+                return None
+        return cls(limit)
+
+    def feed(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; ``False`` once past the limit (read no more: the body stays unresolved)."""
+        if chunk:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+        return self._size <= self.limit
+
+    def read_so_far(self) -> bytes:
+        if len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0] if self._chunks else b""
+
+    def body(self) -> bytes | None:
+        """The body, once it has ended, when within the limit."""
+        return self.read_so_far() if self._size <= self.limit else None
+
+
+def header_text(raw: bytes) -> str:
+    """A header value as text: UTF-8 (what clients send), else latin-1 (what HTTP/1.1 allowed)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the flow reads of a request: the JSON body if one was read, a header lookup (by the
+    configured names), the path (for configured estimates) and the view's mark, if known."""
+
+    body: bytes | None
+    header: Callable[[str], str | None]
+    path: str = ""
+    mark: Mark | None = None

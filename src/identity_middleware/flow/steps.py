@@ -1,0 +1,151 @@
+"""One request's life as a plan, written once: resolve -> validate -> rate limit -> admit -> attach -> settle.
+
+The plans take plain values and yield :mod:`.effects`; :mod:`.drivers` perform them with the
+store's sync or async operations. A shell resolves its framework's request into a
+:class:`~.request.Request`, drives :meth:`Flow.admission`, binds the outcome and, when the
+response has ended, drives :meth:`Flow.settlement`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from ..context import Meter, Untracked
+from ..core.admission import Admission, AdmissionRequest
+from ..core.errors import (
+    ErrorResponse,
+    StoreUnavailable,
+    budget_exceeded,
+    identity_required,
+    invalid_identity,
+    rate_limited,
+    store_unavailable,
+)
+from ..core.resolve import Resolved, resolve_auth, resolve_tagged
+from ..core.validation import InvalidIdentity
+from .drivers import Auth, arun, run
+from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
+from .outage import OutageLog
+from .outcome import ANONYMOUS, Outcome, Refused, Tracked
+from .request import Request
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..ratelimit import RateLimiter
+
+__all__ = ["Flow"]
+
+T = TypeVar("T")
+
+
+class Flow:
+    """The request flow under one :class:`~identity_middleware.config.Config`: its plans, and
+    :meth:`run`/:meth:`arun` to drive one with the store's sync or async operations."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._estimates = sorted(config.estimates.items(), key=lambda item: len(item[0]), reverse=True)
+        self._outage = OutageLog()
+        self._closed = config.on_store_error == "closed"
+        self.limiter: RateLimiter | None = None
+        if config.rate_limit or config.rate_limits:
+            from ..ratelimit import RateLimiter  # `limits` is loaded only by apps that rate limit
+
+            self.limiter = RateLimiter(config.rate_limit, config.rate_limits,
+                                       storage_uri=config.store.rate_limit_storage_uri,
+                                       strategy=config.rate_limit_strategy)
+
+    def estimate_for(self, path: str) -> int:
+        """The configured estimate of the longest path prefix matching ``path`` (0 when none)."""
+        for prefix, estimate in self._estimates:
+            if path.startswith(prefix):
+                return estimate
+        return 0
+
+    # -- admission -------------------------------------------------------------------------------
+    def admission(self, request: Request) -> Plan[Outcome]:
+        """Resolve, validate, rate limit and admit: what to do with the request."""
+        try:
+            resolved = resolve_tagged(request.body, request.header, self.config.header_names)
+            if resolved is None:
+                resolved = resolve_auth((yield LOOK_UP_AUTH))
+        except InvalidIdentity as error:
+            return Refused(invalid_identity(error))
+        mark = request.mark
+        required = self.config.require_identity or (mark is not None and mark.require_identity)
+        if resolved is None:
+            return Refused(identity_required()) if required else ANONYMOUS
+        estimate = (mark.estimate if mark is not None else 0) or self.estimate_for(request.path)
+        try:
+            if self.limiter is not None:
+                exceeded = yield HitLimit(resolved.external_id)
+                if exceeded is not None:
+                    yield Admit(self._admission_request(resolved, 0, refused=True))  # upserted, counted
+                    self._outage.ok()
+                    return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
+                                                exceeded.headers))
+            admission: Admission = yield Admit(self._admission_request(resolved, estimate))
+        except StoreUnavailable as error:
+            return self._unavailable(error) or Untracked(resolved.external_id)
+        self._outage.ok()
+        identity = admission.identity
+        if identity is None:  # unknown, and not created (create_missing=False)
+            return Refused(identity_required()) if required else Untracked(resolved.external_id)
+        if admission.blocked is not None:
+            return Refused(budget_exceeded(identity.external_id, admission.blocked))
+        return Tracked(Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self))
+
+    def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False) -> AdmissionRequest:
+        return AdmissionRequest(external_id=resolved.external_id, upsert=resolved.upsert,
+                                create_missing=self.config.create_missing, estimate=estimate,
+                                default_budgets=self.config.default_budgets, refused=refused)
+
+    def _unavailable(self, error: StoreUnavailable) -> Refused | None:
+        """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""
+        self._outage.failed(error)
+        return Refused(store_unavailable()) if self._closed else None
+
+    # -- a view's own estimate, when admission could not see its mark -----------------------------
+    def reservation(self, meter: Meter, estimate: int) -> Plan[ErrorResponse | None]:
+        """Hold ``estimate`` for the request of ``meter`` (see :func:`.outcome.view_entry`)."""
+        meter.budgeted = True
+        request = AdmissionRequest(meter.identity.external_id, create_missing=False, estimate=estimate)
+        try:
+            admission: Admission = yield Admit(request)
+        except StoreUnavailable as error:
+            refused = self._unavailable(error)
+            return refused.error if refused is not None else None
+        self._outage.ok()
+        if admission.blocked is not None:
+            meter.counted = True  # the store counted the blocked request and its error
+            return budget_exceeded(meter.identity.external_id, admission.blocked)
+        if admission.reservation is not None:
+            meter.reservation = admission.reservation
+        return None
+
+    # -- settlement ------------------------------------------------------------------------------
+    def settlement(self, meter: Meter, *, error: bool) -> Plan[None]:
+        """Commit the request's usage exactly once (later calls do nothing)."""
+        settlement = meter.take(error)
+        if settlement is None:
+            return
+        try:
+            yield Settle(settlement)
+        except StoreUnavailable as failure:
+            self._outage.failed(failure)  # the store keeps what it could not write, and retries
+        else:
+            self._outage.ok()
+
+    # -- drivers ---------------------------------------------------------------------------------
+    def run(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        return run(plan, self.config.store, self.limiter, auth)
+
+    async def arun(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        return await arun(plan, self.config.store, self.limiter, auth)
+
+    def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:
+        """:class:`~identity_middleware.context.Reserver`: hold a view's own estimate."""
+        return self.run(self.reservation(meter, estimate))
+
+    async def areserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:
+        return await self.arun(self.reservation(meter, estimate))

@@ -1,0 +1,86 @@
+"""Starlette/FastAPI face: ``@budgeted`` for endpoints, and finding an endpoint's mark by routing."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
+
+from .context import current
+from .core.errors import ErrorResponse
+from .core.money import Money, to_nanos
+from .flow.outcome import Mark, ViewReservation, view_entry
+
+__all__ = ["MARK", "budgeted", "find_mark", "mark_of"]
+
+MARK = "__identity_budgeted__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mark_of(endpoint: object) -> Mark | None:
+    found = getattr(endpoint, MARK, None)
+    return found if isinstance(found, Mark) else None
+
+
+def find_mark(routes: Iterable[Any], scope: Scope) -> Mark | None:
+    """The mark of the endpoint Starlette's routing sends ``scope`` to (into mounts), if any."""
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a custom route that cannot match this scope
+            continue
+        if match is not Match.FULL:
+            continue
+        children = getattr(route, "routes", None)
+        if children is not None and not hasattr(route, "endpoint"):
+            return find_mark(children, {**scope, **child})
+        return mark_of(getattr(route, "endpoint", None))
+    return None
+
+
+def as_response(error: ErrorResponse) -> Response:
+    return Response(error.body, status_code=error.status,
+                    headers={name: value for name, value in error.headers if name != "content-length"})
+
+
+def budgeted(estimate: Money | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
+    """Mark a Starlette/FastAPI endpoint as LLM-calling: ``@budgeted(estimate="0.02")``.
+
+    ``IdentityMiddleware`` sees the mark when it routes the request, so the estimate is reserved
+    (and the identity required) in the same admission, before the view runs. Where it could not
+    see it (an app without a Starlette router), the view reserves the estimate itself on entry.
+    """
+    mark = Mark(to_nanos(estimate) if estimate is not None else 0, require_identity)
+
+    def decorate(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_view(*args: Any, **kwargs: Any) -> Any:
+                entry = view_entry(current(), mark)
+                if isinstance(entry, ViewReservation):
+                    entry = await entry.amake()
+                if isinstance(entry, ErrorResponse):
+                    return as_response(entry)
+                return await func(*args, **kwargs)
+
+            wrapper: Callable[..., Any] = async_view
+        else:
+            @functools.wraps(func)
+            def sync_view(*args: Any, **kwargs: Any) -> Any:
+                entry = view_entry(current(), mark)
+                if isinstance(entry, ViewReservation):
+                    entry = entry.make()
+                if isinstance(entry, ErrorResponse):
+                    return as_response(entry)
+                return func(*args, **kwargs)
+
+            wrapper = sync_view
+        setattr(wrapper, MARK, mark)
+        return cast(F, wrapper)
+
+    return decorate
