@@ -345,7 +345,8 @@ def test_period_rollover_starts_at_zero(api: Api, now: datetime) -> None:
     tomorrow = now + timedelta(days=1)
     assert admit(api, "a", now=tomorrow).allowed
     status = api.budget_status("a", now=tomorrow)[0]
-    assert status.spent == 0 and status.period_start == datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
+    assert status.spent == 0
+    assert status.period_start == datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
 
 
 def test_settle_after_delete_charges_nothing(api: Api) -> None:

@@ -1,0 +1,57 @@
+"""One configuration object: declared once, validated once, the same for every shell and Django settings."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from identity_middleware import Budget, Config, IdentityMiddleware, IdentityWSGIMiddleware, Period
+from identity_middleware.django.conf import KEYS
+from identity_middleware.stores import MemoryStore
+
+
+def test_defaults() -> None:
+    config = Config()
+    assert isinstance(config.store, MemoryStore) and config.max_body_size == 1_048_576
+    assert config.header_names == ("X-Identity-Id", "X-ORQ-IDENTITY-ID") and config.on_store_error == "open"
+
+
+def test_budgets_and_estimates_are_normalised_once() -> None:
+    config = Config(default_budgets={"daily": "0.20"}, estimates={"/v1/chat": Decimal("0.02")})
+    assert config.default_budgets == (Budget(period=Period.DAILY, amount=Decimal("0.20")),)
+    assert config.estimates == {"/v1/chat": 20_000_000}
+    assert Config(default_budgets=[{"period": "weekly", "amount": "1"}]).default_budgets[0].period is Period.WEEKLY
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"on_store_error": "maybe"}, ValueError),
+    ({"max_body_size": -1}, ValueError),
+    ({"header_names": []}, ValueError),
+    ({"header_names": "X-Identity-Id"}, ValueError),
+    ({"store": "redis://x"}, TypeError),
+    ({"resolver": "not callable"}, TypeError),
+    ({"default_budgets": "daily"}, TypeError),
+    ({"no_such_option": 1}, TypeError),
+])
+def test_bad_options_fail_at_construction(options: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Config(**options)  # type: ignore[arg-type]
+
+
+def test_every_shell_takes_the_same_options() -> None:
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    options = {"store": MemoryStore(), "require_identity": True, "header_names": ["X-User"],
+               "estimates": {"/": "0.01"}}
+    assert IdentityMiddleware(app, **options).config == Config(**options)  # type: ignore[arg-type]
+    wsgi = IdentityWSGIMiddleware(lambda environ, start: [], **options)  # type: ignore[arg-type]
+    assert wsgi.config == Config(**options)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        IdentityWSGIMiddleware(lambda environ, start: [], requre_identity=True)
+
+
+def test_django_settings_keys_are_the_options_upper_cased() -> None:
+    assert set(KEYS) == {name.upper() for name in Config.option_names()} | {"STORE_URL"}
+    config = Config.from_settings({"REQUIRE_IDENTITY": True, "MAX_BODY_SIZE": 10, "UNKNOWN": 1})
+    assert config.require_identity and config.max_body_size == 10

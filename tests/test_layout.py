@@ -1,0 +1,78 @@
+"""The package's shape: shells load lazily, imports point down, modules stay small."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "identity_middleware"
+
+
+def _imports_in_fresh_interpreter(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    output = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    return set(output.split())
+
+
+@pytest.mark.parametrize("code", [
+    "import identity_middleware",
+    "from identity_middleware import IdentityWSGIMiddleware, record_usage, current_identity, Config",
+    "from identity_middleware.stores import MemoryStore, RedisStore",
+])
+def test_the_core_surface_does_not_import_starlette_anyio_or_limits(code: str) -> None:
+    loaded = _imports_in_fresh_interpreter(code)
+    assert not {"starlette", "anyio", "limits"} & loaded
+
+
+def test_the_asgi_middleware_loads_on_first_use() -> None:
+    loaded = _imports_in_fresh_interpreter(
+        "import identity_middleware\nassert identity_middleware.IdentityMiddleware.__module__ == "
+        "'identity_middleware.asgi'")
+    assert "starlette" in loaded
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``identity_middleware`` modules ``path`` imports, as dotted names."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("identity_middleware")}
+
+
+LAYERS = {  # a module of the left may import only the packages on the right (and itself)
+    "core": {"core"},
+    "stores": {"core", "stores"},
+    "context": {"core"},
+    "flow": {"core", "context", "flow", "ratelimit", "stores", "config"},
+    "config": {"core", "stores"},
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_imports_point_down(layer: str) -> None:
+    paths = [PACKAGE / f"{layer}.py"] if (PACKAGE / f"{layer}.py").exists() else list((PACKAGE / layer).rglob("*.py"))
+    assert paths
+    for path in paths:
+        for target in _package_imports(path):
+            top = target.split(".")[1] if "." in target else ""
+            assert top in LAYERS[layer], f"{path.relative_to(PACKAGE)} imports {target}"
+
+
+def test_no_module_over_300_lines() -> None:
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 300}
+    assert long == {}
