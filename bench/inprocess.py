@@ -301,6 +301,7 @@ async def _ablation(args: argparse.Namespace) -> list[str]:
     from unittest import mock
 
     from identity_middleware import asgi
+    from identity_middleware.core import resolve
     from identity_middleware.core.admission import AdmissionRequest
     from identity_middleware.stores import MemoryStore
 
@@ -318,7 +319,7 @@ async def _ablation(args: argparse.Namespace) -> list[str]:
         ("- MemoryStore.settle (no-op)", mock.patch.object(MemoryStore, "settle", lambda self, settlement: None)),
         ("- anyio.CancelScope(shield=True) around settle", mock.patch.object(
             asgi, "anyio", types.SimpleNamespace(CancelScope=lambda shield: contextlib.nullcontext()))),
-        ("- identity_from_body (a constant identity)", mock.patch.object(asgi, "identity_from_body",
+        ("- identity_from_body (a constant identity)", mock.patch.object(resolve, "identity_from_body",
                                                                           lambda body: extracted)),
         ("- record_usage in the view (no-op)", mock.patch.object(apps, "record_usage", lambda *a, **k: None)),
     ]
@@ -342,7 +343,8 @@ async def _ablation(args: argparse.Namespace) -> list[str]:
             part = "-" if previous is None else f"{previous - added:.1f}"
             lines.append(f"| {label} | {added:.1f} | {part} |")
             previous = added
-    lines.append(f"| (what is left: buffering, replay, Meter, gate, routing mark, send wrapper) | {previous:.1f} | |")
+    lines.append(f"| (what is left: buffering, replay, Meter, flow plans, routing mark, send wrapper) "
+                 f"| {previous:.1f} | |")
     return lines
 
 

@@ -141,15 +141,21 @@ def _stats(port: int) -> dict[str, object]:
 
 
 def _start(kind: str, *, cpus: str | None, loop: str, http_impl: str, redis_url: str | None,
-           directory: Path) -> Server:
+           directory: Path, before: tuple[str, Path] | None = None) -> Server:
+    """Start one app's server; with ``before`` = (revision, exported tree) it runs that revision's src/."""
     port = free_port()
+    app = kind
+    env = None
+    if before is not None:
+        kind = f"{kind}@{before[0]}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(before[1] / "src"), str(REPO)])}
     log = directory / f"server-{kind}.log"
-    command = [sys.executable, "-m", "bench.serve", "--app", kind, "--port", str(port),
+    command = [sys.executable, "-m", "bench.serve", "--app", app, "--port", str(port),
                "--loop", loop, "--http", http_impl]
     if redis_url:
         command += ["--redis-url", redis_url]
     with log.open("wb") as out:
-        process = subprocess.Popen(_pinned(cpus, command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(_pinned(cpus, command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(kind, port, process, log)
     deadline = time.monotonic() + 30
     while True:  # bounded: 30 s to come up
@@ -268,7 +274,7 @@ def _report(servers: list[Server], args: argparse.Namespace, setup: str) -> bool
         ok = ok and check == "ok"
         print(f"{server.kind} store committed {counted} requests, cost ${stats.get('cost')} "
               f"(wrk + warm-up completed {server.sent} with 2xx): {check}")
-    targets = {"memory": 0.75, "redis": 0.45}
+    targets = {"memory": 0.75, "redis": 0.60}
     for server in servers:
         target = targets.get(server.kind)
         if target is None or not bare:
@@ -307,10 +313,13 @@ def http_main(args: argparse.Namespace) -> int:
         script = _script(directory)
         try:
             with _redis_url(args, wrk_cpus) as redis_url:
-                for kind in args.kinds:
+                before = _export(args.before, directory) if args.before else None
+                runs = [(kind, None) for kind in args.kinds]
+                runs += [(kind, before) for kind in args.kinds if before is not None and kind != "bare"]
+                for kind, source in runs:
                     try:
                         servers.append(_start(kind, cpus=server_cpus, loop=loop, http_impl=http_impl,
-                                              redis_url=redis_url, directory=directory))
+                                              redis_url=redis_url, directory=directory, before=source))
                     except RuntimeError as error:
                         if kind == "redis" and "RedisUnavailable" in str(error):
                             missing = str(error).strip().splitlines()[-1]
@@ -352,6 +361,18 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _export(revision: str, directory: Path) -> tuple[str, Path]:
+    """``src/`` as committed at ``revision``, exported under ``directory``: (short sha, tree)."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", revision], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip()
+    tree = directory / f"src-{sha}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "src"], capture_output=True,
+                             timeout=60, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, timeout=60, check=True)
+    return sha, tree
+
+
 def _at_revision(revision: str, argv: list[str]) -> int:
     """Rerun this command against ``src/`` as committed at ``revision`` (exported to a temp dir and put
     first on PYTHONPATH), so figures do not depend on work in progress in the checkout."""
@@ -373,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--in-process", action="store_true", help="run bench/inprocess.py instead (no HTTP)")
     parser.add_argument("--at", metavar="REV", help="measure src/ as committed at REV (e.g. HEAD), not the work tree")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run the store apps on src/ as committed at REV, in the same rounds (before/after)")
     parser.add_argument("--store", choices=("memory", "redis", "all"), default=None,
                         help="stores to compare with bare (default: memory, or all with --redis-url)")
     parser.add_argument("--redis-url", help="an existing Redis; without it --store redis starts a private redis-server")

@@ -92,6 +92,7 @@ class IdentityMiddleware:
         reader = JsonBody.wanted(content_type, content_length, self.config.max_body_size)
         if reader is None:
             return None, receive
+        first = True
         while True:
             message = await receive()
             if message["type"] != "http.request":  # a disconnect while reading: replay, then it
@@ -99,9 +100,12 @@ class IdentityMiddleware:
                 return None, _replaying([_request(head, more_body=True), message] if head else [message], receive)
             within = reader.feed(message.get("body", b""))
             if not message.get("more_body", False):
+                if first:  # the usual case: the whole body in one message, replayed as it came
+                    return reader.body(), _replaying([message], receive)
                 return reader.body(), _replaying([_request(reader.read_so_far(), more_body=False)], receive)
             if not within:
                 return None, _replaying([_request(reader.read_so_far(), more_body=True)], receive)
+            first = False
 
     def _request(self, scope: Scope, body: bytes | None) -> Request:
         headers = scope["headers"]
@@ -180,9 +184,7 @@ def _request(body: bytes, *, more_body: bool) -> Message:
     return {"type": "http.request", "body": body, "more_body": more_body}
 
 
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
+def _replaying(pending: list[Message], receive: Receive) -> Receive:
     async def replay() -> Message:
         if pending:
             return pending.pop(0)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..ratelimit import RateLimiter
     from ..stores.base import Store
 
-__all__ = ["Auth", "arun", "run"]
+__all__ = ["Auth", "Drivers"]
 
 T = TypeVar("T")
 # The shell's auth lookup: its framework's authenticated user, else the app's resolver. An async
@@ -25,57 +25,62 @@ T = TypeVar("T")
 Auth = Callable[[], object]
 
 
-def run(plan: Plan[T], store: Store, limiter: RateLimiter | None, auth: Auth | None = None) -> T:
-    """Drive ``plan`` to its value with blocking calls (WSGI, sync Django)."""
-    reply: Any = None
-    failure: StoreUnavailable | None = None
-    while True:
-        try:
-            effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, failure = None, None
-        try:
-            if type(effect) is Admit:
-                reply = store.admit(effect.request)
-            elif type(effect) is Settle:
-                store.settle(effect.settlement)
-            elif type(effect) is HitLimit:
-                assert limiter is not None
-                reply = limiter.hit(effect.external_id)
-            elif auth is not None:
-                reply = auth()
-                if inspect.isawaitable(reply):
-                    _close(reply)
-                    raise TypeError("a sync request cannot await its resolver: make it a plain function")
-        except StoreUnavailable as error:
-            failure = error
+class Drivers:
+    """Drive a plan to its value against ``store`` and ``limiter``; :class:`~.steps.Flow` is one."""
 
+    store: Store
+    limiter: RateLimiter | None
 
-async def arun(plan: Plan[T], store: Store, limiter: RateLimiter | None, auth: Auth | None = None) -> T:
-    """Drive ``plan`` to its value awaiting the async twins (ASGI, async Django)."""
-    reply: Any = None
-    failure: StoreUnavailable | None = None
-    while True:
-        try:
-            effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, failure = None, None
-        try:
-            if type(effect) is Admit:
-                reply = await store.aadmit(effect.request)
-            elif type(effect) is Settle:
-                await store.asettle(effect.settlement)
-            elif type(effect) is HitLimit:
-                assert limiter is not None
-                reply = await limiter.ahit(effect.external_id)
-            elif auth is not None:
-                reply = auth()
-                if inspect.isawaitable(reply):
-                    reply = await reply
-        except StoreUnavailable as error:
-            failure = error
+    def run(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        """With blocking calls (WSGI, sync Django)."""
+        reply: Any = None
+        failure: StoreUnavailable | None = None
+        while True:
+            try:
+                effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, failure = None, None
+            try:
+                if type(effect) is Admit:
+                    reply = self.store.admit(effect.request)
+                elif type(effect) is Settle:
+                    self.store.settle(effect.settlement)
+                elif type(effect) is HitLimit:
+                    assert self.limiter is not None
+                    reply = self.limiter.hit(effect.external_id)
+                elif auth is not None:
+                    reply = auth()
+                    if inspect.isawaitable(reply):
+                        _close(reply)
+                        raise TypeError("a sync request cannot await its resolver: make it a plain function")
+            except StoreUnavailable as error:
+                failure = error
+
+    async def arun(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        """Awaiting the async twins (ASGI, async Django)."""
+        reply: Any = None
+        failure: StoreUnavailable | None = None
+        while True:
+            try:
+                effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, failure = None, None
+            try:
+                if type(effect) is Admit:
+                    reply = await self.store.aadmit(effect.request)
+                elif type(effect) is Settle:
+                    await self.store.asettle(effect.settlement)
+                elif type(effect) is HitLimit:
+                    assert self.limiter is not None
+                    reply = await self.limiter.ahit(effect.external_id)
+                elif auth is not None:
+                    reply = auth()
+                    if inspect.isawaitable(reply):
+                        reply = await reply
+            except StoreUnavailable as error:
+                failure = error
 
 
 def _close(awaitable: object) -> None:

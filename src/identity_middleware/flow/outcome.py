@@ -20,7 +20,7 @@ class Mark:
     require_identity: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tracked:
     """Call the app; its usage goes to ``meter`` and is settled once when the response ends."""
 

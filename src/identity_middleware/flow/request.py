@@ -66,7 +66,7 @@ def header_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """What the flow reads of a request: the JSON body if one was read, a header lookup (by the
     configured names), the path (for configured estimates) and the view's mark, if known."""

@@ -8,7 +8,7 @@ response has ended, drives :meth:`Flow.settlement`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from ..context import Meter, Untracked
 from ..core.admission import Admission, AdmissionRequest
@@ -23,7 +23,7 @@ from ..core.errors import (
 )
 from ..core.resolve import Resolved, resolve_auth, resolve_tagged
 from ..core.validation import InvalidIdentity
-from .drivers import Auth, arun, run
+from .drivers import Drivers
 from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
 from .outage import OutageLog
 from .outcome import ANONYMOUS, Outcome, Refused, Tracked
@@ -35,15 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Flow"]
 
-T = TypeVar("T")
 
 
-class Flow:
+class Flow(Drivers):
     """The request flow under one :class:`~identity_middleware.config.Config`: its plans, and
     :meth:`run`/:meth:`arun` to drive one with the store's sync or async operations."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.store = config.store
         self._estimates = sorted(config.estimates.items(), key=lambda item: len(item[0]), reverse=True)
         self._outage = OutageLog()
         self._closed = config.on_store_error == "closed"
@@ -136,13 +136,7 @@ class Flow:
         else:
             self._outage.ok()
 
-    # -- drivers ---------------------------------------------------------------------------------
-    def run(self, plan: Plan[T], auth: Auth | None = None) -> T:
-        return run(plan, self.config.store, self.limiter, auth)
-
-    async def arun(self, plan: Plan[T], auth: Auth | None = None) -> T:
-        return await arun(plan, self.config.store, self.limiter, auth)
-
+    # -- a Reserver, for a view's own estimate --------------------------------------------------------
     def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:
         """:class:`~identity_middleware.context.Reserver`: hold a view's own estimate."""
         return self.run(self.reservation(meter, estimate))
