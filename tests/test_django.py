@@ -291,10 +291,12 @@ def test_the_identities_command_sets_lists_and_resets_budgets(configure: Configu
     assert get_store() is store
     Client(headers={"X-Identity-Id": "cmd"}).get("/whoami?cost=0.05")
     out = io.StringIO()
-    call_command("identities", "budget", "cmd", "daily", "1.00", stdout=out)
-    call_command("identities", "list", stdout=out)
-    assert "daily 0.05/1" in out.getvalue()
-    call_command("identities", "reset", "cmd", "daily", stdout=out)
+    call_command("identities", "budget", "set", "cmd", "daily", "1.00", stdout=out)
+    assert out.getvalue().startswith("cmd daily: spent 0.05 of 1.00 USD (5%)")
+    listing = io.StringIO()
+    call_command("identities", "list", stdout=listing)
+    assert listing.getvalue().splitlines()[1].split()[:4] == ["cmd", "1", "5", "0.05"]  # requests, tokens, cost
+    call_command("identities", "budget", "reset", "cmd", "daily", stdout=out)
     assert store.budget_status("cmd")[0].spent == 0
 
 

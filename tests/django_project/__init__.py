@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import django
-from django.conf import settings
+import django.conf
 
 BASE = {
     "SECRET_KEY": "identity-middleware-tests",
@@ -17,6 +17,7 @@ BASE = {
 def setup() -> None:
     """Configure Django once per test session (another test module may have done it already);
     each test module then applies ``django_project.settings.SITE`` with ``override_settings``."""
-    if not settings.configured:
-        settings.configure(**BASE)
+    # django.conf.settings, spelled out: the submodule django_project.settings shadows a bare ``settings``.
+    if not django.conf.settings.configured:
+        django.conf.settings.configure(**BASE)
         django.setup()

@@ -1,0 +1,272 @@
+"""The operators' commands, defined once: argparse subcommands and their runs against a ``Store``.
+
+Two faces use them with the same grammar, output and exit codes: the ``identity-middleware``
+console script (``cli.py``, which adds ``--store-url`` and ``serve``) and Django's
+``manage.py identities`` (which takes the middleware's store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeAlias
+
+from pydantic import ValidationError
+
+from .core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
+from .core.models import Budget, BudgetStatus, Identity, IdentityInput
+from .core.money import format_usd, to_decimal
+from .core.periods import Period
+from .core.validation import InvalidIdentity
+from .stores import Store
+from .stores.base import MAX_PAGE_SIZE
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Command", "CommandFailed", "Output", "add_command",
+           "add_commands", "execute"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # not found, already exists, store unavailable
+EXIT_USAGE = 2  # invalid input (argparse uses 2 as well)
+
+
+class Output(Protocol):
+    """Where a command writes: a text stream, or Django's ``OutputWrapper`` (which ends lines itself)."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+class CommandFailed(Exception):
+    """A command could not do what it was asked; ``code`` is the exit code (1 failed, 2 invalid input)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Command = Callable[[Store, argparse.Namespace, Output], None]
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _say(out: Output, text: str) -> None:
+    # One write per line, newline included: Django's OutputWrapper adds "\n" only to text lacking one.
+    out.write(text + "\n")
+
+
+def _table(rows: Sequence[Sequence[str]], numeric: set[int], out: Output) -> None:
+    """An aligned text table; the first row is the header, ``numeric`` columns align right."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.rjust(width) if index in numeric else cell.ljust(width)
+                 for index, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        _say(out, "  ".join(cells).rstrip())
+
+
+def _print_json(data: Any, out: Output) -> None:
+    _say(out, json.dumps(data, indent=2))
+
+
+def _all_identities(store: Store, search: str | None, tags: list[str] | None) -> list[Identity]:
+    identities: list[Identity] = []
+    cursor: str | None = None
+    while True:
+        page = store.list(limit=MAX_PAGE_SIZE, starting_after=cursor, search=search, tags=tags,
+                          include_metrics=True)
+        identities += page.data
+        if not page.has_more or not page.data:
+            return identities
+        cursor = page.data[-1].id
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def cmd_list(store: Store, args: argparse.Namespace, out: Output) -> None:
+    identities = _all_identities(store, args.search, args.tag or None)
+    if args.json:
+        _print_json([identity.to_json() for identity in identities], out)
+        return
+    if not identities:
+        _say(out, "no identities")
+        return
+    rows = [["EXTERNAL_ID", "DISPLAY_NAME", "EMAIL", "TAGS", "REQUESTS", "TOKENS", "COST_USD", "ERROR_RATE", "_ID"]]
+    for identity in identities:
+        metrics = identity.metrics
+        assert metrics is not None  # asked for with include_metrics
+        rows.append([identity.external_id, identity.display_name or "", identity.email or "",
+                     ",".join(identity.tags), str(metrics.total_requests), str(metrics.total_tokens),
+                     format_usd(metrics.total_cost), f"{metrics.error_rate:.1%}", identity.id])
+    _table(rows, {4, 5, 6, 7}, out)
+
+
+def cmd_show(store: Store, args: argparse.Namespace, out: Output) -> None:
+    identity = store.retrieve(args.id)
+    record = identity.model_copy(update={"metrics": store.metrics(identity.id),
+                                         "budgets": store.budget_status(identity.id)})
+    _print_json(record.to_json(), out)
+
+
+def _metadata(pairs: Sequence[str]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandFailed(f"--metadata takes KEY=VALUE, got {pair!r}", EXIT_USAGE)
+        metadata[key] = value
+    return metadata
+
+
+def cmd_create(store: Store, args: argparse.Namespace, out: Output) -> None:
+    fields: dict[str, Any] = {"id": args.id}
+    for name in ("display_name", "email", "avatar_url"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.tag:
+        fields["tags"] = args.tag
+    if args.metadata:
+        fields["metadata"] = _metadata(args.metadata)
+    _print_json(store.create(IdentityInput.parse(fields)).to_json(), out)
+
+
+def cmd_delete(store: Store, args: argparse.Namespace, out: Output) -> None:
+    identity = store.retrieve(args.id)
+    store.delete(identity.id)
+    _say(out, f"deleted {identity.external_id}")
+
+
+def _status_line(identity_id: str, status: BudgetStatus) -> str:
+    return (f"{identity_id} {status.period.value}: spent {format_usd(status.spent)} of "
+            f"{format_usd(status.amount)} USD ({status.percent:g}%), resets {status.resets_at.isoformat()}")
+
+
+def _budget_of(store: Store, identity_id: str, period: Period) -> BudgetStatus:
+    for status in store.budget_status(identity_id):
+        if status.period is period:
+            return status
+    raise CommandFailed(f"identity {identity_id!r} has no {period.value} budget")
+
+
+def cmd_budget_set(store: Store, args: argparse.Namespace, out: Output) -> None:
+    try:
+        budget = Budget(period=Period(args.period), amount=args.amount)
+    except ValidationError as error:
+        message = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise CommandFailed(f"invalid amount {args.amount!r}: {message}", EXIT_USAGE) from None
+    identity = store.retrieve(args.id)
+    store.set_budget(identity.id, budget)
+    _say(out, _status_line(args.id, _budget_of(store, identity.id, budget.period)))
+
+
+def cmd_budget_remove(store: Store, args: argparse.Namespace, out: Output) -> None:
+    period = Period(args.period)
+    _budget_of(store, args.id, period)
+    store.remove_budget(args.id, period)
+    _say(out, f"removed the {period.value} budget of {args.id}")
+
+
+def cmd_budget_reset(store: Store, args: argparse.Namespace, out: Output) -> None:
+    period = Period(args.period)
+    _budget_of(store, args.id, period)
+    store.reset_budget(args.id, period)
+    _say(out, _status_line(args.id, _budget_of(store, args.id, period)))
+
+
+def cmd_budget_status(store: Store, args: argparse.Namespace, out: Output) -> None:
+    statuses = store.budget_status(args.id)
+    if args.json:
+        _print_json([status.model_dump(mode="json") for status in statuses], out)
+        return
+    if not statuses:
+        _say(out, f"{args.id} has no budgets")
+        return
+    rows = [["PERIOD", "AMOUNT", "SPENT", "RESERVED", "REMAINING", "PERCENT", "RESETS_AT"]]
+    rows += [[status.period.value, format_usd(status.amount), format_usd(status.spent), format_usd(status.reserved),
+              format_usd(status.remaining), f"{status.percent:g}%", status.resets_at.isoformat()]
+             for status in statuses]
+    _table(rows, {1, 2, 3, 4, 5}, out)
+
+
+def cmd_record(store: Store, args: argparse.Namespace, out: Output) -> None:
+    try:
+        cost = to_decimal(args.cost)
+    except ValueError as error:
+        raise CommandFailed(f"invalid --cost: {error}", EXIT_USAGE) from None
+    if cost < 0 or args.input_tokens < 0 or args.output_tokens < 0:
+        raise CommandFailed("--cost and token counts must not be negative", EXIT_USAGE)
+    store.record(args.id, cost=cost, input_tokens=args.input_tokens, output_tokens=args.output_tokens,
+                 model=args.model, error=args.error)
+    _say(out, f"recorded {format_usd(cost)} USD, {args.input_tokens}+{args.output_tokens} tokens for {args.id}")
+
+
+# -- running -------------------------------------------------------------------------------------------
+def execute(store: Store, args: argparse.Namespace, out: Output) -> None:
+    """Run the command ``args`` was parsed into; every failure is raised as :class:`CommandFailed`."""
+    func: Command = args.func
+    try:
+        func(store, args, out)
+    except IdentityNotFound as error:
+        raise CommandFailed(f"identity {error.args[0] if error.args else ''!r} not found") from None
+    except IdentityExists as error:
+        raise CommandFailed(f"identity {error.args[0] if error.args else ''!r} already exists") from None
+    except InvalidIdentity as error:
+        raise CommandFailed(f"invalid {error.field}: {error.message}", EXIT_USAGE) from None
+    except (StoreUnavailable, ConnectionError, TimeoutError) as error:
+        raise CommandFailed(f"store unavailable: {error}") from None
+
+
+# -- parsing -------------------------------------------------------------------------------------------
+def add_command(on: Subcommands, name: str, func: Command, help_text: str,
+                parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """One subcommand ``name`` under ``on`` that runs ``func``; ``parents`` lend it shared options."""
+    sub = on.add_parser(name, parents=list(parents), help=help_text, description=help_text)
+    sub.set_defaults(func=func)
+    return sub
+
+
+def add_commands(parser: argparse.ArgumentParser, parents: Sequence[argparse.ArgumentParser] = ()) -> Subcommands:
+    """Add every operation to ``parser`` as subcommands; returns them, so a face can add its own."""
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    periods = [period.value for period in Period]
+
+    def command(name: str, func: Command, help_text: str, on: Subcommands = commands) -> argparse.ArgumentParser:
+        return add_command(on, name, func, help_text, parents)
+
+    listing = command("list", cmd_list, "list identities with their 30-day metrics")
+    listing.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    listing.add_argument("--search", help="case-insensitive substring of external id, display name or email")
+    listing.add_argument("--tag", action="append", help="keep identities with any of these tags (repeatable)")
+
+    command("show", cmd_show, "show one identity with its metrics and budgets (JSON)").add_argument(
+        "id", help="external id or _id")
+
+    create = command("create", cmd_create, "create an identity")
+    create.add_argument("id", help="the external id")
+    create.add_argument("--display-name")
+    create.add_argument("--email")
+    create.add_argument("--avatar-url")
+    create.add_argument("--tag", action="append", help="repeatable")
+    create.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="repeatable")
+
+    command("delete", cmd_delete, "delete an identity, its budgets and counters").add_argument("id")
+
+    budget = commands.add_parser("budget", help="set, remove, reset or show budgets")
+    budgets = budget.add_subparsers(dest="budget_command", required=True, metavar="ACTION")
+    budget_set = command("set", cmd_budget_set, "set a budget: budget set ID PERIOD AMOUNT", budgets)
+    budget_set.add_argument("id")
+    budget_set.add_argument("period", choices=periods)
+    budget_set.add_argument("amount", help="USD, e.g. 10.00")
+    for name, func, text in [("remove", cmd_budget_remove, "remove a budget"),
+                             ("reset", cmd_budget_reset, "zero the current period's spend")]:
+        sub = command(name, func, text, budgets)
+        sub.add_argument("id")
+        sub.add_argument("period", choices=periods)
+    status = command("status", cmd_budget_status, "live status of every budget", budgets)
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+
+    record = command("record", cmd_record, "record one request's usage")
+    record.add_argument("id")
+    record.add_argument("--cost", default="0", help="USD, e.g. 0.0125")
+    record.add_argument("--input-tokens", type=int, default=0)
+    record.add_argument("--output-tokens", type=int, default=0)
+    record.add_argument("--model")
+    record.add_argument("--error", action="store_true", help="count the request as an error")
+    return commands

@@ -1,0 +1,113 @@
+"""The memory store's ledger: one identity's budgets, spend per period, reservations and daily metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+
+from ...core.admission import BudgetState
+from ...core.models import BudgetStatus, Metrics, budget_status, metrics_from_totals
+from ...core.periods import Period, period_bounds, period_key, period_keys, utc_day
+from ..base import METRIC_DAYS
+
+_PERIOD_ORDER = {period: index for index, period in enumerate(Period)}
+
+
+@dataclass(slots=True)
+class Day:
+    cost: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    errors: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Account:
+    """Everything one identity owns besides its record, in nano-USD. Call under the store's lock."""
+
+    budgets: dict[Period, int] = field(default_factory=dict)
+    spend: dict[Period, tuple[str, int]] = field(default_factory=dict)  # period -> (period key, nanos)
+    reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
+    days: dict[date, Day] = field(default_factory=dict)
+
+    def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
+        key = period_key(period, now, tz)
+        current = self.spend.get(period)
+        return current[1] if current is not None and current[0] == key else 0
+
+    def reserved(self, period: Period, now: datetime) -> int:
+        if not self.reservations:
+            return 0
+        expired = [rid for rid, (_, expires, _) in self.reservations.items() if expires <= now]
+        for rid in expired:
+            del self.reservations[rid]
+        return sum(amount for amount, _, periods in self.reservations.values() if period in periods)
+
+    def blocking(self, now: datetime, estimate: int, tz: tzinfo) -> list[BudgetState]:
+        """The budgets that refuse ``estimate`` now; states are built only for those (hot path)."""
+        blocking = []
+        for period, amount in self.budgets.items():
+            spent = self.spent(period, now, tz)
+            reserved = self.reserved(period, now)
+            used = spent + reserved
+            if used >= amount or (estimate > 0 and used + estimate > amount):
+                start, end = period_bounds(period, now, tz)
+                blocking.append(BudgetState(period, amount, spent, reserved, start, end))
+        return blocking
+
+    def statuses(self, now: datetime, tz: tzinfo) -> list[BudgetStatus]:
+        statuses = []
+        for period in sorted(self.budgets, key=_PERIOD_ORDER.__getitem__):
+            start, end = period_bounds(period, now, tz)
+            statuses.append(budget_status(period, self.budgets[period], self.spent(period, now, tz),
+                                          self.reserved(period, now), start, end))
+        return statuses
+
+    def reserve(self, reservation_id: str, estimate: int, expires: datetime) -> None:
+        """Hold ``estimate`` against every budget the identity has now."""
+        self.reservations[reservation_id] = (estimate, expires, tuple(self.budgets))
+
+    def reset(self, period: Period) -> None:
+        """Zero the period's spend and release what reservations held against it."""
+        self.spend.pop(period, None)
+        for rid in [rid for rid, (_, _, periods) in self.reservations.items() if period in periods]:
+            amount, expires, periods = self.reservations[rid]
+            rest = tuple(p for p in periods if p is not period)
+            if rest:
+                self.reservations[rid] = (amount, expires, rest)
+            else:
+                del self.reservations[rid]
+
+    def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
+              error: bool = False, models: dict[str, int] | None = None) -> None:
+        """One request: into the UTC day's metrics, and its cost into every period's spend."""
+        day = utc_day(now)
+        bucket = self.days.get(day)
+        if bucket is None:
+            oldest = day - timedelta(days=METRIC_DAYS - 1)
+            for stale in [d for d in self.days if d < oldest]:
+                del self.days[stale]
+            bucket = self.days[day] = Day()
+        bucket.requests += 1
+        bucket.errors += error
+        bucket.cost += cost
+        bucket.input_tokens += input_tokens
+        bucket.output_tokens += output_tokens
+        for model, count in (models or {}).items():
+            bucket.models[model] = bucket.models.get(model, 0) + count
+        if cost:
+            for period, key in period_keys(now, tz):
+                current = self.spend.get(period)
+                base = current[1] if current is not None and current[0] == key else 0
+                self.spend[period] = (key, base + cost)
+
+    def metrics(self, now: datetime) -> Metrics:
+        """Totals over the last ``METRIC_DAYS`` UTC days up to ``now``."""
+        today = utc_day(now)
+        oldest = today - timedelta(days=METRIC_DAYS - 1)
+        days = [d for when, d in self.days.items() if oldest <= when <= today]
+        return metrics_from_totals(sum(d.cost for d in days), sum(d.input_tokens for d in days),
+                                   sum(d.output_tokens for d in days), sum(d.requests for d in days),
+                                   sum(d.errors for d in days))

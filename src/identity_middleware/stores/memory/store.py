@@ -1,0 +1,207 @@
+"""``MemoryStore``: the Store protocol over the records and the ledger, every operation under one lock."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
+from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate, Metrics
+from ...core.money import to_nanos
+from ...core.periods import UTC, Period
+from ..base import DEFAULT_RESERVATION_TTL, Store, check_limit
+from .ledger import Account
+from .records import Records
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+class MemoryStore(Store):
+    """Identities, budgets and metrics in a dict, for one process (tests, demos, single workers).
+
+    Every operation runs under one lock and finishes in microseconds, so the async twins call the
+    sync forms directly: no thread hop, no I/O. Records are immutable once stored (an update
+    stores a new copy), so readers get them without copying.
+    """
+
+    settles_before_await = True
+
+    def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL) -> None:
+        self.tz = tz
+        self.reservation_ttl = reservation_ttl
+        self._lock = threading.RLock()
+        self._records = Records()
+        self._accounts: dict[str, Account] = {}  # ULID -> the identity's ledger
+
+    def _insert(self, identity: IdentityInput, now: datetime) -> Identity:
+        record = self._records.insert(identity, now)
+        self._accounts[record.id] = Account()
+        return record
+
+    def _account(self, identity_id: str) -> Account:
+        return self._accounts[self._records.ulid_of(identity_id)]
+
+    # -- identities ------------------------------------------------------------------------------
+    def create(self, identity: IdentityInput) -> Identity:
+        with self._lock:
+            return self._insert(identity, _now(None))
+
+    async def acreate(self, identity: IdentityInput) -> Identity:
+        return self.create(identity)
+
+    def retrieve(self, identity_id: str) -> Identity:
+        with self._lock:
+            return self._records.by_ulid[self._records.ulid_of(identity_id)]
+
+    async def aretrieve(self, identity_id: str) -> Identity:
+        return self.retrieve(identity_id)
+
+    def update(self, identity_id: str, **fields: Any) -> Identity:
+        changes = IdentityUpdate.parse(fields).changes()
+        with self._lock:
+            return self._records.apply(self._records.ulid_of(identity_id), changes, _now(None))
+
+    async def aupdate(self, identity_id: str, **fields: Any) -> Identity:
+        return self.update(identity_id, **fields)
+
+    def delete(self, identity_id: str) -> None:
+        with self._lock:
+            ulid = self._records.ulid_of(identity_id)
+            self._records.remove(ulid)
+            del self._accounts[ulid]
+
+    async def adelete(self, identity_id: str) -> None:
+        self.delete(identity_id)
+
+    def list(
+        self,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        search: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_metrics: bool = False,
+        include_budgets: bool = False,
+    ) -> IdentityPage:
+        check_limit(limit)
+        now = _now(None)
+        with self._lock:
+            page, has_more = self._records.page(limit, starting_after, ending_before, search, tags)
+            data = []
+            for ulid in page:
+                record = self._records.by_ulid[ulid]
+                extra: dict[str, Any] = {}
+                if include_metrics:
+                    extra["metrics"] = self._accounts[ulid].metrics(now)
+                if include_budgets:
+                    extra["budgets"] = self._accounts[ulid].statuses(now, self.tz)
+                data.append(record.model_copy(update=extra) if extra else record)
+            return IdentityPage(data=data, has_more=has_more)
+
+    async def alist(
+        self,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        search: str | None = None,
+        tags: Sequence[str] | None = None,
+        include_metrics: bool = False,
+        include_budgets: bool = False,
+    ) -> IdentityPage:
+        return self.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets)
+
+    # -- budgets ---------------------------------------------------------------------------------
+    def set_budget(self, identity_id: str, budget: Budget) -> None:
+        with self._lock:
+            self._account(identity_id).budgets[budget.period] = to_nanos(budget.amount)
+
+    async def aset_budget(self, identity_id: str, budget: Budget) -> None:
+        self.set_budget(identity_id, budget)
+
+    def remove_budget(self, identity_id: str, period: Period | str) -> None:
+        period = Period(period)
+        with self._lock:
+            self._account(identity_id).budgets.pop(period, None)
+
+    async def aremove_budget(self, identity_id: str, period: Period | str) -> None:
+        self.remove_budget(identity_id, period)
+
+    def budget_status(self, identity_id: str, *, now: datetime | None = None) -> builtins.list[BudgetStatus]:
+        with self._lock:
+            return self._account(identity_id).statuses(_now(now), self.tz)
+
+    async def abudget_status(self, identity_id: str, *, now: datetime | None = None) -> builtins.list[BudgetStatus]:
+        return self.budget_status(identity_id, now=now)
+
+    def reset_budget(self, identity_id: str, period: Period | str) -> None:
+        period = Period(period)
+        with self._lock:
+            self._account(identity_id).reset(period)
+
+    async def areset_budget(self, identity_id: str, period: Period | str) -> None:
+        self.reset_budget(identity_id, period)
+
+    # -- usage -----------------------------------------------------------------------------------
+    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        with self._lock:
+            return self._account(identity_id).metrics(_now(now))
+
+    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        return self.metrics(identity_id, now=now)
+
+    # -- the request path ------------------------------------------------------------------------
+    def admit(self, request: AdmissionRequest) -> Admission:
+        now = _now(request.now)
+        with self._lock:
+            ulid = self._records.by_external.get(request.external_id)
+            if ulid is None:
+                if request.upsert is None and not request.create_missing:
+                    return Admission(None)
+                record = self._insert(request.upsert or IdentityInput(id=request.external_id), now)
+                ulid = record.id
+                for budget in request.default_budgets:
+                    self._accounts[ulid].budgets[budget.period] = to_nanos(budget.amount)
+            elif request.upsert is not None:
+                record = self._records.apply(ulid, request.upsert.changes(), now)
+            else:
+                record = self._records.by_ulid[ulid]
+            account = self._accounts[ulid]
+            if request.refused:
+                account.count(now, self.tz, error=True)
+                return Admission(record)
+            blocking = account.blocking(now, request.estimate, self.tz) if account.budgets else None
+            block = decide(blocking, request.estimate, now) if blocking else None
+            if block is not None:
+                account.count(now, self.tz, error=True)
+                return Admission(record, block)
+            if request.estimate <= 0 or not account.budgets:
+                return Admission(record)
+            expires = now + timedelta(seconds=self.reservation_ttl)
+            reservation = Reservation(uuid.uuid4().hex, ulid, request.estimate, expires,
+                                      tuple(p.value for p in account.budgets))
+            account.reserve(reservation.id, request.estimate, expires)
+            return Admission(record, None, reservation)
+
+    async def aadmit(self, request: AdmissionRequest) -> Admission:
+        return self.admit(request)
+
+    def settle(self, settlement: Settlement) -> None:
+        now = _now(settlement.now)
+        usage = settlement.usage
+        with self._lock:
+            account = self._accounts.get(settlement.identity_id)
+            if account is None:
+                return  # deleted while the request ran: nothing left to charge
+            if settlement.reservation is not None:
+                account.reservations.pop(settlement.reservation.id, None)
+            account.count(now, self.tz, cost=usage.cost, input_tokens=usage.input_tokens,
+                          output_tokens=usage.output_tokens, error=usage.error, models=usage.models)
+
+    async def asettle(self, settlement: Settlement) -> None:
+        self.settle(settlement)

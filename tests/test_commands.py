@@ -1,0 +1,137 @@
+"""One grammar, two faces: the console script and ``manage.py identities`` run the same commands alike."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+
+import django_project
+
+django_project.setup()
+
+from django.core.management import CommandError, call_command  # noqa: E402  (Django is configured above)
+from django.test import override_settings  # noqa: E402
+
+from django_project.settings import SITE  # noqa: E402
+from identity_middleware import cli  # noqa: E402
+from identity_middleware.stores import MemoryStore, Store  # noqa: E402
+
+Outcome = tuple[int, str, str]  # exit code, stdout, stderr
+Face = Callable[[Store, list[tuple[str, ...]]], list[Outcome]]
+
+# A whole operator's session, failures included (exit 1: missing or existing; exit 2: invalid input).
+SESSION: list[tuple[str, ...]] = [
+    ("list",),
+    ("create", "ops", "--display-name", "Ops Team", "--email", "ops@example.com", "--tag", "team",
+     "--metadata", "plan=pro"),
+    ("create", "ops"),
+    ("create", "bad", "--email", "not-an-email"),
+    ("budget", "set", "ops", "daily", "1.00"),
+    ("budget", "set", "ops", "monthly", "ten"),
+    ("record", "ops", "--cost", "0.25", "--input-tokens", "10", "--output-tokens", "5", "--model", "gpt"),
+    ("record", "ops", "--error"),
+    ("record", "ops", "--cost", "-1"),
+    ("budget", "status", "ops"),
+    ("budget", "status", "ops", "--json"),
+    ("list",),
+    ("list", "--json", "--tag", "team"),
+    ("list", "--search", "nobody"),
+    ("show", "ops"),
+    ("budget", "reset", "ops", "daily"),
+    ("budget", "reset", "ops", "weekly"),
+    ("budget", "remove", "ops", "daily"),
+    ("budget", "status", "ops"),
+    ("delete", "ops"),
+    ("show", "ops"),
+]
+EXIT_CODES = [0, 0, 1, 2, 0, 2, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+_ULID = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b")
+_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def site() -> Iterator[None]:
+    with override_settings(**SITE):
+        yield
+
+
+def console_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Face:
+    def run(store: Store, session: list[tuple[str, ...]]) -> list[Outcome]:
+        monkeypatch.setattr(cli, "store_from_url", lambda url: store)
+        outcomes = []
+        for argv in session:
+            code = cli.main(list(argv))
+            captured = capsys.readouterr()
+            outcomes.append((code, captured.out, captured.err))
+        return outcomes
+
+    return run
+
+
+def manage_py(store: Store, session: list[tuple[str, ...]]) -> list[Outcome]:
+    outcomes = []
+    with override_settings(IDENTITY_MIDDLEWARE={"STORE": store}):
+        for argv in session:
+            out = io.StringIO()
+            try:
+                call_command("identities", *argv, stdout=out)
+            except CommandError as error:
+                outcomes.append((error.returncode, out.getvalue(), f"error: {error}\n"))
+            else:
+                outcomes.append((0, out.getvalue(), ""))
+    return outcomes
+
+
+def _comparable(outcomes: list[Outcome]) -> list[Outcome]:
+    """Ids and timestamps differ between two stores; everything else must not."""
+    def plain(text: str) -> str:
+        return _INSTANT.sub("<instant>", _ULID.sub("<ulid>", text))
+
+    return [(code, plain(out), plain(err)) for code, out, err in outcomes]
+
+
+def test_the_console_script_and_manage_py_give_the_same_outputs_for_one_session(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    by_script = console_script(monkeypatch, capsys)(MemoryStore(), SESSION)
+    by_django = manage_py(MemoryStore(), SESSION)
+    assert [code for code, _, _ in by_script] == EXIT_CODES
+    assert _comparable(by_django) == _comparable(by_script)
+    assert by_script[2][2] == "error: identity 'ops' already exists\n"
+    assert by_script[-1] == (1, "", "error: identity 'ops' not found\n")
+
+
+def test_both_faces_leave_the_store_in_the_same_state(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    stores: list[Store] = [MemoryStore(), MemoryStore()]
+    console_script(monkeypatch, capsys)(stores[0], SESSION[:12])
+    manage_py(stores[1], SESSION[:12])
+    for store in stores:
+        metrics = store.metrics("ops")
+        assert (metrics.total_cost, metrics.total_tokens, metrics.total_requests) == (Decimal("0.25"), 15, 2)
+        statuses = store.budget_status("ops")
+        assert [(s.period.value, s.amount, s.spent) for s in statuses] == [("daily", 1, Decimal("0.25"))]
+
+
+def test_manage_py_raises_command_error_with_the_exit_code() -> None:
+    with override_settings(IDENTITY_MIDDLEWARE={"STORE": MemoryStore()}):
+        with pytest.raises(CommandError, match=r"^identity 'ghost' not found$") as missing:
+            call_command("identities", "show", "ghost", stdout=io.StringIO())
+        assert missing.value.returncode == 1
+        with pytest.raises(CommandError, match="invalid amount") as invalid:
+            call_command("identities", "budget", "set", "ghost", "daily", "-5", stdout=io.StringIO())
+        assert invalid.value.returncode == 2
+
+
+@pytest.mark.parametrize("argv", [("budget", "set", "x", "hourly", "1"), ("budget", "x", "daily", "1"),
+                                  ("reset", "x", "daily"), ("record",)])
+def test_both_faces_refuse_what_the_grammar_does_not_have(argv: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(argv))
+    assert exit_info.value.code == 2
+    with override_settings(IDENTITY_MIDDLEWARE={"STORE": MemoryStore()}), pytest.raises(CommandError):
+        call_command("identities", *argv, stdout=io.StringIO())
