@@ -75,7 +75,16 @@ def loaded(plan: Plan[T]) -> Plan[T]:
         step = next(plan)
         while True:
             try:
-                reply = yield from _loaded(step)
+                if isinstance(step, Batch):
+                    reply = yield from _batch(step)
+                else:  # inline, not a sub-generator: this is every admission's path
+                    try:
+                        reply = yield step
+                    except redis.exceptions.NoScriptError:
+                        if not isinstance(step, Eval):
+                            raise
+                        yield Call("script_load", (step.script.source,))
+                        reply = yield step
             except redis.exceptions.ResponseError as error:
                 step = plan.throw(error)
             else:
@@ -84,19 +93,11 @@ def loaded(plan: Plan[T]) -> Plan[T]:
         return stop.value  # type: ignore[no-any-return]
 
 
-def _loaded(step: Step) -> Generator[Step, Any, Any]:
-    if isinstance(step, Eval):
-        try:
-            return (yield step)
-        except redis.exceptions.NoScriptError:
-            yield Call("script_load", (step.script.source,))
-            return (yield step)
-    if isinstance(step, Call):
-        return (yield step)
-    replies = list((yield step))
+def _batch(batch: Batch) -> Generator[Step, Any, list[Any]]:
+    replies = list((yield batch))
     missing = [index for index, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
     if missing:
-        again = [step.steps[index] for index in missing]
+        again = [batch.steps[index] for index in missing]
         for script in {each.script: None for each in again if isinstance(each, Eval)}:
             yield Call("script_load", (script.source,))
         for index, reply in zip(missing, (yield Batch(again)), strict=True):

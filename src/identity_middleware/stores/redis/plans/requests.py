@@ -57,7 +57,11 @@ class RequestPlans(PlanBase):
         for settlement in settlements:
             if settlement.identity_id in tags:
                 key = (settlement.identity_id, window(codec.now_or(settlement.now), self.tz))
-                groups.setdefault(key, []).append(settlement)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [settlement]
+                else:
+                    group.append(settlement)
         if not groups:
             return 0
         steps = [self._settle_eval(ulid, current, group, tags[ulid]) for (ulid, current), group in groups.items()]
