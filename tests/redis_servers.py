@@ -183,3 +183,35 @@ def redis_sentinel(service: str = "mymaster") -> Iterator[str]:
             yield f"redis+sentinel://127.0.0.1:{sentinel_port}/{service}"
         finally:
             stop_servers(processes)
+
+
+@contextlib.contextmanager
+def redis_unix_server() -> Iterator[Path]:
+    """A redis-server listening only on a unix socket (``--port 0``); yields the socket's path."""
+    import redis
+
+    require_binaries()
+    # A short directory: a socket path is limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="idm-unix-", dir="/tmp") as directory:
+        socket_path = Path(directory) / "r.sock"
+        log = Path(directory) / "redis.log"
+        process = subprocess.Popen(
+            [REDIS_SERVER, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+             "--dir", directory, "--save", "", "--appendonly", "no", "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"redis-server on {socket_path} exited:\n{log.read_text(errors='replace')}")
+                with contextlib.suppress(redis.exceptions.ConnectionError), \
+                        redis.Redis(unix_socket_path=str(socket_path)) as client:
+                    if client.ping():
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on {socket_path} did not answer PING")
+                time.sleep(0.05)
+            yield socket_path
+        finally:
+            stop_servers([process])

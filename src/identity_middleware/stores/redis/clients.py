@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -15,6 +15,8 @@ import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from . import mux
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -36,6 +38,7 @@ class ClientSpec:
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     options: tuple[tuple[str, Any], ...] = ()
+    multiplex: bool = True
 
     @property
     def scheme(self) -> str:
@@ -49,9 +52,20 @@ class ClientSpec:
     def is_sentinel(self) -> bool:
         return self.scheme.endswith("+sentinel")
 
+    @property
+    def multiplexed(self) -> bool:
+        """Whether async script calls may take :mod:`.mux`: it speaks plain RESP over TCP or a unix
+        socket with AUTH and SELECT, so only a URL that asks for nothing more (no TLS, Sentinel,
+        Cluster, client options, or URL options beyond the db and password) qualifies."""
+        query = set(parse_qs(urlsplit(self.url).query))
+        return (self.multiplex and mux.available and self.scheme in ("redis", "unix") and not self.options
+                and query <= {"db", "password"})
+
     def _plain_url(self) -> str:
-        """The URL redis-py understands: ``redis+cluster://`` -> ``redis://``."""
+        """The URL redis-py understands: ``redis+cluster://`` -> ``redis://``; ``unix://`` as it is."""
         scheme = self.scheme
+        if scheme == "unix":
+            return self.url
         base = "rediss" if scheme.startswith("rediss") else "redis"
         return base + self.url[len(scheme):]
 
@@ -113,8 +127,3 @@ class ClientSpec:
 
     def limiter(self) -> asyncio.Semaphore | None:
         return asyncio.Semaphore(self.max_connections) if self.is_cluster else None
-
-    @property
-    def rate_limit_storage_uri(self) -> str:
-        """The same server as a ``limits`` storage URI (limits knows redis, rediss, +cluster, +sentinel)."""
-        return self.url

@@ -1,0 +1,141 @@
+"""The write-behind settlement buffer: thread-safe, batched, in-flight aware, kept through outages.
+
+Settlements wait here until a flush writes them, up to 500 per round trip. Any thread or loop may
+flush; each batch taken is marked in flight until its write is over, so a read that flushes first
+also waits for batches other flushes hold. A batch that meets an outage (or a cancellation) goes
+back to the front of the queue and is retried after the next successful call; a batch Redis
+refuses outright (a reply it would give again) is logged and dropped rather than block the rest.
+Beyond ``limit`` buffered settlements the oldest are dropped, with an error log.
+
+Known corner: a batch whose reply times out may still have been applied by Redis; it is re-queued
+all the same (usage is never dropped), so such a cut can count that batch twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import NoReturn
+
+from ...core.admission import Settlement
+from ...core.errors import StoreUnavailable
+from ...core.periods import UTC
+from .steps import Landed
+
+logger = logging.getLogger("identity_middleware.stores.redis")
+
+BATCH = 500
+INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
+
+Batch = list[Settlement]
+Marker = concurrent.futures.Future[None]
+
+
+class SettlementBuffer:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: collections.deque[Settlement] = collections.deque()
+        self.retry_due = False  # an outage left settlements here: the next successful call writes them
+        self._outage = False
+        self._inflight: set[Marker] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, settlement: Settlement) -> None:
+        if settlement.now is None:
+            # Stamped now, so a flush after midnight still charges the day the request ended.
+            settlement = Settlement(settlement.identity_id, settlement.usage, settlement.reservation, datetime.now(UTC))
+        self.pending.append(settlement)
+        while len(self.pending) > self.limit:
+            lost = self.pending.popleft()
+            logger.error("settlement buffer full (%d): dropped the usage of %s (cost %d nano-USD)",
+                         self.limit, lost.identity_id, lost.usage.cost)
+
+    def drain(self, write: Callable[[Batch], object]) -> None:
+        """Write everything buffered, a batch at a time (raises what a write raised; see module docs)."""
+        while True:
+            batch, marker = self._take()
+            if not batch:
+                break
+            try:
+                write(batch)
+            except BaseException as error:
+                self._raise(batch, error)
+            finally:
+                self._taken(marker)
+        self._recovered()
+
+    async def adrain(self, write: Callable[[Batch], Awaitable[object]]) -> None:
+        """:meth:`drain` for an async ``write``."""
+        while True:
+            batch, marker = self._take()
+            if not batch:
+                break
+            try:
+                await write(batch)
+            except BaseException as error:
+                self._raise(batch, error)
+            finally:
+                self._taken(marker)
+        self._recovered()
+
+    async def others_written(self) -> None:
+        """Wait for the batches other flushes (threads, loops) took before this read."""
+        with self._lock:
+            pending = list(self._inflight)
+        if not pending:
+            return
+        _, late = await asyncio.wait([asyncio.wrap_future(marker) for marker in pending], timeout=INFLIGHT_WAIT)
+        if late:  # a loop that stopped mid-write never ends its batch: not waited for again
+            with self._lock:
+                self._inflight.difference_update(marker for marker in pending if not marker.done())
+
+    def _take(self) -> tuple[Batch, Marker]:
+        """Up to a batch of buffered settlements, and a marker that is done once their write is over."""
+        batch: Batch = []
+        marker: Marker = concurrent.futures.Future()
+        with self._lock:
+            while self.pending and len(batch) < BATCH:
+                batch.append(self.pending.popleft())
+            if batch:
+                self._inflight.add(marker)
+        return batch, marker
+
+    def _taken(self, marker: Marker) -> None:
+        with self._lock:
+            self._inflight.discard(marker)
+        marker.set_result(None)
+
+    def _raise(self, batch: Batch, error: BaseException) -> NoReturn:
+        if isinstance(error, Landed):
+            # Cancelled (e.g. the loop shutting down) after the batch was written and applied:
+            # not re-buffered, so it is not counted twice.
+            raise asyncio.CancelledError from None
+        if isinstance(error, StoreUnavailable) or not isinstance(error, Exception):
+            # Cancellation included: re-buffered rather than lost.
+            self._requeue(batch)
+        else:
+            # Not an outage but a reply Redis will give again (e.g. a key of the wrong type):
+            # retrying would block every later settlement behind it, so the batch is not kept.
+            logger.error("redis refused %d settlements; their usage is not recorded: %r", len(batch), batch)
+        raise error
+
+    def _requeue(self, batch: Batch) -> None:
+        self.pending.extendleft(reversed(batch))
+        self.retry_due = True
+        if not self._outage:
+            self._outage = True
+            logger.warning("redis unavailable: %d settlements buffered, retried when it answers", len(self.pending))
+
+    def _recovered(self) -> None:
+        if self._outage and not self.pending:
+            self._outage = False
+            self.retry_due = False
+            logger.warning("redis answers again: buffered settlements written")

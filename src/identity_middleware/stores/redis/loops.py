@@ -1,0 +1,124 @@
+"""One async client per running event loop: built once under a gate, flushed and closed with its loop.
+
+redis.asyncio connections belong to the loop that opened them, and one store serves many loops over
+its life (a test client's, then ``anyio.run``'s, ...). Each loop gets its own client on first use;
+an async generator the loop finalises at shutdown (``asyncio.run`` and ``anyio.run`` call
+``shutdown_asyncgens``) hands the loop's client back: buffered settlements written, connections
+closed, so a loop that ends leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio.cluster
+
+from .clients import AsyncClient, ClientSpec
+from .mux import Direct
+from .steps import DOWN, unavailable
+
+
+@dataclass(eq=False)
+class LoopClient:
+    """One event loop's async client, its Cluster connection gate, multiplexed connection and flush task."""
+
+    client: AsyncClient
+    limiter: asyncio.Semaphore | None  # a Cluster's pools raise when full: calls queue here instead
+    direct: Direct | None = None
+    flush_task: asyncio.Task[None] | None = None
+    guard: AsyncGenerator[None, None] | None = None
+    closed: bool = False
+
+
+class Loops:
+    """The :class:`LoopClient` of each running loop; ``retire`` runs before a loop's client closes."""
+
+    def __init__(self, spec: ClientSpec | None, factory: Callable[[], AsyncClient] | None,
+                 retire: Callable[[LoopClient], Awaitable[None]]) -> None:
+        self._spec = spec
+        self._factory = factory
+        self._retire = retire
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = weakref.WeakKeyDictionary()
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        # The loop get() answered last, and its state: most calls come from the same loop.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopClient] | None = None
+
+    async def get(self) -> LoopClient:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop and not last[1].closed:
+            return last[1]
+        state = self._states.get(loop)
+        if state is not None and not state.closed:
+            self._last = (weakref.ref(loop), state)
+            return state
+        # One coroutine per loop builds the client: a Cluster client is initialised (awaited)
+        # before it is registered, and without this gate every request arriving meanwhile built
+        # and initialised its own client (hundreds of connections at once, and leaked clients).
+        with self._lock:
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = asyncio.Lock()
+        async with gate:
+            state = self._states.get(loop)
+            if state is not None and not state.closed:
+                return state
+            return await self._new(loop)
+
+    async def _new(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
+        spec = self._spec
+        if self._factory is not None:
+            state = LoopClient(self._factory(), None)
+        else:
+            assert spec is not None
+            state = LoopClient(spec.async_client(), spec.limiter())
+            if spec.multiplexed and isinstance(state.client, redis.asyncio.Redis):
+                state.direct = Direct(state.client.connection_pool)
+        if isinstance(state.client, redis.asyncio.cluster.RedisCluster):
+            # Learn the slot map once, before many coroutines race to (redis-py then opens and
+            # uses half-set-up connections concurrently under load).
+            try:
+                await state.client.initialize()
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    await state.client.aclose()
+                if isinstance(error, DOWN):
+                    raise unavailable(error) from error
+                raise
+        with self._lock:
+            self._states[loop] = state
+        state.guard = self._guard(state)
+        await state.guard.__anext__()
+        return state
+
+    async def _guard(self, state: LoopClient) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._close(state)
+
+    async def _close(self, state: LoopClient) -> None:
+        if state.closed:
+            return
+        try:
+            await self._retire(state)
+        finally:
+            state.closed = True
+            if state.direct is not None:
+                await state.direct.release()
+            await state.client.aclose()
+
+    async def close(self, state: LoopClient) -> None:
+        """Retire and close the running loop's client now (it is rebuilt if the loop calls again)."""
+        if state.guard is not None:
+            await state.guard.aclose()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._states.get(loop) is state:
+                del self._states[loop]

@@ -1,0 +1,136 @@
+"""What every plan shares: locating an identity (cached hash tags) and building its script calls."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
+from typing import Any
+
+from ....core.errors import IdentityNotFound
+from ....core.ids import is_ulid, new_ulid
+from ....core.models import Budget, Identity
+from ....core.money import to_nanos
+from ...base import METRIC_DAYS
+from ..keys import KeySchema, Window, identity_tag, window
+from ..scripts import ADMIT, METRICS, STATE, Script
+from ..steps import Batch, Call, Eval, Plan
+from . import codec
+
+_CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
+
+
+class PlanBase:
+    """One key schema, timezone and reservation TTL, and the caches every plan consults.
+
+    The caches hold facts that never change (ULID -> hash tag) or that the scripts re-check on every
+    call (a record's version), so a stale entry costs a round trip, never a wrong answer.
+    """
+
+    def __init__(self, prefix: str, tz: tzinfo, reservation_ttl: float) -> None:
+        self.keys = KeySchema(prefix)
+        self.tz = tz
+        self.reservation_ttl = reservation_ttl
+        self._tags: dict[str, str] = {}  # ULID -> hash tag
+        self._tags_lock = threading.Lock()
+        # hash tag -> the window its keys were built for, those keys, and them in the Redis protocol
+        self._keysets: dict[str, tuple[Window, list[str], bytes]] = {}
+        # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
+        # it differs (changed here or by another process), so an unchanged one is not re-parsed
+        self._records: dict[str, tuple[str, Identity]] = {}
+
+    # -- locating identities ---------------------------------------------------------------------
+    def _remember(self, ulid: str, tag: str) -> None:
+        with self._tags_lock:
+            if len(self._tags) >= _CACHE_LIMIT:
+                self._tags.clear()
+            self._tags[ulid] = tag
+
+    def _cache(self, tag: str, fields: dict[str, str]) -> Identity:
+        identity = codec.identity(fields)
+        if len(self._records) >= _CACHE_LIMIT:
+            self._records.clear()
+        self._records[tag] = (codec.version(fields), identity)
+        return identity
+
+    def tags_of(self, ulids: Iterable[str]) -> Plan[dict[str, str]]:
+        """Hash tags of ULIDs (from the cache, else one pipelined lookup); unknown ULIDs left out."""
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for ulid in ulids:
+            tag = self._tags.get(ulid)
+            if tag is None:
+                missing.append(ulid)
+            else:
+                found[ulid] = tag
+        if missing:
+            lookups = [Call("zrangebylex", (self.keys.identities, f"[{ulid}:", f"({ulid};", 0, 1)) for ulid in missing]
+            for ulid, members in zip(missing, (yield Batch(lookups)), strict=True):
+                if members:
+                    found[ulid] = members[0].partition(":")[2]
+                    self._remember(ulid, found[ulid])
+        return found
+
+    def fetch(self, identity_id: str) -> Plan[tuple[Identity, str]]:
+        """The record and its tag: by external id first, else by ULID."""
+        tag = identity_tag(identity_id)
+        fields = codec.as_map((yield Call("hgetall", (self.keys.record(tag),))))
+        if fields.get("x") == identity_id:
+            self._remember(fields["u"], tag)
+            return codec.identity(fields), tag
+        if is_ulid(identity_id):
+            tags = yield from self.tags_of([identity_id])
+            if identity_id in tags:
+                tag = tags[identity_id]
+                fields = codec.as_map((yield Call("hgetall", (self.keys.record(tag),))))
+                if fields.get("u") == identity_id:
+                    return codec.identity(fields), tag
+        raise IdentityNotFound(identity_id)
+
+    # -- script calls ----------------------------------------------------------------------------
+    def _eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
+        """A per-identity script call; its 11 keys built (and packed) once per tag and window."""
+        cached = self._keysets.get(tag)
+        if cached is None or cached[0] is not current:
+            keys = self.keys.window_keys(tag, current)
+            packed = b"".join(b"$%d\r\n%s\r\n" % (len(key), key) for key in (key.encode() for key in keys))
+            if len(self._keysets) >= _CACHE_LIMIT:
+                self._keysets.clear()
+            cached = self._keysets[tag] = (current, keys, packed)
+        return Eval(script, cached[1], args, cached[2])
+
+    def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
+               may_create: bool = True, refused: bool = False, estimate: int = 0, reservation_id: str = "",
+               default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
+               ulid: str | None = None) -> Eval:
+        """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua."""
+        if tag is None:
+            tag = identity_tag(external_id)
+        if ulid is None:
+            ulid = new_ulid()
+        current = window(now, self.tz)
+        args: list[str | int] = [
+            mode, external_id, ulid, now.isoformat(), codec.ms(now), int(may_create), int(refused), estimate,
+            reservation_id, int(self.reservation_ttl * 1000), current.metric_expire_at, known,
+            *codec.field_args(changes), len(default_budgets),
+        ]
+        for budget in default_budgets:
+            args += [budget.period.value, to_nanos(budget.amount)]
+        return self._eval(ADMIT, tag, current, args)
+
+    def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
+        """The record from an admit script reply (``cached`` when it sent none: unchanged); a new
+        one is added to the global list (its own slot, so a second step)."""
+        if cached is not None and not isinstance(reply[2], (list, dict)):
+            return cached[1]
+        identity = self._cache(tag, codec.as_map(reply[2]))
+        self._remember(identity.id, tag)
+        if reply[1]:
+            yield Call("zadd", (self.keys.identities, {f"{identity.id}:{tag}": 0}))
+        return identity
+
+    def _state_eval(self, tag: str, now: datetime) -> Eval:
+        return self._eval(STATE, tag, window(now, self.tz), [codec.ms(now)])
+
+    def _metrics_eval(self, tag: str, now: datetime) -> Eval:
+        return Eval(METRICS, self.keys.metric_keys(tag, now, METRIC_DAYS), [])

@@ -1,0 +1,41 @@
+"""Plans for budgets and usage reads: set, remove, reset, status, and the 30-day metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ....core.models import Budget, BudgetStatus, Metrics
+from ....core.money import to_nanos
+from ....core.periods import Period, period_key
+from ..steps import Call, Plan
+from . import codec
+from .base import PlanBase
+
+
+class BudgetPlans(PlanBase):
+    def set_budget(self, identity_id: str, budget: Budget) -> Plan[None]:
+        _, tag = yield from self.fetch(identity_id)
+        yield Call("hset", (self.keys.budgets(tag), budget.period.value, to_nanos(budget.amount)))
+
+    def remove_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
+        period = Period(period)
+        _, tag = yield from self.fetch(identity_id)
+        yield Call("hdel", (self.keys.budgets(tag), period.value))
+
+    def reset_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
+        period = Period(period)
+        _, tag = yield from self.fetch(identity_id)
+        now = codec.now_or(None)
+        # One DEL of two keys in one slot: the period's spend and its reservations go together.
+        yield Call("delete", (self.keys.spend(tag, period_key(period, now, self.tz)),
+                              self.keys.reservations(tag, period)))
+
+    def budget_status(self, identity_id: str, now: datetime | None) -> Plan[list[BudgetStatus]]:
+        moment = codec.now_or(now)
+        _, tag = yield from self.fetch(identity_id)
+        return codec.statuses((yield self._state_eval(tag, moment)), moment, self.tz)
+
+    def metrics(self, identity_id: str, now: datetime | None) -> Plan[Metrics]:
+        moment = codec.now_or(now)
+        _, tag = yield from self.fetch(identity_id)
+        return codec.metrics((yield self._metrics_eval(tag, moment)))

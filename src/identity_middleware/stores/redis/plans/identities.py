@@ -1,0 +1,109 @@
+"""Plans for identity records: create, retrieve, update, delete, and the paged list."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any
+
+from ....core.errors import IdentityExists, IdentityNotFound
+from ....core.models import Identity, IdentityInput, IdentityPage, IdentityUpdate
+from ...base import check_limit, matches
+from ..keys import identity_tag
+from ..steps import Batch, Call, Eval, Plan
+from . import codec
+from .base import PlanBase
+
+_LIST_CHUNK = 200  # members read per round trip when a search or tag filter skips some
+
+
+class IdentityPlans(PlanBase):
+    def retrieve(self, identity_id: str) -> Plan[Identity]:
+        identity, _ = yield from self.fetch(identity_id)
+        return identity
+
+    def create(self, identity: IdentityInput) -> Plan[Identity]:
+        changes = {name: value for name, value in identity.changes().items() if value is not None}
+        reply = yield self._write("create", identity.id, changes, codec.now_or(None))
+        if reply[0] == 2:
+            raise IdentityExists(identity.id)
+        return (yield from self._indexed(reply, identity_tag(identity.id)))
+
+    def update(self, identity_id: str, fields: dict[str, Any]) -> Plan[Identity]:
+        changes = IdentityUpdate.parse(fields).changes()
+        identity, _ = yield from self.fetch(identity_id)
+        tag = identity_tag(identity.external_id)
+        reply = yield self._write("update", identity.external_id, changes, codec.now_or(None), tag=tag)
+        if reply[0] == 0:
+            raise IdentityNotFound(identity_id)
+        return self._cache(tag, codec.as_map(reply[2]))
+
+    def delete(self, identity_id: str) -> Plan[None]:
+        identity, tag = yield from self.fetch(identity_id)
+        # Unlisted first, then deleted: a crash in between leaves a record that admission still
+        # finds, never a listed member without a record.
+        yield Call("zrem", (self.keys.identities, f"{identity.id}:{tag}"))
+        self._records.pop(tag, None)
+        yield Call("delete", tuple(self.keys.all_identity_keys(tag, codec.now_or(None), self.tz)))
+
+    def list(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
+             tags: Sequence[str] | None, include_metrics: bool, include_budgets: bool) -> Plan[IdentityPage]:
+        check_limit(limit)
+        page, has_more = yield from self._page(limit, starting_after, ending_before, search, tags)
+        if not (include_metrics or include_budgets) or not page:
+            return IdentityPage(data=[identity for identity, _ in page], has_more=has_more)
+        now = codec.now_or(None)
+        steps: builtins.list[Call | Eval] = []
+        for _, tag in page:
+            if include_metrics:
+                steps.append(self._metrics_eval(tag, now))
+            if include_budgets:
+                steps.append(self._state_eval(tag, now))
+        replies = iter((yield Batch(steps)))
+        data = []
+        for identity, _ in page:
+            extra: dict[str, Any] = {}
+            if include_metrics:
+                extra["metrics"] = codec.metrics(next(replies))
+            if include_budgets:
+                extra["budgets"] = codec.statuses(next(replies), now, self.tz)
+            data.append(identity.model_copy(update=extra))
+        return IdentityPage(data=data, has_more=has_more)
+
+    def _page(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
+              tags: Sequence[str] | None) -> Plan[tuple[builtins.list[tuple[Identity, str]], bool]]:
+        """Up to ``limit`` matching identities with their tags, in ULID order, and whether more follow."""
+        backward = bool(ending_before and not starting_after)
+        low = f"({starting_after};" if starting_after else "-"
+        high = f"({ending_before}" if ending_before else "+"
+        chunk = limit + 1 if not (search or tags) else max(limit + 1, _LIST_CHUNK)
+        page: builtins.list[tuple[Identity, str]] = []
+        has_more = False
+        while not has_more:
+            if backward:
+                members = yield Call("zrevrangebylex", (self.keys.identities, high, low, 0, chunk))
+            else:
+                members = yield Call("zrangebylex", (self.keys.identities, low, high, 0, chunk))
+            if not members:
+                break
+            if backward:
+                high = f"({members[-1]}"
+            else:
+                low = f"({members[-1]}"
+            pairs = [member.partition(":")[::2] for member in members]
+            replies = yield Batch([Call("hgetall", (self.keys.record(tag),)) for _, tag in pairs])
+            for (ulid, tag), reply in zip(pairs, replies, strict=True):
+                fields = codec.as_map(reply)
+                if fields.get("u") != ulid:
+                    continue  # deleted between the two reads
+                identity = codec.identity(fields)
+                if matches(identity, search, tags):
+                    if len(page) == limit:
+                        has_more = True
+                        break
+                    page.append((identity, tag))
+            if len(members) < chunk:
+                break
+        if backward:
+            page.reverse()
+        return page, has_more

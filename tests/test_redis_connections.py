@@ -1,0 +1,116 @@
+"""RedisStore reaches the server it was given: unix sockets, and stores built from clients, rate limits included."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from identity_middleware.core.admission import AdmissionRequest
+from identity_middleware.core.models import IdentityInput
+from identity_middleware.ratelimit import RateLimiter
+from identity_middleware.stores import RedisStore
+from redis_servers import free_port, redis_unix_server, start_server, stop_servers
+
+
+@pytest.fixture(scope="module")
+def socket_path() -> Iterator[Path]:
+    with redis_unix_server() as path:
+        yield path
+
+
+def _on_default_port(pattern: str) -> list[str]:
+    """Keys matching ``pattern`` on 127.0.0.1:6379 (another server on this machine; only read)."""
+    try:
+        with redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1, decode_responses=True) as client:
+            return list(client.scan_iter(match=pattern, count=1000))
+    except redis.exceptions.ConnectionError:
+        return []  # nothing listens there: nothing can have landed there
+
+
+def _on_socket(path: Path, pattern: str) -> list[str]:
+    with redis.Redis(unix_socket_path=str(path), decode_responses=True) as client:
+        return list(client.scan_iter(match=pattern, count=1000))
+
+
+def _limited(limiter: RateLimiter, external_id: str) -> list[bool]:
+    return [limiter.hit(external_id) is not None for _ in range(3)]
+
+
+@pytest.mark.parametrize("multiplex", [True, False])
+@pytest.mark.anyio
+async def test_a_unix_url_writes_to_that_socket_and_nowhere_else(socket_path: Path, multiplex: bool) -> None:
+    prefix = f"unix-{uuid.uuid4().hex[:12]}"
+    store = RedisStore.from_url(f"unix://{socket_path}", prefix=prefix, multiplex=multiplex)
+    try:
+        store.create(IdentityInput(id="sync"))
+        assert (await store.aadmit(AdmissionRequest("async"))).identity is not None
+        assert ((await store._loop()).direct is not None) is multiplex  # both async paths take the socket
+        assert {identity.external_id for identity in (await store.alist()).data} == {"sync", "async"}
+    finally:
+        await store.aclose()
+    assert f"{prefix}:identities" in _on_socket(socket_path, f"{prefix}:*")
+    assert _on_default_port(f"{prefix}:*") == []
+
+
+def test_a_unix_store_rate_limits_on_that_socket(socket_path: Path) -> None:
+    store = RedisStore.from_url(f"unix://{socket_path}?db=0")
+    assert store.rate_limit_storage_uri == f"redis+unix://{socket_path}?db=0"  # the scheme limits knows
+    external_id = f"unix-limit-{uuid.uuid4().hex[:12]}"
+    assert _limited(RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri), external_id) == [
+        False, False, True]
+    assert _on_socket(socket_path, f"*{external_id}*")
+    assert _on_default_port(f"*{external_id}*") == []
+    store.close()
+
+
+def _client_store(url: str, **options: Any) -> RedisStore:
+    return RedisStore(client=redis.Redis.from_url(url, decode_responses=True, **options),
+                      async_client_factory=lambda: redis.asyncio.Redis.from_url(url, decode_responses=True, **options),
+                      prefix=f"given-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.mark.anyio
+async def test_a_store_built_from_clients_names_their_server_for_rate_limits(redis_url: str) -> None:
+    store = _client_store(redis_url)
+    assert store.rate_limit_storage_uri == redis_url
+    assert (await store.aadmit(AdmissionRequest("a"))).identity is not None
+    limiter = RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri)
+    assert [await limiter.ahit("a") is not None for _ in range(3)] == [False, False, True]
+    assert _limited(limiter, "b") == [False, False, True]
+    assert any("identity-middleware/a/" in key for key in store._client().scan_iter(match="LIMITS*"))
+    await store.aclose()
+
+
+def test_a_store_built_from_clients_passes_their_password_to_rate_limits(tmp_path: Path) -> None:
+    port = free_port()
+    password = "p@ss:w/rd"  # characters a URL must quote
+    process = start_server(port, tmp_path)
+    try:
+        with redis.Redis(port=port) as client:  # set after start: the start-up PING sends no password
+            client.config_set("requirepass", password)
+        store = _client_store(f"redis://127.0.0.1:{port}/2", password=password)
+        assert store.rate_limit_storage_uri == f"redis://:p%40ss%3Aw%2Frd@127.0.0.1:{port}/2"
+        assert _limited(RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri), "a") == [
+            False, False, True]
+        store.close()
+    finally:
+        stop_servers([process])
+
+
+def test_a_store_built_from_a_unix_client_names_its_socket(socket_path: Path) -> None:
+    store = RedisStore(client=redis.Redis(unix_socket_path=str(socket_path), db=1, decode_responses=True),
+                       async_client_factory=lambda: redis.asyncio.Redis(unix_socket_path=str(socket_path), db=1,
+                                                                        decode_responses=True))
+    assert store.rate_limit_storage_uri == f"redis+unix://{socket_path}?db=1"
+    external_id = f"unix-given-{uuid.uuid4().hex[:12]}"
+    assert _limited(RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri), external_id) == [
+        False, False, True]
+    with redis.Redis(unix_socket_path=str(socket_path), db=1, decode_responses=True) as client:
+        assert list(client.scan_iter(match=f"*{external_id}*"))
+

@@ -1,0 +1,197 @@
+"""The Redis plans without a server: each is driven by feeding it the replies Redis would give."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.exceptions
+
+from identity_middleware.core.admission import AdmissionRequest, Reservation, Settlement, Usage
+from identity_middleware.core.errors import IdentityExists, IdentityNotFound
+from identity_middleware.core.ids import new_ulid
+from identity_middleware.core.models import IdentityInput
+from identity_middleware.core.periods import Period
+from identity_middleware.stores.redis.keys import identity_tag
+from identity_middleware.stores.redis.plans import Plans
+from identity_middleware.stores.redis.scripts import ADMIT, METRICS, SETTLE
+from identity_middleware.stores.redis.steps import Batch, Call, Eval, Plan, Step, loaded
+
+UTC = timezone.utc
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+ULID = new_ulid()
+NANOS_PER_USD = 1_000_000_000
+
+
+def drive(plan: Plan[Any], replies: Sequence[Any]) -> tuple[list[Step], Any]:
+    """Send ``replies`` one per step (an exception is thrown in instead, a callable is given the
+    step and answers it); the steps seen and the result."""
+    steps: list[Step] = []
+    try:
+        step = next(plan)
+        for reply in replies:
+            steps.append(step)
+            if callable(reply):
+                reply = reply(step)
+            step = plan.throw(reply) if isinstance(reply, BaseException) else plan.send(reply)
+        steps.append(step)
+    except StopIteration as stop:
+        return steps, stop.value
+    raise AssertionError(f"the plan wants more replies; its last step: {steps[-1]}")
+
+
+def record(external_id: str = "user_1", ulid: str = ULID, **fields: str) -> list[str]:
+    """A record hash as the scripts return it (a flat list)."""
+    values = {"u": ulid, "x": external_id, "c": NOW.isoformat(), "t": NOW.isoformat(), "display_name": "null",
+              "email": "null", "avatar_url": "null", "tags": "[]", "metadata": "{}", **fields}
+    return [item for pair in values.items() for item in pair]
+
+
+def daily(amount: str, spent: str = "0", reserved: str = "0") -> list[int]:
+    """A budget row of a script reply: period index (1 = daily), amount, spent, reserved (nano-USD)."""
+    return [1, int(Decimal(amount) * NANOS_PER_USD), int(Decimal(spent) * NANOS_PER_USD),
+            int(Decimal(reserved) * NANOS_PER_USD)]
+
+
+@pytest.fixture
+def plans() -> Plans:
+    return Plans("t", UTC, reservation_ttl=30)
+
+
+# -- admission -----------------------------------------------------------------------------------
+def test_admitting_a_new_identity_reserves_the_estimate_and_lists_it(plans: Plans) -> None:
+    (admit, listed), admission = drive(plans.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
+                                       [[1, 1, record(), [daily("1")], 0, 1], 1])
+    assert isinstance(admit, Eval) and admit.script is ADMIT
+    assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 11
+    mode, external_id, ulid, _, _, may_create, refused, estimate, reservation_id = admit.args[:9]
+    assert (mode, external_id, may_create, refused, estimate) == ("admit", "user_1", 1, 0, 500)
+    assert ulid and reservation_id  # a ULID for a record this process has not seen
+    assert listed == Call("zadd", ("t:identities", {f"{ULID}:{identity_tag('user_1')}": 0}))
+    assert admission.identity.id == ULID and admission.allowed
+    assert admission.reservation == Reservation(str(reservation_id), ULID, 500, NOW + timedelta(seconds=30), ("daily",))
+
+
+def test_an_unchanged_cached_record_is_not_sent_again(plans: Plans) -> None:
+    _, first = drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
+    (again,), second = drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 0, 0, [], 0, 0]])
+    assert isinstance(again, Eval)
+    assert again.args[2] == "" and again.args[11] == f"{ULID} {NOW.isoformat()}"  # no ULID, the known version
+    assert second.identity is first.identity and second.reservation is None
+
+
+def test_a_cached_identity_deleted_elsewhere_is_recreated_with_a_new_ulid(plans: Plans) -> None:
+    drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
+    other = new_ulid()
+    (asked, again, _), admission = drive(plans.admit(AdmissionRequest("user_1", now=NOW)),
+                                         [[3], [1, 1, record(ulid=other), [], 0, 0], 1])
+    assert isinstance(asked, Eval) and isinstance(again, Eval)
+    assert asked.args[2] == "" and again.args[2] not in ("", ULID)
+    assert admission.identity.id == other
+
+
+def test_a_blocked_admission_names_the_budget_and_reserves_nothing(plans: Plans) -> None:
+    _, admission = drive(plans.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
+                         [[1, 0, record(), [daily("0.20", spent="0.20")], 1, 0]])
+    assert admission.blocked is not None and admission.reservation is None
+    assert admission.blocked.period is Period.DAILY and admission.blocked.spent == Decimal("0.20")
+    assert admission.blocked.retry_after == 12 * 3600  # NOW is noon UTC: the day resets at midnight
+
+
+def test_an_unknown_identity_is_not_created_when_creation_is_off(plans: Plans) -> None:
+    (admit,), admission = drive(plans.admit(AdmissionRequest("ghost", create_missing=False, now=NOW)), [[0]])
+    assert isinstance(admit, Eval) and admit.args[5] == 0
+    assert admission.identity is None
+
+
+# -- settlement ----------------------------------------------------------------------------------
+def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
+    other = new_ulid()
+    reservation = Reservation("r1", ULID, 700, NOW + timedelta(seconds=30), ("daily",))
+    gpt = Usage(cost=100, input_tokens=10, output_tokens=1)
+    gpt.models["gpt"] = 1
+    settlements = [Settlement(ULID, gpt, reservation, NOW),
+                   Settlement(ULID, Usage(cost=50, output_tokens=2, error=True), None, NOW),
+                   Settlement(other, Usage(cost=7), None, NOW)]
+    members = {ULID: f"{ULID}:{identity_tag('a')}", other: f"{other}:{identity_tag('b')}"}
+
+    def lookups_answered(step: Batch) -> list[list[str]]:  # ZRANGEBYLEX "[<ULID>:" per unknown ULID
+        return [[members[lookup.args[1][1:-1]]] for lookup in step.steps if isinstance(lookup, Call)]
+
+    (lookups, batch), charged = drive(plans.settle(settlements), [lookups_answered, [1, 1]])
+    assert isinstance(lookups, Batch) and all(isinstance(each, Call) for each in lookups.steps)
+    assert isinstance(batch, Batch) and len(batch.steps) == 2  # one script call per identity
+    first, second = sorted(batch.steps, key=lambda each: each.args[0] != ULID)  # type: ignore[union-attr]
+    assert isinstance(first, Eval) and first.script is SETTLE and first.keys[0] == f"t:{{{identity_tag('a')}}}:id"
+    assert list(first.args[:6]) == [ULID, 150, 10, 3, 2, 1]  # cost, tokens in/out, requests, errors
+    assert first.args[7] == "700:r1" and list(first.args[8:]) == ["gpt", 1]
+    assert isinstance(second, Eval) and list(second.args[:6]) == [other, 7, 0, 0, 1, 0]
+    assert charged == 3
+
+
+def test_known_tags_are_not_looked_up_and_deleted_identities_are_not_charged(plans: Plans) -> None:
+    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
+    gone = new_ulid()
+    settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(gone, Usage(cost=1), None, NOW)]
+    (lookup, batch), charged = drive(plans.settle(settlements), [[[]], [0]])
+    assert isinstance(lookup, Batch) and len(lookup.steps) == 1  # only the unknown ULID
+    assert isinstance(batch, Batch) and len(batch.steps) == 1
+    assert charged == 0  # the script answered 0: deleted meanwhile
+
+
+# -- reads and records ---------------------------------------------------------------------------
+def test_metrics_sum_five_counters_per_day(plans: Plans) -> None:
+    (_, metrics_eval), metrics = drive(plans.metrics("user_1", NOW),
+                                       [record(), ["100", "3", "4", "2", "1", "50", "0", "0", "1", "0"]])
+    assert isinstance(metrics_eval, Eval) and metrics_eval.script is METRICS and len(metrics_eval.keys) == 30
+    assert metrics.total_cost == Decimal("0.00000015") and metrics.total_requests == 3
+    assert metrics.total_tokens == 7 and metrics.error_rate == pytest.approx(1 / 3)
+
+
+def test_an_identity_is_found_by_ulid_when_not_by_external_id(plans: Plans) -> None:
+    steps, identity = drive(plans.retrieve(ULID), [[], [[f"{ULID}:{identity_tag('user_1')}"]], record()])
+    assert steps[0] == Call("hgetall", (f"t:{{{identity_tag(ULID)}}}:id",))
+    assert steps[2] == Call("hgetall", (f"t:{{{identity_tag('user_1')}}}:id",))
+    assert identity.external_id == "user_1"
+
+
+def test_an_unknown_id_is_not_found(plans: Plans) -> None:
+    with pytest.raises(IdentityNotFound):
+        drive(plans.retrieve("nobody"), [[]])
+
+
+def test_creating_an_existing_identity_is_refused(plans: Plans) -> None:
+    with pytest.raises(IdentityExists):
+        drive(plans.create(IdentityInput(id="user_1")), [[2]])
+
+
+# -- NOSCRIPT ------------------------------------------------------------------------------------
+def test_a_forgotten_script_is_loaded_and_the_call_made_again(plans: Plans) -> None:
+    missing = redis.exceptions.NoScriptError("No matching script")
+    steps, admission = drive(loaded(plans.admit(AdmissionRequest("user_1", now=NOW))),
+                             [missing, "sha", [1, 1, record(), [], 0, 0], 1])
+    assert isinstance(steps[0], Eval) and steps[1] == Call("script_load", (ADMIT.source,)) and steps[2] == steps[0]
+    assert admission.identity.id == ULID
+
+
+def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> None:
+    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
+    other = new_ulid()
+    settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=2), None, NOW)]
+    missing = redis.exceptions.NoScriptError("No matching script")
+    steps, charged = drive(loaded(plans.settle(settlements)),
+                           [[[f"{other}:{identity_tag('b')}"]], [1, missing], "sha", [1]])
+    batch, load, retry = steps[1:]
+    assert isinstance(batch, Batch) and isinstance(retry, Batch)
+    assert load == Call("script_load", (SETTLE.source,)) and list(retry.steps) == [batch.steps[1]]
+    assert charged == 2
+
+
+def test_an_error_reply_in_a_batch_is_raised_from_the_plan(plans: Plans) -> None:
+    wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    plan = loaded(plans.settle([Settlement(ULID, Usage(cost=1), None, NOW)]))
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        drive(plan, [[[f"{ULID}:{identity_tag('a')}"]], [wrong]])
