@@ -65,7 +65,7 @@ def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlo
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: a frozen dataclass takes ~3x as long to build
 class AdmissionRequest:
     """What the flow asks of a store for one request, answered in one atomic step.
 
@@ -129,7 +129,7 @@ class Usage:
             self.models[model] = self.models.get(model, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: a frozen dataclass takes ~3x as long to build
 class Settlement:
     """A finished request: its usage, and the reservation it releases."""
 

@@ -47,6 +47,7 @@ class Flow(Drivers):
         self._estimates = sorted(config.estimates.items(), key=lambda item: len(item[0]), reverse=True)
         self._outage = OutageLog()
         self._closed = config.on_store_error == "closed"
+        self._required = config.require_identity
         self.limiter: RateLimiter | None = None
         if config.rate_limit or config.rate_limits:
             from ..ratelimit import RateLimiter  # `limits` is loaded only by apps that rate limit
@@ -72,10 +73,12 @@ class Flow(Drivers):
         except InvalidIdentity as error:
             return Refused(invalid_identity(error))
         mark = request.mark
-        required = self.config.require_identity or (mark is not None and mark.require_identity)
+        required = self._required or (mark is not None and mark.require_identity)
         if resolved is None:
             return Refused(identity_required()) if required else ANONYMOUS
-        estimate = (mark.estimate if mark is not None else 0) or self.estimate_for(request.path)
+        estimate = mark.estimate if mark is not None else 0
+        if not estimate and self._estimates:
+            estimate = self.estimate_for(request.path)
         try:
             if self.limiter is not None:
                 exceeded = yield HitLimit(resolved.external_id)
