@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,48 @@ def test_a_store_built_from_a_unix_client_names_its_socket(socket_path: Path) ->
     with redis.Redis(unix_socket_path=str(socket_path), db=1, decode_responses=True) as client:
         assert list(client.scan_iter(match=f"*{external_id}*"))
 
+
+
+@pytest.mark.parametrize("rate_limit", [None, "2/minute"])
+def test_a_store_built_from_clients_serves_the_middlewares(redis_url: str, rate_limit: str | None) -> None:
+    """The documented ``RedisStore(client=..., async_client_factory=...)`` behind the ASGI and WSGI
+    middlewares, with and without a rate limit (it used to raise in any middleware)."""
+    from flask import Flask
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, current_identity, record_usage
+
+    store = _client_store(redis_url)
+
+    async def chat(request: Request) -> JSONResponse:
+        record_usage("0.001")
+        identity = current_identity()
+        return JSONResponse({"identity": identity.external_id if identity else None})
+
+    asgi_app = Starlette(routes=[Route("/chat", chat, methods=["POST"])])
+    asgi_app.add_middleware(IdentityMiddleware, store=store, rate_limit=rate_limit)
+    flask_app = Flask(__name__)
+
+    @flask_app.post("/chat")
+    def flask_chat() -> dict[str, Any]:
+        record_usage("0.001")
+        identity = current_identity()
+        return {"identity": identity.external_id if identity else None}
+
+    flask_app.wsgi_app = IdentityWSGIMiddleware(flask_app.wsgi_app, store=store,  # type: ignore[method-assign]
+                                                rate_limit=rate_limit)
+    with TestClient(asgi_app) as client:
+        answers = [client.post("/chat", headers={"X-Identity-Id": "asgi-user"}) for _ in range(3)]
+    flask = flask_app.test_client()
+    wsgi_answers = [flask.post("/chat", headers={"X-Identity-Id": "wsgi-user"}, buffered=True) for _ in range(3)]
+    expected = [200, 200, 429] if rate_limit else [200, 200, 200]
+    assert [answer.status_code for answer in answers] == expected
+    assert [answer.status_code for answer in wsgi_answers] == expected
+    assert answers[0].json() == {"identity": "asgi-user"} and wsgi_answers[0].json == {"identity": "wsgi-user"}
+    spent = Decimal("0.002") if rate_limit else Decimal("0.003")  # a refused request runs no view
+    assert store.metrics("asgi-user").total_cost == store.metrics("wsgi-user").total_cost == spent
+    store.close()
