@@ -17,4 +17,5 @@ urlpatterns = [
     path("needs-identity", views.needs_identity),
     path("chat-view", views.ChatView.as_view()),
     path("indirect-chat", views.indirect_chat),
+    path("echo", views.echo),
 ]

@@ -83,3 +83,11 @@ class ChatView(View):
 def indirect_chat(request: HttpRequest) -> JsonResponse:
     """An undecorated view handing over to a decorated one: the middleware cannot see the mark."""
     return chat(request)
+
+
+def echo(request: HttpRequest) -> HttpResponse:
+    """The body exactly as the view read it, and who the middleware said is calling."""
+    identity = current_identity()
+    response = HttpResponse(request.body, content_type="application/octet-stream")
+    response["X-Seen-Identity"] = identity.external_id.encode().hex() if identity else "-"
+    return response

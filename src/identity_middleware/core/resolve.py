@@ -31,6 +31,9 @@ class _Envelope(msgspec.Struct):
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 _decode_orq = msgspec.json.Decoder(_Orq).decode
 _decode_any = msgspec.json.Decoder().decode
+# What decoding hostile JSON raises: malformed or invalid UTF-8 (DecodeError), numbers out of range
+# (ValidationError), nesting deeper than the decoder's stack (RecursionError).
+_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
 
 # The same callers send the same identity JSON again and again: its validated form is kept by its
 # exact bytes (an IdentityInput is never mutated), so repeat requests skip the model validation.
@@ -65,20 +68,23 @@ def identity_from_body(body: bytes) -> IdentityInput | None:
         return None
     try:
         envelope = _decode_envelope(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except _UNREADABLE:
+        return None  # not JSON we can read: the app gets it as it came, the identity comes from elsewhere
     raw = bytes(envelope.identity)
     if raw == b"null" and bytes(envelope.orq) != b"null":
         try:
             raw = bytes(_decode_orq(envelope.orq).identity)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNREADABLE:
             return None  # ``orq`` is not an object: nothing of ours in it
     if raw == b"null":
         return None
     found = _validated.get(raw)
     if found is not None:
         return found
-    value = _decode_any(raw)
+    try:
+        value = _decode_any(raw)
+    except _UNREADABLE as error:
+        raise InvalidIdentity("identity", f"identity is not readable JSON ({error})") from None
     if not isinstance(value, dict):
         raise InvalidIdentity("identity", "identity must be an object")
     identity = IdentityInput.parse(value)
