@@ -27,7 +27,12 @@ def test_budgets_and_estimates_are_normalised_once() -> None:
 @pytest.mark.parametrize(("options", "error"), [
     ({"on_store_error": "maybe"}, ValueError),
     ({"max_body_size": -1}, ValueError),
-    ({"header_names": []}, ValueError),
+    ({"sources": []}, ValueError),
+    ({"sources": ["body", "body"]}, ValueError),
+    ({"sources": ["cookie"]}, ValueError),
+    ({"sources": "auth"}, ValueError),
+    ({"may_act_for": "admin"}, TypeError),
+    ({"body_timeout": 0}, ValueError),
     ({"header_names": "X-Identity-Id"}, ValueError),
     ({"store": "redis://x"}, TypeError),
     ({"resolver": "not callable"}, TypeError),
@@ -37,6 +42,11 @@ def test_budgets_and_estimates_are_normalised_once() -> None:
 def test_bad_options_fail_at_construction(options: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         Config(**options)  # type: ignore[arg-type]
+
+
+def test_no_identity_headers_at_all_is_a_valid_choice() -> None:
+    assert Config(header_names=()).header_names == ()
+    assert Config(sources=["auth"]).sources == ("auth",)
 
 
 def test_every_shell_takes_the_same_options() -> None:

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import Config
 from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse
+from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .starlette import find_mark
 
@@ -57,7 +58,8 @@ class IdentityMiddleware:
         self.config = Config(**options)
         self.flow = Flow(self.config)
         self.store = self.config.store
-        self._header_keys = {name: name.lower().encode("latin-1") for name in self.config.header_names}
+        self._header_keys = {name: name.lower().encode("latin-1")
+                             for name in (*self.config.header_names, SIGNATURE_HEADER)}
         self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
 

@@ -11,9 +11,11 @@ from .core.money import to_nanos
 from .stores.base import Store
 from .stores.memory import MemoryStore
 
-__all__ = ["DEFAULT_HEADER_NAMES", "Config", "OutagePolicy"]
+__all__ = ["DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "OutagePolicy"]
 
 DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
+DEFAULT_SOURCES = ("body", "header", "auth")
+SOURCES = ("body", "header", "auth", "user_field")
 OutagePolicy = Literal["open", "closed"]
 
 
@@ -39,6 +41,12 @@ class Config:
     create_missing: bool = True  # create a header/auth identity on its first request
     estimates: Mapping[str, int] = field(default_factory=dict)  # path prefix -> nano-USD to reserve
     resolver: Callable[[Any], object] | None = None  # (scope | environ | request) -> id, IdentityInput or None
+    # Who may name an identity (see SECURITY.md): the sources accepted, first that yields wins;
+    # "user_field" is OpenAI's `safety_identifier`/`user` and Anthropic's `metadata.user_id` in the body.
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    may_act_for: Callable[[str, str], bool] | None = None  # (authenticated principal, claimed id) -> allowed
+    signing_key: str | bytes | None = None  # identity headers only with a valid X-Identity-Signature
+    body_timeout: float | None = 30.0  # seconds to read a JSON body we sniff; then 408 (ASGI)
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -49,11 +57,19 @@ class Config:
             raise ValueError('on_store_error must be "open" or "closed"')
         if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
             raise ValueError("max_body_size must be a non-negative number of bytes")
-        if isinstance(self.header_names, str) or not self.header_names:
-            raise ValueError("header_names needs at least one header name (a list or tuple of names)")
+        if isinstance(self.header_names, str):
+            raise ValueError("header_names is a list or tuple of names")
+        if isinstance(self.sources, str) or not self.sources or not set(self.sources) <= set(SOURCES) \
+                or len(set(self.sources)) != len(tuple(self.sources)):
+            raise ValueError(f"sources: one or more of {SOURCES}, each once, in the order they are tried")
+        if self.may_act_for is not None and not callable(self.may_act_for):
+            raise TypeError("may_act_for must be callable: (principal, claimed) -> bool")
+        if self.body_timeout is not None and not self.body_timeout > 0:
+            raise ValueError("body_timeout must be a positive number of seconds (or None: no limit)")
         if self.resolver is not None and not callable(self.resolver):
             raise TypeError("resolver must be callable")
         object.__setattr__(self, "header_names", tuple(self.header_names))
+        object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "default_budgets", _budgets(self.default_budgets))
         object.__setattr__(self, "rate_limits", dict(self.rate_limits or {}))
         object.__setattr__(self, "estimates", {path: to_nanos(amount)

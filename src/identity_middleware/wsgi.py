@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .config import Config
 from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse
+from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
 from .flow.streams import MeteredIterable
 
@@ -117,7 +118,8 @@ class IdentityWSGIMiddleware:
         self.config = Config(**options)
         self.flow = Flow(self.config)
         self.store = self.config.store
-        self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_") for name in self.config.header_names}
+        self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_")
+                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
 
     def _request(self, environ: WSGIEnvironment) -> Request:
         def header(name: str) -> str | None:

@@ -17,7 +17,9 @@ __all__ = [
     "InvalidIdentity",
     "StoreUnavailable",
     "budget_exceeded",
+    "identity_forbidden",
     "identity_required",
+    "identity_signature_invalid",
     "invalid_identity",
     "rate_limited",
     "store_unavailable",
@@ -95,3 +97,13 @@ def store_unavailable() -> ErrorResponse:
     return ErrorResponse(503, _error("store_unavailable",
                                      "The identity store is unavailable; try again shortly."),
                          [("retry-after", "1")])
+
+
+def identity_forbidden(principal: str, claimed: str) -> ErrorResponse:
+    return ErrorResponse(403, _error("identity_forbidden",
+                                     f"{principal!r} may not act for {claimed!r}.", identity=claimed))
+
+
+def identity_signature_invalid(reason: str) -> ErrorResponse:
+    return ErrorResponse(401, _error("identity_signature_invalid",
+                                     f"The identity header needs a valid X-Identity-Signature: {reason}."))

@@ -128,6 +128,12 @@ def resolve(
     return None
 
 
+def resolve_body(body: bytes) -> Resolved | None:
+    """The body's identity, tagging the request and upserting the record; ``None`` when it names none."""
+    identity = identity_from_body(body)
+    return Resolved(identity.id, "body", identity) if identity is not None else None
+
+
 def resolve_tagged(
     body: bytes | None, header: Callable[[str], str | None], header_names: Sequence[str]
 ) -> Resolved | None:

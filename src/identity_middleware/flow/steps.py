@@ -8,6 +8,7 @@ response has ended, drives :meth:`Flow.settlement`.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..context import Meter, Untracked
@@ -16,12 +17,15 @@ from ..core.errors import (
     ErrorResponse,
     StoreUnavailable,
     budget_exceeded,
+    identity_forbidden,
     identity_required,
+    identity_signature_invalid,
     invalid_identity,
     rate_limited,
     store_unavailable,
 )
-from ..core.resolve import Resolved, resolve_auth, resolve_tagged
+from ..core.resolve import Resolved, identity_from_header, resolve_auth, resolve_body
+from ..core.signing import SIGNATURE_HEADER, signature_problem
 from ..core.validation import InvalidIdentity
 from .drivers import Drivers
 from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
@@ -37,6 +41,10 @@ __all__ = ["Flow"]
 
 
 
+class BadSignature(Exception):
+    """An identity header without a valid signature, while ``signing_key`` requires one."""
+
+
 class Flow(Drivers):
     """The request flow under one :class:`~identity_middleware.config.Config`: its plans, and
     :meth:`run`/:meth:`arun` to drive one with the store's sync or async operations."""
@@ -48,6 +56,9 @@ class Flow(Drivers):
         self._outage = OutageLog()
         self._closed = config.on_store_error == "closed"
         self._required = config.require_identity
+        self._sources = config.sources
+        self._may_act_for = config.may_act_for
+        self._signing_key = config.signing_key
         self.limiter: RateLimiter | None = None
         if config.rate_limit or config.rate_limits:
             from ..ratelimit import RateLimiter  # `limits` is loaded only by apps that rate limit
@@ -67,11 +78,26 @@ class Flow(Drivers):
     def admission(self, request: Request) -> Plan[Outcome]:
         """Resolve, validate, rate limit and admit: what to do with the request."""
         try:
-            resolved = resolve_tagged(request.body, request.header, self.config.header_names)
-            if resolved is None:
-                resolved = resolve_auth((yield LOOK_UP_AUTH))
+            resolved: Resolved | None = None
+            principal: Resolved | None = None
+            for source in self._sources:
+                if source == "body":
+                    resolved = resolve_body(request.body) if request.body else None
+                elif source == "header":
+                    resolved = self._header_identity(request)
+                elif source == "auth":
+                    resolved = principal = resolve_auth((yield LOOK_UP_AUTH))
+                if resolved is not None:
+                    break
+            if resolved is not None and self._may_act_for is not None and resolved.source != "auth":
+                principal = resolve_auth((yield LOOK_UP_AUTH))
+                if principal is not None and principal.external_id != resolved.external_id \
+                        and not self._may_act_for(principal.external_id, resolved.external_id):
+                    return Refused(identity_forbidden(principal.external_id, resolved.external_id))
         except InvalidIdentity as error:
             return Refused(invalid_identity(error))
+        except BadSignature as error:
+            return Refused(identity_signature_invalid(str(error)))
         mark = request.mark
         required = self._required or (mark is not None and mark.require_identity)
         if resolved is None:
@@ -97,6 +123,18 @@ class Flow(Drivers):
         if admission.blocked is not None:
             return Refused(budget_exceeded(identity.external_id, admission.blocked))
         return Tracked(Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self))
+
+    def _header_identity(self, request: Request) -> Resolved | None:
+        for name in self.config.header_names:
+            external_id = identity_from_header(request.header(name), name)
+            if external_id is not None:
+                if self._signing_key is not None:
+                    problem = signature_problem(self._signing_key, external_id, request.header(SIGNATURE_HEADER),
+                                                time.time())
+                    if problem is not None:
+                        raise BadSignature(problem)
+                return Resolved(external_id, "header")
+        return None
 
     def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False) -> AdmissionRequest:
         return AdmissionRequest(external_id=resolved.external_id, upsert=resolved.upsert,
