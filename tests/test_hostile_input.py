@@ -4,6 +4,7 @@ byte, the size limit holds exactly however the body is chunked; ASGI, WSGI and D
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -63,7 +64,7 @@ content_types = st.sampled_from([b"application/json", b"application/json; charse
 def _chunks(body: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(max(cut, 0), len(body)) for cut in cuts})
     edges = [0, *points, len(body)]
-    return [body[start:end] for start, end in zip(edges, edges[1:], strict=False)]
+    return [body[start:end] for start, end in itertools.pairwise(edges)]
 
 
 # -- ASGI -----------------------------------------------------------------------------------------
