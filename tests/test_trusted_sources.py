@@ -18,7 +18,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from identity_middleware import IdentityInput, IdentityMiddleware, IdentityWSGIMiddleware, current_identity, record_usage
+from identity_middleware import (
+    IdentityInput,
+    IdentityMiddleware,
+    IdentityWSGIMiddleware,
+    current_identity,
+    record_usage,
+)
 from identity_middleware.core.signing import sign
 from identity_middleware.stores import MemoryStore
 
