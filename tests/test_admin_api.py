@@ -442,3 +442,43 @@ def test_metrics_match_what_the_middleware_recorded(client: TestClient, admin_st
     assert record["metrics"]["error_rate"] == 0.25
     other = client.get("/v2/identities/other", params={"include_metrics": "1"}).json()
     assert other["metrics"]["total_requests"] == 1 and other["metrics"]["total_cost"] == "0.0125"
+
+
+# -- one identity per {id} ---------------------------------------------------------------------------
+def test_an_external_id_shaped_like_another_ulid_never_reaches_that_identity(
+        client: TestClient, admin_store: Store) -> None:
+    mallory = create(client, "mallory")
+    create(client, mallory["_id"], display_name="decoy")  # an external id equal to mallory's ULID
+    assert client.put("/v2/identities/mallory/budgets/daily", json={"amount": "0.01"}).status_code == 200
+    assert [s.period.value for s in admin_store.budget_status("mallory")] == ["daily"]
+    assert admin_store.budget_status(mallory["_id"]) == []  # the decoy (external id first) has none
+    admin_store.record("mallory", cost="0.02")
+    shown = client.get("/v2/identities/mallory", params={"include_budgets": "true", "include_metrics": "true"})
+    assert shown.json()["metrics"]["total_cost"] == "0.02" and len(shown.json()["budgets"]) == 1
+    assert Decimal(client.post("/v2/identities/mallory/budgets/daily/reset").json()["spent"]) == 0
+    assert client.delete("/v2/identities/mallory/budgets/daily").status_code in (200, 204)
+    assert admin_store.budget_status("mallory") == []
+
+
+def test_a_percent_encoded_slash_is_part_of_the_id(client: TestClient, admin_store: Store) -> None:
+    create(client, "victim2")
+    client.put("/v2/identities/victim2/budgets/daily", json={"amount": "1"})
+    create(client, "victim2/budgets/daily")
+    assert client.get("/v2/identities/victim2%2Fbudgets%2Fdaily").json()["external_id"] == "victim2/budgets/daily"
+    assert client.delete("/v2/identities/victim2%2Fbudgets%2Fdaily").status_code in (200, 204)
+    with pytest.raises(LookupError):
+        admin_store.retrieve("victim2/budgets/daily")
+    assert [s.period.value for s in admin_store.budget_status("victim2")] == ["daily"]  # untouched
+    create(client, "a/b")
+    assert client.put("/v2/identities/a%2Fb/budgets/weekly", json={"amount": "2"}).status_code == 200
+    assert [s.period.value for s in admin_store.budget_status("a/b")] == ["weekly"]
+
+
+def test_a_percent_encoded_slash_works_under_a_mount(admin_store: Store) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/admin", app=create_admin_app(admin_store, token=TOKEN))])
+    with TestClient(app, headers=AUTH) as client:
+        assert client.post("/admin/v2/identities", json={"external_id": "x/y"}).status_code == 201
+        assert client.get("/admin/v2/identities/x%2Fy").json()["external_id"] == "x/y"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..stores.base import Store
 from .errors import AdminError, Reply, not_found, payload_too_large
@@ -17,6 +20,23 @@ from .routes import METHODS, AdminAPI
 __all__ = ["MAX_BODY_SIZE", "create_admin_app"]
 
 MAX_BODY_SIZE = 1_048_576
+# A "/" that arrived as %2F inside one path segment: routing must not see it as a separator.
+_SLASH = "\ue000"
+
+
+class RawSegments:
+    """Route on the raw path: ``%2F`` in a segment is part of an id (``DELETE /v2/identities/a%2Fb``
+    deletes identity ``a/b``), not a ``/`` that reaches another route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%2f" in raw.lower():
+            segments = raw.split(b"?", 1)[0].decode("latin-1").split("/")
+            scope = {**scope, "path": "/".join(unquote(segment).replace("/", _SLASH) for segment in segments)}
+        await self.app(scope, receive, send)
 
 
 def to_response(reply: Reply) -> Response:
@@ -47,7 +67,7 @@ def _endpoint(api: AdminAPI, template: str) -> Callable[[Request], Awaitable[Res
         reply = await api.handle(
             template,
             request.method,
-            params=dict(request.path_params),
+            params={name: str(value).replace(_SLASH, "/") for name, value in request.path_params.items()},
             query={name: request.query_params.getlist(name) for name in request.query_params},
             authorization=request.headers.get("authorization"),
             body=body,
@@ -73,4 +93,4 @@ def create_admin_app(store: Store, *, token: str | None) -> Starlette:
     """
     api = AdminAPI(store, token=token)
     routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
-    return Starlette(routes=routes, exception_handlers={404: _not_found})
+    return Starlette(routes=routes, middleware=[Middleware(RawSegments)], exception_handlers={404: _not_found})

@@ -142,10 +142,11 @@ def _status_of(statuses: Sequence[BudgetStatus], identity_id: str, period: Perio
 
 async def _with_extras(store: Store, identity: Identity, request: AdminRequest) -> Identity:
     extra: dict[str, Any] = {}
+    # By external id: it names this identity only (an external id shaped like its ULID could name another).
     if request.flag("include_metrics"):
-        extra["metrics"] = await store.ametrics(identity.id)
+        extra["metrics"] = await store.ametrics(identity.external_id)
     if request.flag("include_budgets"):
-        extra["budgets"] = await store.abudget_status(identity.id)
+        extra["budgets"] = await store.abudget_status(identity.external_id)
     return identity.model_copy(update=extra) if extra else identity
 
 
@@ -156,9 +157,9 @@ async def create_identity(store: Store, request: AdminRequest) -> Reply:
     budgets = _budgets_of(data)  # all validated before anything is written
     record = await store.acreate(identity)
     for budget in budgets:
-        await store.aset_budget(record.id, budget)
+        await store.aset_budget(record.external_id, budget)
     if budgets:
-        record = record.model_copy(update={"budgets": await store.abudget_status(record.id)})
+        record = record.model_copy(update={"budgets": await store.abudget_status(record.external_id)})
     return Reply.json(201, record.to_json())
 
 
@@ -203,9 +204,9 @@ async def list_budgets(store: Store, request: AdminRequest) -> Reply:
 async def set_budget(store: Store, request: AdminRequest) -> Reply:
     period = request.period()
     budget = _budget(request.json_object(), period)
-    identity = await store.aretrieve(request.identity_id)
-    await store.aset_budget(identity.id, budget)
-    status = _status_of(await store.abudget_status(identity.id), request.identity_id, period)
+    identity = await store.aretrieve(request.identity_id)  # resolved once; then named by its external id
+    await store.aset_budget(identity.external_id, budget)
+    status = _status_of(await store.abudget_status(identity.external_id), request.identity_id, period)
     return Reply.json(200, _status_json(status))
 
 
@@ -217,14 +218,16 @@ async def get_budget(store: Store, request: AdminRequest) -> Reply:
 
 async def remove_budget(store: Store, request: AdminRequest) -> Reply:
     period = request.period()
-    _status_of(await store.abudget_status(request.identity_id), request.identity_id, period)
-    await store.aremove_budget(request.identity_id, period)
+    identity = await store.aretrieve(request.identity_id)
+    _status_of(await store.abudget_status(identity.external_id), request.identity_id, period)
+    await store.aremove_budget(identity.external_id, period)
     return Reply.empty()
 
 
 async def reset_budget(store: Store, request: AdminRequest) -> Reply:
     period = request.period()
-    _status_of(await store.abudget_status(request.identity_id), request.identity_id, period)
-    await store.areset_budget(request.identity_id, period)
-    status = _status_of(await store.abudget_status(request.identity_id), request.identity_id, period)
+    identity = await store.aretrieve(request.identity_id)
+    _status_of(await store.abudget_status(identity.external_id), request.identity_id, period)
+    await store.areset_budget(identity.external_id, period)
+    status = _status_of(await store.abudget_status(identity.external_id), request.identity_id, period)
     return Reply.json(200, _status_json(status))
