@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config
 from .context import Meter, bind, unbind
-from .core.errors import ErrorResponse
+from .core.errors import ErrorResponse, request_timeout
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .starlette import find_mark
@@ -94,20 +94,24 @@ class IdentityMiddleware:
         reader = JsonBody.wanted(content_type, content_length, self.config.max_body_size)
         if reader is None:
             return None, receive
-        first = True
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # a disconnect while reading: replay, then it
-                head = reader.read_so_far()
-                return None, _replaying([_request(head, more_body=True), message] if head else [message], receive)
-            within = reader.feed(message.get("body", b""))
-            if not message.get("more_body", False):
-                if first:  # the usual case: the whole body in one message, replayed as it came
-                    return reader.body(), _replaying([message], receive)
-                return reader.body(), _replaying([_request(reader.read_so_far(), more_body=False)], receive)
-            if not within:
-                return None, _replaying([_request(reader.read_so_far(), more_body=True)], receive)
-            first = False
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            # The usual case: the whole body in one message, replayed as it came, with no timer to pay for.
+            reader.feed(message.get("body", b""))
+            return reader.body(), _replaying([message], receive)
+        # The clock starts with the first chunk: the rest must arrive within body_timeout.
+        with anyio.fail_after(self.config.body_timeout):
+            while True:
+                if message["type"] != "http.request":  # a disconnect while reading: replay, then it
+                    head = reader.read_so_far()
+                    pending = [_request(head, more_body=True), message] if head else [message]
+                    return None, _replaying(pending, receive)
+                within = reader.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return reader.body(), _replaying([_request(reader.read_so_far(), more_body=False)], receive)
+                if not within:
+                    return None, _replaying([_request(reader.read_so_far(), more_body=True)], receive)
+                message = await receive()
 
     def _request(self, scope: Scope, body: bytes | None) -> Request:
         headers = scope["headers"]
@@ -143,7 +147,11 @@ class IdentityMiddleware:
 
     # -- the request -----------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, receive = await self._read_body(scope, receive)
+        try:
+            body, receive = await self._read_body(scope, receive)
+        except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
+            await _send_error(send, request_timeout(self.config.body_timeout or 0))
+            return
         outcome = await self.flow.arun(self.flow.admission(self._request(scope, body)), lambda: self._auth(scope))
         if isinstance(outcome, Tracked):
             await self._tracked(outcome.meter, scope, receive, send)

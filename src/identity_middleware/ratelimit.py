@@ -26,6 +26,7 @@ _STRATEGIES = {
                                aio_strategies.SlidingWindowCounterRateLimiter),
 }
 _NAMESPACE = "identity-middleware"
+_SWEEP_INTERVAL = 10.0  # seconds between sweeps of idle ids (memory storage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ class RateLimiter:
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._memory = storage_uri.startswith("memory://")
         self._errors = _storage_errors()
+        # The memory storage keeps a key per id forever (limits never drops a moving window that is
+        # not hit again): ids idle for longer than their longest window are cleared, at most once
+        # per sweep interval, so memory follows the callers of the last window, not all callers ever.
+        self._seen: dict[str, float] = {}
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
 
     @staticmethod
     def _parse(text: str) -> list[RateLimitItem]:
@@ -130,6 +137,11 @@ class RateLimiter:
         if not items:
             return None
         limiter = self._sync_limiter()
+        if self._memory:
+            now = time.monotonic()
+            self._seen[external_id] = now
+            if now >= self._next_sweep:
+                self.sweep(now)
         try:
             for item in items:
                 if not limiter.hit(item, _NAMESPACE, external_id):
@@ -138,6 +150,24 @@ class RateLimiter:
         except self._errors as error:
             raise StoreUnavailable(f"rate limit storage: {error}") from error
         return None
+
+    @property
+    def tracked_ids(self) -> int:
+        """How many ids the memory storage holds windows for (0 for a shared storage)."""
+        return len(self._seen)
+
+    def sweep(self, now: float) -> None:
+        """Clear the windows of ids not seen for longer than their longest window (memory storage)."""
+        with self._sweep_lock:
+            self._next_sweep = now + _SWEEP_INTERVAL
+            limiter = self._sync_limiter()
+            for external_id, seen in list(self._seen.items()):
+                items = self.limits_for(external_id)
+                if now - seen > max((item.get_expiry() for item in items), default=0):
+                    for item in items:
+                        limiter.clear(item, _NAMESPACE, external_id)
+                    if self._seen.get(external_id) == seen:  # not hit again meanwhile
+                        del self._seen[external_id]
 
     async def ahit(self, external_id: str) -> RateLimitExceeded | None:
         items = self.limits_for(external_id)

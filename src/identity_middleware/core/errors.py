@@ -22,6 +22,7 @@ __all__ = [
     "identity_signature_invalid",
     "invalid_identity",
     "rate_limited",
+    "request_timeout",
     "store_unavailable",
 ]
 
@@ -107,3 +108,8 @@ def identity_forbidden(principal: str, claimed: str) -> ErrorResponse:
 def identity_signature_invalid(reason: str) -> ErrorResponse:
     return ErrorResponse(401, _error("identity_signature_invalid",
                                      f"The identity header needs a valid X-Identity-Signature: {reason}."))
+
+
+def request_timeout(seconds: float) -> ErrorResponse:
+    return ErrorResponse(408, _error("request_timeout", f"The request body did not arrive within {seconds:g} s."),
+                         [("connection", "close")])

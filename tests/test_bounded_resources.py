@@ -1,0 +1,93 @@
+"""Memory and time per caller stay bounded: idle rate-limit windows are reclaimed, a trickled body gets 408."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+
+from identity_middleware import IdentityMiddleware
+from identity_middleware.ratelimit import RateLimiter
+from identity_middleware.stores import MemoryStore
+
+
+def test_idle_ids_rate_limit_windows_are_reclaimed() -> None:
+    limiter = RateLimiter("2/second;100/minute")
+    ids = [uuid.uuid4().hex for _ in range(5000)]
+    for external_id in ids:
+        limiter.hit(external_id)
+    limiter.hit(ids[0])
+    assert limiter.hit(ids[0]) is not None  # the third hit in a second is refused
+    assert limiter.tracked_ids == 5000
+    now = time.monotonic()
+    limiter.sweep(now + 30)  # idle for less than the longest window (a minute): kept
+    assert limiter.tracked_ids == 5000 and limiter.hit(ids[0]) is not None
+    limiter.sweep(now + 61)
+    assert limiter.tracked_ids == 0
+    assert limiter.hit(ids[0]) is None  # its window is gone with it
+
+
+def test_recently_seen_ids_survive_a_sweep() -> None:
+    limiter = RateLimiter("1/minute")
+    limiter.hit("old")
+    limiter.sweep(time.monotonic() + 61)
+    limiter.hit("new")
+    limiter.sweep(time.monotonic() + 1)
+    assert limiter.tracked_ids == 1 and limiter.hit("new") is not None
+
+
+@pytest.mark.anyio
+async def test_a_trickled_json_body_is_answered_408_without_calling_the_app() -> None:
+    called: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(True)
+
+    middleware = IdentityMiddleware(app, store=MemoryStore(), body_timeout=0.3)
+    sent: list[dict[str, Any]] = []
+
+    async def trickle() -> dict[str, Any]:
+        await anyio.sleep(0.05)  # one byte every 50 ms, for ever
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-type", b"application/json")]}
+    with anyio.fail_after(5):  # bounded however the machine is loaded; 408 comes after body_timeout
+        await middleware(scope, trickle, send)
+    assert sent[0]["status"] == 408 and b"request_timeout" in sent[1]["body"] and not called
+
+
+@pytest.mark.anyio
+async def test_a_body_in_several_prompt_chunks_is_not_timed_out() -> None:
+    received: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    chunks = [b'{"identity": ', b'{"id": "u"}', b"}"]
+    messages = [{"type": "http.request", "body": c, "more_body": i < 2} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    middleware = IdentityMiddleware(app, store=MemoryStore(), body_timeout=5)
+    await middleware({"type": "http", "method": "POST", "path": "/",
+                      "headers": [(b"content-type", b"application/json")]}, receive, send)
+    assert sent[0]["status"] == 200 and b"".join(received) == b"".join(chunks)
+    assert middleware.store.metrics("u").total_requests == 1
