@@ -91,6 +91,25 @@ def test_body_beats_header_beats_request_user_beats_resolver(configure: Configur
     assert store.retrieve("from-body").display_name == "B"
 
 
+def test_auth_only_sources_charge_the_logged_in_user(configure: Configure, store: Store) -> None:
+    configure(SOURCES=["auth"])
+    store.create(IdentityInput(id="bob", display_name="Bob"))
+    body = {"identity": {"id": "bob", "display_name": "Not Bob"}}
+    assert post_json(logged_in(Client()), "/whoami", body, X_Identity_Id="bob").json()["identity"] == "alice"
+    assert store.retrieve("bob").display_name == "Bob"
+
+
+@pytest.mark.anyio
+async def test_may_act_for_refuses_naming_someone_else_sync_and_async(configure: Configure, store: Store) -> None:
+    configure(MAY_ACT_FOR=lambda principal, claimed: claimed == "team-1")
+    refused = logged_in(Client()).get("/whoami", headers={"X-Identity-Id": "bob"})
+    assert refused.status_code == 403 and error_of(refused)["type"] == "identity_forbidden"
+    arefused = await logged_in(AsyncClient()).get("/awhoami", headers={"X-Identity-Id": "bob"})
+    assert arefused.status_code == 403
+    allowed = await logged_in(AsyncClient()).get("/awhoami", headers={"X-Identity-Id": "team-1"})
+    assert allowed.json()["identity"] == "team-1"
+
+
 @pytest.mark.anyio
 async def test_async_views_resolve_the_user_without_blocking_and_see_the_identity(configure: Configure) -> None:
     client = logged_in(AsyncClient(), 2)
