@@ -29,8 +29,10 @@ def _model_schemas() -> dict[str, Any]:
     )
     schemas: dict[str, Any] = top["$defs"]
     identity = schemas["Identity"]
-    # to_json() always sends every profile field (null when unset); metrics/budgets only when asked.
-    identity["required"] = [name for name in identity["properties"] if name not in ("metrics", "budgets")]
+    # to_json() always sends every profile field (null when unset); metrics/budgets only when asked,
+    # last_source only once a request told it.
+    optional = ("metrics", "budgets", "last_source")
+    identity["required"] = [name for name in identity["properties"] if name not in optional]
     identity["properties"]["metrics"] = _ref("Metrics")
     identity["properties"]["budgets"] = {"type": "array", "items": _ref("BudgetStatus")}
     identity["properties"]["_id"]["description"] = "ULID, ascending in creation order."
