@@ -1,6 +1,6 @@
 """The Identity Analytics dashboard and ``/metrics`` as Starlette routes beside the admin REST API.
 
-The page and its two files are shipped in ``admin/static`` and served as they are (no build step,
+The page and its files are shipped in ``admin/static`` and served as they are (no build step,
 no CDN). They carry no secret: the browser asks for the admin token and sends it to the REST API,
 so the page itself is public and every byte of data stays behind the token. A strict
 Content-Security-Policy allows only these files and requests to this origin.
@@ -32,8 +32,9 @@ _HEADERS = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",
 }
-_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8"}
+_JS = "text/javascript; charset=utf-8"
+_FILES = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
+          "app.js": _JS, "identity.js": _JS, "util.js": _JS}
 
 
 @functools.cache
