@@ -151,6 +151,10 @@ def test_every_response_matches_its_documented_schema(client: TestClient, docume
     _check(client, document, "GET", f"{many}/u2/budgets/weekly", budget)  # 404
     _check(client, document, "GET", f"{many}/u2/budgets", budgets)
     _check(client, document, "POST", f"{many}/u2/budgets/monthly/reset", reset)
+    daily = "/v2/identities/{identity_id}/metrics/daily"
+    _check(client, document, "GET", f"{many}/u2/metrics/daily?days=7", daily)
+    _check(client, document, "GET", f"{many}/u2/metrics/daily?days=31", daily)  # 400
+    _check(client, document, "GET", f"{many}/nobody/metrics/daily", daily)  # 404
     _check(client, document, "DELETE", f"{many}/u2/budgets/monthly", budget)  # 204
     _check(client, document, "DELETE", f"{many}/u2", one)  # 204
     _check(client, document, "GET", many, many, headers={"Authorization": "Bearer wrong"})  # 401

@@ -224,6 +224,30 @@ def test_metrics_cover_30_utc_days(api: Api, now: datetime) -> None:
     assert api.metrics("a", now=now).total_cost == 2
 
 
+def test_daily_metrics_list_30_utc_days_oldest_first_with_zeros(api: Api, now: datetime) -> None:
+    made = api.create(IdentityInput(id="a"))
+    for days_ago, cost in ((0, 250_000_000), (0, 1), (3, 1_000_000_000), (30, 7)):
+        usage = Usage(error=days_ago == 3)
+        usage.add(cost, 2, 3, None)
+        api.settle(Settlement(made.id, usage, None, now - timedelta(days=days_ago)))
+    days = api.daily_metrics("a", now=now)
+    today = now.astimezone(UTC).date()
+    assert [day.day for day in days] == [today - timedelta(days=n) for n in range(29, -1, -1)]
+    assert days[-1].cost == Decimal("0.250000001") and days[-1].requests == 2
+    assert days[-1].input_tokens == 4 and days[-1].output_tokens == 6 and days[-1].errors == 0
+    assert days[-4].cost == 1 and days[-4].errors == 1
+    assert sum(day.requests for day in days) == 3 and days[0].requests == 0
+
+
+def test_daily_metrics_window_is_1_to_30_days(api: Api, now: datetime) -> None:
+    api.create(IdentityInput(id="a"))
+    assert len(api.daily_metrics("a", days=7, now=now)) == 7
+    with pytest.raises(ValueError):
+        api.daily_metrics("a", days=31)
+    with pytest.raises(IdentityNotFound):
+        api.daily_metrics("ghost")
+
+
 # -- admission -------------------------------------------------------------------------------------
 def test_admit_creates_a_bare_identity(api: Api) -> None:
     admission = admit(api, "new_user")
@@ -251,6 +275,23 @@ def test_admit_unchanged_upsert_keeps_updated(api: Api) -> None:
     time.sleep(0.002)
     same = admit(api, "a", upsert=IdentityInput(id="a", display_name="Ann", metadata={"j": [1, 2], "k": 1}))
     assert same.identity.updated == made.updated
+
+
+def test_admit_keeps_the_last_source_without_moving_updated(api: Api) -> None:
+    made = admit(api, "a", last_source="header").identity
+    assert api.retrieve("a").last_source == "header"
+    time.sleep(0.002)
+    admit(api, "a", last_source="body")
+    admit(api, "a")  # no source given: the last one stays
+    record = api.retrieve("a")
+    assert record.last_source == "body" and record.updated == made.updated
+    assert api.list().data[0].last_source == "body"
+
+
+def test_an_identity_never_admitted_has_no_last_source(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    assert api.retrieve("a").last_source is None
+    assert "last_source" not in api.retrieve("a").to_json()
 
 
 def test_admit_sets_default_budgets_on_new_identities(api: Api) -> None:

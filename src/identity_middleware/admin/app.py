@@ -14,7 +14,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..stores.base import Store
+from .dashboard import dashboard_routes
 from .errors import AdminError, Reply, not_found, payload_too_large
+from .prometheus import DEFAULT_TOP
 from .routes import METHODS, AdminAPI
 
 __all__ = ["MAX_BODY_SIZE", "create_admin_app"]
@@ -84,13 +86,18 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return to_response(not_found("No such route.").reply())
 
 
-def create_admin_app(store: Store, *, token: str | None) -> Starlette:
+def create_admin_app(store: Store, *, token: str | None, metrics_token: str | None = None,
+                     metrics_top: int = DEFAULT_TOP) -> Starlette:
     """The admin REST API over ``store``; every route needs ``Authorization: Bearer <token>``.
 
     ``token`` is keyword-only and required: pass ``token=None`` to serve without auth (e.g. behind
     your own auth middleware). Mount it anywhere: ``app.mount("/admin", create_admin_app(...))``.
-    The caller owns ``store`` and closes it.
+    The caller owns ``store`` and closes it. ``GET /`` serves the Identity Analytics dashboard (it
+    asks for the token in the browser); ``GET /metrics`` the Prometheus exposition, behind
+    ``metrics_token`` when given (else ``token``), with the ``metrics_top`` identities by cost
+    labelled one by one and the rest summed.
     """
     api = AdminAPI(store, token=token)
     routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
+    routes += dashboard_routes(store, token=token, metrics_token=metrics_token, metrics_top=metrics_top)
     return Starlette(routes=routes, middleware=[Middleware(RawSegments)], exception_handlers={404: _not_found})

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from ..core.models import BudgetStatus, Identity, Metrics
+from ..core.models import BudgetStatus, DailyMetrics, Identity, Metrics
 from ..core.periods import Period
-from ..stores.base import MAX_PAGE_SIZE
+from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS
 
 __all__ = ["MONEY_PATTERN", "openapi_document"]
 
@@ -24,13 +24,16 @@ def _ref(name: str) -> dict[str, str]:
 
 def _model_schemas() -> dict[str, Any]:
     _, top = models_json_schema(
-        [(Identity, "serialization"), (BudgetStatus, "serialization"), (Metrics, "serialization")],
+        [(Identity, "serialization"), (BudgetStatus, "serialization"), (Metrics, "serialization"),
+         (DailyMetrics, "serialization")],
         ref_template=_REF,
     )
     schemas: dict[str, Any] = top["$defs"]
     identity = schemas["Identity"]
-    # to_json() always sends every profile field (null when unset); metrics/budgets only when asked.
-    identity["required"] = [name for name in identity["properties"] if name not in ("metrics", "budgets")]
+    # to_json() always sends every profile field (null when unset); metrics/budgets only when asked,
+    # last_source only once a request told it.
+    optional = ("metrics", "budgets", "last_source")
+    identity["required"] = [name for name in identity["properties"] if name not in optional]
     identity["properties"]["metrics"] = _ref("Metrics")
     identity["properties"]["budgets"] = {"type": "array", "items": _ref("BudgetStatus")}
     identity["properties"]["_id"]["description"] = "ULID, ascending in creation order."
@@ -38,6 +41,8 @@ def _model_schemas() -> dict[str, Any]:
         schemas["BudgetStatus"]["properties"][name]["pattern"] = MONEY_PATTERN
     schemas["Metrics"]["properties"]["total_cost"]["pattern"] = MONEY_PATTERN
     schemas["Metrics"]["required"] = list(schemas["Metrics"]["properties"])
+    schemas["DailyMetrics"]["properties"]["cost"]["pattern"] = MONEY_PATTERN
+    schemas["DailyMetrics"]["required"] = list(schemas["DailyMetrics"]["properties"])
     return schemas
 
 
@@ -74,6 +79,11 @@ def _hand_schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["object", "data"],
             "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("BudgetStatus")}},
+        },
+        "DailyMetricsList": {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("DailyMetrics")}},
         },
         "BudgetInput": {"type": "object", "required": ["amount"], "properties": {"amount": money_in}},
         "CreateIdentity": {
@@ -171,6 +181,14 @@ def _paths() -> dict[str, Any]:
             "post": _operation("resetBudget", "Zero the current period's spend", {
                 "200": _ok("The budget's status after the reset.", "BudgetStatus"), "400": invalid,
                 "404": missing}),
+        },
+        "/v2/identities/{identity_id}/metrics/daily": {
+            "parameters": [_ID],
+            "get": _operation("dailyMetrics", "Usage per UTC day, oldest first (extension)", {
+                "200": _ok("One entry per day, zeros included.", "DailyMetricsList"), "400": invalid,
+                "404": missing}, parameters=[
+                _query("days", {"type": "integer", "minimum": 1, "maximum": METRIC_DAYS, "default": METRIC_DAYS},
+                       "How many days up to today.")]),
         },
         "/openapi.json": {
             "get": _operation("openapi", "This document", {

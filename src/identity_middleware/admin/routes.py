@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import handlers
+from . import analytics, handlers
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -35,6 +35,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
         "DELETE": handlers.remove_budget,
     },
     "/v2/identities/{identity_id}/budgets/{period}/reset": {"POST": handlers.reset_budget},
+    "/v2/identities/{identity_id}/metrics/daily": {"GET": analytics.daily_metrics},
 }
 OPENAPI_PATH = "/openapi.json"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

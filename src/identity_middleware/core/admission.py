@@ -72,7 +72,9 @@ class AdmissionRequest:
     ``upsert`` is the body identity (create or partially update the record); otherwise a missing
     identity is created bare when ``create_missing``. ``default_budgets`` are set on an identity
     this admission creates. ``refused`` marks a request already refused (rate limited): the store
-    upserts and counts it as a request and an error, and checks no budget.
+    upserts and counts it as a request and an error, and checks no budget. ``last_source``
+    (``"body"``, ``"header"`` or ``"auth"``, from ``Resolved.source``) is kept on the record as
+    ``Identity.last_source`` when given; it never moves ``updated``.
     """
 
     external_id: str
@@ -82,6 +84,7 @@ class AdmissionRequest:
     default_budgets: tuple[Budget, ...] = ()
     refused: bool = False
     now: datetime | None = None
+    last_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,7 @@ from .validation import (
 __all__ = [
     "Budget",
     "BudgetStatus",
+    "DailyMetrics",
     "Identity",
     "IdentityInput",
     "IdentityPage",
@@ -37,6 +38,7 @@ __all__ = [
     "Metrics",
     "Period",
     "budget_status",
+    "daily_from_counters",
     "metrics_from_totals",
 ]
 
@@ -186,6 +188,24 @@ class Metrics(BaseModel):
         return _usd(value)
 
 
+class DailyMetrics(BaseModel):
+    """One UTC day's usage of one identity (cost exact, as a decimal string in JSON)."""
+
+    day: date
+    cost: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    errors: int = 0
+
+    @field_serializer("cost")
+    def _dump_cost(self, value: Decimal) -> str:
+        return _usd(value)
+
+
+_ONLY_WHEN_SET = ("metrics", "budgets", "last_source")
+
+
 class Identity(BaseModel):
     """The stored record. ``id`` is the ULID (``_id`` in JSON); ``external_id`` is the caller's."""
 
@@ -202,10 +222,12 @@ class Identity(BaseModel):
     updated: datetime
     metrics: Metrics | None = None
     budgets: list[BudgetStatus] | None = None
+    #: Extension: the source of the last admitted request's identity, when the flow passed it.
+    last_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The REST shape: ``_id`` first, ``metrics``/``budgets`` only when they were asked for."""
-        exclude = {name for name in ("metrics", "budgets") if getattr(self, name) is None}
+        """The REST shape: ``_id`` first; ``metrics``/``budgets`` only when asked for, ``last_source`` when known."""
+        exclude = {name for name in _ONLY_WHEN_SET if getattr(self, name) is None}
         return self.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 
@@ -232,6 +254,13 @@ def budget_status(
         period_start=period_start,
         resets_at=resets_at,
     )
+
+
+def daily_from_counters(day: date, counters: list[int]) -> DailyMetrics:
+    """:class:`DailyMetrics` from one day's ``cost (nano-USD), input, output, requests, errors``."""
+    cost, input_tokens, output_tokens, requests, errors = counters
+    return DailyMetrics(day=day, cost=from_nanos(cost), input_tokens=input_tokens, output_tokens=output_tokens,
+                        requests=requests, errors=errors)
 
 
 def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, requests: int, errors: int) -> Metrics:

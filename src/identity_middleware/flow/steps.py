@@ -139,7 +139,8 @@ class Flow(Drivers):
     def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False) -> AdmissionRequest:
         return AdmissionRequest(external_id=resolved.external_id, upsert=resolved.upsert,
                                 create_missing=self.config.create_missing, estimate=estimate,
-                                default_budgets=self.config.default_budgets, refused=refused)
+                                default_budgets=self.config.default_budgets, refused=refused,
+                                last_source=resolved.source)
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
         """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""

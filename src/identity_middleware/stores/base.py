@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
-from ..core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
+from ..core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ..core.money import Money, to_nanos
 from ..core.periods import UTC, Period
 
@@ -35,6 +35,12 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}")
     return limit
+
+
+def check_days(days: int) -> int:
+    if not 1 <= days <= METRIC_DAYS:
+        raise ValueError(f"days must be 1 to {METRIC_DAYS}")
+    return days
 
 
 def matches(identity: Identity, search: str | None, tags: Sequence[str] | None) -> bool:
@@ -188,6 +194,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics: ...
+
+    # Not abstract, so a store written before it still loads; both stores here override the pair.
+    def daily_metrics(
+        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
+    ) -> builtins.list[DailyMetrics]:
+        """The last ``days`` UTC days (1..30) up to ``now``, oldest first, days without usage as zeros."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no daily metrics")
+
+    async def adaily_metrics(
+        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
+    ) -> builtins.list[DailyMetrics]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no daily metrics")
 
     # -- the request path ------------------------------------------------------------------------
     @abc.abstractmethod

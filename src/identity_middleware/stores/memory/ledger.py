@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
 from ...core.admission import BudgetState
-from ...core.models import BudgetStatus, Metrics, budget_status, metrics_from_totals
+from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
 from ...core.periods import Period, period_bounds, period_key, period_keys, utc_day
 from ..base import METRIC_DAYS
 
@@ -111,3 +111,13 @@ class Account:
         return metrics_from_totals(sum(d.cost for d in days), sum(d.input_tokens for d in days),
                                    sum(d.output_tokens for d in days), sum(d.requests for d in days),
                                    sum(d.errors for d in days))
+
+    def daily(self, now: datetime, days: int) -> list[DailyMetrics]:
+        """The last ``days`` UTC days up to ``now``, oldest first, zeros where nothing was counted."""
+        today = utc_day(now)
+        result = []
+        for offset in range(days - 1, -1, -1):
+            when = today - timedelta(days=offset)
+            d = self.days.get(when) or Day()
+            result.append(daily_from_counters(when, [d.cost, d.input_tokens, d.output_tokens, d.requests, d.errors]))
+        return result

@@ -58,6 +58,11 @@ class Records:
         self.by_ulid[ulid] = record
         return record
 
+    def note_source(self, ulid: str, source: str) -> Identity:
+        """Keep where the last request's identity came from; not a profile change, so ``updated`` stays."""
+        record = self.by_ulid[ulid] = self.by_ulid[ulid].model_copy(update={"last_source": source})
+        return record
+
     def remove(self, ulid: str) -> None:
         record = self.by_ulid.pop(ulid)
         del self.by_external[record.external_id]

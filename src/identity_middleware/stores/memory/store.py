@@ -10,10 +10,19 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
-from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate, Metrics
+from ...core.models import (
+    Budget,
+    BudgetStatus,
+    DailyMetrics,
+    Identity,
+    IdentityInput,
+    IdentityPage,
+    IdentityUpdate,
+    Metrics,
+)
 from ...core.money import to_nanos
 from ...core.periods import UTC, Period
-from ..base import DEFAULT_RESERVATION_TTL, Store, check_limit
+from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days, check_limit
 from .ledger import Account
 from .records import Records
 
@@ -155,6 +164,18 @@ class MemoryStore(Store):
     async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
         return self.metrics(identity_id, now=now)
 
+    def daily_metrics(
+        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
+    ) -> builtins.list[DailyMetrics]:
+        check_days(days)
+        with self._lock:
+            return self._account(identity_id).daily(_now(now), days)
+
+    async def adaily_metrics(
+        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
+    ) -> builtins.list[DailyMetrics]:
+        return self.daily_metrics(identity_id, days=days, now=now)
+
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:
         now = _now(request.now)
@@ -171,6 +192,8 @@ class MemoryStore(Store):
                 record = self._records.apply(ulid, request.upsert.changes(), now)
             else:
                 record = self._records.by_ulid[ulid]
+            if request.last_source is not None and record.last_source != request.last_source:
+                record = self._records.note_source(ulid, request.last_source)
             account = self._accounts[ulid]
             if request.refused:
                 account.count(now, self.tz, error=True)

@@ -4,13 +4,14 @@
 --       {3} asks for one), 4 now (ISO), 5 now (ms), 6 may create (0/1), 7 refused (0/1),
 --       8 estimate (nanos), 9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
 --       12 the caller's cached "<ULID> <updated>" or '', 13 n, then n field/value pairs,
---       then m, then m default-budget period/amount pairs.
+--       then m, then m default-budget period/amount pairs, then the request's identity source
+--       ('body', 'header', 'auth' or '' when not given; admit mode keeps it in the record as 'ls').
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states, blocked,
 -- reserved}; record is 0 when it equals the caller's cached one (ARGV 12).
 local record_key, mode = KEYS[1], ARGV[1]
 local nfields = tonumber(ARGV[13])
 local created, changed = 0, false
-local head = redis.call('HMGET', record_key, 'x', 'u', 't')
+local head = redis.call('HMGET', record_key, 'x', 'u', 't', 'ls')
 local external_id = head[1]
 if external_id and external_id ~= ARGV[2] then
   return redis.error_reply('IDM external id hash collision')
@@ -37,6 +38,11 @@ else
     end
   end
   if changed then redis.call('HSET', record_key, 't', ARGV[4]) end
+end
+-- The last source is written only when it changes, and is not a profile change: 't' stays.
+local source = ARGV[15 + 2 * nfields + 2 * tonumber(ARGV[14 + 2 * nfields])]
+if mode == 'admit' and source and source ~= '' and source ~= head[4] then
+  redis.call('HSET', record_key, 'ls', source)
 end
 local record = 0
 if created == 1 or changed or ARGV[12] == '' or head[2] .. ' ' .. head[3] ~= ARGV[12] then

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.errors import StoreUnavailable
-from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
+from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.periods import UTC, Period
-from ..base import DEFAULT_RESERVATION_TTL, Store
+from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
 from .arunner import arun
 from .buffer import SettlementBuffer
@@ -35,6 +35,7 @@ from .runner import Runner
 from .steps import Landed, Plan
 
 T = TypeVar("T")
+DailyList = builtins.list[DailyMetrics]
 logger = logging.getLogger("identity_middleware.stores.redis")
 
 
@@ -269,6 +270,13 @@ class RedisStore(Store):
 
     async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
         return await self._arun(self._plans.metrics(identity_id, now), flush_first=True)
+
+    def daily_metrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> DailyList:
+        return self._run(self._plans.daily_metrics(identity_id, check_days(days), now), flush_first=True)
+
+    async def adaily_metrics(self, identity_id: str, *, days: int = METRIC_DAYS,
+                             now: datetime | None = None) -> DailyList:
+        return await self._arun(self._plans.daily_metrics(identity_id, check_days(days), now), flush_first=True)
 
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:

@@ -102,7 +102,7 @@ class PlanBase:
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: bool = False, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
-               ulid: str | None = None) -> Eval:
+               ulid: str | None = None, last_source: str | None = None) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua."""
         if tag is None:
             tag = identity_tag(external_id)
@@ -116,6 +116,7 @@ class PlanBase:
         ]
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
+        args.append(last_source or "")
         return self._eval(ADMIT, tag, current, args)
 
     def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
@@ -132,5 +133,5 @@ class PlanBase:
     def _state_eval(self, tag: str, now: datetime) -> Eval:
         return self._eval(STATE, tag, window(now, self.tz), [codec.ms(now)])
 
-    def _metrics_eval(self, tag: str, now: datetime) -> Eval:
-        return Eval(METRICS, self.keys.metric_keys(tag, now, METRIC_DAYS), [])
+    def _metrics_eval(self, tag: str, now: datetime, days: int = METRIC_DAYS) -> Eval:
+        return Eval(METRICS, self.keys.metric_keys(tag, now, days), [])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ....core.models import Budget, BudgetStatus, Metrics
+from ....core.models import Budget, BudgetStatus, DailyMetrics, Metrics
 from ....core.money import to_nanos
-from ....core.periods import Period, period_key
+from ....core.periods import Period, period_key, utc_day
 from ..steps import Call, Plan
 from . import codec
 from .base import PlanBase
@@ -39,3 +39,8 @@ class BudgetPlans(PlanBase):
         moment = codec.now_or(now)
         _, tag = yield from self.fetch(identity_id)
         return codec.metrics((yield self._metrics_eval(tag, moment)))
+
+    def daily_metrics(self, identity_id: str, days: int, now: datetime | None) -> Plan[list[DailyMetrics]]:
+        moment = codec.now_or(now)
+        _, tag = yield from self.fetch(identity_id)
+        return codec.daily((yield self._metrics_eval(tag, moment, days)), utc_day(moment))

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from ....core.admission import BudgetState
-from ....core.models import BudgetStatus, Identity, Metrics, budget_status, metrics_from_totals
+from ....core.models import (
+    BudgetStatus,
+    DailyMetrics,
+    Identity,
+    Metrics,
+    budget_status,
+    daily_from_counters,
+    metrics_from_totals,
+)
 from ....core.periods import UTC, period_bounds
 from ..keys import PERIODS
 
@@ -54,7 +62,7 @@ def version(fields: dict[str, str]) -> str:
 def identity(fields: dict[str, str]) -> Identity:
     profile = {name: json.loads(fields[name]) for name in _PROFILE if name in fields}
     return Identity(id=fields["u"], external_id=fields["x"], created=datetime.fromisoformat(fields["c"]),
-                    updated=datetime.fromisoformat(fields["t"]), **profile)
+                    updated=datetime.fromisoformat(fields["t"]), last_source=fields.get("ls"), **profile)
 
 
 def states(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetState]:
@@ -79,3 +87,11 @@ def metrics(reply: Sequence[str]) -> Metrics:
     for index, value in enumerate(reply):
         totals[index % 5] += int(value)
     return metrics_from_totals(*totals)
+
+
+def daily(reply: Sequence[str], today: date) -> list[DailyMetrics]:
+    """Per-day metrics from the metrics script's reply (today first, five counters a day), oldest first."""
+    days = [daily_from_counters(today - timedelta(days=offset), [int(value) for value in reply[at:at + 5]])
+            for offset, at in enumerate(range(0, len(reply), 5))]
+    days.reverse()
+    return days

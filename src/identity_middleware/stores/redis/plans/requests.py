@@ -30,7 +30,7 @@ class RequestPlans(PlanBase):
                 "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
                 refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
                 default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
-                ulid=ulid,
+                ulid=ulid, last_source=request.last_source,
             )
             if reply[0] != 3:
                 break

@@ -1,0 +1,82 @@
+// The dashboard's shared parts: the REST API client (and the token it sends), DOM building, money.
+// Money stays the API's exact decimal strings; sums are done in integer nano-USD (BigInt), and
+// floats are used only for geometry (bar heights, ring arcs). Text goes in with textContent only:
+// identity fields are user input.
+
+const TOKEN_KEY = "identity-middleware:admin-token";
+const SVG = "http://www.w3.org/2000/svg";
+export const SOURCES = { body: "Body", header: "Header", auth: "Auth" };
+export const $ = (id) => document.getElementById(id);
+
+// The token lives in this tab's sessionStorage (and this variable): never in a URL or a cookie.
+let token = sessionStorage.getItem(TOKEN_KEY);
+export const signedIn = () => token !== null;
+
+export function setToken(value) {
+  token = value;
+  if (value === null) sessionStorage.removeItem(TOKEN_KEY);
+  else sessionStorage.setItem(TOKEN_KEY, value);
+}
+
+// -- the REST API -------------------------------------------------------------------------------
+export class Unauthorized extends Error {}
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export async function api(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store", credentials: "omit",
+  });
+  if (response.status === 401) throw new Unauthorized();
+  const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export const record = (data) => data.identity ?? data; // {"identity": Record} or the bare record
+
+// -- small helpers ------------------------------------------------------------------------------
+export function h(tag, attributes = {}, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+export function nanos(amount) { // "0.08" -> 80000000n, exactly
+  const [whole, fraction = ""] = String(amount ?? "0").replace("-", "").split(".");
+  const value = BigInt(whole || "0") * 1000000000n + BigInt((fraction + "000000000").slice(0, 9));
+  return String(amount).startsWith("-") ? -value : value;
+}
+
+export function fromNanos(value) { // 80000000n -> "0.08" (at least two decimals, as the API writes money)
+  const whole = value / 1000000000n;
+  let fraction = (value % 1000000000n).toString().padStart(9, "0").replace(/0+$/, "");
+  return `${whole}.${fraction.padEnd(2, "0")}`;
+}
+
+export const usd = (amount) => `$${amount}`;
+export const count = (value) => Number(value ?? 0).toLocaleString("en-US");
+export const percent = (value) => `${Number.isInteger(value) ? value : Number(value).toFixed(1)}%`;
+export const when = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+export const initials = (identity) => (identity.display_name || identity.external_id).trim().slice(0, 2).toUpperCase();
+export const identityPath = (id) => `v2/identities/${encodeURIComponent(id)}`;
+
+// A failed call: an expired token signs out (app.js listens), anything else is told in `where`.
+export function failed(error, where) {
+  if (error instanceof Unauthorized) return window.dispatchEvent(new CustomEvent("unauthorized"));
+  $(where).textContent = error instanceof ApiError ? error.message : `Could not reach the admin API (${error.message}).`;
+}

@@ -1,0 +1,84 @@
+"""Screenshots of the dashboard for the README: ``.venv/bin/python tests/dashboard_screenshots.py [OUT_DIR]``.
+
+Serves the demo app (``POST /chat`` behind ``IdentityMiddleware``, the admin app at ``/admin``) over a
+MemoryStore, sends it real traffic, adds 29 days of history through ``store.record(now=...)``, and
+photographs the identities list and one identity page with the system's Chromium.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+from identity_middleware import Budget, IdentityInput
+from identity_middleware.stores import MemoryStore
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script: browser.py sits beside it
+from browser import CHROMIUM, CHROMIUM_ARGS, demo_app, live_server
+
+TOKEN = "screenshot-token"
+PEOPLE = [
+    ("acme-corp", {"display_name": "Acme Corp", "email": "ops@acme.example", "tags": ["enterprise"]}),
+    ("jane@example.com", {"display_name": "Jane Doe", "email": "jane@example.com", "tags": ["pro"]}),
+    ("team-research", {"display_name": "Research team", "tags": ["internal"]}),
+]
+HEADER_ONLY = ["user_4711", "user_0815", "cli-batch-job"]
+
+
+def seed(base: str, store: MemoryStore) -> None:
+    rng = random.Random(12)
+    # History first (MemoryStore keeps one spend counter per period: a past record after today's
+    # would start it again): what the last 29 days' traffic would have left, through store.record.
+    now = datetime.now(timezone.utc)
+    for external_id, profile in PEOPLE:
+        store.create(IdentityInput(id=external_id, **profile))
+        for days_ago in range(1, 30):
+            for _ in range(rng.randint(0, 4)):
+                store.record(external_id, cost=Decimal(rng.randint(5, 140)) / 1000, input_tokens=rng.randint(100, 900),
+                             output_tokens=rng.randint(30, 300), error=rng.random() < 0.04,
+                             now=now - timedelta(days=days_ago))
+    with httpx.Client(base_url=base) as client:
+        for external_id, profile in PEOPLE:  # body identities: create and tag the record
+            for _ in range(rng.randint(3, 9)):
+                client.post("/chat", json={"identity": {"id": external_id, **profile}, "model": "gpt-4o-mini",
+                                           "cost": f"0.0{rng.randint(10, 99)}", "input_tokens": rng.randint(200, 900),
+                                           "output_tokens": rng.randint(50, 400), "fail": rng.random() < 0.08})
+        for external_id in HEADER_ONLY:  # header identities: created bare
+            for _ in range(rng.randint(1, 5)):
+                client.post("/chat", headers={"X-Identity-Id": external_id},
+                            json={"cost": f"0.00{rng.randint(1, 9)}", "input_tokens": 120, "output_tokens": 40})
+    store.set_budget("jane@example.com", Budget(period="daily", amount=Decimal("0.20")))
+    store.set_budget("jane@example.com", Budget(period="monthly", amount=Decimal("8.00")))
+    store.set_budget("acme-corp", Budget(period="monthly", amount=Decimal("25.00")))
+    store.create(IdentityInput(id="new-customer", display_name="New customer", tags=["trial"]))
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    store = MemoryStore()
+    with live_server(demo_app(store, TOKEN)) as base, sync_playwright() as playwright:
+        seed(base, store)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        page.goto(f"{base}/admin/")
+        page.get_by_label("Admin token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="jane@example.com").wait_for()
+        page.get_by_role("button", name="Cost").click()  # most expensive first
+        page.screenshot(path=str(out / "dashboard-identities.png"), full_page=True)
+        page.get_by_role("link", name="jane@example.com").click()
+        page.get_by_role("progressbar").first.wait_for()
+        page.locator("svg.chart").wait_for()
+        page.screenshot(path=str(out / "dashboard-identity.png"), full_page=True)
+        browser.close()
+    print(f"wrote {out / 'dashboard-identities.png'} and {out / 'dashboard-identity.png'}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs")
