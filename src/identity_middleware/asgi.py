@@ -13,6 +13,7 @@ from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse, request_timeout
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
+from .flow.telemetry import annotate
 from .starlette import find_mark
 
 __all__ = ["IdentityMiddleware"]
@@ -153,6 +154,7 @@ class IdentityMiddleware:
             await _send_error(send, request_timeout(self.config.body_timeout or 0))
             return
         outcome = await self.flow.arun(self.flow.admission(self._request(scope, body)), lambda: self._auth(scope))
+        annotate(outcome)
         if isinstance(outcome, Tracked):
             await self._tracked(outcome.meter, scope, receive, send)
         elif isinstance(outcome, Refused):

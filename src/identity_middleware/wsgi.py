@@ -12,6 +12,7 @@ from .core.errors import ErrorResponse
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
 from .flow.streams import MeteredIterable
+from .flow.telemetry import annotate
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -138,6 +139,7 @@ class IdentityWSGIMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         outcome = self.flow.run(self.flow.admission(self._request(environ)), lambda: self._auth(environ))
+        annotate(outcome)
         if isinstance(outcome, Refused):
             return _send_error(start_response, outcome.error)
         if isinstance(outcome, Tracked):

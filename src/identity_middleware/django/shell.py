@@ -20,6 +20,7 @@ from ..context import Binding, Meter, bind, unbind
 from ..core.errors import ErrorResponse
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from ..flow.streams import AsyncMeteredIterator, MeteredIterable
+from ..flow.telemetry import annotate
 
 __all__ = ["aserve", "error_response", "serve"]
 
@@ -107,6 +108,7 @@ def _settles_later(response: HttpResponseBase, meter: Meter, flow: Flow) -> bool
 def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> HttpResponseBase:
     """Serve ``request`` with ``call`` (the rest of the middleware chain, or the view itself)."""
     outcome = flow.run(flow.admission(_request(request, flow, mark)), lambda: _auth(request, flow))
+    annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
     binding = outcome.meter if isinstance(outcome, Tracked) else outcome
@@ -126,6 +128,7 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
 
 async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: AsyncView) -> HttpResponseBase:
     outcome = await flow.arun(flow.admission(_request(request, flow, mark)), lambda: _aauth(request, flow))
+    annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
     binding = outcome.meter if isinstance(outcome, Tracked) else outcome
