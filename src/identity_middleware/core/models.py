@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from .admission import ModelUsage
 from .money import format_usd, from_nanos, to_decimal
 from .periods import Period
 from .validation import (
@@ -35,6 +37,7 @@ __all__ = [
     "IdentityPage",
     "IdentityUpdate",
     "Metrics",
+    "ModelMetrics",
     "Period",
     "budget_status",
     "metrics_from_totals",
@@ -170,8 +173,23 @@ class BudgetStatus(BaseModel):
         return _usd(value)
 
 
+class ModelMetrics(BaseModel):
+    """One model's usage over the last 30 UTC days (``requests``: the LLM calls made with it)."""
+
+    model: str
+    cost: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+
+    @field_serializer("cost")
+    def _dump_cost(self, value: Decimal) -> str:
+        return _usd(value)
+
+
 class Metrics(BaseModel):
-    """Usage over the last 30 UTC days."""
+    """Usage over the last 30 UTC days. ``models`` (most expensive first) and ``unpriced_requests``
+    (LLM calls recorded at cost 0 because their model had no price) are our extensions."""
 
     total_cost: Decimal = Decimal(0)
     total_tokens: int = 0
@@ -180,6 +198,8 @@ class Metrics(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     total_errors: int = 0
+    unpriced_requests: int = 0
+    models: list[ModelMetrics] = Field(default_factory=list)
 
     @field_serializer("total_cost")
     def _dump_cost(self, value: Decimal) -> str:
@@ -234,7 +254,8 @@ def budget_status(
     )
 
 
-def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, requests: int, errors: int) -> Metrics:
+def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, requests: int, errors: int,
+                        unpriced: int = 0, models: Mapping[str, ModelUsage] | None = None) -> Metrics:
     """:class:`Metrics` from summed daily counters (cost in nano-USD)."""
     return Metrics(
         total_cost=from_nanos(cost),
@@ -244,4 +265,8 @@ def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, reques
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_errors=errors,
+        unpriced_requests=unpriced,
+        models=[ModelMetrics(model=name, cost=from_nanos(share.cost), input_tokens=share.input_tokens,
+                             output_tokens=share.output_tokens, requests=share.requests)
+                for name, share in sorted((models or {}).items(), key=lambda item: (-item[1].cost, item[0]))],
     )
