@@ -150,9 +150,13 @@ _reported: set[str] = set()
 _reported_lock = threading.Lock()
 
 
+# Model names can come from request bodies (estimates): the set of those reported stays bounded.
+_REPORTED_MAX = 1024
+
+
 def _report_unpriced(model: str, why: str) -> None:
     with _reported_lock:
-        if model in _reported:
+        if model in _reported or len(_reported) >= _REPORTED_MAX:
             return
         _reported.add(model)
     logger.warning("no price for model %r (%s): its calls are recorded at cost 0 and counted as unpriced",
