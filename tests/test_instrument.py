@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import anthropic
@@ -13,9 +12,8 @@ import openai
 import pytest
 
 from identity_middleware import instrument, record_usage
-from identity_middleware.context import Meter, bind, unbind
+from identity_middleware.context import Meter
 from identity_middleware.core.admission import ModelUsage
-from identity_middleware.core.models import Identity
 from llm_servers import ProviderServer
 
 GPT_4O_MINI_CHAT = 285_000  # 200 x $0.15 + 1000 cached x $0.075 + 300 x $0.60 per million (genai-prices)
@@ -27,17 +25,6 @@ SONNET_4_6_MESSAGE = 1_875_000  # 50 x $3 + 1000 read x $0.30 + 300 written x $3
 def server() -> Iterator[ProviderServer]:
     with ProviderServer() as running:
         yield running
-
-
-@pytest.fixture
-def meter() -> Iterator[Meter]:
-    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    tracked = Meter(Identity(_id="01JD000000000000000000TEST", external_id="user_1", created=now, updated=now))
-    token = bind(tracked)
-    try:
-        yield tracked
-    finally:
-        unbind(token)
 
 
 def _openai(server: ProviderServer, **options: Any) -> openai.OpenAI:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import genai_prices
 import pytest
 
 from identity_middleware import record_usage
-from identity_middleware.context import Meter, bind, unbind
-from identity_middleware.core.models import Identity
+from identity_middleware.context import Meter
 from identity_middleware.pricing import CallUsage, ModelPrice, PriceTable, call_usage, price
 
 CHAT = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
@@ -22,17 +19,6 @@ CHAT = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
 MESSAGE = {"id": "msg_1", "type": "message", "model": "claude-sonnet-4-6",
            "usage": {"input_tokens": 50, "output_tokens": 20, "cache_creation_input_tokens": 300,
                      "cache_read_input_tokens": 1000}}
-
-
-@pytest.fixture
-def meter() -> Iterator[Meter]:
-    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    tracked = Meter(Identity(_id="01JD000000000000000000TEST", external_id="u", created=now, updated=now))
-    token = bind(tracked)
-    try:
-        yield tracked
-    finally:
-        unbind(token)
 
 
 def test_openai_cached_and_reasoning_tokens_are_read_apart() -> None:
