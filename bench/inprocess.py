@@ -239,7 +239,7 @@ async def _breakdown(args: argparse.Namespace) -> list[str]:
     import anyio
 
     from identity_middleware.context import Meter, bind, unbind
-    from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+    from identity_middleware.core.admission import AdmissionRequest, ModelUsage, Settlement, Usage
     from identity_middleware.core.periods import UTC, Period, period_bounds, period_key
     from identity_middleware.stores import MemoryStore
     from identity_middleware.usage import record_usage
@@ -259,8 +259,8 @@ async def _breakdown(args: argparse.Namespace) -> list[str]:
         ("MemoryStore.admit (body upsert, 1 daily budget, no estimate)",
          _extraction_us(lambda _: store.admit(admission), b"", 5)),
         ("MemoryStore.settle (cost + tokens + model)",
-         _extraction_us(lambda _: store.settle(Settlement(ulid, Usage(150_000, 120, 40, {"gpt-4o-mini": 1}))),
-                        b"", 5)),
+         _extraction_us(lambda _: store.settle(Settlement(ulid, Usage(150_000, 120, 40, {
+             "gpt-4o-mini": ModelUsage(1, 150_000, 120, 40)}))), b"", 5)),
         ("  of which period_key(period, now) x4 (one per Period, in _count)",
          _extraction_us(lambda _: [period_key(p, now) for p in Period], b"", 5)),
         ("  period_bounds(DAILY, now) (in _states, per budget)",

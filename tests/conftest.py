@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
+from identity_middleware.context import Meter, bind, unbind
+from identity_middleware.core.models import Identity
 from identity_middleware.stores import MemoryStore, Store
 from redis_servers import redis_cluster, redis_server
 
@@ -79,3 +82,15 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 def store(store_kind: str, make_store: MakeStore) -> Store:
     """A fresh, empty store of each kind (memory, redis, redis-cluster)."""
     return make_store(store_kind)
+
+
+@pytest.fixture
+def meter() -> Iterator[Meter]:
+    """A tracked request's meter, bound as the current one (identity ``user_1``)."""
+    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    tracked = Meter(Identity(_id="01JD000000000000000000TEST", external_id="user_1", created=now, updated=now))
+    token = bind(tracked)
+    try:
+        yield tracked
+    finally:
+        unbind(token)

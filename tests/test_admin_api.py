@@ -256,8 +256,22 @@ def test_list_includes_metrics_and_budgets_only_when_asked(client: TestClient, a
     assert "metrics" not in plain and "budgets" not in plain
     full = client.get("/v2/identities", params={"include_metrics": "true", "include_budgets": "1"}).json()["data"][0]
     assert full["metrics"] == {"total_cost": "0.10", "total_tokens": 3, "total_requests": 1, "error_rate": 1.0,
-                               "input_tokens": 1, "output_tokens": 2, "total_errors": 1}
+                               "input_tokens": 1, "output_tokens": 2, "total_errors": 1, "unpriced_requests": 0,
+                               "models": []}
     assert full["budgets"][0]["period"] == "weekly" and full["budgets"][0]["spent"] == "0.10"
+
+
+def test_metrics_models_lists_each_model_with_a_decimal_string_cost(client: TestClient, admin_store: Store) -> None:
+    create(client, "m1")
+    admin_store.record("m1", cost="0.000125", input_tokens=10, output_tokens=20, model="gpt-4o-mini")
+    admin_store.record("m1", cost="0.3", input_tokens=1, output_tokens=2, model="claude-sonnet-4-5")
+    for reply in (client.get("/v2/identities/m1", params={"include_metrics": "true"}).json(),
+                  client.get("/v2/identities", params={"include_metrics": "true"}).json()["data"][0]):
+        assert reply["metrics"]["models"] == [
+            {"model": "claude-sonnet-4-5", "cost": "0.30", "input_tokens": 1, "output_tokens": 2, "requests": 1},
+            {"model": "gpt-4o-mini", "cost": "0.000125", "input_tokens": 10, "output_tokens": 20, "requests": 1},
+        ]
+        assert reply["metrics"]["total_cost"] == "0.300125"
 
 
 # -- budgets -------------------------------------------------------------------------------------------

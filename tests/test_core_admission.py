@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from identity_middleware.core.admission import BudgetState, Usage, decide
+from identity_middleware.core.admission import BudgetState, ModelUsage, Usage, decide
 from identity_middleware.core.periods import Period, period_bounds
 
 UTC = timezone.utc
@@ -152,4 +152,4 @@ def test_usage_adds_up_calls_and_counts_models() -> None:
     usage.add(7, 1, 1, "gpt-4o")
     usage.add(1, 0, 0, None)
     assert (usage.cost, usage.input_tokens, usage.output_tokens) == (13, 11, 3)
-    assert usage.models == {"gpt-4o": 2}
+    assert usage.models == {"gpt-4o": ModelUsage(requests=2, cost=12, input_tokens=11, output_tokens=3)}

@@ -19,7 +19,7 @@ os.environ.pop("REDIS_URL", None)
 import django
 django.setup()
 from django.test import Client
-client = Client(SERVER_NAME="localhost")
+client = Client(SERVER_NAME="localhost", enforce_csrf_checks=True)  # CsrfViewMiddleware is on
 body = json.dumps({"identity": {"id": "alice"}, "messages": [{"role": "user", "content": "Hello there"}]})
 statuses = [client.post("/v1/chat/completions", body, content_type="application/json").status_code
             for _ in range(4)]
@@ -44,3 +44,12 @@ def test_the_example_chat_is_budgeted_and_the_identities_page_shows_the_spend() 
     [alice] = report["listing"]["data"]
     assert alice["metrics"]["total_cost"] == "0.012"
     assert alice["budgets"][0]["spent"] == "0.012" and alice["budgets"][0]["amount"] == "0.02"
+
+
+def test_the_example_ships_an_asgi_application() -> None:
+    script = ("import os, sys; sys.path.insert(0, sys.argv[1]); from chatsite.asgi import application; "
+              "print(type(application).__name__)")
+    result = subprocess.run([sys.executable, "-c", script, str(EXAMPLE)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ASGIHandler"

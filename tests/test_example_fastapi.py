@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,49 @@ def test_the_fastapi_demo_tracks_identities_and_answers_429() -> None:
             or line.startswith("  bob ")}
     assert rows["alice"][1:3] == ["4", "50%"]  # 4 requests, the 2 refused ones count as errors
     assert rows["bob"][1] == "1"
+
+
+# The openai SDK as the example's client, over a real socket, in a child process (the example's
+# modules are top-level `app` and `model`, as when it is run).
+SDK_SCRIPT = """
+import json, socket, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import openai, uvicorn
+from app import app, store
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+while not server.started: time.sleep(0.05)
+client = openai.OpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1",
+                       default_headers={"X-Identity-Id": "carol"})
+ask = [{"role": "user", "content": "Hello there"}]
+completion = client.chat.completions.create(model="local-stand-in-1", messages=ask)
+plain = list(client.chat.completions.create(model="local-stand-in-1", messages=ask, stream=True))
+usage = list(client.chat.completions.create(model="local-stand-in-1", messages=ask, stream=True,
+                                            stream_options={"include_usage": True}))
+deadline = time.monotonic() + 10  # a stream is settled just after its last byte reached the client
+while (metrics := store.metrics("carol")).total_requests < 3 and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(json.dumps({
+    "created": completion.created, "total_tokens": completion.usage.total_tokens,
+    "text": "".join(c.choices[0].delta.content or "" for c in plain if c.choices),
+    "plain_usage": [c.usage is not None for c in plain], "last_usage": usage[-1].usage.total_tokens,
+    "models": metrics.model_dump(mode="json")["models"], "requests": metrics.total_requests,
+}))
+server.should_exit = True
+"""
+
+
+def test_the_openai_sdk_parses_the_examples_json_and_sse_replies() -> None:
+    result = subprocess.run([sys.executable, "-c", SDK_SCRIPT, str(ROOT / "examples" / "fastapi_app")],
+                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["created"] > 0 and report["total_tokens"] == 80 + 240
+    assert report["text"].strip() == "(local stand-in) You said: Hello there"
+    assert not any(report["plain_usage"]) and report["last_usage"] == 320
+    # The stand-in is priced through the same machinery: 80 x $5 + 240 x $15 per million, three calls.
+    assert report["models"] == [{"model": "local-stand-in-1", "cost": "0.012", "input_tokens": 240,
+                                 "output_tokens": 720, "requests": 3}]
+    assert report["requests"] == 3

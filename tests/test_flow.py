@@ -255,3 +255,38 @@ def test_meter_take_answers_once_with_the_usage() -> None:
     first = meter.take(True)
     assert first is not None and first.usage == Usage(cost=7, input_tokens=1, output_tokens=2, error=True)
     assert meter.take(False) is None
+
+
+# -- OpenAI/Anthropic end-user fields, and estimates priced from the body ---------------------------
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"model": "gpt-4o", "safety_identifier": "u-safe", "user": "u-user"}', "u-safe"),
+    (b'{"model": "gpt-4o", "user": "u-user"}', "u-user"),
+    (b'{"model": "claude", "metadata": {"user_id": "u-anthropic"}}', "u-anthropic"),
+])
+def test_the_user_field_source_reads_provider_end_user_fields(drive: Drive, body: bytes, expected: str) -> None:
+    outcome = admit(drive, Flow(Config(sources=("body", "user_field", "header"))), body, x_identity_id="header")
+    assert isinstance(outcome, Tracked) and outcome.meter.identity.external_id == expected
+    assert outcome.meter.identity.last_source == "user_field"
+
+
+def test_the_user_field_source_is_off_by_default(drive: Drive) -> None:
+    assert admit(drive, Flow(Config()), b'{"user": "u-user"}') is ANONYMOUS
+
+
+def test_an_auto_estimate_reserves_what_the_body_could_cost(drive: Drive) -> None:
+    flow = Flow(Config(prices={"my-model": ("1000", "2000")}))  # USD per 1M tokens: $0.002 an output token
+    flow.config.store.create(IdentityInput(id="u1"))
+    flow.config.store.set_budget("u1", Budget(period=Period.DAILY, amount=Decimal("1")))
+    body = b'{"model": "my-model", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}'
+    outcome = admit(drive, flow, body, x_identity_id="u1", mark=Mark(auto=True))
+    assert outcome.meter.reservation is not None and outcome.meter.reservation.amount >= 200_000_000
+    too_big = b'{"model": "my-model", "max_tokens": 1000, "messages": []}'  # up to $2 on a $1 budget
+    assert error_of(admit(drive, flow, too_big, x_identity_id="u1", mark=Mark(auto=True)))["status"] == 429
+
+
+def test_auto_estimates_by_path_and_unknowable_bodies_reserve_nothing(drive: Drive) -> None:
+    flow = Flow(Config(estimates={"/v1/chat": "auto"}, prices={"my-model": ("1", "1")}))
+    assert flow.estimate_for("/v1/chat/completions") < 0  # "auto", priced per request
+    outcome = admit(drive, flow, b'{"model": "my-model", "messages": []}', x_identity_id="u1",
+                    path="/v1/chat/completions")  # no max_tokens: the most it could cost is unknown
+    assert isinstance(outcome, Tracked) and outcome.meter.reservation is None

@@ -59,6 +59,9 @@ LAYERS = {  # a module of the left may import only the packages on the right (an
     "context": {"core"},
     "flow": {"core", "context", "flow", "ratelimit", "stores", "config"},
     "config": {"core", "stores"},
+    "pricing": {"core"},
+    "usage": {"core", "context", "pricing"},
+    "instrumentation": {"core", "context", "pricing", "usage", "instrumentation"},
 }
 
 

@@ -111,8 +111,8 @@ def test_an_unknown_identity_is_not_created_when_creation_is_off(plans: Plans) -
 def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
     other = new_ulid()
     reservation = Reservation("r1", ULID, 700, NOW + timedelta(seconds=30), ("daily",))
-    gpt = Usage(cost=100, input_tokens=10, output_tokens=1)
-    gpt.models["gpt"] = 1
+    gpt = Usage()
+    gpt.add(100, 10, 1, "gpt", unpriced=False)
     settlements = [Settlement(ULID, gpt, reservation, NOW),
                    Settlement(ULID, Usage(cost=50, output_tokens=2, error=True), None, NOW),
                    Settlement(other, Usage(cost=7), None, NOW)]
@@ -127,7 +127,8 @@ def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
     first, second = sorted(batch.steps, key=lambda each: each.args[0] != ULID)  # type: ignore[union-attr]
     assert isinstance(first, Eval) and first.script is SETTLE and first.keys[0] == f"t:{{{identity_tag('a')}}}:id"
     assert list(first.args[:6]) == [ULID, 150, 10, 3, 2, 1]  # cost, tokens in/out, requests, errors
-    assert first.args[7] == "700:r1" and list(first.args[8:]) == ["gpt", 1]
+    assert first.args[7] == "700:r1"  # then the day hash's per-model field/increment pairs
+    assert list(first.args[8:]) == ["m:gpt", 1, "mc:gpt", 100, "mi:gpt", 10, "mo:gpt", 1]
     assert isinstance(second, Eval) and list(second.args[:6]) == [other, 7, 0, 0, 1, 0]
     assert charged == 3
 
@@ -143,12 +144,17 @@ def test_known_tags_are_not_looked_up_and_deleted_identities_are_not_charged(pla
 
 
 # -- reads and records ---------------------------------------------------------------------------
-def test_metrics_sum_five_counters_per_day(plans: Plans) -> None:
-    (_, metrics_eval), metrics = drive(plans.metrics("user_1", NOW),
-                                       [record(), ["100", "3", "4", "2", "1", "50", "0", "0", "1", "0"]])
+def test_metrics_sum_each_days_counters(plans: Plans) -> None:
+    days = [["c", "100", "i", "3", "o", "4", "n", "2", "e", "1", "m:gpt", "2", "mc:gpt", "90", "mi:gpt", "3"],
+            ["c", "50", "n", "1", "u", "1", "m:gpt", "1", "mc:gpt", "10", "mo:gpt", "4"], *([[]] * 28)]
+    (_, metrics_eval), metrics = drive(plans.metrics("user_1", NOW), [record(), days])
     assert isinstance(metrics_eval, Eval) and metrics_eval.script is METRICS and len(metrics_eval.keys) == 30
     assert metrics.total_cost == Decimal("0.00000015") and metrics.total_requests == 3
     assert metrics.total_tokens == 7 and metrics.error_rate == pytest.approx(1 / 3)
+    assert metrics.unpriced_requests == 1
+    [gpt] = metrics.models
+    assert (gpt.model, gpt.requests, gpt.cost, gpt.input_tokens, gpt.output_tokens) == (
+        "gpt", 3, Decimal("0.0000001"), 3, 4)
 
 
 def test_an_identity_is_found_by_ulid_when_not_by_external_id(plans: Plans) -> None:

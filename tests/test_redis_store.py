@@ -17,7 +17,7 @@ import anyio.from_thread
 import pytest
 import redis
 
-from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.admission import AdmissionRequest, ModelUsage, Settlement, Usage
 from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
@@ -231,7 +231,7 @@ async def test_one_flush_merges_an_identitys_settlements_and_releases_all_reserv
     for number, admission in enumerate(held):
         assert admission.identity is not None
         usage = Usage(cost=1000, input_tokens=10, output_tokens=2, error=number == 0)
-        usage.models["m"] = 1
+        usage.models["m"] = ModelUsage(1, 1000, 10, 2)
         await store.asettle(Settlement(admission.identity.id, usage, admission.reservation))
     await store.aflush()
     status = {s.period: s for s in await store.abudget_status("a")}[Period.DAILY]
@@ -239,6 +239,7 @@ async def test_one_flush_merges_an_identitys_settlements_and_releases_all_reserv
     metrics = await store.ametrics("a")
     assert metrics.total_requests == 4 and metrics.total_errors == 2  # the blocked one counts too
     assert metrics.input_tokens == 30 and metrics.output_tokens == 6 and metrics.total_cost == Decimal("0.000003")
+    assert [(m.model, m.requests, m.cost) for m in metrics.models] == [("m", 3, Decimal("0.000003"))]
 
 
 @pytest.mark.anyio

@@ -248,6 +248,58 @@ def test_daily_metrics_window_is_1_to_30_days(api: Api, now: datetime) -> None:
         api.daily_metrics("ghost")
 
 
+def test_metrics_break_usage_down_per_model(api: Api) -> None:
+    made = api.create(IdentityInput(id="a"))
+    usage = Usage()
+    usage.add(2_000, 100, 10, "gpt-4o-mini")
+    usage.add(3_000, 200, 20, "gpt-4o-mini")
+    usage.add(50_000, 7, 3, "claude-sonnet-4-5")
+    api.settle(Settlement(made.id, usage, None))
+    api.record("a", cost="0.000000001", input_tokens=1, output_tokens=1, model="gpt-4o-mini")
+    metrics = api.metrics("a")
+    assert [(m.model, m.cost, m.input_tokens, m.output_tokens, m.requests) for m in metrics.models] == [
+        ("claude-sonnet-4-5", Decimal("0.00005"), 7, 3, 1),
+        ("gpt-4o-mini", Decimal("0.000005001"), 301, 31, 3),
+    ]
+    assert metrics.total_requests == 2 and metrics.total_cost == Decimal("0.000055001")
+
+
+def test_per_model_metrics_sum_over_30_utc_days_only(api: Api, now: datetime) -> None:
+    made = api.create(IdentityInput(id="a"))
+    for days_ago in (0, 29, 30):
+        usage = Usage()
+        usage.add(1_000_000_000, 5, 1, "m")
+        api.settle(Settlement(made.id, usage, None, now - timedelta(days=days_ago)))
+    (only,) = api.metrics("a", now=now).models
+    assert (only.model, only.cost, only.input_tokens, only.output_tokens, only.requests) == ("m", 2, 10, 2, 2)
+
+
+def test_unpriced_calls_are_counted(api: Api) -> None:
+    made = api.create(IdentityInput(id="a"))
+    usage = Usage()
+    usage.add(0, 10, 5, "unknown-model", unpriced=True)
+    usage.add(0, 10, 5, "unknown-model", unpriced=True)
+    api.settle(Settlement(made.id, usage, None))
+    metrics = api.metrics("a")
+    assert metrics.unpriced_requests == 2 and metrics.models[0].requests == 2 and metrics.total_requests == 1
+
+
+def test_model_names_with_separators_stay_apart(api: Api) -> None:
+    made = api.create(IdentityInput(id="a"))
+    usage = Usage()
+    usage.add(1, 1, 0, "openai/gpt-4o:2024 c")
+    usage.add(2, 0, 1, "mc:x")
+    api.settle(Settlement(made.id, usage, None))
+    assert sorted((m.model, m.requests) for m in api.metrics("a").models) == [("mc:x", 1), ("openai/gpt-4o:2024 c", 1)]
+
+
+def test_list_metrics_include_the_model_breakdown(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    api.record("a", cost="0.25", input_tokens=3, output_tokens=4, model="gpt-4o")
+    (row,) = api.list(include_metrics=True).data
+    assert row.metrics is not None and [m.model for m in row.metrics.models] == ["gpt-4o"]
+
+
 # -- admission -------------------------------------------------------------------------------------
 def test_admit_creates_a_bare_identity(api: Api) -> None:
     admission = admit(api, "new_user")

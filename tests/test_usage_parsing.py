@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from identity_middleware.context import Meter, bind, current_meter, unbind
+from identity_middleware.core.admission import ModelUsage
 from identity_middleware.core.models import Identity
 from identity_middleware.usage import ModelPrice, PriceTable, TokenUsage, parse_usage, record_usage
 
@@ -240,7 +241,7 @@ def test_record_usage_outside_a_request_leaves_no_meter_behind() -> None:
 def test_record_usage_inside_a_request_adds_to_its_meter(meter: Meter) -> None:
     assert record_usage(cost="0.01", input_tokens=10, output_tokens=2, model="gpt-4o") == Decimal("0.01")
     assert (meter.usage.cost, meter.usage.input_tokens, meter.usage.output_tokens) == (10_000_000, 10, 2)
-    assert meter.usage.models == {"gpt-4o": 1}
+    assert meter.usage.models == {"gpt-4o": ModelUsage(1, 10_000_000, 10, 2)}
 
 
 def test_record_usage_adds_up_several_calls(meter: Meter) -> None:
@@ -255,7 +256,7 @@ def test_record_usage_computes_the_cost_of_a_response_from_prices(meter: Meter) 
     assert record_usage(response=response, prices=PRICES) == Decimal("0.008755")
     assert meter.usage.cost == 8_755_000
     assert (meter.usage.input_tokens, meter.usage.output_tokens) == (1234, 567)
-    assert meter.usage.models == {"gpt-4o-2024-08-06": 1}
+    assert meter.usage.models == {"gpt-4o-2024-08-06": ModelUsage(1, 8_755_000, 1234, 567)}
 
 
 def test_record_usage_accepts_a_plain_price_mapping(meter: Meter) -> None:
@@ -273,7 +274,7 @@ def test_an_explicit_cost_wins_over_prices(meter: Meter) -> None:
 def test_explicit_token_counts_win_over_the_response(meter: Meter) -> None:
     record_usage(response=ChatCompletion("gpt-4o", CompletionUsage(1000, 1000, 2000)), input_tokens=7, model="x")
     assert (meter.usage.input_tokens, meter.usage.output_tokens) == (7, 1000)
-    assert meter.usage.models == {"x": 1}
+    assert meter.usage.models == {"x": ModelUsage(1, 0, 7, 1000)}
 
 
 def test_an_unpriced_model_records_tokens_at_no_cost(meter: Meter) -> None:

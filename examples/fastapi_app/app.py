@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
 
 from identity_middleware import (
     Budget,
@@ -26,9 +28,9 @@ from identity_middleware.admin import create_admin_app
 from identity_middleware.stores import Store, store_from_url
 
 try:  # run as a package (uvicorn examples.fastapi_app.app:app) or as a script next to model.py
-    from .model import PRICES, complete
+    from .model import PRICES, chunks, complete
 except ImportError:
-    from model import PRICES, complete  # type: ignore[no-redef]
+    from model import PRICES, chunks, complete  # type: ignore[no-redef]
 
 store: Store = store_from_url(os.environ.get("REDIS_URL", "memory://"))
 
@@ -60,17 +62,41 @@ class Message(BaseModel):
     content: str
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
+    """OpenAI's chat completion request (the fields the stand-in uses; others are accepted)."""
+
+    model_config = ConfigDict(extra="allow")
+
     model: str | None = None
     messages: list[Message]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
     identity: dict[str, Any] | None = None  # read by the middleware; declared so the docs show it
 
 
-@app.post("/v1/chat/completions")
+def _sse(completion: dict[str, Any], include_usage: bool, metered: bool) -> Iterator[bytes]:
+    try:
+        for chunk in chunks(completion, include_usage):
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+    finally:  # metered once the stream ends, also when the client goes away early
+        if not metered:
+            record_usage(response=completion, prices=PRICES)
+
+
+@app.post("/v1/chat/completions", response_model=None)
 @budgeted(estimate="0.01")  # reserved before the model runs, settled to the real cost after
-async def chat(request: ChatRequest) -> dict[str, Any]:
-    completion = await complete([m.model_dump() for m in request.messages], request.model)
-    cost = record_usage(response=completion, prices=PRICES)
+async def chat(request: ChatRequest) -> dict[str, Any] | StreamingResponse:
+    """An OpenAI-compatible endpoint: JSON, or SSE chunks with ``stream: true``."""
+    completion, metered = await complete([m.model_dump() for m in request.messages], request.model)
+    if request.stream:
+        include_usage = request.stream_options is not None and request.stream_options.include_usage
+        return StreamingResponse(_sse(completion, include_usage, metered), media_type="text/event-stream")
+    cost = None if metered else record_usage(response=completion, prices=PRICES)
     identity = current_identity()
     completion["identity"] = identity.external_id if identity else None
     completion["cost_usd"] = str(cost)

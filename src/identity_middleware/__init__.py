@@ -14,6 +14,7 @@ from .core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
 from .core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
 from .core.periods import Period
 from .core.validation import InvalidIdentity
+from .instrumentation import instrument
 from .usage import ModelPrice, PriceTable, parse_usage, record_usage
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "StoreUnavailable",
     "budgeted",
     "current_identity",
+    "instrument",
     "parse_usage",
     "record_usage",
 ]

@@ -11,12 +11,20 @@ from .core.money import to_nanos
 from .stores.base import Store
 from .stores.memory import MemoryStore
 
-__all__ = ["DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "OutagePolicy"]
+__all__ = ["AUTO", "DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "OutagePolicy"]
 
 DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
 DEFAULT_SOURCES = ("body", "header", "auth")
 SOURCES = ("body", "header", "auth", "user_field")
 OutagePolicy = Literal["open", "closed"]
+AUTO = -1  # an estimate of "auto": priced from the request body when the request comes
+
+
+def estimate_nanos(amount: object) -> int:
+    """An estimate as nano-USD, or :data:`AUTO` for ``"auto"``."""
+    if amount == "auto":
+        return AUTO
+    return to_nanos(amount)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Config:
     may_act_for: Callable[[str, str], bool] | None = None  # (authenticated principal, claimed id) -> allowed
     signing_key: str | bytes | None = None  # identity headers only with a valid X-Identity-Signature
     body_timeout: float | None = 30.0  # seconds to read a JSON body we sniff; then 408 (ASGI)
+    # App prices for estimate="auto" (PriceTable or {model: (input, output) USD per 1M tokens}); else genai-prices.
+    prices: Any = None
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -72,7 +82,7 @@ class Config:
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "default_budgets", _budgets(self.default_budgets))
         object.__setattr__(self, "rate_limits", dict(self.rate_limits or {}))
-        object.__setattr__(self, "estimates", {path: to_nanos(amount)
+        object.__setattr__(self, "estimates", {path: estimate_nanos(amount)
                                                for path, amount in (self.estimates or {}).items()})
 
     @classmethod

@@ -40,9 +40,25 @@ class Meter:
     reserver: Reserver | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None) -> None:
+    recorded: set[str] | None = None  # provider responses already added, by id (made on first use)
+
+    def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None, *,
+            unpriced: bool = False, key: str | None = None) -> bool:
+        """Add one LLM call; ``False`` (and nothing added) when ``key`` was added before."""
         with self.lock:
-            self.usage.add(cost, input_tokens, output_tokens, model)
+            if key is not None:
+                if self.recorded is None:
+                    self.recorded = set()
+                elif key in self.recorded:
+                    return False
+                self.recorded.add(key)
+            self.usage.add(cost, input_tokens, output_tokens, model, unpriced=unpriced)
+            return True
+
+    def fail(self) -> None:
+        """Mark the request as an error (an LLM call failed), whatever the response status."""
+        with self.lock:
+            self.usage.error = True
 
     def take(self, error: bool) -> Settlement | None:
         """The settlement to commit, the first time only (later calls answer ``None``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from starlette.responses import Response
 from starlette.routing import Match
@@ -48,14 +48,15 @@ def as_response(error: ErrorResponse) -> Response:
                     headers={name: value for name, value in error.headers if name != "content-length"})
 
 
-def budgeted(estimate: Money | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
+def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
     """Mark a Starlette/FastAPI endpoint as LLM-calling: ``@budgeted(estimate="0.02")``.
 
     ``IdentityMiddleware`` sees the mark when it routes the request, so the estimate is reserved
     (and the identity required) in the same admission, before the view runs. Where it could not
     see it (an app without a Starlette router), the view reserves the estimate itself on entry.
     """
-    mark = Mark(to_nanos(estimate) if estimate is not None else 0, require_identity)
+    auto = estimate == "auto"
+    mark = Mark(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto)
 
     def decorate(func: F) -> F:
         if inspect.iscoroutinefunction(func):

@@ -1,91 +1,48 @@
-"""Recording usage from views: ``record_usage``, provider response parsing and price tables."""
+"""Recording usage from views: ``record_usage``, priced by the app's prices or genai-prices."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .context import current_meter
+from .context import Meter, current_meter
 from .core.money import Money, to_decimal, to_nanos
+from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
 
 __all__ = ["ModelPrice", "PriceTable", "TokenUsage", "parse_usage", "record_usage"]
 
-_MILLION = Decimal(1_000_000)
+
+def response_key(response: Any) -> str | None:
+    """What identifies one provider response within a request (its ``id``), so that the same
+    response recorded twice (by an instrumented client and by the view) counts once."""
+    found = response.get("id") if isinstance(response, dict) else getattr(response, "id", None)
+    return found if isinstance(found, str) and found else None
 
 
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """USD per one million tokens."""
+def record_call(usage: CallUsage, cost: Money | None = None, *, prices: Prices | None = None,
+                key: str | None = None, meter: Meter | None = None) -> Decimal | None:
+    """Add one call to the current request's meter, priced unless ``cost`` is given; once per ``key``.
 
-    input: Decimal
-    output: Decimal
-
-    @classmethod
-    def of(cls, input: Money, output: Money) -> ModelPrice:
-        return cls(to_decimal(input), to_decimal(output))
-
-
-class PriceTable:
-    """Prices by model name; a dated model (``gpt-4o-2024-08-06``) falls back to its longest
-    listed prefix (``gpt-4o``), a provider prefix (``openai/gpt-4o``) to the bare name."""
-
-    def __init__(self, prices: Mapping[str, ModelPrice | tuple[Money, Money]]) -> None:
-        self._prices = {name: price if isinstance(price, ModelPrice) else ModelPrice.of(*price)
-                        for name, price in prices.items()}
-
-    def price(self, model: str) -> ModelPrice | None:
-        for name in (model, model.rsplit("/", 1)[-1]):
-            found = self._prices.get(name)
-            if found is not None:
-                return found
-            candidates = [known for known in self._prices if name.startswith(known)]
-            if candidates:
-                return self._prices[max(candidates, key=len)]
+    ``meter`` is the request's (default: the current one). Returns the cost recorded, or ``None``
+    outside a tracked request or for a repeated ``key``.
+    """
+    if usage.input_tokens < 0 or usage.output_tokens < 0:
+        raise ValueError("cost and token counts must not be negative")
+    unpriced = False
+    if cost is None and usage.model and (usage.input_tokens or usage.output_tokens):
+        cost = price(usage, prices)
+        unpriced = cost is None
+    amount = Decimal(0) if cost is None else to_decimal(cost)
+    if amount < 0:
+        raise ValueError("cost and token counts must not be negative")
+    if meter is None:
+        meter = current_meter()
+    if meter is None:
         return None
-
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
-        price = self.price(model)
-        if price is None:
-            return None
-        return (price.input * input_tokens + price.output * output_tokens) / _MILLION
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    input_tokens: int
-    output_tokens: int
-    model: str | None
-
-
-def _get(source: Any, name: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def parse_usage(response: Any) -> TokenUsage:
-    """Token counts from an OpenAI (chat or responses) or Anthropic response, object or dict,
-    or from a bare ``usage`` object/dict."""
-    usage = _get(response, "usage")
-    if usage is None:
-        usage = response
-    model = _get(response, "model")
-    if _get(usage, "prompt_tokens") is not None or _get(usage, "completion_tokens") is not None:
-        # OpenAI chat completions (cached prompt tokens are part of prompt_tokens already)
-        input_tokens = _int(_get(usage, "prompt_tokens"))
-        output_tokens = _int(_get(usage, "completion_tokens"))
-    else:
-        # OpenAI Responses API and Anthropic Messages; Anthropic counts cache reads/writes apart.
-        input_tokens = (_int(_get(usage, "input_tokens")) + _int(_get(usage, "cache_read_input_tokens"))
-                        + _int(_get(usage, "cache_creation_input_tokens")))
-        output_tokens = _int(_get(usage, "output_tokens"))
-    return TokenUsage(input_tokens, output_tokens, model if isinstance(model, str) else None)
+    if not meter.add(to_nanos(amount), usage.input_tokens, usage.output_tokens, usage.model, unpriced=unpriced,
+                     key=key):
+        return None
+    return amount
 
 
 def record_usage(
@@ -95,27 +52,25 @@ def record_usage(
     output_tokens: int = 0,
     model: str | None = None,
     response: Any = None,
-    prices: PriceTable | Mapping[str, ModelPrice | tuple[Money, Money]] | None = None,
+    prices: Prices | None = None,
 ) -> Decimal | None:
     """Add one LLM call's usage to the current request; committed once when the response ends.
 
     ``response`` takes an OpenAI/Anthropic response object (or dict) and reads its token counts
-    and model; with ``prices`` and no explicit ``cost`` the cost is computed from them. Returns
-    the cost recorded, or ``None`` outside a tracked request (where it does nothing).
+    (cached and reasoning tokens included) and model. Without an explicit ``cost`` the call is
+    priced: by ``prices`` (per-model overrides) first, else by genai-prices; a model neither knows
+    is recorded at cost 0 and counted as unpriced. A response an instrumented client already
+    recorded is not counted again. Returns the cost recorded, or ``None`` outside a tracked
+    request (where it does nothing) or for a response already recorded.
     """
-    meter = current_meter()
-    if response is not None:
-        parsed = parse_usage(response)
-        input_tokens = input_tokens or parsed.input_tokens
-        output_tokens = output_tokens or parsed.output_tokens
-        model = model or parsed.model
-    if cost is None and prices is not None and model:
-        table = prices if isinstance(prices, PriceTable) else PriceTable(prices)
-        cost = table.cost(model, input_tokens, output_tokens)
-    amount = Decimal(0) if cost is None else to_decimal(cost)
-    if amount < 0 or input_tokens < 0 or output_tokens < 0:
+    if input_tokens < 0 or output_tokens < 0:
         raise ValueError("cost and token counts must not be negative")
-    if meter is None:
-        return None
-    meter.add(to_nanos(amount), input_tokens, output_tokens, model)
-    return amount
+    usage = CallUsage(model, input_tokens, output_tokens)
+    if response is not None:
+        parsed = call_usage(response)
+        usage = CallUsage(model or parsed.model, input_tokens or parsed.input_tokens,
+                          output_tokens or parsed.output_tokens,
+                          parsed.cache_read_tokens if not input_tokens else 0,
+                          parsed.cache_write_tokens if not input_tokens else 0,
+                          parsed.reasoning_tokens if not output_tokens else 0, parsed.provider)
+    return record_call(usage, cost, prices=prices, key=None if response is None else response_key(response))

@@ -6,6 +6,8 @@ chat-completion shape, so ``record_usage(response=...)`` reads it like a real co
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 MODEL = "local-stand-in-1"
@@ -15,9 +17,13 @@ PRICES = {MODEL: ("5.00", "15.00")}  # USD per 1M input / output tokens
 def complete(messages: list[dict[str, Any]]) -> dict[str, Any]:
     prompt = " ".join(str(message.get("content", "")) for message in messages)
     answer = f"(local stand-in) You said: {prompt}"
+    prompt_tokens, completion_tokens = 40 * len(prompt.split()), 40 * len(answer.split())
     return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
+        "created": int(time.time()),
         "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}],
-        "usage": {"prompt_tokens": 40 * len(prompt.split()), "completion_tokens": 40 * len(answer.split())},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
     }

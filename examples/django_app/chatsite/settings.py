@@ -21,6 +21,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",  # on, as `check --deploy` asks; the API view is exempt
     "django.contrib.auth.middleware.AuthenticationMiddleware",  # request.user, before ours
     "identity_middleware.django.IdentityMiddleware",
 ]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from identity_middleware import current_identity, record_usage
@@ -14,6 +15,7 @@ from identity_middleware.django import budgeted, get_store
 from .model import PRICES, complete
 
 
+@csrf_exempt  # an API called with a bearer key or identity header, not a browser form
 @require_POST
 @budgeted(estimate="0.01")  # reserved at admission, settled to the real cost when the response ends
 def chat(request: HttpRequest) -> JsonResponse:

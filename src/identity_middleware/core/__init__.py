@@ -5,13 +5,14 @@ from .admission import (
     AdmissionRequest,
     BudgetBlock,
     BudgetState,
+    ModelUsage,
     Reservation,
     Settlement,
     Usage,
     decide,
 )
 from .errors import IdentityExists, IdentityNotFound, StoreUnavailable
-from .models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate, Metrics
+from .models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate, Metrics, ModelMetrics
 from .money import format_usd, from_nanos, to_decimal, to_nanos
 from .periods import Period, period_bounds, period_end, period_start, seconds_to_reset
 from .validation import InvalidIdentity
@@ -31,6 +32,8 @@ __all__ = [
     "IdentityUpdate",
     "InvalidIdentity",
     "Metrics",
+    "ModelMetrics",
+    "ModelUsage",
     "Period",
     "Reservation",
     "Settlement",

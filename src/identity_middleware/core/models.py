@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from .metrics import DailyMetrics, Metrics, ModelMetrics, daily_from_counters, metrics_from_totals
 from .money import format_usd, from_nanos, to_decimal
 from .periods import Period
 from .validation import (
@@ -36,6 +37,7 @@ __all__ = [
     "IdentityPage",
     "IdentityUpdate",
     "Metrics",
+    "ModelMetrics",
     "Period",
     "budget_status",
     "daily_from_counters",
@@ -172,37 +174,6 @@ class BudgetStatus(BaseModel):
         return _usd(value)
 
 
-class Metrics(BaseModel):
-    """Usage over the last 30 UTC days."""
-
-    total_cost: Decimal = Decimal(0)
-    total_tokens: int = 0
-    total_requests: int = 0
-    error_rate: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_errors: int = 0
-
-    @field_serializer("total_cost")
-    def _dump_cost(self, value: Decimal) -> str:
-        return _usd(value)
-
-
-class DailyMetrics(BaseModel):
-    """One UTC day's usage of one identity (cost exact, as a decimal string in JSON)."""
-
-    day: date
-    cost: Decimal = Decimal(0)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    requests: int = 0
-    errors: int = 0
-
-    @field_serializer("cost")
-    def _dump_cost(self, value: Decimal) -> str:
-        return _usd(value)
-
-
 _ONLY_WHEN_SET = ("metrics", "budgets", "last_source")
 
 
@@ -253,24 +224,4 @@ def budget_status(
         percent=round(100 * spent / amount, 4) if amount else 0.0,
         period_start=period_start,
         resets_at=resets_at,
-    )
-
-
-def daily_from_counters(day: date, counters: list[int]) -> DailyMetrics:
-    """:class:`DailyMetrics` from one day's ``cost (nano-USD), input, output, requests, errors``."""
-    cost, input_tokens, output_tokens, requests, errors = counters
-    return DailyMetrics(day=day, cost=from_nanos(cost), input_tokens=input_tokens, output_tokens=output_tokens,
-                        requests=requests, errors=errors)
-
-
-def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, requests: int, errors: int) -> Metrics:
-    """:class:`Metrics` from summed daily counters (cost in nano-USD)."""
-    return Metrics(
-        total_cost=from_nanos(cost),
-        total_tokens=input_tokens + output_tokens,
-        total_requests=requests,
-        error_rate=errors / requests if requests else 0.0,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_errors=errors,
     )

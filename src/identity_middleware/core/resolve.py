@@ -11,7 +11,7 @@ import msgspec
 from .models import IdentityInput
 from .validation import InvalidIdentity, check_id
 
-Source = Literal["body", "header", "auth"]
+Source = Literal["body", "header", "auth", "user_field"]
 
 
 _NULL = msgspec.Raw(b"null")
@@ -158,3 +158,49 @@ def resolve_auth(found: object) -> Resolved | None:
     if isinstance(found, IdentityInput):
         return Resolved(found.id, "auth")
     return resolve(None, None, identity_from_auth(found))
+
+
+class _UserMetadata(msgspec.Struct):
+    user_id: msgspec.Raw = _NULL
+
+
+class _UserFields(msgspec.Struct):
+    # The providers' own end-user fields: OpenAI ``safety_identifier`` (and its older name
+    # ``user``), Anthropic ``metadata.user_id``; the rest of the body is skipped unread.
+    safety_identifier: msgspec.Raw = _NULL
+    user: msgspec.Raw = _NULL
+    metadata: msgspec.Raw = _NULL
+
+
+_decode_user_fields = msgspec.json.Decoder(_UserFields).decode
+_decode_user_metadata = msgspec.json.Decoder(_UserMetadata).decode
+
+
+def _user_field(raw: msgspec.Raw, field: str) -> str | None:
+    if bytes(raw) == b"null":
+        return None
+    value = _decode_any(raw)
+    if not isinstance(value, str):
+        raise InvalidIdentity(field, f"{field} must be a string")
+    value = value.strip()
+    return check_id(value, field) if value else None
+
+
+def identity_from_user_field(body: bytes) -> str | None:
+    """The end user a provider-shaped JSON body names: ``safety_identifier``, else ``user``, else
+    ``metadata.user_id``; ``None`` when it names none (or is not a JSON object, or ``metadata`` is
+    not an object). A field that is present but not a valid id string raises :class:`InvalidIdentity`."""
+    if not body:
+        return None
+    try:
+        fields = _decode_user_fields(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    found = _user_field(fields.safety_identifier, "safety_identifier") or _user_field(fields.user, "user")
+    if found is not None or bytes(fields.metadata) == b"null":
+        return found
+    try:
+        metadata = _decode_user_metadata(fields.metadata)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # `metadata` is not an object: nothing of ours in it
+    return _user_field(metadata.user_id, "metadata.user_id")

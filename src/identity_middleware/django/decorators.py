@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
@@ -27,14 +27,15 @@ def mark_of(view: object) -> Mark | None:
     return found if isinstance(found, Mark) else None
 
 
-def budgeted(estimate: Money | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
+def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
     """Mark a sync or async Django view as LLM-calling: ``@budgeted(estimate="0.02")``.
 
     With ``IdentityMiddleware`` installed the middleware reads the mark before the view runs and
     reserves the estimate (and requires the identity) at admission. Without it, the decorator
     runs the same request flow itself around the view, with the same settings.
     """
-    mark = Mark(to_nanos(estimate) if estimate is not None else 0, require_identity)
+    auto = estimate == "auto"
+    mark = Mark(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto)
 
     def decorate(func: F) -> F:
         if iscoroutinefunction(func):

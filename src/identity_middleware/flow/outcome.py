@@ -18,6 +18,7 @@ class Mark:
 
     estimate: int = 0
     require_identity: bool = False
+    auto: bool = False  # estimate="auto": the most the call in the body could cost (see estimate.py)
 
 
 @dataclass(slots=True)

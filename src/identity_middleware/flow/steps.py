@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..config import AUTO
 from ..context import Meter, Untracked
 from ..core.admission import Admission, AdmissionRequest
 from ..core.errors import (
@@ -24,7 +25,7 @@ from ..core.errors import (
     rate_limited,
     store_unavailable,
 )
-from ..core.resolve import Resolved, identity_from_header, resolve_auth, resolve_body
+from ..core.resolve import Resolved, identity_from_header, identity_from_user_field, resolve_auth, resolve_body
 from ..core.signing import SIGNATURE_HEADER, signature_problem
 from ..core.validation import InvalidIdentity
 from .drivers import Drivers
@@ -85,6 +86,9 @@ class Flow(Drivers):
                     resolved = resolve_body(request.body) if request.body else None
                 elif source == "header":
                     resolved = self._header_identity(request)
+                elif source == "user_field":
+                    found = identity_from_user_field(request.body) if request.body else None
+                    resolved = Resolved(found, "user_field") if found is not None else None
                 elif source == "auth":
                     resolved = principal = resolve_auth((yield LOOK_UP_AUTH))
                 if resolved is not None:
@@ -103,8 +107,12 @@ class Flow(Drivers):
         if resolved is None:
             return Refused(identity_required()) if required else ANONYMOUS
         estimate = mark.estimate if mark is not None else 0
-        if not estimate and self._estimates:
+        auto = mark is not None and mark.auto
+        if not estimate and not auto and self._estimates:
             estimate = self.estimate_for(request.path)
+            auto = estimate == AUTO
+        if auto:
+            estimate = self._estimate_from(request.body)
         try:
             if self.limiter is not None:
                 exceeded = yield HitLimit(resolved.external_id)
@@ -123,6 +131,14 @@ class Flow(Drivers):
         if admission.blocked is not None:
             return Refused(budget_exceeded(identity.external_id, admission.blocked))
         return Tracked(Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self))
+
+    def _estimate_from(self, body: bytes | None) -> int:
+        """``estimate="auto"``: the most the call in the body could cost (0 when it cannot tell)."""
+        if not body:
+            return 0
+        from ..estimate import estimate_from_body  # prices are loaded only by apps that estimate
+
+        return estimate_from_body(body, self.config.prices) or 0
 
     def _header_identity(self, request: Request) -> Resolved | None:
         for name in self.config.header_names:

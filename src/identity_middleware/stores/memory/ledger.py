@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
-from ...core.admission import BudgetState
+from ...core.admission import BudgetState, ModelUsage
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
 from ...core.periods import Period, period_bounds, period_key, period_keys, utc_day
 from ..base import METRIC_DAYS
@@ -20,7 +20,8 @@ class Day:
     output_tokens: int = 0
     requests: int = 0
     errors: int = 0
-    models: dict[str, int] = field(default_factory=dict)
+    unpriced: int = 0
+    models: dict[str, ModelUsage] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ class Account:
                 del self.reservations[rid]
 
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-              error: bool = False, models: dict[str, int] | None = None) -> None:
+              error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
         """One request: into the UTC day's metrics, and its cost into every period's spend."""
         day = utc_day(now)
         bucket = self.days.get(day)
@@ -95,8 +96,9 @@ class Account:
         bucket.cost += cost
         bucket.input_tokens += input_tokens
         bucket.output_tokens += output_tokens
-        for model, count in (models or {}).items():
-            bucket.models[model] = bucket.models.get(model, 0) + count
+        bucket.unpriced += unpriced
+        for model, share in (models or {}).items():
+            bucket.models.setdefault(model, ModelUsage()).merge(share)
         if cost:
             for period, key in period_keys(now, tz):
                 current = self.spend.get(period)
@@ -108,9 +110,13 @@ class Account:
         today = utc_day(now)
         oldest = today - timedelta(days=METRIC_DAYS - 1)
         days = [d for when, d in self.days.items() if oldest <= when <= today]
+        models: dict[str, ModelUsage] = {}
+        for d in days:
+            for model, share in d.models.items():
+                models.setdefault(model, ModelUsage()).merge(share)
         return metrics_from_totals(sum(d.cost for d in days), sum(d.input_tokens for d in days),
                                    sum(d.output_tokens for d in days), sum(d.requests for d in days),
-                                   sum(d.errors for d in days))
+                                   sum(d.errors for d in days), sum(d.unpriced for d in days), models)
 
     def daily(self, now: datetime, days: int) -> list[DailyMetrics]:
         """The last ``days`` UTC days up to ``now``, oldest first, zeros where nothing was counted."""

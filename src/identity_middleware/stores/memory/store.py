@@ -224,7 +224,8 @@ class MemoryStore(Store):
             if settlement.reservation is not None:
                 account.reservations.pop(settlement.reservation.id, None)
             account.count(now, self.tz, cost=usage.cost, input_tokens=usage.input_tokens,
-                          output_tokens=usage.output_tokens, error=usage.error, models=usage.models)
+                          output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
+                          models=usage.models)
 
     async def asettle(self, settlement: Settlement) -> None:
         self.settle(settlement)

@@ -12,7 +12,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
     P:{T}:r:<period>        ZSET   live reservations of one budget: member "<nanos>:<id>", score =
                                    expiry in ms; expired members are pruned by the scripts
     P:{T}:d:<YYYY-MM-DD>    HASH   one UTC day's metrics: c cost, i/o tokens, n requests, e errors,
-                                   m:<model> requests per model; expires 31 days after the day
+                                   u LLM calls of unpriced models; per model: m:<model> calls,
+                                   mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
+                                   days after the day
 
 ``T`` is the hex SHA-1 of the UTF-8 external id. It is derived from the external id, not the ULID,
 because an admission arrives with the external id only: hashing it tells the client which slot

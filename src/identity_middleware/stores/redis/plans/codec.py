@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from ....core.admission import BudgetState
+from ....core.admission import BudgetState, ModelUsage, Usage
 from ....core.models import (
     BudgetStatus,
     DailyMetrics,
@@ -81,17 +81,54 @@ def statuses(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetStatus]:
             for s in states(reply, now, tz)]
 
 
-def metrics(reply: Sequence[str]) -> Metrics:
-    """Metrics from the metrics script's flat reply: five counters per day, summed."""
-    totals = [0] * 5
-    for index, value in enumerate(reply):
-        totals[index % 5] += int(value)
-    return metrics_from_totals(*totals)
+# A day's metric hash (keys.py): totals under one letter, per-model counters under a prefix and the
+# model name. "m:" (requests per model) is the field older versions already wrote.
+_TOTALS = {"c": 0, "i": 1, "o": 2, "n": 3, "e": 4, "u": 5}
+_MODEL_FIELDS = {"m": "requests", "mc": "cost", "mi": "input_tokens", "mo": "output_tokens"}
 
 
-def daily(reply: Sequence[str], today: date) -> list[DailyMetrics]:
-    """Per-day metrics from the metrics script's reply (today first, five counters a day), oldest first."""
-    days = [daily_from_counters(today - timedelta(days=offset), [int(value) for value in reply[at:at + 5]])
-            for offset, at in enumerate(range(0, len(reply), 5))]
+def day_increments(usages: Iterable[Usage]) -> list[str | int]:
+    """The settle script's field/increment pairs for per-model and unpriced counters of ``usages``."""
+    unpriced = 0
+    models: dict[str, ModelUsage] = {}
+    for usage in usages:
+        unpriced += usage.unpriced
+        for model, share in usage.models.items():
+            models.setdefault(model, ModelUsage()).merge(share)
+    args: list[str | int] = ["u", unpriced] if unpriced else []
+    for model, share in models.items():
+        args += [f"m:{model}", share.requests]
+        for prefix, value in (("mc", share.cost), ("mi", share.input_tokens), ("mo", share.output_tokens)):
+            if value:
+                args += [f"{prefix}:{model}", value]
+    return args
+
+
+def metrics(reply: Sequence[Any]) -> Metrics:
+    """Metrics from the metrics script's reply: each day's hash as a flat list, summed exactly."""
+    totals = [0] * 6
+    models: dict[str, ModelUsage] = {}
+    for day in reply:
+        for name, value in as_map(day).items():
+            index = _TOTALS.get(name)
+            if index is not None:
+                totals[index] += int(value)
+                continue
+            prefix, _, model = name.partition(":")
+            attribute = _MODEL_FIELDS.get(prefix)
+            if attribute is not None and model:
+                share = models.setdefault(model, ModelUsage())
+                setattr(share, attribute, getattr(share, attribute) + int(value))
+    cost, input_tokens, output_tokens, requests, errors, unpriced = totals
+    return metrics_from_totals(cost, input_tokens, output_tokens, requests, errors, unpriced, models)
+
+
+def daily(reply: Sequence[Any], today: date) -> list[DailyMetrics]:
+    """Per-day metrics from the metrics script's reply (one hash a day, today first), oldest first."""
+    days = []
+    for offset, day in enumerate(reply):
+        fields = as_map(day)
+        counters = [int(fields.get(name, 0)) for name in ("c", "i", "o", "n", "e")]
+        days.append(daily_from_counters(today - timedelta(days=offset), counters))
     days.reverse()
     return days

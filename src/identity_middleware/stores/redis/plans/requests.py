@@ -71,20 +71,16 @@ class RequestPlans(PlanBase):
     def _settle_eval(self, ulid: str, current: Window, group: Sequence[Settlement], tag: str) -> Eval:
         cost = input_tokens = output_tokens = errors = 0
         members: list[str] = []
-        models: dict[str, int] = {}
         for settlement in group:
             usage = settlement.usage
             cost += usage.cost
             input_tokens += usage.input_tokens
             output_tokens += usage.output_tokens
             errors += usage.error
-            for model, count in usage.models.items():
-                models[model] = models.get(model, 0) + count
             reservation = settlement.reservation
             if reservation is not None:
                 members.append(f"{reservation.amount}:{reservation.id}")
         args: list[str | int] = [ulid, cost, input_tokens, output_tokens, len(group), errors,
                                  current.expire_at, " ".join(members)]
-        for model, count in models.items():
-            args += [model, count]
+        args += codec.day_increments(settlement.usage for settlement in group)
         return self._eval(SETTLE, tag, current, args)
