@@ -13,6 +13,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    expiry in ms; expired members are pruned by the scripts
     P:{T}:d:<YYYY-MM-DD>    HASH   one UTC day's metrics: c cost, i/o tokens, n requests, e errors,
                                    m:<model> requests per model; expires 31 days after the day
+    P:{T}:c:<charge id>     STRING "1": a settle script call (one identity's batch) was applied;
+                                   set NX by that call, so sending it again is a no-op; expires
+                                   after the store's ``settle_id_ttl``
 
 ``T`` is the hex SHA-1 of the UTF-8 external id. It is derived from the external id, not the ULID,
 because an admission arrives with the external id only: hashing it tells the client which slot
@@ -79,6 +82,9 @@ class KeySchema:
 
     def day(self, tag: str, day: date) -> str:
         return f"{self.base(tag)}:d:{day.isoformat()}"
+
+    def charge(self, tag: str, charge_id: str) -> str:
+        return f"{self.base(tag)}:c:{charge_id}"
 
     def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
