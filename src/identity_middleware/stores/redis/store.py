@@ -7,7 +7,9 @@ ones with :mod:`.arunner` on the running loop's client (:mod:`.loops`; script ca
 returns at once and the loop's next tick writes everything buffered in one round trip; the
 reservation stays held in Redis until then, so ``spent + reserved <= amount`` holds throughout.
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
-caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered.
+caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
+(:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
+The request path (admission; a sync settlement's write) waits at most ``request_timeout``.
 """
 
 from __future__ import annotations
