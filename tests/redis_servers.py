@@ -65,11 +65,38 @@ def start_server(port: int, directory: Path, *extra: str) -> subprocess.Popen[by
     log = directory / "redis.log"
     process = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--save", "", "--appendonly", "no", "--logfile", str(log), "--maxclients", "10000", *extra],
+         "--save", "", "--appendonly", "no", "--logfile", str(log), "--maxclients", "10000",
+         "--enable-debug-command", "local", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     _wait_ping(port, process, log)
     return process
+
+
+@contextlib.contextmanager
+def stalled(port: int, seconds: float) -> Iterator[None]:
+    """The server on ``port`` stalled by ``DEBUG SLEEP seconds`` (its connections stay open, nothing is
+    answered): enters once a probe goes unanswered, exits once the server answers again."""
+    sleeper = socket.create_connection(("127.0.0.1", port))
+    try:
+        sleeper.sendall(b"DEBUG SLEEP %s\r\n" % str(seconds).encode())
+        deadline = time.monotonic() + 10
+        while True:  # asleep once a PING sent after the DEBUG SLEEP goes unanswered for a while
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis did not stall: start the server with --enable-debug-command local")
+            with socket.create_connection(("127.0.0.1", port)) as probe:
+                probe.settimeout(0.05)
+                probe.sendall(b"PING\r\n")
+                try:
+                    probe.recv(16)
+                except TimeoutError:
+                    break
+        yield
+        sleeper.settimeout(seconds + 30)
+        if not sleeper.recv(16).startswith(b"+OK"):
+            raise RuntimeError("DEBUG SLEEP was refused: start the server with --enable-debug-command local")
+    finally:
+        sleeper.close()
 
 
 def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -197,7 +224,8 @@ def redis_unix_server() -> Iterator[Path]:
         log = Path(directory) / "redis.log"
         process = subprocess.Popen(
             [REDIS_SERVER, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-             "--dir", directory, "--save", "", "--appendonly", "no", "--logfile", str(log)],
+             "--dir", directory, "--save", "", "--appendonly", "no", "--logfile", str(log),
+             "--enable-debug-command", "local"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

@@ -57,7 +57,7 @@ LAYERS = {  # a module of the left may import only the packages on the right (an
     "core": {"core"},
     "stores": {"core", "stores"},
     "context": {"core"},
-    "flow": {"core", "context", "flow", "ratelimit", "stores", "config"},
+    "flow": {"core", "context", "flow", "ratelimit", "stores", "config", "estimate"},
     "config": {"core", "stores"},
     "pricing": {"core"},
     "usage": {"core", "context", "pricing"},

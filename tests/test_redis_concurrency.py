@@ -34,7 +34,10 @@ def _app_instance(url: str, prefix: str, external_id: str, requests: int) -> int
     """One app server process: ``requests`` concurrent admissions; returns how many were admitted."""
 
     async def main() -> int:
-        store = RedisStore.from_url(url, prefix=prefix)
+        # No request timeout: a process starved of CPU on a shared machine may wait past it, and a
+        # timed-out admission's reservation would hold budget until it expires. This test is about
+        # the budget under concurrency; tests/test_redis_stall.py is about the timeout.
+        store = RedisStore.from_url(url, prefix=prefix, request_timeout=None)
         try:
             results = await asyncio.gather(*(_admit_and_settle(store, external_id) for _ in range(requests)))
         finally:

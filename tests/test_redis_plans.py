@@ -11,12 +11,13 @@ import pytest
 import redis.exceptions
 
 from identity_middleware.core.admission import AdmissionRequest, Reservation, Settlement, Usage
-from identity_middleware.core.errors import IdentityExists, IdentityNotFound
+from identity_middleware.core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
 from identity_middleware.core.ids import new_ulid
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.core.periods import Period
+from identity_middleware.stores.redis.buffer import SettlementBuffer
 from identity_middleware.stores.redis.keys import identity_tag
-from identity_middleware.stores.redis.plans import Plans
+from identity_middleware.stores.redis.plans import Charge, Plans
 from identity_middleware.stores.redis.scripts import ADMIT, METRICS, SETTLE
 from identity_middleware.stores.redis.steps import Batch, Call, Eval, Plan, Step, loaded
 
@@ -121,14 +122,14 @@ def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
     def lookups_answered(step: Batch) -> list[list[str]]:  # ZRANGEBYLEX "[<ULID>:" per unknown ULID
         return [[members[lookup.args[1][1:-1]]] for lookup in step.steps if isinstance(lookup, Call)]
 
-    (lookups, batch), charged = drive(plans.settle(settlements), [lookups_answered, [1, 1]])
+    (lookups, batch), charged = drive(plans.settle(plans.seal(settlements)), [lookups_answered, [1, 1]])
     assert isinstance(lookups, Batch) and all(isinstance(each, Call) for each in lookups.steps)
     assert isinstance(batch, Batch) and len(batch.steps) == 2  # one script call per identity
     first, second = sorted(batch.steps, key=lambda each: each.args[0] != ULID)  # type: ignore[union-attr]
     assert isinstance(first, Eval) and first.script is SETTLE and first.keys[0] == f"t:{{{identity_tag('a')}}}:id"
     assert list(first.args[:6]) == [ULID, 150, 10, 3, 2, 1]  # cost, tokens in/out, requests, errors
-    assert first.args[7] == "700:r1"  # then the day hash's per-model field/increment pairs
-    assert list(first.args[8:]) == ["m:gpt", 1, "mc:gpt", 100, "mi:gpt", 10, "mo:gpt", 1]
+    assert first.args[7] == "700:r1"  # then the marker's TTL, then the day hash's per-model field/increments
+    assert list(first.args[9:]) == ["m:gpt", 1, "mc:gpt", 100, "mi:gpt", 10, "mo:gpt", 1]
     assert isinstance(second, Eval) and list(second.args[:6]) == [other, 7, 0, 0, 1, 0]
     assert charged == 3
 
@@ -137,10 +138,62 @@ def test_known_tags_are_not_looked_up_and_deleted_identities_are_not_charged(pla
     drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
     gone = new_ulid()
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(gone, Usage(cost=1), None, NOW)]
-    (lookup, batch), charged = drive(plans.settle(settlements), [[[]], [0]])
+    (lookup, batch), charged = drive(plans.settle(plans.seal(settlements)), [[[]], [0]])
     assert isinstance(lookup, Batch) and len(lookup.steps) == 1  # only the unknown ULID
     assert isinstance(batch, Batch) and len(batch.steps) == 1
     assert charged == 0  # the script answered 0: deleted meanwhile
+
+
+def test_each_charge_carries_a_marker_key_of_its_identitys_hash_tag(plans: Plans) -> None:
+    tag = identity_tag("a")
+    settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(ULID, Usage(cost=2), None, NOW)]
+    (charge,) = plans.seal(settlements)  # one identity, one window: one charge
+    (_, batch), charged = drive(plans.settle([charge]), [[[f"{ULID}:{tag}"]], [1]])
+    (call,) = batch.steps
+    assert isinstance(call, Eval) and len(call.keys) == 12
+    assert call.keys[11] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
+    assert call.args[8] == plans.settle_id_ttl and charged == 2
+    assert call.packed_keys.endswith(f"${len(call.keys[11])}\r\n{call.keys[11]}\r\n".encode())
+
+
+def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> None:
+    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])  # tag cached
+    charges = plans.seal([Settlement(ULID, Usage(cost=5), None, NOW)])
+    plan = plans.settle(charges)
+    sent = next(plan)
+    with pytest.raises(redis.exceptions.TimeoutError):
+        plan.throw(redis.exceptions.TimeoutError("no reply"))  # the runner's view: outcome unknown
+    (again,), charged = drive(plans.settle(charges), [[2]])  # the script: applied before, a no-op
+    assert isinstance(sent, Batch) and isinstance(again, Batch)
+    assert again.steps[0].keys == sent.steps[0].keys and again.steps[0].args == sent.steps[0].args  # type: ignore[union-attr]
+    assert charged == 1  # charged once, by the first attempt
+
+
+def test_charges_have_distinct_ids_per_identity_and_window(plans: Plans) -> None:
+    other = new_ulid()
+    tomorrow = NOW + timedelta(days=1)
+    charges = plans.seal([Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=1), None, NOW),
+                          Settlement(ULID, Usage(cost=1), None, tomorrow), Settlement(ULID, Usage(cost=1), None, NOW)])
+    assert [(charge.identity_id, len(charge.settlements)) for charge in charges] == [(ULID, 2), (other, 1), (ULID, 1)]
+    assert len({charge.id for charge in charges}) == 3 and all(len(charge.id) == 16 for charge in charges)
+
+
+def test_a_batch_that_met_an_outage_is_retried_as_the_same_charges(plans: Plans) -> None:
+    buffer = SettlementBuffer(100, plans.seal)
+    buffer.add(Settlement(ULID, Usage(cost=1), None, NOW))
+    sent: list[list[Charge]] = []
+
+    def timed_out(batch: list[Charge]) -> None:
+        sent.append(list(batch))
+        raise StoreUnavailable("redis: Timeout reading from socket")
+
+    with pytest.raises(StoreUnavailable):
+        buffer.drain(timed_out)
+    buffer.add(Settlement(ULID, Usage(cost=2), None, NOW))  # the same identity, after the timeout
+    buffer.drain(lambda batch: sent.append(list(batch)))
+    (first,), (again, fresh) = sent
+    assert again is first and [len(again.settlements), len(fresh.settlements)] == [1, 1]  # not regrouped
+    assert fresh.id != first.id and len(buffer) == 0
 
 
 # -- reads and records ---------------------------------------------------------------------------
@@ -188,7 +241,7 @@ def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> Non
     other = new_ulid()
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=2), None, NOW)]
     missing = redis.exceptions.NoScriptError("No matching script")
-    steps, charged = drive(loaded(plans.settle(settlements)),
+    steps, charged = drive(loaded(plans.settle(plans.seal(settlements))),
                            [[[f"{other}:{identity_tag('b')}"]], [1, missing], "sha", [1]])
     batch, load, retry = steps[1:]
     assert isinstance(batch, Batch) and isinstance(retry, Batch)
@@ -198,6 +251,6 @@ def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> Non
 
 def test_an_error_reply_in_a_batch_is_raised_from_the_plan(plans: Plans) -> None:
     wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
-    plan = loaded(plans.settle([Settlement(ULID, Usage(cost=1), None, NOW)]))
+    plan = loaded(plans.settle(plans.seal([Settlement(ULID, Usage(cost=1), None, NOW)])))
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         drive(plan, [[[f"{ULID}:{identity_tag('a')}"]], [wrong]])

@@ -42,6 +42,7 @@ def make_store(sentinel_url: str) -> Iterator[MakeSentinelStore]:
 
     def make(**options: Any) -> RedisStore:
         options.setdefault("prefix", f"s{uuid.uuid4().hex[:12]}")
+        options.setdefault("request_timeout", 5.0)  # a loaded 2-core machine; the bound is tested elsewhere
         store = RedisStore.from_url(sentinel_url, **options)
         made.append(store)
         return store

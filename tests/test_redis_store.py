@@ -23,6 +23,7 @@ from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
 from identity_middleware.stores import RedisStore, Store
 from identity_middleware.stores.redis.keys import identity_tag
+from identity_middleware.stores.redis.plans import SETTLE_ID_TTL
 from redis_servers import free_port, start_server, stop_servers
 
 UTC = timezone.utc
@@ -60,6 +61,8 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
             assert 30 * 86400 < ttl <= 31 * 86400 + 1
         elif ":r:" in key:
             assert 0 < ttl <= 30 + 60
+        elif ":c:" in key:  # the settle call's marker: remembered for settle_id_ttl
+            assert 0 < ttl <= SETTLE_ID_TTL
         else:
             assert ttl == -1, key
     assert sum(":s:" in key for key in keys) == 4
@@ -72,7 +75,9 @@ def test_delete_leaves_no_key_of_the_identity(make_store: MakeStore) -> None:
     store.admit(AdmissionRequest("u", estimate=5))
     store.record("u", cost="0.1", model="m")
     store.delete("u")
-    assert list(_keys(store)) == [] or list(_keys(store)) == [f"{store.prefix}:identities"]
+    # Only the settle calls' markers stay, holding "1" until settle_id_ttl ends.
+    left = {key: ttl for key, ttl in _keys(store).items() if ":c:" not in key or not 0 < ttl <= SETTLE_ID_TTL}
+    assert list(left) == [] or list(left) == [f"{store.prefix}:identities"]
 
 
 @pytest.mark.parametrize("external_id", ["{a}b}", "with space", "ünï©ødé ✓", "}{", "a{}b", "x" * 255])

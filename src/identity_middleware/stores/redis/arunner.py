@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import redis.exceptions
 
+from ...core.errors import StoreUnavailable
 from .loops import LoopClient
 from .mux import pack_eval
 from .runner import pipeline
@@ -31,6 +35,18 @@ async def arun(state: LoopClient, plan: Plan[T]) -> T:
         return stop.value  # type: ignore[no-any-return]
     except DOWN as error:
         raise unavailable(error) from error
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, or :class:`StoreUnavailable` once ``seconds`` have passed (it is then
+    cancelled; a multiplexed call's late reply is read and dropped, a redis-py connection closed)."""
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                return await awaitable
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise StoreUnavailable(f"redis: no reply within {seconds} s") from None
 
 
 async def aexecute(state: LoopClient, step: Step) -> Any:

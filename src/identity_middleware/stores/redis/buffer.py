@@ -1,14 +1,15 @@
 """The write-behind settlement buffer: thread-safe, batched, in-flight aware, kept through outages.
 
-Settlements wait here until a flush writes them, up to 500 per round trip. Any thread or loop may
-flush; each batch taken is marked in flight until its write is over, so a read that flushes first
-also waits for batches other flushes hold. A batch that meets an outage (or a cancellation) goes
-back to the front of the queue and is retried after the next successful call; a batch Redis
-refuses outright (a reply it would give again) is logged and dropped rather than block the rest.
-Beyond ``limit`` buffered settlements the oldest are dropped, with an error log.
-
-Known corner: a batch whose reply times out may still have been applied by Redis; it is re-queued
-all the same (usage is never dropped), so such a cut can count that batch twice.
+Settlements wait here until a flush writes them, up to 500 per round trip. A flush seals what it
+takes into charges (one per identity and time window, each with an id: :class:`.plans.requests.Charge`).
+Any thread or loop may flush; each batch taken is marked in flight until its write is over, so a
+read that flushes first also waits for batches other flushes hold. A batch that meets an outage
+(or a cancellation) goes back to the front of the queue as the charges it was, and is retried
+after the next successful call: Redis may have applied it before the reply was lost (a timeout, a
+broken connection), and the settle script skips a charge whose id it has already recorded, so a
+retry never counts it twice. A batch Redis refuses outright (a reply it would give again) is logged
+and dropped rather than block the rest. Beyond ``limit`` buffered settlements the oldest are
+dropped, with an error log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import NoReturn
 from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
+from .plans.requests import Charge
 from .steps import Landed
 
 logger = logging.getLogger("identity_middleware.stores.redis")
@@ -32,31 +34,50 @@ logger = logging.getLogger("identity_middleware.stores.redis")
 BATCH = 500
 INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
-Batch = list[Settlement]
+Batch = list[Charge]
 Marker = concurrent.futures.Future[None]
 
 
 class SettlementBuffer:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, seal: Callable[[list[Settlement]], Batch]) -> None:
         self.limit = limit
-        self.pending: collections.deque[Settlement] = collections.deque()
+        self.pending: collections.deque[Settlement] = collections.deque()  # never sent
+        self.unsure: collections.deque[Charge] = collections.deque()  # sent, not known to have landed
         self.retry_due = False  # an outage left settlements here: the next successful call writes them
+        self._seal = seal
+        self._unsure_count = 0  # settlements in ``unsure``
         self._outage = False
         self._inflight: set[Marker] = set()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + self._unsure_count
+
+    def settlements(self) -> list[Settlement]:
+        """Every settlement buffered, oldest first."""
+        with self._lock:
+            return [settlement for charge in self.unsure for settlement in charge.settlements] + list(self.pending)
 
     def add(self, settlement: Settlement) -> None:
         if settlement.now is None:
             # Stamped now, so a flush after midnight still charges the day the request ended.
             settlement = Settlement(settlement.identity_id, settlement.usage, settlement.reservation, datetime.now(UTC))
         self.pending.append(settlement)
-        while len(self.pending) > self.limit:
-            lost = self.pending.popleft()
-            logger.error("settlement buffer full (%d): dropped the usage of %s (cost %d nano-USD)",
-                         self.limit, lost.identity_id, lost.usage.cost)
+        if len(self.pending) + self._unsure_count > self.limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        with self._lock:
+            while len(self.pending) + self._unsure_count > self.limit:
+                if self.unsure:
+                    charge = self.unsure.popleft()
+                    self._unsure_count -= len(charge.settlements)
+                    lost = charge.settlements
+                else:
+                    lost = [self.pending.popleft()]
+                for settlement in lost:
+                    logger.error("settlement buffer full (%d): dropped the usage of %s (cost %d nano-USD)",
+                                 self.limit, settlement.identity_id, settlement.usage.cost)
 
     def drain(self, write: Callable[[Batch], object]) -> None:
         """Write everything buffered, a batch at a time (raises what a write raised; see module docs)."""
@@ -98,14 +119,25 @@ class SettlementBuffer:
                 self._inflight.difference_update(marker for marker in pending if not marker.done())
 
     def _take(self) -> tuple[Batch, Marker]:
-        """Up to a batch of buffered settlements, and a marker that is done once their write is over."""
+        """Up to a batch of buffered settlements as charges (those sent before first, as they were),
+        and a marker that is done once their write is over."""
         batch: Batch = []
+        fresh: list[Settlement] = []
+        taken = 0
         marker: Marker = concurrent.futures.Future()
         with self._lock:
-            while self.pending and len(batch) < BATCH:
-                batch.append(self.pending.popleft())
-            if batch:
+            while self.unsure and taken < BATCH:
+                charge = self.unsure.popleft()
+                self._unsure_count -= len(charge.settlements)
+                taken += len(charge.settlements)
+                batch.append(charge)
+            while self.pending and taken < BATCH:
+                fresh.append(self.pending.popleft())
+                taken += 1
+            if taken:
                 self._inflight.add(marker)
+        if fresh:
+            batch += self._seal(fresh)
         return batch, marker
 
     def _taken(self, marker: Marker) -> None:
@@ -124,18 +156,21 @@ class SettlementBuffer:
         else:
             # Not an outage but a reply Redis will give again (e.g. a key of the wrong type):
             # retrying would block every later settlement behind it, so the batch is not kept.
-            logger.error("redis refused %d settlements; their usage is not recorded: %r", len(batch), batch)
+            settlements = [settlement for charge in batch for settlement in charge.settlements]
+            logger.error("redis refused %d settlements; their usage is not recorded: %r", len(settlements), settlements)
         raise error
 
     def _requeue(self, batch: Batch) -> None:
-        self.pending.extendleft(reversed(batch))
+        with self._lock:
+            self.unsure.extendleft(reversed(batch))
+            self._unsure_count += sum(len(charge.settlements) for charge in batch)
         self.retry_due = True
         if not self._outage:
             self._outage = True
-            logger.warning("redis unavailable: %d settlements buffered, retried when it answers", len(self.pending))
+            logger.warning("redis unavailable: %d settlements buffered, retried when it answers", len(self))
 
     def _recovered(self) -> None:
-        if self._outage and not self.pending:
+        if self._outage and not self:
             self._outage = False
             self.retry_due = False
             logger.warning("redis answers again: buffered settlements written")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,6 +40,12 @@ class ClientSpec:
     socket_connect_timeout: float = 2.0
     options: tuple[tuple[str, Any], ...] = ()
     multiplex: bool = True
+
+    def bounded(self, timeout: float) -> ClientSpec:
+        """This spec with every wait (connect, reply, a pooled connection) bounded by ``timeout``."""
+        return dataclasses.replace(
+            self, socket_timeout=min(self.socket_timeout, timeout), pool_timeout=min(self.pool_timeout, timeout),
+            socket_connect_timeout=min(self.socket_connect_timeout, timeout))
 
     @property
     def scheme(self) -> str:

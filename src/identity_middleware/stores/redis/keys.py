@@ -15,6 +15,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    u LLM calls of unpriced models; per model: m:<model> calls,
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
                                    days after the day
+    P:{T}:c:<charge id>     STRING "1": a settle script call (one identity's batch) was applied;
+                                   set NX by that call, so sending it again is a no-op; expires
+                                   after the store's ``settle_id_ttl``
 
 ``T`` is the hex SHA-1 of the UTF-8 external id. It is derived from the external id, not the ULID,
 because an admission arrives with the external id only: hashing it tells the client which slot
@@ -81,6 +84,9 @@ class KeySchema:
 
     def day(self, tag: str, day: date) -> str:
         return f"{self.base(tag)}:d:{day.isoformat()}"
+
+    def charge(self, tag: str, charge_id: str) -> str:
+        return f"{self.base(tag)}:c:{charge_id}"
 
     def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""

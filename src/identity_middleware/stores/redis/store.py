@@ -7,7 +7,9 @@ ones with :mod:`.arunner` on the running loop's client (:mod:`.loops`; script ca
 returns at once and the loop's next tick writes everything buffered in one round trip; the
 reservation stays held in Redis until then, so ``spent + reserved <= amount`` holds throughout.
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
-caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered.
+caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
+(:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
+The request path (admission; a sync settlement's write) waits at most ``request_timeout``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, TypeVar
@@ -26,17 +27,18 @@ from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, Identit
 from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
-from .arunner import arun
+from .arunner import arun, within
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .loops import LoopClient, Loops
-from .plans import Plans
+from .plans import SETTLE_ID_TTL, Plans
 from .runner import Runner
 from .steps import Landed, Plan
+from .writer import Writer
 
 T = TypeVar("T")
 DailyList = builtins.list[DailyMetrics]
-logger = logging.getLogger("identity_middleware.stores.redis")
+REQUEST_TIMEOUT = 0.25  # seconds an admission may wait for Redis before the outage policy applies
 
 
 class RedisStore(Store):
@@ -54,16 +56,25 @@ class RedisStore(Store):
         tz: tzinfo = UTC,
         reservation_ttl: float = DEFAULT_RESERVATION_TTL,
         pending_limit: int = 100_000,
+        request_timeout: float | None = REQUEST_TIMEOUT,
+        settle_id_ttl: int = SETTLE_ID_TTL,
     ) -> None:
         if spec is None and (client is None or async_client_factory is None):
             raise ValueError("give a ClientSpec (use RedisStore.from_url) or both client and async_client_factory")
         self.tz = tz
         self.reservation_ttl = reservation_ttl
         self._spec = spec
-        self._plans = Plans(prefix, tz, reservation_ttl)
+        self.request_timeout = request_timeout
+        self._plans = Plans(prefix, tz, reservation_ttl, settle_id_ttl)
         self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client)
-        self._loops = Loops(spec, async_client_factory, self._retire)
-        self._buffer = SettlementBuffer(pending_limit)
+        # The request path's sync calls (admit, settle) go through a client whose every wait is
+        # bounded by request_timeout; a client passed in is used as it is.
+        self._request_runner = self._runner
+        if client is None and spec is not None and request_timeout is not None:
+            self._request_runner = Runner(spec.bounded(request_timeout).sync_client)
+        self._buffer = SettlementBuffer(pending_limit, self._plans.seal)
+        self._writer = Writer(self._buffer, self._plans, self._runner)
+        self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
     def from_url(
@@ -79,19 +90,26 @@ class RedisStore(Store):
         socket_connect_timeout: float = 2.0,
         pending_limit: int = 100_000,
         multiplex: bool = True,
+        request_timeout: float | None = REQUEST_TIMEOUT,
+        settle_id_ttl: int = SETTLE_ID_TTL,
         **client_options: Any,
     ) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
         ``redis+cluster://host:port``.
 
         ``max_connections`` caps each pool (per node on a Cluster); callers beyond it wait up to
-        ``pool_timeout`` seconds. ``multiplex=False`` sends async script calls through redis-py's
-        pool even where one multiplexed connection per loop could carry them. Other keyword
-        arguments go to the redis-py clients.
+        ``pool_timeout`` seconds. ``request_timeout`` bounds what the store may cost a request
+        (admission; a sync settlement's write): past it, :class:`StoreUnavailable` and the
+        middleware's ``on_store_error``; ``None`` leaves only the socket timeouts. ``settle_id_ttl``
+        is how long Redis remembers an applied settlement batch, so that a retry within it is a
+        no-op. ``multiplex=False`` sends async script calls through redis-py's pool even where one
+        multiplexed connection per loop could carry them. Other keyword arguments go to the
+        redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
                           tuple(client_options.items()), multiplex)
-        return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit)
+        return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit,
+                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl)
 
     @property
     def prefix(self) -> str:
@@ -110,83 +128,59 @@ class RedisStore(Store):
 
     @property
     def _pending(self) -> Sequence[Settlement]:
-        return self._buffer.pending
+        return self._buffer.settlements()
 
-    def _run(self, plan: Plan[T], *, flush_first: bool = False) -> T:
-        if flush_first and self._buffer.pending:
+    def _run(self, plan: Plan[T], *, flush_first: bool = False, runner: Runner | None = None) -> T:
+        runner = self._runner if runner is None else runner
+        if flush_first and self._buffer:
             self.flush()
-        result = self._runner.run(plan)
-        if self._buffer.retry_due and self._buffer.pending:
+        result = runner.run(plan)
+        if self._buffer.retry_due and self._buffer:
             with contextlib.suppress(StoreUnavailable):
-                self.flush()
+                self._writer.flush(runner)
         return result
 
     async def _loop(self) -> LoopClient:
         return await self._loops.get()
 
-    async def _arun(self, plan: Plan[T], *, flush_first: bool = False) -> T:
+    async def _arun(self, plan: Plan[T], *, flush_first: bool = False, deadline: float | None = None) -> T:
         state = await self._loops.get()
-        if flush_first and (self._buffer.pending or (state.flush_task is not None and not state.flush_task.done())):
-            await self._aflush(state)
+        if flush_first and (self._buffer or (state.flush_task is not None and not state.flush_task.done())):
+            await self._writer.aflush(state)
         try:
-            result = await arun(state, plan)
+            result = await (arun(state, plan) if deadline is None else within(deadline, arun(state, plan)))
         except Landed:  # a read cancelled after its batch was answered: cancelled all the same
             raise asyncio.CancelledError from None
-        if self._buffer.retry_due and self._buffer.pending:
-            self._schedule_flush(state)
+        if self._buffer.retry_due and self._buffer:
+            self._writer.schedule(state)
         return result
-
-    # -- writing the buffer ----------------------------------------------------------------------
-    async def _adrain(self, state: LoopClient) -> None:
-        await self._buffer.adrain(lambda batch: arun(state, self._plans.settle(batch)))
-
-    def _schedule_flush(self, state: LoopClient) -> None:
-        if state.flush_task is None or state.flush_task.done():
-            state.flush_task = asyncio.get_running_loop().create_task(self._background_flush(state))
-
-    async def _background_flush(self, state: LoopClient) -> None:
-        with contextlib.suppress(StoreUnavailable):  # buffered, logged once per outage by the buffer
-            await self._adrain(state)
-
-    async def _aflush(self, state: LoopClient) -> None:
-        task = state.flush_task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            await asyncio.wait([task])
-        await self._adrain(state)
-        await self._buffer.others_written()
-
-    async def _retire(self, state: LoopClient) -> None:
-        """At a loop's end (or aclose): write what is buffered before its client closes."""
-        try:
-            if self._buffer.pending:
-                await self._adrain(state)
-        except StoreUnavailable:
-            logger.warning("redis unavailable at loop shutdown; %d settlements stay buffered", len(self._buffer))
 
     # -- life ------------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
-        self._buffer.drain(lambda batch: self._runner.run(self._plans.settle(batch)))
+        self._writer.flush()
 
     async def aflush(self) -> None:
-        await self._aflush(await self._loops.get())
+        await self._writer.aflush(await self._loops.get())
 
     def close(self) -> None:
         """Flush, then release the sync client's connections (a client passed in is left open)."""
         try:
-            if self._buffer.pending:
+            if self._buffer:
                 self.flush()
         finally:
             self._runner.close()
+            self._request_runner.close()
 
     async def aclose(self) -> None:
         """Flush and close this loop's async client (and the sync one)."""
         state = await self._loops.get()
         try:
-            await self._aflush(state)
+            await self._writer.aflush(state)
         finally:
             await self._loops.close(state)
             self._runner.close()
+            self._request_runner.close()
 
     # -- identities ------------------------------------------------------------------------------
     def create(self, identity: IdentityInput) -> Identity:
@@ -280,19 +274,21 @@ class RedisStore(Store):
 
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:
-        return self._run(self._plans.admit(request))
+        """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it)."""
+        return self._run(self._plans.admit(request), runner=self._request_runner)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
-        return await self._arun(self._plans.admit(request))
+        return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
-        """Buffer and write at once (with anything else buffered). On an outage it stays buffered,
-        is logged, and is retried later; it is not raised, so a caller never re-submits it."""
+        """Buffer and write at once (with anything else buffered), within ``request_timeout``. On an
+        outage it stays buffered, is logged, and is retried later (at most once applied); it is not
+        raised, so a caller never re-submits it."""
         self._buffer.add(settlement)
         with contextlib.suppress(StoreUnavailable):
-            self.flush()
+            self._writer.flush(self._request_runner)
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""
         self._buffer.add(settlement)
-        self._schedule_flush(await self._loops.get())
+        self._writer.schedule(await self._loops.get())

@@ -9,11 +9,12 @@ lookups and script calls of :mod:`.base` and the reply parsing of :mod:`.codec`.
 
 from __future__ import annotations
 
+from .base import SETTLE_ID_TTL
 from .budgets import BudgetPlans
 from .identities import IdentityPlans
-from .requests import RequestPlans
+from .requests import Charge, RequestPlans
 
-__all__ = ["Plans"]
+__all__ = ["SETTLE_ID_TTL", "Charge", "Plans"]
 
 
 class Plans(IdentityPlans, BudgetPlans, RequestPlans):

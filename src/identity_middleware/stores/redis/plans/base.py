@@ -18,19 +18,21 @@ from ..steps import Batch, Call, Eval, Plan
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
+SETTLE_ID_TTL = 600  # seconds Redis remembers an applied settle call (see RedisStore's settle_id_ttl)
 
 
 class PlanBase:
-    """One key schema, timezone and reservation TTL, and the caches every plan consults.
+    """One key schema, timezone, reservation TTL and settle id TTL, and the caches every plan consults.
 
     The caches hold facts that never change (ULID -> hash tag) or that the scripts re-check on every
     call (a record's version), so a stale entry costs a round trip, never a wrong answer.
     """
 
-    def __init__(self, prefix: str, tz: tzinfo, reservation_ttl: float) -> None:
+    def __init__(self, prefix: str, tz: tzinfo, reservation_ttl: float, settle_id_ttl: int = SETTLE_ID_TTL) -> None:
         self.keys = KeySchema(prefix)
         self.tz = tz
         self.reservation_ttl = reservation_ttl
+        self.settle_id_ttl = settle_id_ttl
         self._tags: dict[str, str] = {}  # ULID -> hash tag
         self._tags_lock = threading.Lock()
         # hash tag -> the window its keys were built for, those keys, and them in the Redis protocol
@@ -93,7 +95,7 @@ class PlanBase:
         cached = self._keysets.get(tag)
         if cached is None or cached[0] is not current:
             keys = self.keys.window_keys(tag, current)
-            packed = b"".join(b"$%d\r\n%s\r\n" % (len(key), key) for key in (key.encode() for key in keys))
+            packed = b"".join(codec.packed(key) for key in keys)
             if len(self._keysets) >= _CACHE_LIMIT:
                 self._keysets.clear()
             cached = self._keysets[tag] = (current, keys, packed)

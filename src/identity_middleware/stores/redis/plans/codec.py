@@ -31,6 +31,12 @@ def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def packed(key: str) -> bytes:
+    """A key as one bulk string of the Redis protocol (script keys are packed once and cached)."""
+    data = key.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def encode(name: str, value: Any) -> str:
     # tags/metadata set to None mean "clear" (as MemoryStore does); JSON is canonical so equal
     # values compare equal inside the script and an unchanged upsert leaves `updated` alone.

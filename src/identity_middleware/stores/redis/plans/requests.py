@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
 from ..keys import Window, identity_tag, window
@@ -12,6 +15,26 @@ from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from . import codec
 from .base import PlanBase
+
+
+def charge_id() -> str:
+    """16 characters of 96 random bits, fresh from the OS (unique across forked workers too)."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+@dataclass(slots=True, eq=False)
+class Charge:
+    """The settlements of one identity in one time window, applied by one settle script call.
+
+    The script records ``id`` (``SET NX`` with a TTL, in the same script), so a charge sent again
+    after a timeout or a broken connection, when Redis may have applied it already, is a no-op:
+    the buffer keeps a charge whose outcome is unknown and retries it as it is, never regrouped.
+    """
+
+    id: str
+    identity_id: str
+    window: Window
+    settlements: list[Settlement]
 
 
 class RequestPlans(PlanBase):
@@ -48,30 +71,35 @@ class RequestPlans(PlanBase):
         periods = tuple(state.period.value for state in states)
         return Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires, periods))
 
-    def settle(self, settlements: Sequence[Settlement]) -> Plan[int]:
-        """Commit settlements in one pipelined round trip (plus one for uncached tags). Returns how
-        many were charged (a deleted identity's are dropped, as MemoryStore does)."""
-        tags = yield from self.tags_of({settlement.identity_id for settlement in settlements})
-        # One script call per identity and time window: their usage summed, reservations released.
-        groups: dict[tuple[str, Window], list[Settlement]] = {}
+    def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
+        """Settlements grouped into charges, one per identity and time window, each with a new id.
+        Pure: a charge is sealed once, and a retry sends it again as it is (see :class:`Charge`)."""
+        charges: dict[tuple[str, datetime], Charge] = {}
         for settlement in settlements:
-            if settlement.identity_id in tags:
-                key = (settlement.identity_id, window(codec.now_or(settlement.now), self.tz))
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [settlement]
-                else:
-                    group.append(settlement)
-        if not groups:
-            return 0
-        steps = [self._settle_eval(ulid, current, group, tags[ulid]) for (ulid, current), group in groups.items()]
-        replies = yield Batch(steps)
-        return sum(int(reply) * len(group) for reply, group in zip(replies, groups.values(), strict=True))
+            current = window(codec.now_or(settlement.now), self.tz)
+            charge = charges.get((settlement.identity_id, current.start))
+            if charge is None:
+                charges[settlement.identity_id, current.start] = Charge(
+                    charge_id(), settlement.identity_id, current, [settlement])
+            else:
+                charge.settlements.append(settlement)
+        return list(charges.values())
 
-    def _settle_eval(self, ulid: str, current: Window, group: Sequence[Settlement], tag: str) -> Eval:
+    def settle(self, charges: Sequence[Charge]) -> Plan[int]:
+        """Apply charges in one pipelined round trip (plus one for uncached tags), each at most once.
+        Returns how many settlements were charged, now or by an earlier attempt (a deleted
+        identity's are dropped, as MemoryStore does)."""
+        tags = yield from self.tags_of({charge.identity_id for charge in charges})
+        charges = [charge for charge in charges if charge.identity_id in tags]
+        if not charges:
+            return 0
+        replies = yield Batch([self._settle_eval(charge, tags[charge.identity_id]) for charge in charges])
+        return sum(len(charge.settlements) for reply, charge in zip(replies, charges, strict=True) if int(reply))
+
+    def _settle_eval(self, charge: Charge, tag: str) -> Eval:
         cost = input_tokens = output_tokens = errors = 0
         members: list[str] = []
-        for settlement in group:
+        for settlement in charge.settlements:
             usage = settlement.usage
             cost += usage.cost
             input_tokens += usage.input_tokens
@@ -80,7 +108,9 @@ class RequestPlans(PlanBase):
             reservation = settlement.reservation
             if reservation is not None:
                 members.append(f"{reservation.amount}:{reservation.id}")
-        args: list[str | int] = [ulid, cost, input_tokens, output_tokens, len(group), errors,
-                                 current.expire_at, " ".join(members)]
-        args += codec.day_increments(settlement.usage for settlement in group)
-        return self._eval(SETTLE, tag, current, args)
+        args: list[str | int] = [charge.identity_id, cost, input_tokens, output_tokens, len(charge.settlements),
+                                 errors, charge.window.expire_at, " ".join(members), self.settle_id_ttl]
+        args += codec.day_increments(settlement.usage for settlement in charge.settlements)
+        window_call = self._eval(SETTLE, tag, charge.window, args)
+        marker = self.keys.charge(tag, charge.id)  # the same hash tag: one slot, one script
+        return Eval(SETTLE, [*window_call.keys, marker], args, window_call.packed_keys + codec.packed(marker))

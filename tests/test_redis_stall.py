@@ -1,0 +1,134 @@
+"""A Redis stalled by DEBUG SLEEP: a settlement that timed out and is retried counts once, and a
+request waits at most the store's request timeout before the outage policy applies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from identity_middleware import IdentityMiddleware, current_identity, record_usage
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.errors import StoreUnavailable
+from identity_middleware.core.money import to_nanos
+from identity_middleware.stores import RedisStore
+from identity_middleware.stores.redis.keys import identity_tag
+from redis_servers import free_port, stalled, start_server, stop_servers
+
+MILLI = to_nanos(Decimal("0.001"))
+BOUND = 1.5  # seconds: generous against a 0.25 s timeout, far below the 2 s stall and 5 s socket timeout
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    """A private redis-server that may be stalled (its own, so no other test waits on it)."""
+    port = free_port()
+    process = start_server(port, tmp_path)
+    try:
+        yield port
+    finally:
+        stop_servers([process])
+
+
+def day_requests(port: int, store: RedisStore, external_id: str) -> int:
+    """Requests Redis itself holds for the identity today (not through the store)."""
+    client = redis.Redis(port=port, decode_responses=True)
+    keys = list(client.scan_iter(match=f"{store.prefix}:{{{identity_tag(external_id)}}}:d:*"))
+    return sum(int(client.hget(key, "n") or 0) for key in keys)
+
+
+def test_sync_settlements_that_timed_out_while_redis_slept_count_once(port: int) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall")
+    try:
+        ulid = store.admit(AdmissionRequest("a")).identity.id
+        store.settle(Settlement(ulid, Usage(cost=MILLI), None))  # the settle script is loaded
+        with stalled(port, 1.5):
+            for _ in range(2):  # each write times out; the second sends the first's charge again
+                store.settle(Settlement(ulid, Usage(cost=MILLI), None))
+            assert len(store._pending) == 2
+        assert day_requests(port, store, "a") >= 2  # Redis applied (at least) the first timed-out write
+        store.flush()  # the retry: both charges were recorded, so nothing is added
+        metrics = store.metrics("a")
+        assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.003"))
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("multiplex", [True, False])
+async def test_async_settlements_that_timed_out_while_redis_slept_count_once(port: int, multiplex: bool) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall", socket_timeout=0.3,
+                                multiplex=multiplex)
+    try:
+        ulid = (await store.aadmit(AdmissionRequest("a"))).identity.id
+        await store.asettle(Settlement(ulid, Usage(cost=MILLI), None))
+        await store.aflush()  # the settle script is loaded
+        with stalled(port, 1.5):
+            await store.asettle(Settlement(ulid, Usage(cost=MILLI), None))
+            with pytest.raises(StoreUnavailable):  # the background write timed out, and the retry too
+                await store.aflush()
+            await store.asettle(Settlement(ulid, Usage(cost=MILLI), None))
+            with pytest.raises(StoreUnavailable):
+                await store.aflush()
+        assert day_requests(port, store, "a") >= 2  # Redis applied (at least) the first timed-out write
+        await store.aflush()  # the retry: both charges were recorded, so nothing is added
+        metrics = await store.ametrics("a")
+        assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.003"))
+    finally:
+        await store.aclose()
+
+
+def test_a_sync_admission_waits_at_most_the_request_timeout(port: int) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall", request_timeout=0.25)
+    try:
+        store.admit(AdmissionRequest("a"))
+        with stalled(port, 2):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.admit(AdmissionRequest("a"))
+            assert time.monotonic() - started < BOUND
+    finally:
+        store.close()
+
+
+async def chat(request: Request) -> Response:
+    record_usage("0.001")
+    identity = current_identity()
+    return JSONResponse({"identity": identity.external_id if identity else None})
+
+
+@pytest.mark.parametrize(("policy", "status", "identity"), [("open", 200, None), ("closed", 503, "-")])
+def test_a_request_while_redis_stalls_gets_the_outage_policy_within_the_request_timeout(
+    port: int, policy: str, status: int, identity: str | None
+) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall")  # request_timeout: the default
+    app = Starlette(routes=[Route("/chat", chat, methods=["POST"])],
+                    middleware=[Middleware(IdentityMiddleware, store=store, on_store_error=policy)])
+    body = {"identity": {"id": "u"}, "messages": []}
+    try:
+        with TestClient(app) as client:
+            assert client.post("/chat", json=body).json() == {"identity": "u"}
+            with stalled(port, 2):
+                started = time.monotonic()
+                response = client.post("/chat", json=body)
+                elapsed = time.monotonic() - started
+            assert elapsed < BOUND
+            assert response.status_code == status
+            if status == 200:
+                assert response.json() == {"identity": identity}  # served, untracked
+            else:
+                assert response.json()["error"]["type"] == "store_unavailable"
+            assert client.post("/chat", json=body).json() == {"identity": "u"}  # Redis is back
+        assert store.metrics("u").total_requests >= 2  # the tracked ones (a timed-out admission may count)
+    finally:
+        store.close()
