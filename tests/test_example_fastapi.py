@@ -45,14 +45,22 @@ completion = client.chat.completions.create(model="local-stand-in-1", messages=a
 plain = list(client.chat.completions.create(model="local-stand-in-1", messages=ask, stream=True))
 usage = list(client.chat.completions.create(model="local-stand-in-1", messages=ask, stream=True,
                                             stream_options={"include_usage": True}))
+plain_client = openai.OpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1")
+by_user = plain_client.chat.completions.create(model="local-stand-in-1", messages=ask, user="dave")
+by_safety = plain_client.chat.completions.create(model="local-stand-in-1", messages=ask, safety_identifier="erin")
 deadline = time.monotonic() + 10  # a stream is settled just after its last byte reached the client
-while (metrics := store.metrics("carol")).total_requests < 3 and time.monotonic() < deadline:
+def settled():
+    return (store.metrics("carol").total_requests >= 3 and store.metrics("dave").total_requests >= 1
+            and store.metrics("erin").total_requests >= 1)
+while not settled() and time.monotonic() < deadline:
     time.sleep(0.02)
+metrics = store.metrics("carol")
 print(json.dumps({
     "created": completion.created, "total_tokens": completion.usage.total_tokens,
     "text": "".join(c.choices[0].delta.content or "" for c in plain if c.choices),
     "plain_usage": [c.usage is not None for c in plain], "last_usage": usage[-1].usage.total_tokens,
     "models": metrics.model_dump(mode="json")["models"], "requests": metrics.total_requests,
+    "by_fields": [store.metrics(name).total_requests for name in ("dave", "erin")],
 }))
 server.should_exit = True
 """
@@ -70,3 +78,4 @@ def test_the_openai_sdk_parses_the_examples_json_and_sse_replies() -> None:
     assert report["models"] == [{"model": "local-stand-in-1", "cost": "0.012", "input_tokens": 240,
                                  "output_tokens": 720, "requests": 3}]
     assert report["requests"] == 3
+    assert report["by_fields"] == [1, 1]  # OpenAI's `user` and `safety_identifier` name the identity

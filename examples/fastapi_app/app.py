@@ -53,7 +53,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="identity-middleware example", lifespan=lifespan)
-app.add_middleware(IdentityMiddleware, store=store, default_budgets=DEFAULT_BUDGETS)
+# OpenAI's own end-user fields (`user`, `safety_identifier`) name the identity too, after a body
+# `identity` object and before the header: clients of the OpenAI SDK need nothing of ours.
+app.add_middleware(IdentityMiddleware, store=store, default_budgets=DEFAULT_BUDGETS,
+                   sources=("body", "user_field", "header", "auth"))
 app.mount("/admin", create_admin_app(store, token=os.environ.get("ADMIN_TOKEN", "dev-admin-token")))
 
 
