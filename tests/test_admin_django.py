@@ -86,6 +86,23 @@ def test_patch_and_delete_through_django(client: Client) -> None:
     assert client.get("/admin-api/v2/identities/dj_p").status_code == 404
 
 
+def test_a_percent_encoded_slash_is_part_of_the_id_through_django(client: Client) -> None:
+    """Django routes on the decoded path; a WSGI server's REQUEST_URI (or ASGI's raw_path) keeps %2F."""
+    post(client, "/admin-api/v2/identities", {"external_id": "victim"})
+    client.put("/admin-api/v2/identities/victim/budgets/daily", data=json.dumps({"amount": "1"}),
+               content_type="application/json")
+    post(client, "/admin-api/v2/identities", {"external_id": "victim/budgets/daily"})
+    raw = "/admin-api/v2/identities/victim%2Fbudgets%2Fdaily"
+    shown = client.get("/admin-api/v2/identities/victim/budgets/daily", REQUEST_URI=raw)
+    assert shown.json()["external_id"] == "victim/budgets/daily"
+    assert client.delete("/admin-api/v2/identities/victim/budgets/daily", REQUEST_URI=raw).status_code in (200, 204)
+    assert client.get("/admin-api/v2/identities/victim/budgets/daily").json()["period"] == "daily"  # kept
+    deep = "/admin-api/v2/identities/a%2Fb%2Fc%2Fd%2Fe"
+    assert client.get("/admin-api/v2/identities/a/b/c/d/e", REQUEST_URI=deep).status_code == 404
+    post(client, "/admin-api/v2/identities", {"external_id": "a/b/c/d/e"})
+    assert client.get("/admin-api/v2/identities/a/b/c/d/e", REQUEST_URI=deep).json()["external_id"] == "a/b/c/d/e"
+
+
 def test_budgets_through_django(client: Client) -> None:
     post(client, "/admin-api/v2/identities", {"external_id": "dj_b"})
     response = client.put("/admin-api/v2/identities/dj_b/budgets/weekly", data=json.dumps({"amount": "5"}),

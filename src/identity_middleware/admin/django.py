@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -22,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..django.conf import close_stores, get_store
 from ..stores import Store
 from .errors import Reply, not_found
-from .routes import OPENAPI_PATH, ROUTES, AdminAPI
+from .routes import OPENAPI_PATH, ROUTES, AdminAPI, match
 
 __all__ = ["admin_api", "close_stores", "configured_store", "urlpatterns"]
 
@@ -58,10 +59,32 @@ def _to_response(reply: Reply) -> HttpResponse:
     return response
 
 
+def _raw_route(request: HttpRequest) -> tuple[str, dict[str, str]] | None:
+    """The route of the raw path when it has a ``%2F`` (Django routes on the decoded path, where it is
+    a separator): from ``REQUEST_URI``/``RAW_URI`` (WSGI servers) or the ASGI scope's ``raw_path``."""
+    scope = getattr(request, "scope", None)
+    raw: str | bytes | None = (request.META.get("RAW_URI") or request.META.get("REQUEST_URI")
+                               or (scope.get("raw_path") if isinstance(scope, dict) else None))
+    if not raw:
+        return None
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    path_part = text.split("?", 1)[0]
+    if "%2f" not in path_part.lower():
+        return None
+    segments = [unquote(segment) for segment in path_part.split("/")]
+    found = match(segments[segments.index("v2"):]) if "v2" in segments else None
+    return found if found is not None else ("", {})  # "": no such route (AdminAPI answers 404)
+
+
 def _view(template: str) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
     async def view(request: HttpRequest, **params: str) -> HttpResponse:
+        routed = _raw_route(request)
+        if routed is not None:
+            template_now, params = routed
+        else:
+            template_now = template
         reply = await admin_api().handle(
-            template,
+            template_now,
             request.method or "GET",
             params=params,
             query={name: values for name, values in request.GET.lists()},
@@ -74,6 +97,8 @@ def _view(template: str) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
 
 
 async def _no_route(request: HttpRequest, rest: str = "") -> HttpResponse:
+    if _raw_route(request) is not None:  # "a%2Fb%2Fc" decoded into more segments than any route has
+        return await _any_route(request)
     return _to_response(not_found("No such route.").reply())
 
 
@@ -81,6 +106,8 @@ def _django_route(template: str) -> str:
     # "/v2/identities/{identity_id}" -> "v2/identities/<str:identity_id>" (include() supplies the prefix)
     return re.sub(r"\{(\w+)\}", r"<str:\1>", template.lstrip("/"))
 
+
+_any_route = _view(OPENAPI_PATH)  # re-routed by the raw path before it answers
 
 urlpatterns: list[URLPattern] = [
     *(path(_django_route(template), _view(template)) for template in [*ROUTES, OPENAPI_PATH]),

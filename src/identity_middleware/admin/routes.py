@@ -13,7 +13,7 @@ from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
 
-__all__ = ["METHODS", "ROUTES", "AdminAPI", "Handler"]
+__all__ = ["METHODS", "ROUTES", "AdminAPI", "Handler", "match"]
 
 Handler = Callable[[Store, handlers.AdminRequest], Awaitable[Reply]]
 
@@ -38,6 +38,24 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/identities/{identity_id}/metrics/daily": {"GET": analytics.daily_metrics},
 }
 OPENAPI_PATH = "/openapi.json"
+
+
+def match(segments: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+    """The template and parameters of already-decoded path ``segments`` (``["v2", "identities", "a/b"]``),
+    for shells whose framework decoded ``%2F`` before routing (a "/" inside an id stays in its segment)."""
+    for template in ROUTES:
+        parts = template.strip("/").split("/")
+        if len(parts) != len(segments):
+            continue
+        params: dict[str, str] = {}
+        for part, segment in zip(parts, segments, strict=True):
+            if part.startswith("{"):
+                params[part[1:-1]] = segment
+            elif part != segment:
+                break
+        else:
+            return template, params
+    return None
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 class AdminAPI:
