@@ -52,6 +52,8 @@ class Resolved:
 
 def is_json_content_type(content_type: str | None) -> bool:
     """``application/json``, ``application/*+json``, any parameters."""
+    if content_type == "application/json":  # what nearly every client sends: no parsing
+        return True
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
