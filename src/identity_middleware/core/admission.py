@@ -49,7 +49,8 @@ class BudgetBlock:
     tokens: int = 0
 
 
-def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlock | None:
+def decide(states: list[BudgetState], estimate: int, now: datetime, identity_ulid: str | None = None
+           ) -> BudgetBlock | None:
     """``None`` when every budget admits the request, else the block to report.
 
     When several budgets block, the request can pass only once all have reset, so the one that
@@ -67,6 +68,8 @@ def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlo
         reserved=from_nanos(last.reserved),
         resets_at=last.resets_at,
         retry_after=wait,
+        budget_id=None if identity_ulid is None else f"bi_{identity_ulid}_{last.period.value}",
+        scope=None if identity_ulid is None else "identity",
     )
 
 

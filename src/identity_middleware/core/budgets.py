@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .ids import new_ulid
 from .money import to_decimal
-from .periods import Period
+from .periods import Period, period_bounds, period_key
 
 __all__ = [
     "Alert",
@@ -257,3 +257,12 @@ def matches_request(budget: BudgetSpec, identity: str | None, targets: dict[Scop
     if budget.scope is ScopeKind.IDENTITY:
         return identity is not None and budget.target == identity
     return budget.target in targets[budget.scope]
+
+
+def budget_bounds(budget: BudgetSpec, now: datetime, tz: Any) -> tuple[str, datetime | None, datetime | None]:
+    """The budget's current period: its key, start and end (one-time: ``"one_time"``, no bounds)."""
+    calendar = budget.period.calendar
+    if calendar is None:
+        return "one_time", None, None
+    start, end = period_bounds(calendar, now, tz)
+    return period_key(calendar, now, tz), start, end

@@ -9,21 +9,22 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from ...core.admission import ModelUsage, Usage
-from ...core.budgets import BudgetExists, BudgetNotFound, ScopedBudget, ScopeKind, matches_request, matching_targets
-from ...core.periods import period_bounds, period_key
+from ...core.budgets import (
+    BudgetExists,
+    BudgetNotFound,
+    ScopedBudget,
+    ScopeKind,
+    budget_bounds,
+    matches_request,
+    matching_targets,
+)
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
 
 WINDOW = timedelta(seconds=60)  # usage.requests counts the admissions of the last minute
 
 
-def bounds(budget: ScopedBudget, now: datetime, tz: tzinfo) -> tuple[str, datetime | None, datetime | None]:
-    """The budget's current period: its key, start and end (one-time: ``"one_time"``, no bounds)."""
-    calendar = budget.period.calendar
-    if calendar is None:
-        return "one_time", None, None
-    start, end = period_bounds(calendar, now, tz)
-    return period_key(calendar, now, tz), start, end
+bounds = budget_bounds
 
 
 def uses_identity_spend(budget: ScopedBudget) -> bool:
