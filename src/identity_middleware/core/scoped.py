@@ -112,4 +112,6 @@ def threshold_event(budget: ScopedBudget, percent: int, dimension: Dimension, co
         "period_start": start.isoformat() if start else None,
         "resets_at": end.isoformat() if end else None,
         "identity": identity,
+        "notifier_ids": sorted({notifier for alert in budget.alerts if alert.threshold_percent == percent
+                                and alert.dimension is dimension for notifier in alert.notifier_ids}),
     }

@@ -27,7 +27,7 @@ class ScopedBudgets:
 
     #: ``"gpt-4o" -> "openai"``: the provider of model names without a ``provider/`` prefix.
     providers: Mapping[str, str] = {}
-    #: Called with the ``budget.threshold_reached`` events a settlement fired (see :mod:`..alerts`).
+    #: Called with the ``budget.threshold_reached`` events a settlement fired (see :mod:`.notifiers`).
     notify: Notify | None = None
 
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
