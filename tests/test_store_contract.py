@@ -13,10 +13,11 @@ import anyio.from_thread
 import pytest
 
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.budgets import Alert, BudgetChanges, BudgetExists, BudgetNotFound, BudgetSpec
 from identity_middleware.core.errors import IdentityExists, IdentityNotFound
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
-from identity_middleware.stores import Store
+from identity_middleware.stores import MemoryStore, Store
 
 UTC = timezone.utc
 
@@ -448,3 +449,105 @@ def test_settle_after_delete_charges_nothing(api: Api) -> None:
     settle(api, admission, "0.5")
     api.create(IdentityInput(id="a"))
     assert api.metrics("a").total_requests == 0
+
+
+# -- scoped budgets (orq's Budgets API) --------------------------------------------------------------
+def spend(api: Api, external_id: str, cost: str, model: str | None = None, tokens: int = 0) -> None:
+    admission = admit(api, external_id, model=model)
+    assert admission.allowed, admission.blocked
+    usage = Usage()
+    usage.add(int(Decimal(cost) * 1_000_000_000), tokens, 0, model)
+    api.settle(Settlement(admission.identity.id, usage, admission.reservation))
+    api.flush()
+
+
+def test_a_model_budget_blocks_that_model_only_and_names_itself(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="model", target="openai/gpt-4o", period="daily", amount="0.10"))
+    spend(api, "a", "0.10", "openai/gpt-4o")
+    blocked = admit(api, "b", model="openai/gpt-4o")
+    assert not blocked.allowed
+    assert blocked.blocked.budget_id == budget.id and blocked.blocked.scope == "model"
+    assert admit(api, "b", model="anthropic/claude").allowed
+    assert admit(api, "b").allowed
+    assert api.budget_usage(budget.id).amount == Decimal("0.1")
+
+
+def test_a_provider_budget_counts_models_by_prefix_or_the_configured_map(api: Api) -> None:
+    api.store.configure_budgets(providers={"gpt-4o": "openai"})
+    api.create_budget(BudgetSpec(scope="provider", target="openai", period="monthly", amount="0.05"))
+    spend(api, "a", "0.03", "gpt-4o")
+    spend(api, "a", "0.02", "openai/o3")
+    assert not admit(api, "c", model="gpt-4o").allowed
+    assert not admit(api, "c", model="openai/gpt-4o-mini").allowed
+    assert admit(api, "c", model="claude-3").allowed
+
+
+def test_a_workspace_token_limit_blocks_everyone_at_the_limit(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="workspace", period="weekly", token_limit=10))
+    spend(api, "a", "0", "m", tokens=9)
+    assert admit(api, "b").allowed
+    spend(api, "a", "0", "m", tokens=1)
+    blocked = admit(api, "b")
+    assert not blocked.allowed and blocked.blocked.scope == "workspace" and blocked.blocked.token_limit == 10
+    assert api.budget_usage(budget.id).tokens == 10
+    api.reset_budget_consumption(budget.id)
+    assert admit(api, "b").allowed
+
+
+def test_inactive_and_expired_budgets_do_not_block(api: Api, now: datetime) -> None:
+    budget = api.create_budget(BudgetSpec(scope="workspace", period="one_time", amount="0.01"))
+    spend(api, "a", "0.01", "m")
+    assert not admit(api, "a").allowed
+    cache = 0 if isinstance(api.store, MemoryStore) else 1.1  # RedisStore re-reads its registry each second
+    api.update_budget(budget.id, BudgetChanges(is_active=False))
+    time.sleep(cache)
+    assert admit(api, "a").allowed
+    api.update_budget(budget.id, BudgetChanges(is_active=True, expires_at=now - timedelta(seconds=1)))
+    time.sleep(cache)
+    assert admit(api, "a").allowed
+
+
+def test_an_estimate_is_held_on_a_workspace_budget_until_settled(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="workspace", period="daily", amount="1"))
+    first = admit(api, "a", estimate=600_000_000)
+    assert first.allowed
+    assert not admit(api, "b", estimate=600_000_000).allowed
+    settle(api, first, "0.1")
+    api.flush()
+    assert admit(api, "b", estimate=600_000_000).allowed
+
+
+def test_one_budget_per_scope_target_and_period(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="model", target="m", period="daily", amount="1"))
+    with pytest.raises(BudgetExists):
+        api.create_budget(BudgetSpec(scope="model", target="m", period="daily", amount="2"))
+    api.create_budget(BudgetSpec(scope="model", target="m", period="monthly", amount="2"))
+    assert len(api.list_budgets().data) == 2
+
+
+def test_identity_budgets_are_the_per_identity_budgets(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="daily", amount="0.5"))
+    assert [status.amount for status in api.budget_status("u")] == [Decimal("0.5")]
+    api.set_budget("u", Budget(period=Period.DAILY, amount=Decimal("0.7")))
+    assert api.retrieve_budget(budget.id).amount == Decimal("0.7")
+    page = api.list_budgets(scope_kinds=["identity"], target="u")
+    assert [item.id for item, _ in page.data] == [budget.id]
+    api.delete_budget(budget.id)
+    assert api.budget_status("u") == []
+    with pytest.raises(BudgetNotFound):
+        api.retrieve_budget(budget.id)
+
+
+def test_a_threshold_alert_fires_once_per_period(api: Api) -> None:
+    events: list[dict[str, Any]] = []
+    api.store.configure_budgets(notify=events.extend)
+    budget = api.create_budget(BudgetSpec(scope="workspace", period="monthly", amount="1",
+                                          alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
+    spend(api, "a", "0.3", "m")
+    assert events == []
+    spend(api, "b", "0.3", "m")
+    spend(api, "a", "0.3", "m")
+    assert len(events) == 1
+    event = events[0]
+    assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id
+    assert event["threshold_percent"] == 50 and event["consumed"] == "0.60" and event["limit"] == "1.00"

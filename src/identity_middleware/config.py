@@ -57,6 +57,11 @@ class Config:
     body_timeout: float | None = 30.0  # seconds to read a JSON body we sniff; then 408 (ASGI)
     # App prices for estimate="auto" (PriceTable or {model: (input, output) USD per 1M tokens}); else genai-prices.
     prices: Any = None
+    # Model and provider budgets: the provider of model names without a "provider/" prefix.
+    providers: Mapping[str, str] = field(default_factory=dict)  # e.g. {"gpt-4o": "openai"}
+    # Budget threshold alerts: notifier id -> URL (signed JSON POST) or callable(event).
+    notifiers: Mapping[str, Any] = field(default_factory=dict)
+    notifier_secret: str | bytes | None = None
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -84,6 +89,13 @@ class Config:
         object.__setattr__(self, "rate_limits", dict(self.rate_limits or {}))
         object.__setattr__(self, "estimates", {path: estimate_nanos(amount)
                                                for path, amount in (self.estimates or {}).items()})
+        object.__setattr__(self, "providers", dict(self.providers or {}))
+        object.__setattr__(self, "notifiers", dict(self.notifiers or {}))
+        if self.providers or self.notifiers:
+            from .stores.notifiers import Notifiers
+
+            notify = Notifiers(self.notifiers, self.notifier_secret) if self.notifiers else None
+            self.store.configure_budgets(providers=self.providers or None, notify=notify)
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

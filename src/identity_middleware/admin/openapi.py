@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from ..core.models import BudgetStatus, DailyMetrics, Identity, Metrics
 from ..core.periods import Period
 from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS
+from .openapi_budgets import budget_paths, budget_schemas
 
 __all__ = ["MONEY_PATTERN", "openapi_document"]
 
@@ -200,14 +201,14 @@ def _paths() -> dict[str, Any]:
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    schemas = {**_model_schemas(), **_hand_schemas()}
+    schemas = {**_model_schemas(), **_hand_schemas(), **budget_schemas()}
     schemas["Period"] = {"type": "string", "enum": [period.value for period in Period]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "identity-middleware admin API", "version": "1",
                  "description": "Identities, budgets and 30-day metrics; shaped after orq.ai /v2/identities. "
                                 "Money is a decimal string in USD."},
-        "paths": _paths(),
+        "paths": {**_paths(), **budget_paths(_operation, _error, _query)},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, handlers
+from . import analytics, budgets, handlers
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -36,6 +36,10 @@ ROUTES: dict[str, dict[str, Handler]] = {
     },
     "/v2/identities/{identity_id}/budgets/{period}/reset": {"POST": handlers.reset_budget},
     "/v2/identities/{identity_id}/metrics/daily": {"GET": analytics.daily_metrics},
+    "/v2/budgets": {"GET": budgets.list_budgets, "POST": budgets.create_budget},
+    "/v2/budgets/{budget_id}": {"GET": budgets.get_budget, "PATCH": budgets.update_budget,
+                                "DELETE": budgets.delete_budget},
+    "/v2/budgets/{budget_id}/reset-consumption": {"POST": budgets.reset_consumption},
 }
 OPENAPI_PATH = "/openapi.json"
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from .budgets import BudgetPeriod
 from .money import from_nanos
 from .periods import Period
 
@@ -36,15 +37,20 @@ class BudgetState:
 class BudgetBlock:
     """Why a request was refused: the blocking budget that resets last."""
 
-    period: Period
+    period: Period | BudgetPeriod
     amount: Decimal
     spent: Decimal
     reserved: Decimal
-    resets_at: datetime
+    resets_at: datetime | None  # None: a one-time budget, which never resets
     retry_after: int
+    budget_id: str | None = None
+    scope: str | None = None
+    token_limit: int | None = None  # set when the token limit blocks
+    tokens: int = 0
 
 
-def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlock | None:
+def decide(states: list[BudgetState], estimate: int, now: datetime, identity_ulid: str | None = None
+           ) -> BudgetBlock | None:
     """``None`` when every budget admits the request, else the block to report.
 
     When several budgets block, the request can pass only once all have reset, so the one that
@@ -62,6 +68,8 @@ def decide(states: list[BudgetState], estimate: int, now: datetime) -> BudgetBlo
         reserved=from_nanos(last.reserved),
         resets_at=last.resets_at,
         retry_after=wait,
+        budget_id=None if identity_ulid is None else f"bi_{identity_ulid}_{last.period.value}",
+        scope=None if identity_ulid is None else "identity",
     )
 
 
@@ -85,6 +93,7 @@ class AdmissionRequest:
     refused: bool = False
     now: datetime | None = None
     last_source: str | None = None
+    model: str | None = None  # the JSON body's ``model``, for model and provider budgets
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,7 @@ class Reservation:
     amount: int
     expires_at: datetime
     periods: tuple[str, ...] = ()
+    budgets: tuple[str, ...] = ()  # the scoped budgets (model, provider, workspace) it holds too
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,20 +71,33 @@ def identity_required() -> ErrorResponse:
 
 
 def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:
+    resets = f"it resets at {_iso(block.resets_at)}" if block.resets_at is not None else "it never resets"
+    if block.token_limit is not None and block.tokens >= block.token_limit:
+        what = f"The {block.period.value} token limit of {block.token_limit} is used up"
+    elif block.amount and block.spent + block.reserved >= block.amount:
+        what = f"The {block.period.value} budget of {format_usd(block.amount)} USD is spent"
+    elif block.amount:
+        left = format_usd(block.amount - block.spent - block.reserved)
+        what = (f"The {block.period.value} budget of {format_usd(block.amount)} USD has "
+                f"{left} USD left, less than this request's estimate")
+    else:
+        what = f"The {block.period.value} budget's requests per minute are used up"
     body = _error(
         "budget_exceeded",
-        f"The {block.period.value} budget of {format_usd(block.amount)} USD "
-        + ("is spent" if block.spent + block.reserved >= block.amount
-           else f"has {format_usd(block.amount - block.spent - block.reserved)} USD left, "
-                "less than this request's estimate")
-        + f"; it resets at {_iso(block.resets_at)}.",
+        f"{what}; {resets}.",
         identity=external_id,
         period=block.period.value,
         amount=format_usd(block.amount),
         spent=format_usd(block.spent),
         reserved=format_usd(block.reserved),
-        resets_at=_iso(block.resets_at),
+        resets_at=_iso(block.resets_at) if block.resets_at is not None else None,
     )
+    if block.budget_id is not None:
+        body["error"]["budget_id"] = block.budget_id
+        body["error"]["scope"] = block.scope
+    if block.token_limit is not None:
+        body["error"]["token_limit"] = block.token_limit
+        body["error"]["tokens"] = block.tokens
     return ErrorResponse(429, body, [("retry-after", str(block.retry_after))])
 
 

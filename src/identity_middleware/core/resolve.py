@@ -206,3 +206,29 @@ def identity_from_user_field(body: bytes) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None  # `metadata` is not an object: nothing of ours in it
     return _user_field(metadata.user_id, "metadata.user_id")
+
+
+class _Model(msgspec.Struct):
+    model: msgspec.Raw = _NULL
+
+
+_decode_model = msgspec.json.Decoder(_Model).decode
+_decode_text = msgspec.json.Decoder(str).decode
+MODEL_MAX = 255
+
+
+def model_from_body(body: bytes) -> str | None:
+    """The JSON body's ``model`` string (trimmed, 1..255 characters, no control characters), for
+    model and provider budgets; ``None`` for anything else. Never raises, whatever the bytes."""
+    if not body:
+        return None
+    try:
+        raw = _decode_model(body).model
+        if bytes(raw)[:1] != b'"':
+            return None
+        model = _decode_text(raw).strip()
+    except (*_UNREADABLE, TypeError):
+        return None
+    if not model or len(model) > MODEL_MAX or any(ord(char) < 32 or ord(char) == 127 for char in model):
+        return None
+    return model

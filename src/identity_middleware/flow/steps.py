@@ -25,7 +25,14 @@ from ..core.errors import (
     rate_limited,
     store_unavailable,
 )
-from ..core.resolve import Resolved, identity_from_header, identity_from_user_field, resolve_auth, resolve_body
+from ..core.resolve import (
+    Resolved,
+    identity_from_header,
+    identity_from_user_field,
+    model_from_body,
+    resolve_auth,
+    resolve_body,
+)
 from ..core.signing import SIGNATURE_HEADER, signature_problem
 from ..core.validation import InvalidIdentity
 from .drivers import Drivers
@@ -121,7 +128,8 @@ class Flow(Drivers):
                     self._outage.ok()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
-            admission: Admission = yield Admit(self._admission_request(resolved, estimate))
+            admission: Admission = yield Admit(self._admission_request(resolved, estimate,
+                                                                      model=model_from_body(request.body or b"")))
         except StoreUnavailable as error:
             return self._unavailable(error) or Untracked(resolved.external_id)
         self._outage.ok()
@@ -152,11 +160,12 @@ class Flow(Drivers):
                 return Resolved(external_id, "header")
         return None
 
-    def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False) -> AdmissionRequest:
+    def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False,
+                           model: str | None = None) -> AdmissionRequest:
         return AdmissionRequest(external_id=resolved.external_id, upsert=resolved.upsert,
                                 create_missing=self.config.create_missing, estimate=estimate,
                                 default_budgets=self.config.default_budgets, refused=refused,
-                                last_source=resolved.source)
+                                last_source=resolved.source, model=model)
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
         """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""

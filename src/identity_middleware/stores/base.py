@@ -13,6 +13,7 @@ from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
 from ..core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ..core.money import Money, to_nanos
 from ..core.periods import UTC, Period
+from .scoped import ScopedBudgets
 
 DEFAULT_RESERVATION_TTL = 300.0
 MAX_PAGE_SIZE = 200
@@ -57,7 +58,7 @@ def matches(identity: Identity, search: str | None, tags: Sequence[str] | None) 
     return True
 
 
-class Store(abc.ABC):
+class Store(ScopedBudgets, abc.ABC):
     """What the middleware, the admin API and users' code ask of a store.
 
     Identities are addressed by ``_id`` (ULID) or ``external_id`` (external id matched first).

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
+from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ...core.models import (
     Budget,
     BudgetStatus,
@@ -20,18 +20,20 @@ from ...core.models import (
     IdentityUpdate,
     Metrics,
 )
-from ...core.money import to_nanos
 from ...core.periods import UTC, Period
+from ...core.scoped import decide_scoped
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days, check_limit
+from .budgets import Scoped
 from .ledger import Account
 from .records import Records
+from .scoped import MemoryBudgets
 
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryBudgets, Store):
     """Identities, budgets and metrics in a dict, for one process (tests, demos, single workers).
 
     Every operation runs under one lock and finishes in microseconds, so the async twins call the
@@ -47,6 +49,7 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
         self._records = Records()
         self._accounts: dict[str, Account] = {}  # ULID -> the identity's ledger
+        self._scoped = Scoped()  # every scoped budget (identity ones mirrored into the ledgers)
 
     def _insert(self, identity: IdentityInput, now: datetime) -> Identity:
         record = self._records.insert(identity, now)
@@ -82,6 +85,7 @@ class MemoryStore(Store):
     def delete(self, identity_id: str) -> None:
         with self._lock:
             ulid = self._records.ulid_of(identity_id)
+            self._drop_identity_budgets(self._records.by_ulid[ulid].external_id)
             self._records.remove(ulid)
             del self._accounts[ulid]
 
@@ -128,7 +132,7 @@ class MemoryStore(Store):
     # -- budgets ---------------------------------------------------------------------------------
     def set_budget(self, identity_id: str, budget: Budget) -> None:
         with self._lock:
-            self._account(identity_id).budgets[budget.period] = to_nanos(budget.amount)
+            self._put_identity_budget(identity_id, budget, _now(None))
 
     async def aset_budget(self, identity_id: str, budget: Budget) -> None:
         self.set_budget(identity_id, budget)
@@ -136,7 +140,9 @@ class MemoryStore(Store):
     def remove_budget(self, identity_id: str, period: Period | str) -> None:
         period = Period(period)
         with self._lock:
-            self._account(identity_id).budgets.pop(period, None)
+            existing = self._identity_budget(identity_id, period.value)
+            if existing is not None:
+                self.delete_budget(existing.id)
 
     async def aremove_budget(self, identity_id: str, period: Period | str) -> None:
         self.remove_budget(identity_id, period)
@@ -151,7 +157,10 @@ class MemoryStore(Store):
     def reset_budget(self, identity_id: str, period: Period | str) -> None:
         period = Period(period)
         with self._lock:
+            existing = self._identity_budget(identity_id, period.value)
             self._account(identity_id).reset(period)
+            if existing is not None:
+                self.reset_budget_consumption(existing.id)
 
     async def areset_budget(self, identity_id: str, period: Period | str) -> None:
         self.reset_budget(identity_id, period)
@@ -187,7 +196,7 @@ class MemoryStore(Store):
                 record = self._insert(request.upsert or IdentityInput(id=request.external_id), now)
                 ulid = record.id
                 for budget in request.default_budgets:
-                    self._accounts[ulid].budgets[budget.period] = to_nanos(budget.amount)
+                    self._put_identity_budget(record.external_id, budget, now)
             elif request.upsert is not None:
                 record = self._records.apply(ulid, request.upsert.changes(), now)
             else:
@@ -198,17 +207,23 @@ class MemoryStore(Store):
             if request.refused:
                 account.count(now, self.tz, error=True)
                 return Admission(record)
-            blocking = account.blocking(now, request.estimate, self.tz) if account.budgets else None
-            block = decide(blocking, request.estimate, now) if blocking else None
+            budgets = self._scoped.matching(record.external_id, request.model, dict(self.providers), now) \
+                if self._scoped.defs else []
+            if not budgets:
+                return Admission(record)
+            block = decide_scoped(self._scoped.states(budgets, account, now, self.tz), request.estimate, now)
             if block is not None:
                 account.count(now, self.tz, error=True)
                 return Admission(record, block)
-            if request.estimate <= 0 or not account.budgets:
-                return Admission(record)
             expires = now + timedelta(seconds=self.reservation_ttl)
-            reservation = Reservation(uuid.uuid4().hex, ulid, request.estimate, expires,
-                                      tuple(p.value for p in account.budgets))
-            account.reserve(reservation.id, request.estimate, expires)
+            reservation_id = uuid.uuid4().hex if request.estimate > 0 else None
+            held = self._scoped.admitted(budgets, now, reservation_id, request.estimate, expires)
+            if reservation_id is None or not (account.budgets or held):
+                return Admission(record)
+            reservation = Reservation(reservation_id, ulid, request.estimate, expires,
+                                      tuple(p.value for p in account.budgets), held)
+            if account.budgets:
+                account.reserve(reservation.id, request.estimate, expires)
             return Admission(record, None, reservation)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
@@ -223,9 +238,13 @@ class MemoryStore(Store):
                 return  # deleted while the request ran: nothing left to charge
             if settlement.reservation is not None:
                 account.reservations.pop(settlement.reservation.id, None)
+                self._scoped.release(settlement.reservation.id, settlement.reservation.budgets)
             account.count(now, self.tz, cost=usage.cost, input_tokens=usage.input_tokens,
                           output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
                           models=usage.models)
+            events = self._scoped.charge(usage, self._records.by_ulid[settlement.identity_id].external_id,
+                                         account, dict(self.providers), now, self.tz) if self._scoped.defs else []
+        self._emit(events)
 
     async def asettle(self, settlement: Settlement) -> None:
         self.settle(settlement)

@@ -88,6 +88,22 @@ class KeySchema:
     def charge(self, tag: str, charge_id: str) -> str:
         return f"{self.base(tag)}:c:{charge_id}"
 
+    # -- scoped budgets (model, provider, workspace): a registry slot, and each budget its own slot --
+    @property
+    def budget_defs(self) -> str:
+        """HASH budget id -> JSON definition, of every model, provider and workspace budget."""
+        return f"{self.prefix}:{{budgets}}:defs"
+
+    @property
+    def budget_index(self) -> str:
+        """HASH "<scope kind> <target> <period>" -> budget id: one budget per scope, target and period."""
+        return f"{self.prefix}:{{budgets}}:keys"
+
+    def scoped(self, budget_id: str, what: str) -> str:
+        """A global budget's keys: ``u:<period key>`` usage, ``r`` reservations, ``a:<period key>``
+        alerts fired, ``q:<10 s bucket>`` admissions, ``c:<charge id>`` applied settle calls."""
+        return f"{self.prefix}:{{{budget_id}}}:{what}"
+
     def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
         return self.window_keys(tag, window(now, tz))

@@ -10,8 +10,12 @@ local function budget_states(now_ms, estimate)
   local budgets = redis.call('HGETALL', KEYS[2])
   local states, held, blocked = {}, {}, false
   for i = 1, #budgets, 2 do
+    -- A field is a period (its value "<amount>" or "<amount>:<expiry ms>"), or a budget's
+    -- definition ("def:<period>", JSON) that the scripts do not read.
     local p = PERIOD_INDEX[budgets[i]]
-    local amount = tonumber(budgets[i + 1])
+    local amount_text, until_ms = string.match(budgets[i + 1], '^(%d+):?(%d*)$')
+    if p and amount_text and (until_ms == '' or tonumber(until_ms) > now_ms) then
+    local amount = tonumber(amount_text)
     local spent_text = redis.call('GET', KEYS[2 + p]) or '0'
     local reservations = KEYS[6 + p]
     redis.call('ZREMRANGEBYSCORE', reservations, '-inf', now_ms)
@@ -21,8 +25,9 @@ local function budget_states(now_ms, estimate)
     end
     local used = tonumber(spent_text) + reserved
     if used >= amount or (estimate > 0 and used + estimate > amount) then blocked = true end
-    states[#states + 1] = {p, budgets[i + 1], spent_text, reserved}
+    states[#states + 1] = {p, amount_text, spent_text, reserved}
     held[#held + 1] = p
+    end
   end
   return states, held, blocked
 end

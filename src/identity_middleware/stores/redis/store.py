@@ -28,6 +28,7 @@ from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
 from .arunner import arun, within
+from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .loops import LoopClient, Loops
@@ -41,7 +42,7 @@ DailyList = builtins.list[DailyMetrics]
 REQUEST_TIMEOUT = 0.25  # seconds an admission may wait for Redis before the outage policy applies
 
 
-class RedisStore(Store):
+class RedisStore(RedisBudgets, Store):
     """Identities, budgets and metrics in Redis, shared by every app instance (see module docs)."""
 
     settles_before_await = True  # asettle buffers before it awaits anything
@@ -58,6 +59,7 @@ class RedisStore(Store):
         pending_limit: int = 100_000,
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
+        global_budgets: bool = True,
     ) -> None:
         if spec is None and (client is None or async_client_factory is None):
             raise ValueError("give a ClientSpec (use RedisStore.from_url) or both client and async_client_factory")
@@ -66,6 +68,7 @@ class RedisStore(Store):
         self._spec = spec
         self.request_timeout = request_timeout
         self._plans = Plans(prefix, tz, reservation_ttl, settle_id_ttl)
+        self._plans.global_budgets = global_budgets
         self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client)
         # The request path's sync calls (admit, settle) go through a client whose every wait is
         # bounded by request_timeout; a client passed in is used as it is.
@@ -92,6 +95,7 @@ class RedisStore(Store):
         multiplex: bool = True,
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
+        global_budgets: bool = True,
         **client_options: Any,
     ) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
@@ -102,14 +106,15 @@ class RedisStore(Store):
         (admission; a sync settlement's write): past it, :class:`StoreUnavailable` and the
         middleware's ``on_store_error``; ``None`` leaves only the socket timeouts. ``settle_id_ttl``
         is how long Redis remembers an applied settlement batch, so that a retry within it is a
-        no-op. ``multiplex=False`` sends async script calls through redis-py's pool even where one
-        multiplexed connection per loop could carry them. Other keyword arguments go to the
-        redis-py clients.
+        no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the request
+        path (no registry reads: for apps with identity budgets only). ``multiplex=False`` sends
+        async script calls through redis-py's pool even where one multiplexed connection per loop
+        could carry them. Other keyword arguments go to the redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
                           tuple(client_options.items()), multiplex)
         return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit,
-                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl)
+                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets)
 
     @property
     def prefix(self) -> str:

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ....core.budgets import BudgetChanges, ScopedBudget, ScopeKind, identity_budget_id
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Metrics
-from ....core.money import to_nanos
 from ....core.periods import Period, period_key, utc_day
 from ..steps import Call, Plan
 from . import codec
-from .base import PlanBase
+from .scoped import ScopedPlans
 
 
-class BudgetPlans(PlanBase):
+class BudgetPlans(ScopedPlans):
     def set_budget(self, identity_id: str, budget: Budget) -> Plan[None]:
-        _, tag = yield from self.fetch(identity_id)
-        yield Call("hset", (self.keys.budgets(tag), budget.period.value, to_nanos(budget.amount)))
+        """The identity budget of that period, created or given this amount (a view over scoped budgets)."""
+        identity, tag = yield from self.fetch(identity_id)
+        now = codec.now_or(None)
+        fields = codec.as_map((yield Call("hgetall", (self.keys.budgets(tag),))))
+        existing = self.identity_budgets(identity, fields).get(budget.period.value)
+        if existing is not None:
+            stored = existing.changed(BudgetChanges(amount=budget.amount), now)
+        else:
+            stored = ScopedBudget(id=identity_budget_id(identity.id, budget.period.value), scope=ScopeKind.IDENTITY,
+                                  target=identity.external_id, period=budget.period.value, amount=budget.amount,
+                                  created_at=now, updated_at=now)
+        yield from self.put_identity_budget(tag, stored)
 
     def remove_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
         period = Period(period)
         _, tag = yield from self.fetch(identity_id)
-        yield Call("hdel", (self.keys.budgets(tag), period.value))
+        yield Call("hdel", (self.keys.budgets(tag), period.value, f"def:{period.value}"))
 
     def reset_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
         period = Period(period)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
+from ....core.budgets import ScopedBudget
 from ..keys import Window, identity_tag, window
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from . import codec
-from .base import PlanBase
+from .scoped_requests import ScopedRequestPlans
 
 
 def charge_id() -> str:
@@ -37,7 +38,7 @@ class Charge:
     settlements: list[Settlement]
 
 
-class RequestPlans(PlanBase):
+class RequestPlans(ScopedRequestPlans):
     def admit(self, request: AdmissionRequest) -> Plan[Admission]:
         now = codec.now_or(request.now)
         upsert = request.upsert
@@ -64,12 +65,16 @@ class RequestPlans(PlanBase):
         identity = yield from self._indexed(reply, tag, cached)
         states = codec.states(reply[3], now, self.tz)
         if reply[4]:
-            return Admission(identity, decide(states, request.estimate, now))
-        if not reply[5]:
-            return Admission(identity)
-        expires = now + timedelta(seconds=self.reservation_ttl)
-        periods = tuple(state.period.value for state in states)
-        return Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires, periods))
+            return Admission(identity, decide(states, request.estimate, now, identity.id))
+        admission = Admission(identity)
+        if reply[5]:
+            expires = now + timedelta(seconds=self.reservation_ttl)
+            periods = tuple(state.period.value for state in states)
+            admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires,
+                                                              periods))
+        if request.refused:
+            return admission
+        return (yield from self.scoped_admission(admission, request, now))
 
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
         """Settlements grouped into charges, one per identity and time window, each with a new id.
@@ -93,8 +98,32 @@ class RequestPlans(PlanBase):
         charges = [charge for charge in charges if charge.identity_id in tags]
         if not charges:
             return 0
-        replies = yield Batch([self._settle_eval(charge, tags[charge.identity_id]) for charge in charges])
-        return sum(len(charge.settlements) for reply, charge in zip(replies, charges, strict=True) if int(reply))
+        steps = [self._settle_eval(charge, tags[charge.identity_id]) for charge in charges]
+        defs = self.fresh_defs() if self.global_budgets else {}
+        if defs is None:  # reload the registry in the same round trip as the identities' charges
+            replies = yield Batch([*steps, self.defs_call()])
+            defs = self.keep_defs(replies[-1])
+            identity_replies, steps, replies = replies[:len(charges)], [], []
+        else:
+            identity_replies = None
+        scoped: list[tuple[ScopedBudget, str | None, datetime]] = []
+        for charge in charges:
+            now = codec.now_or(charge.settlements[0].now)
+            cached = self._records.get(tags[charge.identity_id])
+            external_id = cached[1].external_id if cached is not None else None
+            usages = [(settlement.usage, settlement.reservation) for settlement in charge.settlements]
+            for budget, call in self.scoped_settles(charge.id, external_id, usages, now, defs) if defs else ():
+                steps.append(call)
+                scoped.append((budget, external_id, now))
+        replies = (yield Batch(steps)) if steps else []
+        if identity_replies is not None:
+            replies = [*identity_replies, *replies]
+        events = [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
+                  for event in self.fired(budget, reply, now, external_id)]
+        if events and self.notify is not None:
+            self.notify(events)
+        return sum(len(charge.settlements) for reply, charge in zip(replies[:len(charges)], charges, strict=True)
+                   if int(reply))
 
     def _settle_eval(self, charge: Charge, tag: str) -> Eval:
         cost = input_tokens = output_tokens = errors = 0

@@ -1,0 +1,237 @@
+"""orq's Budgets API on the wire: request JSON to budget specs and changes, budgets to ``BudgetRestResponse``.
+
+Requests use the SDK's snake_case keys (camelCase ones are accepted too); responses use its camelCase
+keys. Amounts are parsed as ``Decimal`` and sent as JSON numbers written from the exact value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from pydantic import ValidationError
+
+from ..core.budgets import (
+    BudgetChanges,
+    BudgetPeriod,
+    BudgetSpec,
+    BudgetUsage,
+    Dimension,
+    ScopedBudget,
+    ScopeKind,
+)
+from .errors import invalid_request
+
+PERIOD_PREFIX = "BUDGET_PERIOD_"
+KIND_PREFIX = "BUDGET_SCOPE_KIND_"
+DIMENSION_PREFIX = "BUDGET_ALERT_DIMENSION_"
+UNSUPPORTED_SCOPES = {"project": "project", "api_key": "api_key", "apiKey": "api_key"}
+_SCOPE_FIELDS = {ScopeKind.IDENTITY: ("identity_external_id", "identityExternalId"),
+                 ScopeKind.MODEL: ("model_id", "modelId"), ScopeKind.PROVIDER: ("provider", "provider")}
+_RESPONSE_FIELD = {ScopeKind.IDENTITY: "identityExternalId", ScopeKind.MODEL: "modelId",
+                   ScopeKind.PROVIDER: "provider"}
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    """JSON with ``Decimal`` amounts written as numbers, digit for digit (no float on the way)."""
+    return _encoder.encode(body)
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body, parse_float=Decimal) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return data
+
+
+def _get(data: Mapping[str, Any], snake: str, camel: str | None = None) -> Any:
+    if snake in data:
+        return data[snake]
+    return data.get(camel) if camel else None
+
+
+def _object(data: Mapping[str, Any], name: str, camel: str | None = None) -> dict[str, Any] | None:
+    value = _get(data, name, camel)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid_request(f"{name} must be an object.", name)
+    return value
+
+
+def period_of(value: object, field: str = "limits.period") -> BudgetPeriod:
+    text = value if isinstance(value, str) else ""
+    try:
+        return BudgetPeriod(text.removeprefix(PERIOD_PREFIX).lower())
+    except ValueError:
+        names = ", ".join(PERIOD_PREFIX + period.name for period in BudgetPeriod)
+        raise invalid_request(f"{field} must be one of {names}.", field) from None
+
+
+def kind_of(value: str) -> str:
+    kind = value.removeprefix(KIND_PREFIX).lower()
+    if kind in ("project", "api_key"):
+        raise invalid_request(f"{value}: project and API key budgets are not supported here.", "scope_kind")
+    if kind not in {k.value for k in ScopeKind}:
+        raise invalid_request(f"scope_kind {value!r} is not a budget scope kind.", "scope_kind")
+    return kind
+
+
+def _scope(data: Mapping[str, Any]) -> tuple[ScopeKind, str | None]:
+    if _get(data, "match") is not None:
+        raise invalid_request("CEL match expressions are not supported: give a scope (identity, model, "
+                              "provider or workspace).", "match")
+    scope = _object(data, "scope")
+    if not scope:
+        raise invalid_request("scope is required: one of identity, model, provider or workspace.", "scope")
+    given = [name for name, value in scope.items() if value is not None]
+    for name in given:
+        if name in UNSUPPORTED_SCOPES:
+            raise invalid_request(f"{UNSUPPORTED_SCOPES[name]} budgets are not supported: use identity, model, "
+                                  "provider or workspace.", f"scope.{UNSUPPORTED_SCOPES[name]}")
+    if len(given) != 1 or given[0] not in {kind.value for kind in ScopeKind}:
+        raise invalid_request("scope must set exactly one of identity, model, provider or workspace.", "scope")
+    kind = ScopeKind(given[0])
+    if kind is ScopeKind.WORKSPACE:
+        return kind, None
+    inner = _object(scope, kind.value) or {}
+    target = _get(inner, *_SCOPE_FIELDS[kind])
+    if not isinstance(target, str) or not target or len(target) > 255 \
+            or any(ord(char) < 32 or ord(char) == 127 for char in target):
+        field = f"scope.{kind.value}.{_SCOPE_FIELDS[kind][0]}"
+        raise invalid_request(f"{field} must be a string of 1..255 characters without control characters.", field)
+    return kind, target
+
+
+def _alerts(value: object, *, creating: bool) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise invalid_request("alerts must be an array.", "alerts")
+    alerts = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise invalid_request("each alert is an object.", f"alerts[{index}]")
+        if creating and item.get("id") is not None:
+            raise invalid_request("alert ids are assigned by the server; omit alerts[].id.", f"alerts[{index}].id")
+        alert: dict[str, Any] = {"threshold_percent": _get(item, "threshold_percent", "thresholdPercent"),
+                                 "notifier_ids": _get(item, "notifier_ids", "notifierIds") or []}
+        if item.get("id") is not None:
+            alert["id"] = item["id"]
+        dimension = item.get("dimension")
+        if dimension is not None:
+            name = str(dimension).removeprefix(DIMENSION_PREFIX).lower()
+            if name not in {d.value for d in Dimension}:
+                raise invalid_request("dimension must be BUDGET_ALERT_DIMENSION_COST or _TOKENS.",
+                                      f"alerts[{index}].dimension")
+            alert["dimension"] = name
+        alerts.append(alert)
+    return alerts
+
+
+def _limits(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
+    limits = _object(data, "limits")
+    if limits is not None:
+        if limits.get("period") is not None:
+            fields["period"] = period_of(limits["period"])
+        for name, camel in (("amount", None), ("token_limit", "tokenLimit")):
+            value = _get(limits, name, camel)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+                    raise invalid_request(f"limits.{name} must be a number.", f"limits.{name}")
+                if name == "token_limit":
+                    if value != int(value):
+                        raise invalid_request("limits.token_limit must be a whole number.", "limits.token_limit")
+                    value = int(value)
+                fields[name] = value
+    rate = _object(data, "rate_limit", "rateLimit")
+    if rate is not None and _get(rate, "requests_per_minute", "requestsPerMinute") is not None:
+        fields["requests_per_minute"] = _get(rate, "requests_per_minute", "requestsPerMinute")
+
+
+def _validation(error: ValidationError) -> Exception:
+    first = error.errors()[0]
+    names = {"amount": "limits.amount", "token_limit": "limits.token_limit",
+             "requests_per_minute": "rate_limit.requests_per_minute"}
+    loc = [str(part) for part in first["loc"]]
+    field = names.get(loc[0], ".".join(loc)) if loc else "body"
+    return invalid_request(f"{field}: {first['msg'].removeprefix('Value error, ')}", field)
+
+
+def spec_from(data: Mapping[str, Any]) -> BudgetSpec:
+    kind, target = _scope(data)
+    fields: dict[str, Any] = {"scope": kind, "target": target}
+    _limits(data, fields)
+    for name, camel in (("is_active", "isActive"), ("expires_at", "expiresAt")):
+        if _get(data, name, camel) is not None:
+            fields[name] = _get(data, name, camel)
+    if _get(data, "alerts") is not None:
+        fields["alerts"] = _alerts(data["alerts"], creating=True)
+    try:
+        spec = BudgetSpec.model_validate(fields)
+    except ValidationError as error:
+        raise _validation(error) from None
+    if spec.is_active and spec.expires_at is not None and spec.expires_at.tzinfo is not None \
+            and spec.expires_at <= datetime.now(spec.expires_at.tzinfo):
+        raise invalid_request("expires_at must be in the future for an active budget.", "expires_at")
+    return spec
+
+
+def changes_from(data: Mapping[str, Any]) -> BudgetChanges:
+    if _get(data, "match") is not None:
+        raise invalid_request("CEL match expressions are not supported.", "match")
+    fields: dict[str, Any] = {}
+    _limits(data, fields)
+    for name, camel in (("is_active", "isActive"), ("expires_at", "expiresAt"),
+                        ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts")):
+        if _get(data, name, camel) is not None:
+            fields[name] = _get(data, name, camel)
+    if _get(data, "alerts") is not None:
+        fields["alerts"] = _alerts(data["alerts"], creating=False)
+    try:
+        return BudgetChanges.model_validate(fields)
+    except ValidationError as error:
+        raise _validation(error) from None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _cel(budget: ScopedBudget) -> str:
+    if budget.scope is ScopeKind.WORKSPACE:
+        return ""
+    name = {ScopeKind.IDENTITY: "identity.external_id", ScopeKind.MODEL: "model",
+            ScopeKind.PROVIDER: "provider"}[budget.scope]
+    return f"{name} == {json.dumps(budget.target)}"
+
+
+def budget_json(budget: ScopedBudget, usage: BudgetUsage | None = None) -> dict[str, Any]:
+    """The SDK's ``BudgetRestResponse``."""
+    limits: dict[str, Any] = {"period": PERIOD_PREFIX + budget.period.name}
+    if budget.amount is not None:
+        limits["amount"] = budget.amount
+    if budget.token_limit is not None:
+        limits["tokenLimit"] = budget.token_limit
+    scope: dict[str, Any] = {budget.scope.value: {} if budget.scope is ScopeKind.WORKSPACE
+                             else {_RESPONSE_FIELD[budget.scope]: budget.target}}
+    body: dict[str, Any] = {"budgetId": budget.id, "limits": limits, "createdAt": _iso(budget.created_at),
+                            "updatedAt": _iso(budget.updated_at), "scope": scope, "match": {"cel": _cel(budget)},
+                            "isActive": budget.is_active}
+    if budget.requests_per_minute is not None:
+        body["rateLimit"] = {"requestsPerMinute": budget.requests_per_minute}
+    if budget.expires_at is not None:
+        body["expiresAt"] = _iso(budget.expires_at)
+    if usage is not None:
+        body["usage"] = {"amount": usage.amount, "tokens": usage.tokens, "requests": usage.requests}
+    if budget.alerts:
+        body["alerts"] = [{"id": alert.id, "thresholdPercent": alert.threshold_percent,
+                           "notifierIds": list(alert.notifier_ids),
+                           "dimension": DIMENSION_PREFIX + alert.dimension.name} for alert in budget.alerts]
+    return body

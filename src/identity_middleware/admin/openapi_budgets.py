@@ -1,0 +1,125 @@
+"""The OpenAPI part of the Budgets routes (``/v2/budgets``): the SDK's request and response shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.budgets import BudgetPeriod, ScopeKind
+from ..stores.base import MAX_PAGE_SIZE
+
+__all__ = ["budget_paths", "budget_schemas"]
+
+_REF = "#/components/schemas/{model}"
+_PERIODS = [f"BUDGET_PERIOD_{period.name}" for period in BudgetPeriod]
+_KINDS = [f"BUDGET_SCOPE_KIND_{kind.name}" for kind in ScopeKind] + ["BUDGET_SCOPE_KIND_PROJECT",
+                                                                    "BUDGET_SCOPE_KIND_API_KEY"]
+_DIMENSIONS = ["BUDGET_ALERT_DIMENSION_COST", "BUDGET_ALERT_DIMENSION_TOKENS"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def budget_schemas() -> dict[str, Any]:
+    number = {"type": "number", "exclusiveMinimum": 0}
+    alert_in = _obj({"threshold_percent": {"type": "integer", "minimum": 1, "maximum": 100},
+                     "notifier_ids": {"type": "array", "items": {"type": "string"}},
+                     "dimension": {"type": "string", "enum": _DIMENSIONS}, "id": {"type": "string"}},
+                    ["threshold_percent"])
+    limits_in = _obj({"period": {"type": "string", "enum": _PERIODS}, "amount": number,
+                      "token_limit": {"type": "integer", "minimum": 1}})
+    rate_in = _obj({"requests_per_minute": {"type": "integer", "minimum": 1}})
+    scope_in = _obj({"workspace": {"type": "object"},
+                     "identity": _obj({"identity_external_id": {"type": "string", "minLength": 1}}),
+                     "model": _obj({"model_id": {"type": "string", "minLength": 1}}, ["model_id"]),
+                     "provider": _obj({"provider": {"type": "string", "minLength": 1}}),
+                     "project": {"type": "object", "description": "Not supported: 400."},
+                     "api_key": {"type": "object", "description": "Not supported: 400."}})
+    common_in = {"limits": limits_in, "rate_limit": rate_in, "is_active": {"type": "boolean"},
+                 "expires_at": {"type": "string", "format": "date-time"},
+                 "alerts": {"type": "array", "items": alert_in},
+                 "match": _obj({"cel": {"type": "string"}}, []) | {"description": "Not supported: 400."}}
+    budget = _obj({
+        "budgetId": {"type": "string"},
+        "limits": _obj({"period": {"type": "string", "enum": _PERIODS}, "amount": {"type": "number"},
+                        "tokenLimit": {"type": "number"}}),
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "scope": _obj({"workspace": {"type": "object"},
+                       "identity": _obj({"identityExternalId": {"type": "string"}}),
+                       "model": _obj({"modelId": {"type": "string"}}),
+                       "provider": _obj({"provider": {"type": "string"}})}),
+        "match": _obj({"cel": {"type": "string"}}),
+        "rateLimit": _obj({"requestsPerMinute": {"type": "integer"}}),
+        "isActive": {"type": "boolean"},
+        "expiresAt": {"type": "string", "format": "date-time"},
+        "usage": _obj({"amount": {"type": "number"}, "tokens": {"type": "number"}, "requests": {"type": "integer"}}),
+        "alerts": {"type": "array", "items": _obj({
+            "id": {"type": "string"}, "thresholdPercent": {"type": "integer"},
+            "notifierIds": {"type": "array", "items": {"type": "string"}},
+            "dimension": {"type": "string", "enum": _DIMENSIONS}}, ["thresholdPercent", "notifierIds"])},
+    }, ["budgetId", "limits", "createdAt", "updatedAt"])
+    return {
+        "ScopedBudget": budget,
+        "BudgetEnvelope": _obj({"budget": _ref("ScopedBudget")}, ["budget"]),
+        "ScopedBudgetList": _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ScopedBudget")},
+                                  "hasMore": {"type": "boolean"}, "has_more": {"type": "boolean"}},
+                                 ["object", "data", "hasMore"]),
+        "CreateScopedBudget": _obj({"scope": scope_in, **common_in}, ["scope"]),
+        "UpdateScopedBudget": _obj({**common_in, "clear_expires_at": {"type": "boolean"},
+                                    "clear_alerts": {"type": "boolean"}}),
+        "Empty": {"type": "object"},
+    }
+
+
+def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
+    """The paths, built with the main document's helpers (``operation``, ``error``, ``query``)."""
+    missing = error("No such budget (`not_found`).")
+    invalid = error("Invalid input (`invalid_request`, naming the `field`); unsupported scopes and CEL too.")
+    budget_id = {"name": "budget_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("UpdateScopedBudget")}}}
+    return {
+        "/v2/budgets": {
+            "get": operation("listScopedBudgets", "List budgets, ascending by id, with usage", {
+                "200": _json("A page of budgets.", "ScopedBudgetList"), "400": invalid}, parameters=[
+                query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 10},
+                      "Page size."),
+                query("starting_after", {"type": "string"}, "The page after this budget id."),
+                query("ending_before", {"type": "string"}, "The page just before this budget id."),
+                query("scope_kind", {"type": "string", "enum": _KINDS}, "Repeatable."),
+                query("scope_target_id", {"type": "string"}, "External id, model id or provider."),
+                query("is_active", {"type": "string", "enum": ["true", "false", "1", "0"]}, "Active or not."),
+                query("period", {"type": "string", "enum": _PERIODS}, "Repeatable."),
+                query("query", {"type": "string"}, "Case-insensitive substring of id, scope or target.")]),
+            "post": operation("createScopedBudget", "Create a budget", {
+                "200": _json("The new budget.", "BudgetEnvelope"), "400": invalid,
+                "409": error("A budget for this scope, target and period exists (`budget_exists`).")},
+                requestBody={"required": True, "content": {"application/json": {
+                    "schema": _ref("CreateScopedBudget")}}}),
+        },
+        "/v2/budgets/{budget_id}": {
+            "parameters": [budget_id],
+            "get": operation("getScopedBudget", "A budget with its usage", {
+                "200": _json("The budget.", "BudgetEnvelope"), "404": missing}),
+            "patch": operation("updateScopedBudget", "Update a budget; fields given replace", {
+                "200": _json("The budget.", "BudgetEnvelope"), "400": invalid, "404": missing}, requestBody=body),
+            "delete": operation("deleteScopedBudget", "Delete a budget", {
+                "200": _json("Deleted.", "Empty"), "404": missing}),
+        },
+        "/v2/budgets/{budget_id}/reset-consumption": {
+            "parameters": [budget_id],
+            "post": operation("resetScopedBudget", "Zero this period's consumption", {
+                "200": _json("The budget.", "BudgetEnvelope"), "400": invalid, "404": missing}),
+        },
+    }

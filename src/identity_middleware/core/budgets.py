@@ -1,0 +1,268 @@
+"""Scoped budgets (orq's Budgets API): who a budget covers, its limits, alerts, and which requests it matches."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .ids import new_ulid
+from .money import to_decimal
+from .periods import Period, period_bounds, period_key
+
+__all__ = [
+    "Alert",
+    "BudgetChanges",
+    "BudgetExists",
+    "BudgetNotFound",
+    "BudgetPeriod",
+    "BudgetSpec",
+    "BudgetUsage",
+    "Dimension",
+    "InvalidBudget",
+    "ScopeKind",
+    "ScopedBudget",
+    "ScopedBudgetPage",
+    "identity_budget_id",
+    "matching_targets",
+    "provider_of",
+]
+
+MAX_TOKEN_LIMIT = 10**15
+
+
+class ScopeKind(str, enum.Enum):
+    """Who a budget covers: one identity, one model, one provider, or the whole app (workspace)."""
+
+    IDENTITY = "identity"
+    MODEL = "model"
+    PROVIDER = "provider"
+    WORKSPACE = "workspace"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BudgetPeriod(str, enum.Enum):
+    """A calendar :class:`Period`, or ``one_time``: a budget that never resets by itself."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+    ONE_TIME = "one_time"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def calendar(self) -> Period | None:
+        return None if self is BudgetPeriod.ONE_TIME else Period(self.value)
+
+
+class Dimension(str, enum.Enum):
+    COST = "cost"
+    TOKENS = "tokens"
+
+
+class BudgetNotFound(LookupError):
+    """No budget has this id."""
+
+
+class BudgetExists(Exception):
+    """A budget for this (scope kind, target, period) exists already; ``args[0]`` is its id."""
+
+
+class InvalidBudget(ValueError):
+    """A budget that cannot be stored; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class Alert(BaseModel):
+    """Notify ``notifier_ids`` once per period when consumption reaches ``threshold_percent``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=lambda: new_ulid())
+    threshold_percent: int = Field(ge=1, le=100)
+    notifier_ids: tuple[str, ...] = ()
+    dimension: Dimension = Dimension.COST
+
+
+def _amount(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (Decimal, str, int, float)):
+        raise ValueError("amount must be a decimal number")
+    amount = to_decimal(value)
+    if amount <= 0:
+        raise ValueError("amount must be greater than 0")
+    return amount
+
+
+class BudgetChanges(BaseModel):
+    """What an update may change; fields not given stay (``clear_*`` removes an optional one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    period: BudgetPeriod | None = None
+    amount: Decimal | None = None
+    token_limit: int | None = Field(default=None, ge=1, le=MAX_TOKEN_LIMIT)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    is_active: bool | None = None
+    expires_at: datetime | None = None
+    alerts: tuple[Alert, ...] | None = None
+    clear_expires_at: bool = False
+    clear_alerts: bool = False
+
+    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v: _amount(v)))
+
+    def given(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set
+                if name not in ("clear_expires_at", "clear_alerts")}
+
+
+class BudgetSpec(BaseModel):
+    """A budget to create: its scope (``target`` is None for the workspace), limits, alerts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scope: ScopeKind
+    target: str | None = None
+    period: BudgetPeriod = BudgetPeriod.MONTHLY
+    amount: Decimal | None = None
+    token_limit: int | None = Field(default=None, ge=1, le=MAX_TOKEN_LIMIT)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    is_active: bool = True
+    expires_at: datetime | None = None
+    alerts: tuple[Alert, ...] = ()
+
+    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v: _amount(v)))
+
+    @model_validator(mode="after")
+    def _scope_and_limits(self) -> BudgetSpec:
+        if self.scope is ScopeKind.WORKSPACE:
+            if self.target not in (None, ""):
+                raise ValueError("a workspace budget has no target")
+            object.__setattr__(self, "target", None)
+        elif not self.target or len(self.target) > 255:
+            raise ValueError(f"a {self.scope.value} budget needs its target (1..255 characters)")
+        if self.amount is None and self.token_limit is None and self.requests_per_minute is None:
+            raise ValueError("give at least one of amount, token_limit or rate_limit.requests_per_minute")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The uniqueness key: one budget per (scope kind, target, period)."""
+        return (self.scope.value, self.target or "", self.period.value)
+
+
+class ScopedBudget(BudgetSpec):
+    """A stored budget. ``id`` is opaque; identity budgets' ids name their identity (see :func:`identity_budget_id`)."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+    def live(self, now: datetime) -> bool:
+        """Enforced now: active and not expired."""
+        return self.is_active and (self.expires_at is None or now < self.expires_at)
+
+    def changed(self, changes: BudgetChanges, now: datetime) -> ScopedBudget:
+        """This budget with ``changes`` applied (validated again as a whole)."""
+        data = self.model_dump()
+        data.update(changes.given())
+        if changes.clear_expires_at:
+            data["expires_at"] = None
+        if changes.clear_alerts:
+            data["alerts"] = ()
+        if "period" in changes.given() and changes.period is not self.period:
+            raise ValueError("the period of a budget cannot change; create another budget")
+        data["updated_at"] = now
+        return ScopedBudget.model_validate(data)
+
+    def to_record(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_record(cls, text: str | bytes) -> ScopedBudget:
+        return cls.model_validate_json(text)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    """Consumption of a budget: cost (USD) and tokens this period, requests in the last 60 s."""
+
+    amount: Decimal = Decimal(0)
+    tokens: int = 0
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedBudgetPage:
+    data: list[tuple[ScopedBudget, BudgetUsage]]
+    has_more: bool
+
+
+def identity_budget_id(identity_ulid: str, period: BudgetPeriod | str) -> str:
+    """An identity budget's id names the identity's ULID, so a store finds it without an index."""
+    return f"bi_{identity_ulid}_{BudgetPeriod(period).value}"
+
+
+def parse_identity_budget_id(budget_id: str) -> tuple[str, BudgetPeriod] | None:
+    if not budget_id.startswith("bi_"):
+        return None
+    ulid, _, period = budget_id[3:].partition("_")
+    try:
+        return ulid, BudgetPeriod(period)
+    except ValueError:
+        return None
+
+
+def provider_of(model: str, providers: dict[str, str] | None = None) -> str | None:
+    """``openai`` for ``openai/gpt-4o``; else the configured map's entry for the bare name."""
+    head, slash, _ = model.partition("/")
+    if slash and head:
+        return head
+    return (providers or {}).get(model)
+
+
+def matching_targets(model: str | None, providers: dict[str, str] | None = None) -> dict[ScopeKind, set[str]]:
+    """The model and provider budget targets a request for ``model`` matches.
+
+    A model budget ``openai/gpt-4o`` matches a request for ``openai/gpt-4o`` and one for ``gpt-4o``
+    whose provider is ``openai``; a budget named ``gpt-4o`` matches either too.
+    """
+    if not model:
+        return {ScopeKind.MODEL: set(), ScopeKind.PROVIDER: set()}
+    provider = provider_of(model, providers)
+    bare = model.partition("/")[2] if "/" in model else model
+    models = {model, bare}
+    if provider:
+        models.add(f"{provider}/{bare}")
+    return {ScopeKind.MODEL: models, ScopeKind.PROVIDER: {provider} if provider else set()}
+
+
+def matches_request(budget: BudgetSpec, identity: str | None, targets: dict[ScopeKind, set[str]]) -> bool:
+    if budget.scope is ScopeKind.WORKSPACE:
+        return True
+    if budget.scope is ScopeKind.IDENTITY:
+        return identity is not None and budget.target == identity
+    return budget.target in targets[budget.scope]
+
+
+def budget_bounds(budget: BudgetSpec, now: datetime, tz: Any) -> tuple[str, datetime | None, datetime | None]:
+    """The budget's current period: its key, start and end (one-time: ``"one_time"``, no bounds)."""
+    calendar = budget.period.calendar
+    if calendar is None:
+        return "one_time", None, None
+    start, end = period_bounds(calendar, now, tz)
+    return period_key(calendar, now, tz), start, end

@@ -1,0 +1,163 @@
+"""The memory store's scoped budgets: definitions, per-budget consumption, reservations, alert markers."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from ...core.admission import ModelUsage, Usage
+from ...core.budgets import (
+    BudgetExists,
+    BudgetNotFound,
+    ScopedBudget,
+    ScopeKind,
+    budget_bounds,
+    matches_request,
+    matching_targets,
+)
+from ...core.scoped import ScopedState, crossed, threshold_event
+from .ledger import Account
+
+WINDOW = timedelta(seconds=60)  # usage.requests counts the admissions of the last minute
+
+
+bounds = budget_bounds
+
+
+def uses_identity_spend(budget: ScopedBudget) -> bool:
+    """An identity budget over a calendar period counts the identity's spend (recorded before it too)."""
+    return budget.scope is ScopeKind.IDENTITY and budget.period.calendar is not None
+
+
+@dataclass(slots=True)
+class Scoped:
+    """Every scoped budget and its consumption. Call under the store's lock."""
+
+    defs: dict[str, ScopedBudget] = field(default_factory=dict)
+    keys: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    usage: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # id -> (period key, nanos, tokens)
+    held: dict[str, dict[str, tuple[int, datetime]]] = field(default_factory=dict)  # id -> reservations
+    hits: dict[str, deque[datetime]] = field(default_factory=dict)  # id -> admissions of the last minute
+    fired: set[tuple[str, str, int, str]] = field(default_factory=set)  # (id, period key, percent, dimension)
+
+    def add(self, budget: ScopedBudget) -> None:
+        existing = self.keys.get(budget.key)
+        if existing is not None and existing != budget.id:
+            raise BudgetExists(existing)
+        self.defs[budget.id] = budget
+        self.keys[budget.key] = budget.id
+
+    def get(self, budget_id: str) -> ScopedBudget:
+        budget = self.defs.get(budget_id)
+        if budget is None:
+            raise BudgetNotFound(budget_id)
+        return budget
+
+    def remove(self, budget_id: str) -> ScopedBudget:
+        budget = self.get(budget_id)
+        del self.defs[budget_id]
+        self.keys.pop(budget.key, None)
+        for table in (self.usage, self.held, self.hits):
+            table.pop(budget_id, None)
+        return budget
+
+    def of_identity(self, external_id: str) -> list[ScopedBudget]:
+        return [b for b in self.defs.values() if b.scope is ScopeKind.IDENTITY and b.target == external_id]
+
+    def reset(self, budget_id: str) -> None:
+        self.usage.pop(budget_id, None)
+        self.held.pop(budget_id, None)
+
+    def requests(self, budget_id: str, now: datetime) -> int:
+        hits = self.hits.get(budget_id)
+        if not hits:
+            return 0
+        while hits and hits[0] <= now - WINDOW:
+            hits.popleft()
+        return len(hits)
+
+    def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo) -> tuple[int, int]:
+        key, _, _ = bounds(budget, now, tz)
+        current = self.usage.get(budget.id)
+        cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
+        if uses_identity_spend(budget) and account is not None and budget.period.calendar is not None:
+            cost = account.spent(budget.period.calendar, now, tz)
+        return cost, tokens
+
+    def reserved(self, budget: ScopedBudget, account: Account | None, now: datetime) -> int:
+        if uses_identity_spend(budget) and account is not None and budget.period.calendar is not None:
+            return account.reserved(budget.period.calendar, now)
+        held = self.held.get(budget.id)
+        if not held:
+            return 0
+        for rid in [rid for rid, (_, expires) in held.items() if expires <= now]:
+            del held[rid]
+        return sum(amount for amount, _ in held.values())
+
+    def matching(self, identity: str | None, model: str | None, providers: dict[str, str],
+                 now: datetime) -> list[ScopedBudget]:
+        targets = matching_targets(model, providers)
+        return [b for b in self.defs.values() if b.live(now) and matches_request(b, identity, targets)]
+
+    def states(self, budgets: Iterable[ScopedBudget], account: Account | None, now: datetime,
+               tz: tzinfo) -> list[ScopedState]:
+        states = []
+        for budget in budgets:
+            _, start, end = bounds(budget, now, tz)
+            cost, tokens = self.consumed(budget, account, now, tz)
+            states.append(ScopedState(budget, cost, self.reserved(budget, account, now), tokens,
+                                      self.requests(budget.id, now), start, end))
+        return states
+
+    def admitted(self, budgets: Iterable[ScopedBudget], now: datetime, reservation: str | None, estimate: int,
+                 expires: datetime) -> tuple[str, ...]:
+        """Count the request on each budget; hold ``estimate`` on those not held by the identity's ledger."""
+        held = []
+        for budget in budgets:
+            self.hits.setdefault(budget.id, deque()).append(now)
+            if reservation and budget.amount is not None and not uses_identity_spend(budget):
+                self.held.setdefault(budget.id, {})[reservation] = (estimate, expires)
+                held.append(budget.id)
+        return tuple(held)
+
+    def release(self, reservation: str, budget_ids: Iterable[str]) -> None:
+        for budget_id in budget_ids:
+            self.held.get(budget_id, {}).pop(reservation, None)
+
+    def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: dict[str, str],
+               now: datetime, tz: tzinfo) -> list[dict[str, Any]]:
+        """Add ``usage`` to every budget it matches; return the threshold events this crossed, each once."""
+        shares: dict[str, tuple[int, int]] = {}
+        whole = (usage.cost, usage.input_tokens + usage.output_tokens)
+        for budget in self.defs.values():
+            if budget.scope is ScopeKind.WORKSPACE or (
+                    budget.scope is ScopeKind.IDENTITY and budget.target == identity):
+                shares[budget.id] = whole
+        for model, share in usage.models.items():
+            targets = matching_targets(model, providers)
+            for budget in self.defs.values():
+                if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
+                    cost, tokens = shares.get(budget.id, (0, 0))
+                    shares[budget.id] = (cost + share.cost, tokens + _tokens(share))
+        events = []
+        for budget_id, (cost, tokens) in shares.items():
+            budget = self.defs[budget_id]
+            key, start, end = bounds(budget, now, tz)
+            current = self.usage.get(budget_id)
+            base = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
+            self.usage[budget_id] = (key, base[0] + cost, base[1] + tokens)
+            after = self.consumed(budget, account if budget.scope is ScopeKind.IDENTITY else None, now, tz)
+            before = (after[0] - cost, after[1] - tokens)
+            for percent, dimension in crossed(budget, before, after):
+                marker = (budget_id, key, percent, dimension.value)
+                if marker not in self.fired:
+                    self.fired.add(marker)
+                    events.append(threshold_event(budget, percent, dimension, after, start, end, identity))
+        return events
+
+
+def _tokens(share: ModelUsage) -> int:
+    return share.input_tokens + share.output_tokens

@@ -1,0 +1,123 @@
+"""The store protocol's scoped budgets (orq's Budgets API): identity, model, provider and workspace budgets.
+
+Every store has these in a sync form and an async twin (``create_budget`` / ``acreate_budget``).
+The per-identity budget methods of :class:`.base.Store` (``set_budget``, ``budget_status``, ...) are a
+view over the identity-scoped ones: ``set_budget("u", Budget(period="daily", amount="1"))`` creates or
+updates the identity budget of ``u`` for ``daily``, and a daily identity budget created here shows in
+``budget_status("u")`` when it has an amount.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
+
+Notify = Callable[[builtins.list[dict[str, Any]]], None]
+
+
+def _missing(store: object) -> NotImplementedError:
+    return NotImplementedError(f"{type(store).__name__} keeps no scoped budgets")
+
+
+class ScopedBudgets:
+    """Scoped budgets in a store; not abstract, so a store written before them still loads."""
+
+    #: ``"gpt-4o" -> "openai"``: the provider of model names without a ``provider/`` prefix.
+    providers: Mapping[str, str] = {}
+    #: Called with the ``budget.threshold_reached`` events a settlement fired (see :mod:`.notifiers`).
+    notify: Notify | None = None
+
+    def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
+        """Set by the middleware's ``Config``: the provider map and where threshold events go."""
+        if providers is not None:
+            self.providers = dict(providers)
+        if notify is not None:
+            self.notify = notify
+
+    def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
+        """Store a new budget; :class:`BudgetExists` when its (scope, target, period) has one.
+        An identity budget of an unknown identity creates that identity bare."""
+        raise _missing(self)
+
+    async def acreate_budget(self, spec: BudgetSpec) -> ScopedBudget:
+        raise _missing(self)
+
+    def retrieve_budget(self, budget_id: str) -> ScopedBudget:
+        """The budget; :class:`BudgetNotFound` otherwise."""
+        raise _missing(self)
+
+    async def aretrieve_budget(self, budget_id: str) -> ScopedBudget:
+        raise _missing(self)
+
+    def update_budget(self, budget_id: str, changes: BudgetChanges) -> ScopedBudget:
+        raise _missing(self)
+
+    async def aupdate_budget(self, budget_id: str, changes: BudgetChanges) -> ScopedBudget:
+        raise _missing(self)
+
+    def delete_budget(self, budget_id: str) -> None:
+        raise _missing(self)
+
+    async def adelete_budget(self, budget_id: str) -> None:
+        raise _missing(self)
+
+    def list_budgets(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
+                     scope_kinds: Sequence[str] | None = None, target: str | None = None,
+                     is_active: bool | None = None, periods: Sequence[str] | None = None,
+                     query: str | None = None) -> ScopedBudgetPage:
+        """A page of budgets ascending by id, each with its usage; cursors are budget ids."""
+        raise _missing(self)
+
+    async def alist_budgets(self, limit: int = 10, starting_after: str | None = None,
+                            ending_before: str | None = None, scope_kinds: Sequence[str] | None = None,
+                            target: str | None = None, is_active: bool | None = None,
+                            periods: Sequence[str] | None = None, query: str | None = None) -> ScopedBudgetPage:
+        raise _missing(self)
+
+    def budget_usage(self, budget_id: str) -> BudgetUsage:
+        """Cost and tokens this period, requests in the last 60 s."""
+        raise _missing(self)
+
+    async def abudget_usage(self, budget_id: str) -> BudgetUsage:
+        raise _missing(self)
+
+    def reset_budget_consumption(self, budget_id: str) -> None:
+        """Zero this period's consumption (and reservations) of one budget."""
+        raise _missing(self)
+
+    async def areset_budget_consumption(self, budget_id: str) -> None:
+        raise _missing(self)
+
+
+def page_of(budgets: builtins.list[ScopedBudget], limit: int, starting_after: str | None,
+            ending_before: str | None, scope_kinds: Sequence[str] | None, target: str | None,
+            is_active: bool | None, periods: Sequence[str] | None,
+            query: str | None) -> tuple[builtins.list[ScopedBudget], bool]:
+    """The filters and cursor paging of ``list_budgets`` over budgets sorted by id."""
+    kinds = set(scope_kinds or ())
+    wanted = set(periods or ())
+    needle = query.casefold() if query else None
+
+    def keep(budget: ScopedBudget) -> bool:
+        if kinds and budget.scope.value not in kinds:
+            return False
+        if target is not None and (budget.target or "") != target:
+            return False
+        if is_active is not None and budget.is_active is not is_active:
+            return False
+        if wanted and budget.period.value not in wanted:
+            return False
+        return needle is None or needle in f"{budget.id} {budget.scope.value} {budget.target or ''}".casefold()
+
+    ordered = sorted(budgets, key=lambda budget: budget.id)
+    if starting_after is not None:
+        ordered = [budget for budget in ordered if budget.id > starting_after]
+    if ending_before is not None:
+        ordered = [budget for budget in ordered if budget.id < ending_before]
+    matching = [budget for budget in ordered if keep(budget)]
+    if ending_before is not None and starting_after is None:
+        return matching[-limit:], len(matching) > limit
+    return matching[:limit], len(matching) > limit

@@ -1,0 +1,119 @@
+"""Scoped budgets across processes: a model budget's hot key in its own slot holds on the real
+Cluster, and a threshold alert is sent once however many processes cross it together."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import multiprocessing
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.budgets import Alert, BudgetSpec
+from identity_middleware.core.money import to_nanos
+from identity_middleware.core.signing import signature_problem
+from identity_middleware.stores import RedisStore, Store
+from identity_middleware.stores.notifiers import Notifiers
+
+MakeStore = Callable[..., Store]
+CENT = to_nanos("0.01")
+MODEL = "openai/gpt-4o"
+SECRET = "alert-secret"
+
+
+async def _request(store: RedisStore, external_id: str) -> bool:
+    admission = await store.aadmit(AdmissionRequest(external_id, estimate=CENT, model=MODEL))
+    if not admission.allowed:
+        return False
+    await asyncio.sleep(0)  # the LLM call: other requests interleave while this one holds its reservation
+    usage = Usage()
+    usage.add(CENT, 5, 5, MODEL)
+    await store.asettle(Settlement(admission.identity.id, usage, admission.reservation))
+    return True
+
+
+def _app_instance(url: str, prefix: str, external_id: str, requests: int, notifier: str | None) -> int:
+    async def main() -> int:
+        store = RedisStore.from_url(url, prefix=prefix, request_timeout=None)
+        notify = Notifiers({"ops": notifier}, SECRET) if notifier else None
+        store.configure_budgets(notify=notify)
+        try:
+            results = await asyncio.gather(*(_request(store, external_id) for _ in range(requests)))
+        finally:
+            await store.aclose()
+        if notify is not None:
+            notify.drain()
+        return sum(results)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_four_processes_stay_within_a_one_dollar_model_budget(
+    make_store: MakeStore, request: pytest.FixtureRequest, kind: str
+) -> None:
+    prefix = f"m{uuid.uuid4().hex[:10]}"
+    store = make_store(kind, prefix=prefix)
+    budget = store.create_budget(BudgetSpec(scope="model", target=MODEL, period="daily", amount="1.00"))
+    url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        # One identity per process: the model budget is the only thing they share.
+        admitted = sum(pool.starmap(_app_instance, [(url, prefix, f"user_{n}", 100, None) for n in range(4)]))
+    spent = store.budget_usage(budget.id).amount
+    # The bound (README): overshoot <= the in-flight estimation error, here 0 (estimate == cost).
+    assert spent <= Decimal("1.00")
+    assert spent == Decimal("0.01") * admitted
+    assert admitted >= 90, admitted  # refusals beyond the budget come only from compensated reservations
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, object], str | None]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).received.append((json.loads(body), self.headers.get("X-Identity-Signature")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, object], str | None]]]]:
+    _Receiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Receiver.received
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow
+def test_four_processes_crossing_a_threshold_together_send_one_signed_event(
+    make_store: MakeStore, redis_url: str, receiver: tuple[str, list[tuple[dict[str, object], str | None]]]
+) -> None:
+    url, received = receiver
+    prefix = f"a{uuid.uuid4().hex[:10]}"
+    store = make_store("redis", prefix=prefix)
+    budget = store.create_budget(BudgetSpec(scope="workspace", period="monthly", amount="0.50",
+                                            alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_app_instance, [(redis_url, prefix, f"user_{n}", 20, url) for n in range(4)])
+    time.sleep(0.2)
+    assert len(received) == 1, received
+    event, signature = received[0]
+    assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id
+    assert event["threshold_percent"] == 50 and event["dimension"] == "cost" and event["limit"] == "0.50"
+    body = json.dumps(event, separators=(",", ":"))
+    assert signature_problem(SECRET, body, signature, time.time()) is None

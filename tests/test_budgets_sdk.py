@@ -1,0 +1,154 @@
+"""orq's official SDK drives /v2/budgets unchanged: every orq.budgets.* call, sync and async, on every store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anyio
+import pytest
+from orq_ai_sdk import Orq, models
+from orq_ai_sdk.models import OrqError
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from browser import live_server
+from conftest import MakeStore
+from identity_middleware.admin import create_admin_app
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.stores import Store
+
+TOKEN = "budgets-admin-token"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, make_store: MakeStore) -> Store:
+    return make_store(request.param)
+
+
+@pytest.fixture
+def server(store: Store) -> Iterator[str]:
+    app = Starlette(routes=[Mount("/admin", create_admin_app(store, token=TOKEN))])
+    with live_server(app) as base:
+        yield f"{base}/admin"
+
+
+@pytest.fixture
+def orq(server: str) -> Orq:
+    return Orq(api_key=TOKEN, server_url=server)
+
+
+def spend(store: Store, external_id: str, cost: str, model: str | None = None, tokens: int = 0) -> None:
+    admission = store.admit(AdmissionRequest(external_id, model=model))
+    usage = Usage()
+    usage.add(int(Decimal(cost) * 10**9), tokens, 0, model)
+    store.settle(Settlement(admission.identity.id, usage, admission.reservation))
+
+
+def test_create_get_update_delete_a_model_budget(orq: Orq, store: Store) -> None:
+    created = orq.budgets.create(scope={"model": {"model_id": "openai/gpt-4o"}},
+                                 limits={"period": "BUDGET_PERIOD_DAILY", "amount": 1.5, "token_limit": 1000},
+                                 rate_limit={"requests_per_minute": 60},
+                                 alerts=[{"threshold_percent": 80, "notifier_ids": ["ops"]}])
+    budget = created.budget
+    assert budget.scope is not None and budget.scope.model is not None
+    assert budget.scope.model.model_id == "openai/gpt-4o"
+    assert budget.limits.period == "BUDGET_PERIOD_DAILY" and budget.limits.amount == 1.5
+    assert budget.limits.token_limit == 1000 and budget.is_active
+    assert budget.rate_limit is not None and budget.rate_limit.requests_per_minute == 60
+    assert budget.alerts is not None and budget.alerts[0].threshold_percent == 80 and budget.alerts[0].id
+    spend(store, "u1", "0.25", "openai/gpt-4o", tokens=7)
+    fetched = orq.budgets.get(budget_id=budget.budget_id).budget
+    assert fetched.usage is not None and fetched.usage.amount == 0.25 and fetched.usage.tokens == 7
+    assert fetched.usage.requests == 1
+    updated = orq.budgets.update(budget_id=budget.budget_id, limits={"amount": 2}, is_active=False).budget
+    assert updated.limits.amount == 2 and updated.is_active is False and updated.limits.token_limit == 1000
+    reset = orq.budgets.reset_consumption(budget_id=budget.budget_id, reset_budget_consumption_request={})
+    assert reset.budget is not None and reset.budget.budget_id == budget.budget_id
+    fetched = orq.budgets.get(budget_id=budget.budget_id).budget
+    assert fetched.usage is not None and fetched.usage.amount == 0
+    orq.budgets.delete(budget_id=budget.budget_id)
+    with pytest.raises(OrqError) as raised:
+        orq.budgets.get(budget_id=budget.budget_id)
+    assert raised.value.raw_response.status_code == 404
+
+
+def test_every_scope_kind_round_trips_and_lists_with_filters(orq: Orq) -> None:
+    ids = {
+        "identity": orq.budgets.create(scope={"identity": {"identity_external_id": "user_1"}},
+                                       limits={"period": "BUDGET_PERIOD_MONTHLY", "amount": 5}).budget.budget_id,
+        "model": orq.budgets.create(scope={"model": {"model_id": "gpt-4o"}},
+                                    limits={"period": "BUDGET_PERIOD_ONE_TIME", "token_limit": 50}).budget.budget_id,
+        "provider": orq.budgets.create(scope={"provider": {"provider": "anthropic"}},
+                                       limits={"period": "BUDGET_PERIOD_WEEKLY", "amount": 0.1}).budget.budget_id,
+        "workspace": orq.budgets.create(scope={"workspace": {}},
+                                        limits={"period": "BUDGET_PERIOD_YEARLY", "amount": 100}).budget.budget_id,
+    }
+    page = orq.budgets.list(limit=10)
+    assert page is not None and sorted(b.budget_id for b in page.data) == sorted(ids.values())
+    assert all(b.usage is not None for b in page.data) and page.has_more is False
+    one = orq.budgets.list(scope_kind=["BUDGET_SCOPE_KIND_PROVIDER"])
+    assert one is not None and [b.budget_id for b in one.data] == [ids["provider"]]
+    assert one.data[0].scope is not None and one.data[0].scope.provider is not None
+    assert one.data[0].scope.provider.provider == "anthropic"
+    target = orq.budgets.list(scope_target_id="user_1")
+    assert target is not None and [b.budget_id for b in target.data] == [ids["identity"]]
+    periods = orq.budgets.list(period=["BUDGET_PERIOD_ONE_TIME", "BUDGET_PERIOD_YEARLY"])
+    assert periods is not None and {b.budget_id for b in periods.data} == {ids["model"], ids["workspace"]}
+    first = orq.budgets.list(limit=2)
+    assert first is not None and first.has_more and len(first.data) == 2
+    rest = orq.budgets.list(limit=10, starting_after=first.data[-1].budget_id)
+    assert rest is not None and len(rest.data) == 2 and not rest.has_more
+    back = orq.budgets.list(limit=10, ending_before=rest.data[0].budget_id)
+    assert back is not None and [b.budget_id for b in back.data] == [b.budget_id for b in first.data]
+
+
+def test_one_budget_per_scope_target_and_period(orq: Orq) -> None:
+    orq.budgets.create(scope={"provider": {"provider": "openai"}}, limits={"period": "BUDGET_PERIOD_DAILY",
+                                                                          "amount": 1})
+    with pytest.raises(OrqError) as raised:
+        orq.budgets.create(scope={"provider": {"provider": "openai"}}, limits={"period": "BUDGET_PERIOD_DAILY",
+                                                                              "amount": 2})
+    assert raised.value.raw_response.status_code == 409
+
+
+@pytest.mark.parametrize("body", [
+    {"scope": {"project": {"project_id": "p"}}, "limits": {"amount": 1}},
+    {"scope": {"api_key": {"api_key_id": "k"}}, "limits": {"amount": 1}},
+    {"match": {"cel": "provider == \"openai\""}, "limits": {"amount": 1}},
+])
+def test_unsupported_scopes_answer_a_clear_400(orq: Orq, body: dict[str, object]) -> None:
+    with pytest.raises(OrqError) as raised:
+        orq.budgets.create(**body)  # type: ignore[arg-type]
+    assert raised.value.raw_response.status_code == 400
+    assert "not supported" in raised.value.raw_response.json()["error"]["message"]
+
+
+def test_identity_view_sees_budgets_set_the_old_way(orq: Orq, store: Store) -> None:
+    from identity_middleware import Budget
+
+    store.admit(AdmissionRequest("u9"))
+    store.set_budget("u9", Budget(period="daily", amount="0.20"))
+    page = orq.budgets.list(scope_kind=["BUDGET_SCOPE_KIND_IDENTITY"], scope_target_id="u9")
+    assert page is not None and len(page.data) == 1 and page.data[0].limits.amount == 0.2
+    orq.budgets.update(budget_id=page.data[0].budget_id, limits={"amount": 0.5})
+    assert store.budget_status("u9")[0].amount == Decimal("0.5")
+    orq.budgets.delete(budget_id=page.data[0].budget_id)
+    assert store.budget_status("u9") == []
+
+
+def test_async_methods_work_too(orq: Orq) -> None:
+    async def main() -> None:
+        created = await orq.budgets.create_async(scope={"workspace": {}},
+                                                 limits={"period": "BUDGET_PERIOD_MONTHLY", "amount": 3})
+        budget_id = created.budget.budget_id
+        assert (await orq.budgets.get_async(budget_id=budget_id)).budget.limits.amount == 3
+        page = await orq.budgets.list_async()
+        assert page is not None and [b.budget_id for b in page.data] == [budget_id]
+        await orq.budgets.update_async(budget_id=budget_id, expires_at="2999-01-01T00:00:00Z")
+        reset = await orq.budgets.reset_consumption_async(budget_id=budget_id, reset_budget_consumption_request={})
+        assert reset.budget is not None
+        await orq.budgets.delete_async(budget_id=budget_id)
+        assert isinstance(await orq.budgets.list_async(), models.ListBudgetsResponse)
+
+    anyio.run(main)
