@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .ids import new_ulid
-from .money import to_decimal
+from .money import to_decimal, to_nanos
 from .periods import Period, period_bounds, period_key
 
 __all__ = [
@@ -61,7 +63,13 @@ class BudgetPeriod(str, enum.Enum):
 
     @property
     def calendar(self) -> Period | None:
-        return None if self is BudgetPeriod.ONE_TIME else Period(self.value)
+        return _CALENDAR.get(self)
+
+
+
+
+# Looked up per request and per budget: a dict of members, no enum call by value.
+_CALENDAR: dict[BudgetPeriod, Period] = {BudgetPeriod(period.value): period for period in Period}
 
 
 class Dimension(str, enum.Enum):
@@ -159,6 +167,11 @@ class BudgetSpec(BaseModel):
             raise ValueError("give at least one of amount, token_limit or rate_limit.requests_per_minute")
         return self
 
+    @cached_property
+    def amount_nanos(self) -> int | None:
+        """``amount`` in nano-USD (computed once: admission reads it on every request)."""
+        return None if self.amount is None else to_nanos(self.amount)
+
     @property
     def key(self) -> tuple[str, str, str]:
         """The uniqueness key: one budget per (scope kind, target, period)."""
@@ -227,7 +240,7 @@ def parse_identity_budget_id(budget_id: str) -> tuple[str, BudgetPeriod] | None:
         return None
 
 
-def provider_of(model: str, providers: dict[str, str] | None = None) -> str | None:
+def provider_of(model: str, providers: Mapping[str, str] | None = None) -> str | None:
     """``openai`` for ``openai/gpt-4o``; else the configured map's entry for the bare name."""
     head, slash, _ = model.partition("/")
     if slash and head:
@@ -235,7 +248,7 @@ def provider_of(model: str, providers: dict[str, str] | None = None) -> str | No
     return (providers or {}).get(model)
 
 
-def matching_targets(model: str | None, providers: dict[str, str] | None = None) -> dict[ScopeKind, set[str]]:
+def matching_targets(model: str | None, providers: Mapping[str, str] | None = None) -> dict[ScopeKind, set[str]]:
     """The model and provider budget targets a request for ``model`` matches.
 
     A model budget ``openai/gpt-4o`` matches a request for ``openai/gpt-4o`` and one for ``gpt-4o``

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -18,6 +18,7 @@ from ...core.budgets import (
     matches_request,
     matching_targets,
 )
+from ...core.periods import period_key
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
 
@@ -42,13 +43,30 @@ class Scoped:
     held: dict[str, dict[str, tuple[int, datetime]]] = field(default_factory=dict)  # id -> reservations
     hits: dict[str, deque[datetime]] = field(default_factory=dict)  # id -> admissions of the last minute
     fired: set[tuple[str, str, int, str]] = field(default_factory=set)  # (id, period key, percent, dimension)
+    # Indexes, so a request looks only at its identity's budgets and the few global ones (not at
+    # every identity's): external id -> budget ids, and the ids of model/provider/workspace budgets.
+    by_identity: dict[str, list[str]] = field(default_factory=dict)
+    global_ids: list[str] = field(default_factory=list)
 
     def add(self, budget: ScopedBudget) -> None:
         existing = self.keys.get(budget.key)
         if existing is not None and existing != budget.id:
             raise BudgetExists(existing)
+        if budget.id in self.defs:
+            self._unindex(self.defs[budget.id])
         self.defs[budget.id] = budget
         self.keys[budget.key] = budget.id
+        if budget.scope is ScopeKind.IDENTITY:
+            self.by_identity.setdefault(budget.target or "", []).append(budget.id)
+        else:
+            self.global_ids.append(budget.id)
+
+    def _unindex(self, budget: ScopedBudget) -> None:
+        ids = self.by_identity.get(budget.target or "", []) if budget.scope is ScopeKind.IDENTITY else self.global_ids
+        if budget.id in ids:
+            ids.remove(budget.id)
+        if budget.scope is ScopeKind.IDENTITY and not ids:
+            self.by_identity.pop(budget.target or "", None)
 
     def get(self, budget_id: str) -> ScopedBudget:
         budget = self.defs.get(budget_id)
@@ -58,6 +76,7 @@ class Scoped:
 
     def remove(self, budget_id: str) -> ScopedBudget:
         budget = self.get(budget_id)
+        self._unindex(budget)
         del self.defs[budget_id]
         self.keys.pop(budget.key, None)
         for table in (self.usage, self.held, self.hits):
@@ -65,7 +84,7 @@ class Scoped:
         return budget
 
     def of_identity(self, external_id: str) -> list[ScopedBudget]:
-        return [b for b in self.defs.values() if b.scope is ScopeKind.IDENTITY and b.target == external_id]
+        return [self.defs[budget_id] for budget_id in self.by_identity.get(external_id, ())]
 
     def reset(self, budget_id: str) -> None:
         self.usage.pop(budget_id, None)
@@ -79,8 +98,10 @@ class Scoped:
             hits.popleft()
         return len(hits)
 
-    def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo) -> tuple[int, int]:
-        key, _, _ = bounds(budget, now, tz)
+    def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo,
+                 key: str | None = None) -> tuple[int, int]:
+        if key is None:
+            key = bounds(budget, now, tz)[0]
         current = self.usage.get(budget.id)
         cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
         if uses_identity_spend(budget) and account is not None and budget.period.calendar is not None:
@@ -97,19 +118,35 @@ class Scoped:
             del held[rid]
         return sum(amount for amount, _ in held.values())
 
-    def matching(self, identity: str | None, model: str | None, providers: dict[str, str],
+    def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
-        targets = matching_targets(model, providers)
-        return [b for b in self.defs.values() if b.live(now) and matches_request(b, identity, targets)]
+        found = [b for b in self.of_identity(identity) if b.live(now)] if identity is not None else []
+        if self.global_ids:
+            targets = matching_targets(model, providers)
+            found += [b for b in map(self.defs.__getitem__, self.global_ids)
+                      if b.live(now) and matches_request(b, identity, targets)]
+        return found
 
     def states(self, budgets: Iterable[ScopedBudget], account: Account | None, now: datetime,
-               tz: tzinfo) -> list[ScopedState]:
+               tz: tzinfo, *, blocking: int | None = None) -> list[ScopedState]:
+        """Each budget's state; with ``blocking=estimate``, only those that block it (the period's
+        bounds, needed only to answer a 429, are then computed for those alone: admission's fast path)."""
         states = []
         for budget in budgets:
+            calendar = budget.period.calendar
+            key = "one_time" if calendar is None else period_key(calendar, now, tz)
+            current = self.usage.get(budget.id)
+            cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
+            if calendar is not None and account is not None and budget.scope is ScopeKind.IDENTITY:
+                cost, reserved = account.spent(calendar, now, tz), account.reserved(calendar, now)
+            else:
+                reserved = self.reserved(budget, None, now)
+            counts = (cost, reserved, tokens, self.requests(budget.id, now))
+            if blocking is not None and not ScopedState(budget, *counts, None, None).blocks(blocking):
+                continue
             _, start, end = bounds(budget, now, tz)
-            cost, tokens = self.consumed(budget, account, now, tz)
-            states.append(ScopedState(budget, cost, self.reserved(budget, account, now), tokens,
-                                      self.requests(budget.id, now), start, end))
+            states.append(ScopedState(budget, *counts, start, end))
+        return states
         return states
 
     def admitted(self, budgets: Iterable[ScopedBudget], now: datetime, reservation: str | None, estimate: int,
@@ -127,18 +164,18 @@ class Scoped:
         for budget_id in budget_ids:
             self.held.get(budget_id, {}).pop(reservation, None)
 
-    def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: dict[str, str],
+    def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: Mapping[str, str],
                now: datetime, tz: tzinfo) -> list[dict[str, Any]]:
         """Add ``usage`` to every budget it matches; return the threshold events this crossed, each once."""
         shares: dict[str, tuple[int, int]] = {}
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
-        for budget in self.defs.values():
-            if budget.scope is ScopeKind.WORKSPACE or (
-                    budget.scope is ScopeKind.IDENTITY and budget.target == identity):
+        globals_ = [self.defs[budget_id] for budget_id in self.global_ids]
+        for budget in [*(self.of_identity(identity) if identity is not None else ()), *globals_]:
+            if budget.scope is ScopeKind.WORKSPACE or budget.scope is ScopeKind.IDENTITY:
                 shares[budget.id] = whole
         for model, share in usage.models.items():
             targets = matching_targets(model, providers)
-            for budget in self.defs.values():
+            for budget in globals_:
                 if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
                     cost, tokens = shares.get(budget.id, (0, 0))
                     shares[budget.id] = (cost + share.cost, tokens + _tokens(share))

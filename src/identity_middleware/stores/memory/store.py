@@ -207,11 +207,12 @@ class MemoryStore(MemoryBudgets, Store):
             if request.refused:
                 account.count(now, self.tz, error=True)
                 return Admission(record)
-            budgets = self._scoped.matching(record.external_id, request.model, dict(self.providers), now) \
+            budgets = self._scoped.matching(record.external_id, request.model, self.providers, now) \
                 if self._scoped.defs else []
             if not budgets:
                 return Admission(record)
-            block = decide_scoped(self._scoped.states(budgets, account, now, self.tz), request.estimate, now)
+            states = self._scoped.states(budgets, account, now, self.tz, blocking=request.estimate)
+            block = decide_scoped(states, request.estimate, now)
             if block is not None:
                 account.count(now, self.tz, error=True)
                 return Admission(record, block)
@@ -243,7 +244,7 @@ class MemoryStore(MemoryBudgets, Store):
                           output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
                           models=usage.models)
             events = self._scoped.charge(usage, self._records.by_ulid[settlement.identity_id].external_id,
-                                         account, dict(self.providers), now, self.tz) if self._scoped.defs else []
+                                         account, self.providers, now, self.tz) if self._scoped.defs else []
         self._emit(events)
 
     async def asettle(self, settlement: Settlement) -> None:
