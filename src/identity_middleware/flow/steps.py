@@ -128,8 +128,9 @@ class Flow(Drivers):
                     self._outage.ok()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
-            admission: Admission = yield Admit(self._admission_request(resolved, estimate,
-                                                                      model=model_from_body(request.body or b"")))
+            # The body's model matters only to model/provider budgets: decoded only when the store has some.
+            model = model_from_body(request.body) if request.body and self.store.wants_model else None
+            admission: Admission = yield Admit(self._admission_request(resolved, estimate, model=model))
         except StoreUnavailable as error:
             return self._unavailable(error) or Untracked(resolved.external_id)
         self._outage.ok()

@@ -30,6 +30,11 @@ class ScopedBudgets:
     #: Called with the ``budget.threshold_reached`` events a settlement fired (see :mod:`.notifiers`).
     notify: Notify | None = None
 
+    @property
+    def wants_model(self) -> bool:
+        """Whether admission needs the request's model (model or provider budgets may match it)."""
+        return True
+
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
         """Set by the middleware's ``Config``: the provider map and where threshold events go."""
         if providers is not None:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement
+from ...core.budgets import ScopeKind
 from ...core.models import (
     Budget,
     BudgetStatus,
@@ -27,6 +28,8 @@ from .budgets import Scoped
 from .ledger import Account
 from .records import Records
 from .scoped import MemoryBudgets
+
+_BY_MODEL = (ScopeKind.MODEL, ScopeKind.PROVIDER)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -186,6 +189,10 @@ class MemoryStore(MemoryBudgets, Store):
         return self.daily_metrics(identity_id, days=days, now=now)
 
     # -- the request path ------------------------------------------------------------------------
+    @property
+    def wants_model(self) -> bool:
+        return any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in self._scoped.global_ids)
+
     def admit(self, request: AdmissionRequest) -> Admission:
         now = _now(request.now)
         with self._lock:

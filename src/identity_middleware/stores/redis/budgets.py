@@ -24,6 +24,10 @@ class RedisBudgets(ScopedBudgets):
     async def _arun(self, plan: Plan[T], *, flush_first: bool = False, deadline: float | None = None) -> T:
         raise NotImplementedError
 
+    @property
+    def wants_model(self) -> bool:
+        return self._plans.wants_model()
+
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
         super().configure_budgets(providers=providers, notify=notify)
         self._plans.providers = dict(self.providers)

@@ -66,6 +66,13 @@ class ScopedPlans(PlanBase):
             return cached[1]
         return None
 
+    def wants_model(self) -> bool:
+        """Whether model or provider budgets may match a request (unknown until the registry is read)."""
+        if not self.global_budgets:
+            return False
+        cached = self._defs_cache
+        return cached is None or any(b.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for b in cached[1].values())
+
     def defs_call(self) -> Call:
         return Call("hgetall", (self.keys.budget_defs,))
 
