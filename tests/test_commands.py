@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -128,10 +129,87 @@ def test_manage_py_raises_command_error_with_the_exit_code() -> None:
 
 
 @pytest.mark.parametrize("argv", [("budget", "set", "x", "hourly", "1"), ("budget", "x", "daily", "1"),
-                                  ("reset", "x", "daily"), ("record",)])
+                                  ("reset", "x", "daily"), ("record",),
+                                  ("budgets", "create", "--scope", "project", "--period", "daily"),
+                                  ("budgets", "create", "--scope", "workspace", "--period", "hourly"),
+                                  ("budgets", "create", "--period", "daily", "--amount", "1"),
+                                  ("budgets", "show"), ("budgets", "list", "--scope-kind", "api_key")])
 def test_both_faces_refuse_what_the_grammar_does_not_have(argv: tuple[str, ...]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(list(argv))
     assert exit_info.value.code == 2
     with override_settings(IDENTITY_MIDDLEWARE={"STORE": MemoryStore()}), pytest.raises(CommandError):
         call_command("identities", *argv, stdout=io.StringIO())
+
+
+# Scoped budgets by id, beside the per-identity view. "{id}" stands for the id the last create printed.
+BUDGETS_SESSION: list[tuple[str, ...]] = [
+    ("budgets", "list"),
+    ("budgets", "create", "--scope", "model", "--target", "openai/gpt-4o", "--period", "daily", "--amount", "1.00",
+     "--alert", "50", "--notify", "ops"),
+    ("budgets", "create", "--scope", "model", "--target", "openai/gpt-4o", "--period", "daily", "--amount", "2"),
+    ("budgets", "create", "--scope", "workspace", "--period", "monthly"),
+    ("budgets", "create", "--scope", "provider", "--period", "daily", "--amount", "1"),
+    ("budgets", "create", "--scope", "workspace", "--period", "daily", "--amount", "-1"),
+    ("budgets", "create", "--scope", "workspace", "--period", "daily", "--tokens", "10", "--alert", "0:tokens"),
+    ("budgets", "create", "--scope", "identity", "--target", "ops", "--period", "one_time", "--tokens", "1000",
+     "--rpm", "60", "--amount", "5"),
+    ("record", "ops", "--cost", "0.25", "--input-tokens", "10", "--output-tokens", "5", "--model", "openai/gpt-4o"),
+    ("budgets", "list"),
+    ("budgets", "list", "--scope-kind", "identity", "--json"),
+    ("budgets", "list", "--scope-kind", "model", "--target", "nothing"),
+    ("budgets", "show", "{id}"),
+    ("budgets", "reset", "{id}"),
+    ("budgets", "delete", "{id}"),
+    ("budgets", "show", "{id}"),
+    ("budgets", "delete", "{id}"),
+    ("budget", "set", "ops", "daily", "3"),
+    ("budgets", "list", "--scope-kind", "identity"),
+    ("budget", "status", "ops"),
+]
+BUDGETS_EXIT_CODES = [0, 0, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0]
+_BUDGET_ID = re.compile(r"\bb[gi]_[0-9A-HJKMNP-TV-Z]{26}(_[a-z_]+)?")
+
+
+def _in_steps(face: Face, store: Store) -> list[Outcome]:
+    """Run ``BUDGETS_SESSION`` one command at a time, putting the last created budget's id in."""
+    outcomes: list[Outcome] = []
+    budget_id = ""
+    for argv in BUDGETS_SESSION:
+        (outcome,) = face(store, [tuple(budget_id if arg == "{id}" else arg for arg in argv)])
+        if argv[:2] == ("budgets", "create") and outcome[0] == 0:
+            budget_id = json.loads(outcome[1])["id"]
+        outcomes.append(outcome)
+    return outcomes
+
+
+def test_both_faces_manage_scoped_budgets_alike(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    stores: list[Store] = [MemoryStore(), MemoryStore()]
+    by_script = _in_steps(console_script(monkeypatch, capsys), stores[0])
+    by_django = _in_steps(manage_py, stores[1])
+    assert [code for code, _, _ in by_script] == BUDGETS_EXIT_CODES
+
+    def plain(outcomes: list[Outcome]) -> list[Outcome]:
+        return _comparable([(code, _BUDGET_ID.sub("<budget>", out), _BUDGET_ID.sub("<budget>", err))
+                            for code, out, err in outcomes])
+
+    assert plain(by_django) == plain(by_script)
+    assert by_script[0][1] == "no budgets\n"
+    assert by_script[2][2].startswith("error: a budget for this scope, target and period exists already: bg_")
+    assert by_script[3][2] == ("error: invalid budget: give at least one of amount, token_limit or "
+                               "rate_limit.requests_per_minute\n")
+    created = json.loads(by_script[7][1])
+    assert (created["scope"], created["target"], created["period"], created["amount"]) == (
+        "identity", "ops", "one_time", "5.00")
+    (listed,) = json.loads(by_script[10][1])
+    assert listed["usage"] == {"amount": "0.25", "tokens": 15, "requests": 0}
+    table = by_script[9][1].splitlines()
+    assert table[0].split() == ["ID", "SCOPE", "TARGET", "PERIOD", "SPENT_USD", "TOKENS", "REQUESTS/MIN", "ACTIVE"]
+    assert any(line.split()[1:6] == ["model", "openai/gpt-4o", "daily", "0.25/1.00", "15"] for line in table[1:])
+    assert by_script[13][1] == f"reset budget {created['id']}: spent 0.00 USD, 0 tokens\n"
+    assert by_script[15][2] == f"error: budget {created['id']!r} not found\n"
+    assert [line.split()[3] for line in by_script[18][1].splitlines()[1:]] == ["daily"]  # the per-identity view
+    for store in stores:
+        (model,) = store.list_budgets(scope_kinds=["model"]).data
+        assert model[0].alerts[0].notifier_ids == ("ops",) and model[1].amount == Decimal("0.25")

@@ -51,10 +51,11 @@ def record(external_id: str = "user_1", ulid: str = ULID, **fields: str) -> list
     return [item for pair in values.items() for item in pair]
 
 
-def daily(amount: str, spent: str = "0", reserved: str = "0") -> list[int]:
-    """A budget row of a script reply: period index (1 = daily), amount, spent, reserved (nano-USD)."""
+def daily(amount: str, spent: str = "0", reserved: str = "0") -> list[int | str]:
+    """A budget row of a script reply (lib.lua): period index (1 = daily), amount, spent, reserved
+    (nano-USD), tokens, token limit, requests in the last minute, requests per minute, live."""
     return [1, int(Decimal(amount) * NANOS_PER_USD), int(Decimal(spent) * NANOS_PER_USD),
-            int(Decimal(reserved) * NANOS_PER_USD)]
+            int(Decimal(reserved) * NANOS_PER_USD), 0, "", 0, "", 1]
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_admitting_a_new_identity_reserves_the_estimate_and_lists_it(plans: Plan
     (admit, listed), admission = drive(plans.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
                                        [[1, 1, record(), [daily("1")], 0, 1], 1])
     assert isinstance(admit, Eval) and admit.script is ADMIT
-    assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 11
+    assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 18
     mode, external_id, ulid, _, _, may_create, refused, estimate, reservation_id = admit.args[:9]
     assert (mode, external_id, may_create, refused, estimate) == ("admit", "user_1", 1, 0, 500)
     assert ulid and reservation_id  # a ULID for a record this process has not seen
@@ -150,10 +151,10 @@ def test_each_charge_carries_a_marker_key_of_its_identitys_hash_tag(plans: Plans
     (charge,) = plans.seal(settlements)  # one identity, one window: one charge
     (_, batch), charged = drive(plans.settle([charge]), [[[f"{ULID}:{tag}"]], [1]])
     (call,) = batch.steps
-    assert isinstance(call, Eval) and len(call.keys) == 12
-    assert call.keys[11] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
+    assert isinstance(call, Eval) and len(call.keys) == 19
+    assert call.keys[18] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
     assert call.args[8] == plans.settle_id_ttl and charged == 2
-    assert call.packed_keys.endswith(f"${len(call.keys[11])}\r\n{call.keys[11]}\r\n".encode())
+    assert call.packed_keys.endswith(f"${len(call.keys[18])}\r\n{call.keys[18]}\r\n".encode())
 
 
 def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> None:

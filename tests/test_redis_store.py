@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from identity_middleware.core.admission import AdmissionRequest, ModelUsage, Settlement, Usage
+from identity_middleware.core.budgets import Alert, BudgetSpec
 from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
@@ -59,13 +60,23 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
             assert 0 < ttl <= {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}[period] * 86400 + 86400
         elif ":d:" in key:
             assert 30 * 86400 < ttl <= 31 * 86400 + 1
+        elif ":u:" in key:  # a budget's tokens: as long as the spend of its period
+            assert key.split(":u:")[1] == keys_period(keys, "daily") and 0 < ttl <= 2 * 86400
+        elif key.endswith(":q"):  # admissions of the last minute
+            assert 0 < ttl <= 70
         elif ":r:" in key:
             assert 0 < ttl <= 30 + 60
         elif ":c:" in key:  # the settle call's marker: remembered for settle_id_ttl
             assert 0 < ttl <= SETTLE_ID_TTL
         else:
             assert ttl == -1, key
-    assert sum(":s:" in key for key in keys) == 4
+    assert sum(":s:" in key for key in keys) == 4 and sum(":u:" in key for key in keys) == 1
+
+
+def keys_period(keys: dict[str, int], period: str) -> str:
+    """The period key (``daily:2026-11-22``) of the spend counter of ``period`` among ``keys``."""
+    (key,) = [key.split(":s:")[1] for key in keys if f":s:{period}:" in key]
+    return key
 
 
 def test_delete_leaves_no_key_of_the_identity(make_store: MakeStore) -> None:
@@ -197,6 +208,54 @@ def test_amounts_compare_exactly_near_the_documented_bound(make_store: MakeStore
     assert not store.admit(AdmissionRequest("rich")).allowed
     assert store.budget_status("rich")[0].spent == Decimal("9000000")
 
+
+
+# 9% of 8,888,888.888888889 USD is 800,000.000000000 01: the alert must wait for the next nano-USD,
+# although 100 x 800,000 USD in nano-USD, as a double, already reaches 9 x the amount.
+@pytest.mark.parametrize("scope", ["identity", "workspace"])
+def test_alert_thresholds_compare_exactly_near_the_bound(make_store: MakeStore, scope: str) -> None:
+    store = make_store("redis")
+    events: list[dict[str, Any]] = []
+    store.configure_budgets(notify=events.extend)
+    store.create(IdentityInput(id="rich"))
+    store.create_budget(BudgetSpec(scope=scope, target="rich" if scope == "identity" else None, period="one_time",
+                                   amount="8888888.888888889", alerts=[Alert(threshold_percent=9)]))
+    store.record("rich", cost="800000")
+    assert events == []
+    store.record("rich", cost="0.000000001")
+    assert len(events) == 1
+
+
+def test_a_one_time_identity_amount_compares_exactly_near_the_bound(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    store.create_budget(BudgetSpec(scope="identity", target="rich", period="one_time", amount="9000000"))
+    store.record("rich", cost="8999999.999999999")
+    assert store.admit(AdmissionRequest("rich")).allowed
+    store.record("rich", cost="0.000000001")
+    assert not store.admit(AdmissionRequest("rich")).allowed
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_an_identity_alert_fires_once_across_store_instances(make_store: MakeStore, kind: str) -> None:
+    stores = [make_store(kind)]
+    stores.append(make_store(kind, prefix=stores[0].prefix))  # type: ignore[attr-defined]
+    events: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def notify(fired: list[dict[str, Any]]) -> None:
+        with lock:
+            events.extend(fired)
+
+    for store in stores:
+        store.configure_budgets(notify=notify)
+    stores[0].create_budget(BudgetSpec(scope="identity", target="u", period="daily", amount="1",
+                                       alerts=[Alert(threshold_percent=50), Alert(threshold_percent=90)]))
+    threads = [threading.Thread(target=stores[i % 2].record, args=("u",), kwargs={"cost": "0.1"}) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(event["threshold_percent"] for event in events) == [50, 90]
 
 
 # -- the fast paths: cached records, merged settlements, the multiplexed admission connection ------

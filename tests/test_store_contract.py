@@ -551,3 +551,90 @@ def test_a_threshold_alert_fires_once_per_period(api: Api) -> None:
     event = events[0]
     assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id
     assert event["threshold_percent"] == 50 and event["consumed"] == "0.60" and event["limit"] == "1.00"
+
+
+# -- identity budgets: tokens, one-time, requests per minute, alerts ----------------------------------
+def test_an_identity_token_limit_blocks_that_identity_at_the_limit(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="daily", token_limit=10))
+    spend(api, "u", "0", "m", tokens=9)
+    assert admit(api, "u").allowed
+    spend(api, "u", "0", "m", tokens=1)
+    blocked = admit(api, "u")
+    assert not blocked.allowed and blocked.blocked.budget_id == budget.id and blocked.blocked.scope == "identity"
+    assert blocked.blocked.token_limit == 10 and blocked.blocked.tokens == 10
+    assert admit(api, "v").allowed
+    assert api.budget_usage(budget.id).tokens == 10
+    api.reset_budget_consumption(budget.id)
+    assert admit(api, "u").allowed and api.budget_usage(budget.id).tokens == 0
+
+
+def test_an_identity_one_time_budget_never_resets(api: Api, now: datetime) -> None:
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="0.10"))
+    spend(api, "u", "0.10", "m")
+    blocked = admit(api, "u")
+    assert not blocked.allowed and blocked.blocked.budget_id == budget.id and blocked.blocked.resets_at is None
+    assert not admit(api, "u", now=now + timedelta(days=400)).allowed
+    assert api.budget_usage(budget.id).amount == Decimal("0.1")
+    assert api.budget_status("u") == []  # the per-identity view shows calendar budgets only
+    api.reset_budget_consumption(budget.id)
+    assert admit(api, "u").allowed and api.budget_usage(budget.id).amount == 0
+
+
+def test_an_estimate_is_held_on_an_identity_one_time_budget_until_settled(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1"))
+    first = admit(api, "u", estimate=600_000_000)
+    assert first.allowed and first.reservation is not None
+    assert not admit(api, "u", estimate=600_000_000).allowed
+    settle(api, first, "0.1")
+    api.flush()
+    assert admit(api, "u", estimate=600_000_000).allowed
+
+
+def test_identity_requests_per_minute_block_the_next_request(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="daily", requests_per_minute=2))
+    assert admit(api, "u").allowed and admit(api, "u").allowed
+    blocked = admit(api, "u")
+    assert not blocked.allowed and blocked.blocked.budget_id == budget.id and blocked.blocked.retry_after == 60
+    assert admit(api, "v").allowed
+    assert api.budget_usage(budget.id).requests == 2  # the refused request is not an admission
+
+
+def test_identity_budget_usage_reports_tokens_and_requests(api: Api) -> None:
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="monthly", amount="5"))
+    spend(api, "u", "0.25", "m", tokens=7)
+    spend(api, "u", "0.25", "m", tokens=3)
+    spend(api, "v", "1", "m", tokens=100)
+    usage = api.budget_usage(budget.id)
+    assert (usage.amount, usage.tokens, usage.requests) == (Decimal("0.5"), 10, 2)
+    (listed,) = api.list_budgets(scope_kinds=["identity"], target="u").data
+    assert listed[1] == usage
+
+
+def test_an_identity_threshold_alert_fires_once_per_period(api: Api) -> None:
+    events: list[dict[str, Any]] = []
+    api.store.configure_budgets(notify=events.extend)
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="monthly", amount="1",
+                                          alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
+    spend(api, "u", "0.3", "m")
+    spend(api, "v", "0.9", "m")
+    assert events == []
+    spend(api, "u", "0.3", "m")
+    spend(api, "u", "0.3", "m")
+    assert len(events) == 1
+    event = events[0]
+    assert event["budget_id"] == budget.id and event["scope"] == {"kind": "identity", "target": "u"}
+    assert event["threshold_percent"] == 50 and event["consumed"] == "0.60" and event["limit"] == "1.00"
+    assert event["identity"] == "u" and event["notifier_ids"] == ["ops"] and event["dimension"] == "cost"
+
+
+def test_an_identity_token_alert_fires_again_after_a_reset(api: Api) -> None:
+    events: list[dict[str, Any]] = []
+    api.store.configure_budgets(notify=events.extend)
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", token_limit=10,
+                                          alerts=[Alert(threshold_percent=80, dimension="tokens")]))
+    spend(api, "u", "0", "m", tokens=8)
+    spend(api, "u", "0", "m", tokens=1)
+    assert [(e["dimension"], e["consumed"], e["limit"]) for e in events] == [("tokens", 8, 10)]
+    api.reset_budget_consumption(budget.id)
+    spend(api, "u", "0", "m", tokens=9)
+    assert len(events) == 2 and events[1]["consumed"] == 9

@@ -1,13 +1,15 @@
 -- One admission in one call: upsert or create the record, check every budget, take the reservation,
 -- count a blocked or refused request. Also serves create (mode 'create') and update (mode 'update').
 -- ARGV: 1 mode, 2 external id, 3 ULID for a new record ('' when the caller believes it exists: then
---       {3} asks for one), 4 now (ISO), 5 now (ms), 6 may create (0/1), 7 refused (0/1),
---       8 estimate (nanos), 9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
+--       {3} asks for one), 4 now (ISO), 5 now (ms), 6 may create (0/1), 7 refused (0/1; 2: this
+--       script admitted it and a model, provider or workspace budget then refused it, so its
+--       admission is taken back from the budgets' request counts), 8 estimate (nanos),
+--       9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
 --       12 the caller's cached "<ULID> <updated>" or '', 13 n, then n field/value pairs,
 --       then m, then m default-budget period/amount pairs, then the request's identity source
 --       ('body', 'header', 'auth' or '' when not given; admit mode keeps it in the record as 'ls').
--- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states, blocked,
--- reserved}; record is 0 when it equals the caller's cached one (ARGV 12).
+-- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
+-- blocked, reserved}; record is 0 when it equals the caller's cached one (ARGV 12).
 local record_key, mode = KEYS[1], ARGV[1]
 local nfields = tonumber(ARGV[13])
 local created, changed = 0, false
@@ -55,22 +57,28 @@ local function count_refused()
   redis.call('HINCRBY', KEYS[11], 'e', 1)
   redis.call('EXPIREAT', KEYS[11], ARGV[11])
 end
-if ARGV[7] == '1' then
+local now_ms = tonumber(ARGV[5])
+if ARGV[7] ~= '0' then
   count_refused()
+  if ARGV[7] == '2' then -- refused by a global budget after this script admitted it: not an admission
+    local _, _, _, counted = budget_states(now_ms, 0, false)
+    count_admission(counted, now_ms, -1)
+  end
   return {1, created, record, {}, 0, 0}
 end
 local estimate = tonumber(ARGV[8])
-local states, held, blocked = budget_states(tonumber(ARGV[5]), estimate)
+local states, held, blocked, counted = budget_states(now_ms, estimate, false)
 if blocked then
   count_refused()
   return {1, created, record, states, 1, 0}
 end
+count_admission(counted, now_ms, 1)
 if estimate <= 0 or #held == 0 then return {1, created, record, states, 0, 0} end
 local member = ARGV[8] .. ':' .. ARGV[9]
-local expires = tonumber(ARGV[5]) + tonumber(ARGV[10])
+local expires = now_ms + tonumber(ARGV[10])
 local key_ttl = tonumber(ARGV[10]) + 60000
 for _, p in ipairs(held) do
-  local reservations = KEYS[6 + p]
+  local reservations = reservations_key(p)
   redis.call('ZADD', reservations, expires, member)
   -- Every member expires before the key does; a longer-lived key never shortens.
   if redis.call('PTTL', reservations) < key_ttl then redis.call('PEXPIRE', reservations, key_ttl) end

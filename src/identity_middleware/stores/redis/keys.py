@@ -6,11 +6,21 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    the only global key, in its own Cluster slot
     P:{T}:id                HASH   the record: u (ULID), x (external id), c/t (created/updated, ISO),
                                    display_name, email, avatar_url, tags, metadata (JSON values)
-    P:{T}:b                 HASH   budgets: period name -> amount in nano-USD
+    P:{T}:b                 HASH   budgets: <period> -> amount in nano-USD ("<nanos>[:<expiry ms>]", a
+                                   calendar budget with an amount, while live), l:<period> -> what
+                                   the scripts enforce and count (see lib.lua), def:<period> -> JSON
     P:{T}:s:<period key>    STRING spend in nano-USD of one period instance, e.g. s:daily:2026-11-22
                                    (INCRBY); expires one day after the period ends
     P:{T}:r:<period>        ZSET   live reservations of one budget: member "<nanos>:<id>", score =
                                    expiry in ms; expired members are pruned by the scripts
+    P:{T}:r:one_time        ZSET   live reservations of the one-time budget (as above)
+    P:{T}:u:<period key>    HASH   an identity budget's usage since its creation or reset: t tokens,
+                                   c cost (one-time only: the others count the spend above),
+                                   a:<percent><c|t> alert markers; u:one_time never expires, the
+                                   others when the spend counter of their period does
+    P:{T}:q                 HASH   admissions per budget and 10 s bucket: "<period>:<bucket>" ->
+                                   count (requests in the last minute); pruned by the scripts,
+                                   expires 70 s after the last admission
     P:{T}:d:<YYYY-MM-DD>    HASH   one UTC day's metrics: c cost, i/o tokens, n requests, e errors,
                                    u LLM calls of unpriced models; per model: m:<model> calls,
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
@@ -43,6 +53,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from ...core.periods import UTC, Period, period_bounds, period_key, utc_day
 
 PERIODS: tuple[Period, ...] = tuple(Period)  # script key order: daily, weekly, monthly, yearly
+ONE_TIME = "one_time"  # the period of a budget that never resets (its key suffix and period key)
 SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app servers with skewed clocks
 METRIC_TTL_DAYS = 31
 
@@ -79,8 +90,15 @@ class KeySchema:
     def spend(self, tag: str, key: str) -> str:
         return f"{self.base(tag)}:s:{key}"
 
-    def reservations(self, tag: str, period: Period) -> str:
-        return f"{self.base(tag)}:r:{period.value}"
+    def reservations(self, tag: str, period: Period | str) -> str:
+        return f"{self.base(tag)}:r:{Period(period).value if period != ONE_TIME else ONE_TIME}"
+
+    def usage(self, tag: str, key: str) -> str:
+        """An identity budget's usage hash of one period instance (``key``: a period key or ``one_time``)."""
+        return f"{self.base(tag)}:u:{key}"
+
+    def requests(self, tag: str) -> str:
+        return f"{self.base(tag)}:q"
 
     def day(self, tag: str, day: date) -> str:
         return f"{self.base(tag)}:d:{day.isoformat()}"
@@ -105,7 +123,7 @@ class KeySchema:
         return f"{self.prefix}:{{{budget_id}}}:{what}"
 
     def identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
-        """The 11 KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
+        """The KEYS of every per-identity script (see lib.lua), for the periods containing ``now``."""
         return self.window_keys(tag, window(now, tz))
 
     def window_keys(self, tag: str, current: Window) -> list[str]:
@@ -116,6 +134,10 @@ class KeySchema:
             *(f"{base}:s:{key}" for key in current.spend),
             *(f"{base}:r:{period.value}" for period in PERIODS),
             f"{base}:d:{current.day}",
+            f"{base}:r:{ONE_TIME}",
+            *(f"{base}:u:{key}" for key in current.spend),
+            f"{base}:u:{ONE_TIME}",
+            f"{base}:q",
         ]
 
     def metric_keys(self, tag: str, now: datetime, days: int) -> list[str]:
@@ -124,11 +146,12 @@ class KeySchema:
 
     def all_identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """Every key an identity can own at ``now``: current and previous periods, the metric window."""
-        keys = [self.record(tag), self.budgets(tag), *(self.reservations(tag, p) for p in PERIODS)]
+        keys = [self.record(tag), self.budgets(tag), *(self.reservations(tag, p) for p in (*PERIODS, ONE_TIME)),
+                self.usage(tag, ONE_TIME), self.requests(tag)]
         for period in PERIODS:
             start, _ = period_bounds(period, now, tz)
-            keys.append(self.spend(tag, period_key(period, now, tz)))
-            keys.append(self.spend(tag, period_key(period, start - timedelta(microseconds=1), tz)))
+            for key in (period_key(period, now, tz), period_key(period, start - timedelta(microseconds=1), tz)):
+                keys += [self.spend(tag, key), self.usage(tag, key)]
         keys.extend(self.metric_keys(tag, now + timedelta(days=1), METRIC_TTL_DAYS + 2))
         return keys
 

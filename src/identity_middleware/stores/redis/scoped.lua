@@ -69,27 +69,26 @@ if mode == 'admit' then
 end
 
 -- settle. ARGV: 2 cost nanos, 3 tokens, 4 reservation members to release (space separated), 5 usage
--- expiry (Unix s, 0 never), 6 the marker's TTL (s), 7 amount limit, 8 token limit, 9 alert thresholds
--- "<percent>:<c|t> ...", 10 the alert markers' expiry (Unix s, 0 never).
+-- expiry (Unix s, 0 never), 6 the marker's TTL (s), 7 amount limit, 8 token limit (not read here),
+-- 9 alert thresholds "<percent>:<c|t>:<threshold> ...", 10 the alert markers' expiry (Unix s, 0 never).
 -- Returns {applied (0 when this call was applied before), cost, tokens, fired thresholds...}.
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then return {0} end
 if ARGV[4] ~= '' then
   for member in string.gmatch(ARGV[4], '%S+') do redis.call('ZREM', KEYS[2], member) end
 end
-local before_c, before_t = usage()
 local after_c = redis.call('HINCRBY', KEYS[1], 'c', ARGV[2])
 local after_t = redis.call('HINCRBY', KEYS[1], 't', ARGV[3])
 if ARGV[5] ~= '0' then redis.call('EXPIREAT', KEYS[1], ARGV[5]) end
-local reply = {1, tostring(after_c), tostring(after_t)}
-for percent, dim in string.gmatch(ARGV[9], '(%d+):(%a)') do
-  local limit, before, after = ARGV[7], tonumber(before_c), after_c
-  if dim == 't' then limit, before, after = ARGV[8], tonumber(before_t), after_t end
-  if limit ~= '' then
-    local line = tonumber(percent) * tonumber(limit)
-    -- Once per budget, threshold and period: the marker set decides, across every process.
-    if after * 100 >= line and redis.call('SADD', KEYS[3], percent .. ':' .. dim) == 1 then
-      reply[#reply + 1] = percent .. ':' .. dim
-    end
+-- Integers, not tostring() (which prints 15 digits and more in exponent form).
+local reply = {1, after_c, after_t}
+for percent, dim, threshold in string.gmatch(ARGV[9], '(%d+):(%a):(%d+)') do
+  local after = after_c
+  if dim == 't' then after = after_t end
+  -- Exact below 2^53: the threshold is ceil(percent * limit / 100), computed in integers by the
+  -- caller, and the usage an integer. Once per budget, threshold and period: the marker set
+  -- decides, across every process.
+  if after >= tonumber(threshold) and redis.call('SADD', KEYS[3], percent .. ':' .. dim) == 1 then
+    reply[#reply + 1] = percent .. ':' .. dim
   end
 end
 if ARGV[10] ~= '0' then redis.call('EXPIREAT', KEYS[3], ARGV[10]) end

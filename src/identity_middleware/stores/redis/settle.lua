@@ -1,18 +1,23 @@
 -- Finished requests of one identity in one call (a flush merges every settlement of an identity in
--- its batch): spend on all four periods, the day's metrics, their reservations released.
--- KEYS: the 11 of lib.lua, then 12 this call's marker (P:{T}:c:<charge id>, the same hash tag).
+-- its batch): spend on all four periods, the day's metrics, their reservations released, tokens (and
+-- a one-time budget's cost) on each of the identity's budgets, and the alert thresholds this crossed.
+-- KEYS: the 18 of lib.lua, then 19 this call's marker (P:{T}:c:<charge id>, the same hash tag).
 -- ARGV: 1 ULID, 2 cost (nanos), 3 input tokens, 4 output tokens, 5 requests, 6 errors,
 --       7 expiry instants "<daily> <weekly> <monthly> <yearly> <metrics>" (Unix s),
 --       8 reservation members separated by spaces, or '', 9 the marker's TTL (s), then
 --       field/increment pairs for the day's metrics hash (per-model and unpriced counters; keys.py).
 -- Returns 0 when the identity was deleted (or re-created) meanwhile: nothing is charged; 2 when
--- this charge was applied before (a retry after a timeout): nothing is charged again; else 1.
+-- this charge was applied before (a retry after a timeout): nothing is charged again; else 1, or,
+-- when alerts fired, {1, external id, then per alert: period index, percent, 'c'|'t', cost and
+-- tokens consumed after this charge, the budget's definition (JSON)}. An alert fires once per
+-- budget, threshold and period: its marker in the budget's usage hash is set with HSETNX.
 if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return 0 end
-if not redis.call('SET', KEYS[12], '1', 'NX', 'EX', ARGV[9]) then return 2 end
+if not redis.call('SET', KEYS[19], '1', 'NX', 'EX', ARGV[9]) then return 2 end
 if ARGV[8] ~= '' then
   local members = {}
   for member in string.gmatch(ARGV[8], '%S+') do members[#members + 1] = member end
   for i = 7, 10 do redis.call('ZREM', KEYS[i], unpack(members)) end
+  redis.call('ZREM', KEYS[12], unpack(members))
 end
 local at = {}
 for instant in string.gmatch(ARGV[7], '%d+') do at[#at + 1] = instant end
@@ -22,12 +27,50 @@ if ARGV[6] ~= '0' then redis.call('HINCRBY', day, 'e', ARGV[6]) end
 if ARGV[3] ~= '0' then redis.call('HINCRBY', day, 'i', ARGV[3]) end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', day, 'o', ARGV[4]) end
 for i = 10, #ARGV, 2 do redis.call('HINCRBY', day, ARGV[i], ARGV[i + 1]) end
+local spent = {}
 if ARGV[2] ~= '0' then
   redis.call('HINCRBY', day, 'c', ARGV[2])
   for i = 3, 6 do
-    redis.call('INCRBY', KEYS[i], ARGV[2])
+    spent[i - 2] = redis.call('INCRBY', KEYS[i], ARGV[2])
     redis.call('EXPIREAT', KEYS[i], at[i - 2])
   end
 end
 redis.call('EXPIREAT', day, at[5])
-return 1
+
+local cost, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]) + tonumber(ARGV[4])
+if cost == 0 and tokens == 0 then return 1 end
+local fired = {}
+for p, budget in pairs(budgets_of()) do
+  local usage = KEYS[12 + p]
+  local after, wrote = {}, false
+  if tokens ~= 0 then after.t, wrote = redis.call('HINCRBY', usage, 't', tokens), true end
+  if cost ~= 0 then
+    if p == 5 then after.c = redis.call('HINCRBY', usage, 'c', ARGV[2]) else after.c = spent[p] end
+  end
+  for percent, dim, line in string.gmatch(budget[6], '(%d+)([ct])(%d+)') do
+    local share, threshold = cost, tonumber(line)
+    if dim == 't' then share = tokens end
+    -- Crossed by this charge: before < threshold <= after. Exact below 2^53: the threshold is
+    -- ceil(percent * limit / 100), computed exactly by the caller, and the sums are integers.
+    if after[dim] and after[dim] >= threshold and after[dim] - share < threshold
+        and redis.call('HSETNX', usage, 'a:' .. percent .. dim, '1') == 1 then
+      wrote = true
+      local consumed_c = after.c
+      if not consumed_c then
+        if p == 5 then consumed_c = redis.call('HGET', usage, 'c') else consumed_c = redis.call('GET', KEYS[2 + p]) end
+      end
+      -- Numbers, not tostring(): Lua prints 15 digits and more in exponent form; Redis sends an
+      -- integer reply (exact below 2^53).
+      fired[#fired + 1] = {p, percent, dim, tonumber(consumed_c or 0),
+                           tonumber(after.t or redis.call('HGET', usage, 't') or 0),
+                           redis.call('HGET', KEYS[2], 'def:' .. PERIOD_NAMES[p]) or ''}
+    end
+  end
+  if p < 5 and wrote then redis.call('EXPIREAT', usage, at[p]) end
+end
+if #fired == 0 then return 1 end
+local reply = {1, redis.call('HGET', KEYS[1], 'x')}
+for _, alert in ipairs(fired) do
+  for _, value in ipairs(alert) do reply[#reply + 1] = value end
+end
+return reply

@@ -1,3 +1,3 @@
--- Every budget's live state (spend, live reservations) for a status read. ARGV: 1 now (ms).
-local states = budget_states(tonumber(ARGV[1]), 0)
+-- Every budget's state for a status or usage read (lib.lua's rows, not-live budgets included). ARGV: 1 now (ms).
+local states = budget_states(tonumber(ARGV[1]), 0, true)
 return states

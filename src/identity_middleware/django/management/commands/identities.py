@@ -13,7 +13,8 @@ from ...conf import get_store
 
 class Command(BaseCommand):
     help = ("Identities, budgets and usage in the middleware's store: "
-            "list, show, create, delete, budget set|remove|reset|status, record.")
+            "list, show, create, delete, budget set|remove|reset|status, "
+            "budgets list|create|show|delete|reset, record.")
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_commands(parser)

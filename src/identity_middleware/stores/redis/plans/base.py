@@ -102,10 +102,11 @@ class PlanBase:
         return Eval(script, cached[1], args, cached[2])
 
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
-               may_create: bool = True, refused: bool = False, estimate: int = 0, reservation_id: str = "",
+               may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None) -> Eval:
-        """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua."""
+        """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
+        (``refused``: 1 refused before admission, 2 refused after it by a global budget)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:

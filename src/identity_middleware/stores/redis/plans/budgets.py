@@ -6,7 +6,7 @@ from datetime import datetime
 
 from ....core.budgets import BudgetChanges, ScopedBudget, ScopeKind, identity_budget_id
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Metrics
-from ....core.periods import Period, period_key, utc_day
+from ....core.periods import Period, utc_day
 from ..steps import Call, Plan
 from . import codec
 from .scoped import ScopedPlans
@@ -30,15 +30,13 @@ class BudgetPlans(ScopedPlans):
     def remove_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
         period = Period(period)
         _, tag = yield from self.fetch(identity_id)
-        yield Call("hdel", (self.keys.budgets(tag), period.value, f"def:{period.value}"))
+        yield from self.drop_identity_budget(tag, period.value, codec.now_or(None))
 
     def reset_budget(self, identity_id: str, period: Period | str) -> Plan[None]:
         period = Period(period)
         _, tag = yield from self.fetch(identity_id)
-        now = codec.now_or(None)
-        # One DEL of two keys in one slot: the period's spend and its reservations go together.
-        yield Call("delete", (self.keys.spend(tag, period_key(period, now, self.tz)),
-                              self.keys.reservations(tag, period)))
+        # One DEL of keys in one slot: the period's spend, reservations and usage go together.
+        yield Call("delete", tuple(self.identity_counters(tag, period.value, codec.now_or(None))))
 
     def budget_status(self, identity_id: str, now: datetime | None) -> Plan[list[BudgetStatus]]:
         moment = codec.now_or(now)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from ....core.admission import BudgetState, ModelUsage, Usage
+from ....core.budgets import ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
 from ....core.models import (
     BudgetStatus,
     DailyMetrics,
@@ -17,10 +19,13 @@ from ....core.models import (
     daily_from_counters,
     metrics_from_totals,
 )
-from ....core.periods import UTC, period_bounds
-from ..keys import PERIODS
+from ....core.money import from_nanos
+from ....core.periods import UTC, Period, period_bounds
+from ....core.scoped import ScopedState
+from ..keys import ONE_TIME, PERIODS
 
 _PROFILE = ("display_name", "email", "avatar_url", "tags", "metadata")
+_PERIOD_NAMES = (*(period.value for period in PERIODS), ONE_TIME)  # lib.lua's period indexes, from 1
 
 
 def now_or(now: datetime | None) -> datetime:
@@ -71,20 +76,62 @@ def identity(fields: dict[str, str]) -> Identity:
                     updated=datetime.fromisoformat(fields["t"]), last_source=fields.get("ls"), **profile)
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetRow:
+    """One identity budget as lib.lua reports it (nano-USD, tokens, admissions in the last minute)."""
+
+    period: str  # daily..yearly, or one_time
+    amount: int | None
+    spent: int
+    reserved: int
+    tokens: int
+    token_limit: int | None
+    requests: int
+    requests_per_minute: int | None
+    live: bool
+
+
+def _optional(value: Any) -> int | None:
+    return None if value in ("", b"") else int(value)
+
+
+def rows(reply: Any) -> list[BudgetRow]:
+    """A script's budget rows ``{period index, amount, spent, reserved, tokens, token limit, requests,
+    requests per minute, live}`` (lib.lua), daily first."""
+    return [BudgetRow(_PERIOD_NAMES[int(row[0]) - 1], _optional(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                      _optional(row[5]), int(row[6]), _optional(row[7]), bool(int(row[8]))) for row in reply]
+
+
 def states(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetState]:
-    """Budget states from a script's ``{period index, amount, spent, reserved}`` rows, daily first."""
+    """The live calendar budgets with an amount (the per-identity view), daily first."""
     result = []
-    for index, amount, spent, reserved in reply:
-        period = PERIODS[int(index) - 1]
-        start, end = period_bounds(period, now, tz)
-        result.append(BudgetState(period, int(amount), int(spent), int(reserved), start, end))
-    result.sort(key=lambda state: PERIODS.index(state.period))
+    for row in rows(reply):
+        if row.live and row.amount is not None and row.period != ONE_TIME:
+            start, end = period_bounds(row.period, now, tz)
+            result.append(BudgetState(Period(row.period), row.amount, row.spent, row.reserved, start, end))
     return result
 
 
 def statuses(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetStatus]:
     return [budget_status(s.period, s.amount, s.spent, s.reserved, s.period_start, s.resets_at)
             for s in states(reply, now, tz)]
+
+
+def scoped_states(budget_rows: list[BudgetRow], identity: Identity, now: datetime, tz: tzinfo) -> list[ScopedState]:
+    """The live rows as :class:`ScopedState` of the identity's budgets (their limits; no alerts), to
+    name the one that blocks."""
+    result = []
+    for row in budget_rows:
+        if not row.live:
+            continue
+        budget = ScopedBudget(
+            id=identity_budget_id(identity.id, row.period), scope=ScopeKind.IDENTITY, target=identity.external_id,
+            period=row.period, amount=None if row.amount is None else from_nanos(row.amount),
+            token_limit=row.token_limit, requests_per_minute=row.requests_per_minute, created_at=now,
+            updated_at=now)
+        _, start, end = budget_bounds(budget, now, tz)
+        result.append(ScopedState(budget, row.spent, row.reserved, row.tokens, row.requests, start, end))
+    return result
 
 
 # A day's metric hash (keys.py): totals under one letter, per-model counters under a prefix and the

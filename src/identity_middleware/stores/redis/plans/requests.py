@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement, decide
+from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
+from ....core.scoped import decide_scoped
 from ..keys import Window, identity_tag, window
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
@@ -63,13 +64,14 @@ class RequestPlans(ScopedRequestPlans):
             self._records.pop(tag, None)
             return Admission(None)
         identity = yield from self._indexed(reply, tag, cached)
-        states = codec.states(reply[3], now, self.tz)
+        rows = codec.rows(reply[3])
         if reply[4]:
-            return Admission(identity, decide(states, request.estimate, now, identity.id))
+            states = codec.scoped_states(rows, identity, now, self.tz)
+            return Admission(identity, decide_scoped(states, request.estimate, now))
         admission = Admission(identity)
         if reply[5]:
             expires = now + timedelta(seconds=self.reservation_ttl)
-            periods = tuple(state.period.value for state in states)
+            periods = tuple(row.period for row in rows if row.amount is not None)
             admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires,
                                                               periods))
         if request.refused:
@@ -118,12 +120,14 @@ class RequestPlans(ScopedRequestPlans):
         replies = (yield Batch(steps)) if steps else []
         if identity_replies is not None:
             replies = [*identity_replies, *replies]
-        events = [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
-                  for event in self.fired(budget, reply, now, external_id)]
+        events = [event for charge, reply in zip(charges, replies, strict=False)
+                  for event in self.identity_fired(reply, codec.now_or(charge.settlements[0].now))]
+        events += [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
+                   for event in self.fired(budget, reply, now, external_id)]
         if events and self.notify is not None:
             self.notify(events)
         return sum(len(charge.settlements) for reply, charge in zip(replies[:len(charges)], charges, strict=True)
-                   if int(reply))
+                   if int(reply[0] if isinstance(reply, list) else reply))
 
     def _settle_eval(self, charge: Charge, tag: str) -> Eval:
         cost = input_tokens = output_tokens = errors = 0

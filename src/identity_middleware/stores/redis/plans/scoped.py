@@ -20,6 +20,7 @@ from ....core.budgets import (
     BudgetExists,
     BudgetNotFound,
     BudgetSpec,
+    Dimension,
     ScopedBudget,
     ScopeKind,
     budget_bounds,
@@ -30,8 +31,8 @@ from ....core.errors import IdentityExists, IdentityNotFound
 from ....core.ids import new_ulid
 from ....core.models import Identity
 from ....core.money import from_nanos, to_nanos
-from ....core.periods import Period
-from ..keys import identity_tag
+from ....core.periods import Period, period_key
+from ..keys import ONE_TIME, identity_tag
 from ..scripts import SCOPED
 from ..steps import Batch, Call, Eval, Plan
 from . import codec
@@ -42,6 +43,29 @@ BUCKET_MS = 10_000  # usage.requests and requests_per_minute count admissions in
 _PERIOD_NAMES = {period.value for period in Period}
 
 Notify = Callable[[list[dict[str, Any]]], None]
+
+
+def alert_thresholds(budget: ScopedBudget) -> list[tuple[int, str, int]]:
+    """Each alert as (percent, ``c`` or ``t``, threshold): the threshold is ``ceil(percent * limit /
+    100)`` in nano-USD or tokens, computed here in integers, so that the scripts compare integers
+    below 2^53 only (exact in Lua's doubles). Alerts on a dimension without a limit are left out."""
+    amount = None if budget.amount is None else to_nanos(budget.amount)
+    found: dict[tuple[int, str, int], None] = {}
+    for alert in budget.alerts:
+        limit = amount if alert.dimension is Dimension.COST else budget.token_limit
+        if limit:
+            found[alert.threshold_percent, alert.dimension.value[0], -(-alert.threshold_percent * limit // 100)] = None
+    return list(found)
+
+
+def limits_field(budget: ScopedBudget) -> str:
+    """The ``l:<period>`` field lib.lua enforces and counts by: ``"<live>:<expiry ms>:<amount nanos>:
+    <token limit>:<requests per minute>:<alerts>"``, each alert ``<percent><c|t><threshold>``."""
+    alerts = ",".join(f"{percent}{dim}{threshold}" for percent, dim, threshold in alert_thresholds(budget))
+    parts = [int(budget.is_active), "" if budget.expires_at is None else codec.ms(budget.expires_at),
+             "" if budget.amount is None else to_nanos(budget.amount), budget.token_limit or "",
+             budget.requests_per_minute or "", alerts]
+    return ":".join(str(part) for part in parts)
 
 
 def enforced_field(budget: ScopedBudget) -> str | None:
@@ -106,7 +130,8 @@ class ScopedPlans(PlanBase):
     def put_identity_budget(self, tag: str, budget: ScopedBudget) -> Plan[None]:
         field = enforced_field(budget)
         key = self.keys.budgets(tag)
-        steps: list[Call | Eval] = [Call("hset", (key, f"def:{budget.period.value}", budget.to_record()))]
+        fields = {f"def:{budget.period.value}": budget.to_record(), f"l:{budget.period.value}": limits_field(budget)}
+        steps: list[Call | Eval] = [Call("hset", (key, None, None, fields))]
         if budget.period.calendar is not None:
             steps.append(Call("hset", (key, budget.period.value, field)) if field is not None
                          else Call("hdel", (key, budget.period.value)))
@@ -177,9 +202,25 @@ class ScopedPlans(PlanBase):
             yield Call("hset", (self.keys.budget_defs, budget.id, budget.to_record()))
             self._defs_cache = None
 
+    def identity_counters(self, tag: str, period: str, now: datetime) -> list[str]:
+        """What an identity budget has consumed this period: the identity's spend (a calendar
+        period), its reservations, and its own usage hash (tokens, one-time cost, alert markers)."""
+        if period == ONE_TIME:
+            return [self.keys.usage(tag, ONE_TIME), self.keys.reservations(tag, ONE_TIME)]
+        key = period_key(Period(period), now, self.tz)
+        return [self.keys.spend(tag, key), self.keys.reservations(tag, period), self.keys.usage(tag, key)]
+
+    def drop_identity_budget(self, tag: str, period: str, now: datetime) -> Plan[None]:
+        """Remove an identity budget and the usage only it kept (its tokens, a one-time budget's cost);
+        the identity's spend stays (the metrics and other budgets count it)."""
+        counters = self.identity_counters(tag, period, now)
+        own = counters if period == ONE_TIME else counters[2:]
+        yield Batch([Call("hdel", (self.keys.budgets(tag), f"def:{period}", f"l:{period}", period)),
+                     Call("delete", tuple(own))])
+
     def remove(self, budget: ScopedBudget, tag: str | None) -> Plan[None]:
         if tag is not None:
-            yield Call("hdel", (self.keys.budgets(tag), f"def:{budget.period.value}", budget.period.value))
+            yield from self.drop_identity_budget(tag, budget.period.value, codec.now_or(None))
             return
         yield Batch([Call("hdel", (self.keys.budget_defs, budget.id)),
                      Call("hdel", (self.keys.budget_index, json.dumps(budget.key)))])

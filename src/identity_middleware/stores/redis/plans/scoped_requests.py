@@ -22,14 +22,13 @@ from ....core.budgets import (
 )
 from ....core.models import Identity
 from ....core.money import from_nanos, to_nanos
-from ....core.periods import Period, period_key
 from ....core.scoped import ScopedState, decide_scoped, threshold_event
 from ...base import check_limit
 from ...scoped import Notify, page_of
 from ..keys import identity_tag
 from ..steps import Batch, Call, Eval, Plan
 from . import codec
-from .scoped import ScopedPlans
+from .scoped import ScopedPlans, alert_thresholds
 
 _DIMENSIONS = {"c": Dimension.COST, "t": Dimension.TOKENS}
 
@@ -78,11 +77,10 @@ class ScopedRequestPlans(ScopedPlans):
         usages = []
         for budget, reply in zip(budgets, replies, strict=True):
             if budget.scope is ScopeKind.IDENTITY:
-                spent = 0
-                for status in codec.statuses(reply, now, self.tz) if isinstance(reply, list) else []:
-                    if status.period.value == budget.period.value:
-                        spent = to_nanos(status.spent)
-                usages.append(BudgetUsage(from_nanos(spent)))
+                rows = [row for row in codec.rows(reply if isinstance(reply, list) else [])
+                        if row.period == budget.period.value]
+                usages.append(BudgetUsage(from_nanos(rows[0].spent), rows[0].tokens, rows[0].requests) if rows
+                              else BudgetUsage())
             else:
                 usages.append(BudgetUsage(from_nanos(int(reply[0])), int(reply[2]), int(reply[3])))
         return usages
@@ -96,10 +94,8 @@ class ScopedRequestPlans(ScopedPlans):
         now = codec.now_or(None)
         if tag is None:
             yield self.scoped_eval(budget, "reset", now, [])
-        elif budget.period.calendar is not None:
-            period = Period(budget.period.value)
-            yield Call("delete", (self.keys.spend(tag, period_key(period, now, self.tz)),
-                                  self.keys.reservations(tag, period)))
+        else:
+            yield Call("delete", tuple(self.identity_counters(tag, budget.period.value, now)))
 
     def list_budgets(self, limit: int, starting_after: str | None, ending_before: str | None,
                      scope_kinds: Sequence[str] | None, target: str | None, is_active: bool | None,
@@ -156,10 +152,9 @@ class ScopedRequestPlans(ScopedPlans):
         undo: list[Call | Eval] = [self.scoped_eval(b, "release", now, [member]) for b in budgets if b.id in held_ids]
         tag = self._tag_of(identity)
         if admission.reservation is not None:
-            undo += [Call("zrem", (self.keys.reservations(tag, Period(p)), member))
-                     for p in admission.reservation.periods]
-        undo.append(self._write("admit", identity.external_id, {}, now, refused=True, tag=tag, known="x"))
-        yield Batch(undo)  # the refused request is counted as a request and an error
+            undo += [Call("zrem", (self.keys.reservations(tag, p), member)) for p in admission.reservation.periods]
+        undo.append(self._write("admit", identity.external_id, {}, now, refused=2, tag=tag, known="x"))
+        yield Batch(undo)  # counted as a request and an error, no longer as an admission of its identity's budgets
         block = decide_scoped(states, request.estimate, now)
         return Admission(identity, block)
 
@@ -195,12 +190,26 @@ class ScopedRequestPlans(ScopedPlans):
             budget = found
             cost, tokens = shares.get(budget_id, [0, 0])
             _, _, end = budget_bounds(budget, now, self.tz)
-            alerts = " ".join(f"{a.threshold_percent}:{a.dimension.value[0]}" for a in budget.alerts)
+            alerts = " ".join(f"{percent}:{dim}:{threshold}" for percent, dim, threshold in alert_thresholds(budget))
             marker = self.keys.scoped(budget_id, f"c:{charge_id}")
             calls.append((budget, self.scoped_eval(budget, "settle", now, [
                 cost, tokens, " ".join(releases.get(budget_id, ())), _expire_at(end), self.settle_id_ttl,
                 *_limit_args(budget), alerts, _expire_at(end)], fourth=marker)))
         return calls
+
+    def identity_fired(self, reply: Any, now: datetime) -> list[dict[str, Any]]:
+        """The alerts a settle script call fired on the identity's own budgets (see settle.lua)."""
+        if not isinstance(reply, list) or len(reply) < 2:
+            return []
+        external_id, events = str(reply[1]), []
+        for at in range(2, len(reply), 6):
+            _, percent, dim, cost, tokens, definition = reply[at:at + 6]
+            if definition:
+                budget = ScopedBudget.from_record(definition)
+                _, start, end = budget_bounds(budget, now, self.tz)
+                events.append(threshold_event(budget, int(percent), _DIMENSIONS[str(dim)], (int(cost), int(tokens)),
+                                              start, end, external_id))
+        return events
 
     def fired(self, budget: ScopedBudget, reply: Any, now: datetime, identity: str | None) -> list[dict[str, Any]]:
         if not reply or not int(reply[0]) or len(reply) <= 3:

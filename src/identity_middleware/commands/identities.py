@@ -1,69 +1,19 @@
-"""The operators' commands, defined once: argparse subcommands and their runs against a ``Store``.
-
-Two faces use them with the same grammar, output and exit codes: the ``identity-middleware``
-console script (``cli.py``, which adds ``--store-url`` and ``serve``) and Django's
-``manage.py identities`` (which takes the middleware's store).
-"""
+"""The commands on identities, their per-identity budgets (``budget set|remove|reset|status``) and usage."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeAlias
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
-from .core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
-from .core.models import Budget, BudgetStatus, Identity, IdentityInput
-from .core.money import format_usd, to_decimal
-from .core.periods import Period
-from .core.validation import InvalidIdentity
-from .stores import Store
-from .stores.base import MAX_PAGE_SIZE
-
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Command", "CommandFailed", "Output", "add_command",
-           "add_commands", "execute"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # not found, already exists, store unavailable
-EXIT_USAGE = 2  # invalid input (argparse uses 2 as well)
-
-
-class Output(Protocol):
-    """Where a command writes: a text stream, or Django's ``OutputWrapper`` (which ends lines itself)."""
-
-    def write(self, text: str, /) -> object: ...
-
-
-class CommandFailed(Exception):
-    """A command could not do what it was asked; ``code`` is the exit code (1 failed, 2 invalid input)."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-Command = Callable[[Store, argparse.Namespace, Output], None]
-Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-def _say(out: Output, text: str) -> None:
-    # One write per line, newline included: Django's OutputWrapper adds "\n" only to text lacking one.
-    out.write(text + "\n")
-
-
-def _table(rows: Sequence[Sequence[str]], numeric: set[int], out: Output) -> None:
-    """An aligned text table; the first row is the header, ``numeric`` columns align right."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.rjust(width) if index in numeric else cell.ljust(width)
-                 for index, (cell, width) in enumerate(zip(row, widths, strict=True))]
-        _say(out, "  ".join(cells).rstrip())
-
-
-def _print_json(data: Any, out: Output) -> None:
-    _say(out, json.dumps(data, indent=2))
+from ..core.models import Budget, BudgetStatus, Identity, IdentityInput
+from ..core.money import format_usd, to_decimal
+from ..core.periods import Period
+from ..stores import Store
+from ..stores.base import MAX_PAGE_SIZE
+from .output import EXIT_USAGE, CommandFailed, Define, Output, Subcommands, print_json, say, table
 
 
 def _all_identities(store: Store, search: str | None, tags: list[str] | None) -> list[Identity]:
@@ -82,10 +32,10 @@ def _all_identities(store: Store, search: str | None, tags: list[str] | None) ->
 def cmd_list(store: Store, args: argparse.Namespace, out: Output) -> None:
     identities = _all_identities(store, args.search, args.tag or None)
     if args.json:
-        _print_json([identity.to_json() for identity in identities], out)
+        print_json([identity.to_json() for identity in identities], out)
         return
     if not identities:
-        _say(out, "no identities")
+        say(out, "no identities")
         return
     rows = [["EXTERNAL_ID", "DISPLAY_NAME", "EMAIL", "TAGS", "REQUESTS", "TOKENS", "COST_USD", "ERROR_RATE", "_ID"]]
     for identity in identities:
@@ -94,14 +44,14 @@ def cmd_list(store: Store, args: argparse.Namespace, out: Output) -> None:
         rows.append([identity.external_id, identity.display_name or "", identity.email or "",
                      ",".join(identity.tags), str(metrics.total_requests), str(metrics.total_tokens),
                      format_usd(metrics.total_cost), f"{metrics.error_rate:.1%}", identity.id])
-    _table(rows, {4, 5, 6, 7}, out)
+    table(rows, {4, 5, 6, 7}, out)
 
 
 def cmd_show(store: Store, args: argparse.Namespace, out: Output) -> None:
     identity = store.retrieve(args.id)
     record = identity.model_copy(update={"metrics": store.metrics(identity.id),
                                          "budgets": store.budget_status(identity.id)})
-    _print_json(record.to_json(), out)
+    print_json(record.to_json(), out)
 
 
 def _metadata(pairs: Sequence[str]) -> dict[str, str]:
@@ -123,13 +73,13 @@ def cmd_create(store: Store, args: argparse.Namespace, out: Output) -> None:
         fields["tags"] = args.tag
     if args.metadata:
         fields["metadata"] = _metadata(args.metadata)
-    _print_json(store.create(IdentityInput.parse(fields)).to_json(), out)
+    print_json(store.create(IdentityInput.parse(fields)).to_json(), out)
 
 
 def cmd_delete(store: Store, args: argparse.Namespace, out: Output) -> None:
     identity = store.retrieve(args.id)
     store.delete(identity.id)
-    _say(out, f"deleted {identity.external_id}")
+    say(out, f"deleted {identity.external_id}")
 
 
 def _status_line(identity_id: str, status: BudgetStatus) -> str:
@@ -152,36 +102,36 @@ def cmd_budget_set(store: Store, args: argparse.Namespace, out: Output) -> None:
         raise CommandFailed(f"invalid amount {args.amount!r}: {message}", EXIT_USAGE) from None
     identity = store.retrieve(args.id)
     store.set_budget(identity.id, budget)
-    _say(out, _status_line(args.id, _budget_of(store, identity.id, budget.period)))
+    say(out, _status_line(args.id, _budget_of(store, identity.id, budget.period)))
 
 
 def cmd_budget_remove(store: Store, args: argparse.Namespace, out: Output) -> None:
     period = Period(args.period)
     _budget_of(store, args.id, period)
     store.remove_budget(args.id, period)
-    _say(out, f"removed the {period.value} budget of {args.id}")
+    say(out, f"removed the {period.value} budget of {args.id}")
 
 
 def cmd_budget_reset(store: Store, args: argparse.Namespace, out: Output) -> None:
     period = Period(args.period)
     _budget_of(store, args.id, period)
     store.reset_budget(args.id, period)
-    _say(out, _status_line(args.id, _budget_of(store, args.id, period)))
+    say(out, _status_line(args.id, _budget_of(store, args.id, period)))
 
 
 def cmd_budget_status(store: Store, args: argparse.Namespace, out: Output) -> None:
     statuses = store.budget_status(args.id)
     if args.json:
-        _print_json([status.model_dump(mode="json") for status in statuses], out)
+        print_json([status.model_dump(mode="json") for status in statuses], out)
         return
     if not statuses:
-        _say(out, f"{args.id} has no budgets")
+        say(out, f"{args.id} has no budgets")
         return
     rows = [["PERIOD", "AMOUNT", "SPENT", "RESERVED", "REMAINING", "PERCENT", "RESETS_AT"]]
     rows += [[status.period.value, format_usd(status.amount), format_usd(status.spent), format_usd(status.reserved),
               format_usd(status.remaining), f"{status.percent:g}%", status.resets_at.isoformat()]
              for status in statuses]
-    _table(rows, {1, 2, 3, 4, 5}, out)
+    table(rows, {1, 2, 3, 4, 5}, out)
 
 
 def cmd_record(store: Store, args: argparse.Namespace, out: Output) -> None:
@@ -193,41 +143,13 @@ def cmd_record(store: Store, args: argparse.Namespace, out: Output) -> None:
         raise CommandFailed("--cost and token counts must not be negative", EXIT_USAGE)
     store.record(args.id, cost=cost, input_tokens=args.input_tokens, output_tokens=args.output_tokens,
                  model=args.model, error=args.error)
-    _say(out, f"recorded {format_usd(cost)} USD, {args.input_tokens}+{args.output_tokens} tokens for {args.id}")
-
-
-# -- running -------------------------------------------------------------------------------------------
-def execute(store: Store, args: argparse.Namespace, out: Output) -> None:
-    """Run the command ``args`` was parsed into; every failure is raised as :class:`CommandFailed`."""
-    func: Command = args.func
-    try:
-        func(store, args, out)
-    except IdentityNotFound as error:
-        raise CommandFailed(f"identity {error.args[0] if error.args else ''!r} not found") from None
-    except IdentityExists as error:
-        raise CommandFailed(f"identity {error.args[0] if error.args else ''!r} already exists") from None
-    except InvalidIdentity as error:
-        raise CommandFailed(f"invalid {error.field}: {error.message}", EXIT_USAGE) from None
-    except (StoreUnavailable, ConnectionError, TimeoutError) as error:
-        raise CommandFailed(f"store unavailable: {error}") from None
+    say(out, f"recorded {format_usd(cost)} USD, {args.input_tokens}+{args.output_tokens} tokens for {args.id}")
 
 
 # -- parsing -------------------------------------------------------------------------------------------
-def add_command(on: Subcommands, name: str, func: Command, help_text: str,
-                parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-    """One subcommand ``name`` under ``on`` that runs ``func``; ``parents`` lend it shared options."""
-    sub = on.add_parser(name, parents=list(parents), help=help_text, description=help_text)
-    sub.set_defaults(func=func)
-    return sub
-
-
-def add_commands(parser: argparse.ArgumentParser, parents: Sequence[argparse.ArgumentParser] = ()) -> Subcommands:
-    """Add every operation to ``parser`` as subcommands; returns them, so a face can add its own."""
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_identity_commands(commands: Subcommands, command: Define) -> None:
+    """``list``, ``show``, ``create``, ``delete``, ``budget set|remove|reset|status`` and ``record``."""
     periods = [period.value for period in Period]
-
-    def command(name: str, func: Command, help_text: str, on: Subcommands = commands) -> argparse.ArgumentParser:
-        return add_command(on, name, func, help_text, parents)
 
     listing = command("list", cmd_list, "list identities with their 30-day metrics")
     listing.add_argument("--json", action="store_true", help="print JSON records instead of a table")
@@ -247,7 +169,7 @@ def add_commands(parser: argparse.ArgumentParser, parents: Sequence[argparse.Arg
 
     command("delete", cmd_delete, "delete an identity, its budgets and counters").add_argument("id")
 
-    budget = commands.add_parser("budget", help="set, remove, reset or show budgets")
+    budget = commands.add_parser("budget", help="an identity's budget by period: set, remove, reset, status")
     budgets = budget.add_subparsers(dest="budget_command", required=True, metavar="ACTION")
     budget_set = command("set", cmd_budget_set, "set a budget: budget set ID PERIOD AMOUNT", budgets)
     budget_set.add_argument("id")
@@ -269,4 +191,3 @@ def add_commands(parser: argparse.ArgumentParser, parents: Sequence[argparse.Arg
     record.add_argument("--output-tokens", type=int, default=0)
     record.add_argument("--model")
     record.add_argument("--error", action="store_true", help="count the request as an error")
-    return commands
