@@ -183,7 +183,7 @@ class ScopedRequestPlans(ScopedPlans):
                 for budget_id in reservation.budgets:
                     releases.setdefault(budget_id, []).append(f"{reservation.amount}:{reservation.id}")
         calls = []
-        for budget_id in {*shares, *releases}:
+        for budget_id in sorted({*shares, *releases}):  # a set: sorted, so a batch is the same each run
             found = defs.get(budget_id)
             if found is None:
                 continue
