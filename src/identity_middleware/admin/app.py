@@ -86,8 +86,8 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return to_response(not_found("No such route.").reply())
 
 
-def create_admin_app(store: Store, *, token: str | None, metrics_token: str | None = None,
-                     metrics_top: int = DEFAULT_TOP) -> Starlette:
+def create_admin_app(store: Store, *, token: str | None, workspace_id: str = "default",
+                     metrics_token: str | None = None, metrics_top: int = DEFAULT_TOP) -> Starlette:
     """The admin REST API over ``store``; every route needs ``Authorization: Bearer <token>``.
 
     ``token`` is keyword-only and required: pass ``token=None`` to serve without auth (e.g. behind
@@ -95,9 +95,10 @@ def create_admin_app(store: Store, *, token: str | None, metrics_token: str | No
     The caller owns ``store`` and closes it. ``GET /`` serves the Identity Analytics dashboard (it
     asks for the token in the browser); ``GET /metrics`` the Prometheus exposition, behind
     ``metrics_token`` when given (else ``token``), with the ``metrics_top`` identities by cost
-    labelled one by one and the rest summed.
+    labelled one by one and the rest summed. ``workspace_id`` is what identity records carry as
+    theirs (orq's SDK requires one).
     """
-    api = AdminAPI(store, token=token)
+    api = AdminAPI(store, token=token, workspace_id=workspace_id)
     routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
     routes += dashboard_routes(store, token=token, metrics_token=metrics_token, metrics_top=metrics_top)
     return Starlette(routes=routes, middleware=[Middleware(RawSegments)], exception_handlers={404: _not_found})

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, handlers
+from . import analytics, handlers, identities
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -22,11 +22,11 @@ logger = logging.getLogger("identity_middleware.admin")
 # Path templates in Starlette syntax; the Django shell translates them. Order matters for no route:
 # each template has a fixed number of segments, so none shadows another.
 ROUTES: dict[str, dict[str, Handler]] = {
-    "/v2/identities": {"GET": handlers.list_identities, "POST": handlers.create_identity},
+    "/v2/identities": {"GET": identities.list_identities, "POST": identities.create_identity},
     "/v2/identities/{identity_id}": {
-        "GET": handlers.retrieve_identity,
-        "PATCH": handlers.update_identity,
-        "DELETE": handlers.delete_identity,
+        "GET": identities.retrieve_identity,
+        "PATCH": identities.update_identity,
+        "DELETE": identities.delete_identity,
     },
     "/v2/identities/{identity_id}/budgets": {"GET": handlers.list_budgets},
     "/v2/identities/{identity_id}/budgets/{period}": {
@@ -43,9 +43,10 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 class AdminAPI:
     """Answers one admin request: checks the bearer token, picks the handler, maps domain errors to replies."""
 
-    def __init__(self, store: Store, *, token: str | None) -> None:
+    def __init__(self, store: Store, *, token: str | None, workspace_id: str = "default") -> None:
         self.store = store
         self.token = token
+        self.workspace_id = workspace_id
 
     @property
     def templates(self) -> list[str]:
@@ -75,7 +76,7 @@ class AdminAPI:
             handler = routes.get(method)
             if handler is None:
                 raise method_not_allowed(list(routes))
-            return await handler(self.store, handlers.AdminRequest(params, query, body))
+            return await handler(self.store, handlers.AdminRequest(params, query, body, self.workspace_id))
         except AdminError as error:
             return error.reply()
         except InvalidIdentity as error:
