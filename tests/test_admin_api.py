@@ -410,6 +410,11 @@ def test_a_wrong_method_is_a_json_405_with_allow(client: TestClient) -> None:
     response = client.put("/v2/identities", json={})
     error_of(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET, POST"
+    for method, path, allowed in [("OPTIONS", "/v2/identities", "GET, POST"),
+                                  ("TRACE", "/v2/identities/x", "GET, PATCH, DELETE")]:
+        answered = client.request(method, path)
+        error_of(answered, 405, "method_not_allowed")
+        assert answered.headers["allow"] == allowed
 
 
 def test_a_body_over_one_mebibyte_is_413(client: TestClient) -> None:

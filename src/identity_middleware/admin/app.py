@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..stores.base import Store
 from .dashboard import dashboard_routes
-from .errors import AdminError, Reply, not_found, payload_too_large
+from .errors import AdminError, Reply, method_not_allowed, not_found, payload_too_large
 from .prometheus import DEFAULT_TOP
-from .routes import METHODS, AdminAPI
+from .routes import ROUTES, AdminAPI
 
 __all__ = ["MAX_BODY_SIZE", "create_admin_app"]
 
@@ -86,6 +86,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return to_response(not_found("No such route.").reply())
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    route = request.scope.get("route")  # Starlette's partial match: the path matched, the method did not
+    template = route.path if isinstance(route, Route) else ""
+    return to_response(method_not_allowed(list(ROUTES.get(template, ["GET"]))).reply())
+
+
 def create_admin_app(store: Store, *, token: str | None, workspace_id: str = "default",
                      metrics_token: str | None = None, metrics_top: int = DEFAULT_TOP) -> Starlette:
     """The admin REST API over ``store``; every route needs ``Authorization: Bearer <token>``.
@@ -99,6 +105,9 @@ def create_admin_app(store: Store, *, token: str | None, workspace_id: str = "de
     theirs (orq's SDK requires one).
     """
     api = AdminAPI(store, token=token, workspace_id=workspace_id)
-    routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
+    # Each route takes its own methods (and HEAD with GET): any other is a JSON 405 naming them in Allow.
+    routes = [Route(template, _endpoint(api, template), methods=list(ROUTES.get(template, ["GET"])))
+              for template in api.templates]
     routes += dashboard_routes(store, token=token, metrics_token=metrics_token, metrics_top=metrics_top)
-    return Starlette(routes=routes, middleware=[Middleware(RawSegments)], exception_handlers={404: _not_found})
+    return Starlette(routes=routes, middleware=[Middleware(RawSegments)],
+                     exception_handlers={404: _not_found, 405: _method_not_allowed})

@@ -7,6 +7,7 @@ from typing import Any
 from ..core.errors import IdentityNotFound
 from ..core.models import Identity, IdentityInput, IdentityUpdate
 from ..core.ordering import IdentityOrder
+from ..core.validation import InvalidIdentity, check_id, check_text
 from ..stores.base import Store
 from .errors import Reply, invalid_request, not_found
 from .handlers import AdminRequest, budgets_of
@@ -18,6 +19,21 @@ SORT_FIELDS = {"IDENTITY_SORT_FIELD_DISPLAY_NAME": IdentityOrder.DISPLAY_NAME,
                "IDENTITY_SORT_FIELD_UPDATED": IdentityOrder.UPDATED}
 # The SDK clears these with an empty string; None clears them in the store.
 _CLEARED_BY_EMPTY = ("display_name", "email", "avatar_url", "logo_url")
+
+
+def _profile(data: dict[str, Any]) -> dict[str, Any]:
+    """The body's profile fields, with both spellings checked where both are given (the first wins).
+
+    ``metadata`` is an object here, as orq's SDK sends it (the request-body identity the middleware
+    reads may also give an array of objects, merged; its merged size is no JSON Schema can bound).
+    """
+    if data.get("metadata") is not None and not isinstance(data["metadata"], dict):
+        raise InvalidIdentity("metadata", "metadata must be an object")
+    if "avatar_url" in data and "logo_url" in data:
+        check_text(data["logo_url"], "logo_url")
+    if "id" in data and "external_id" in data:
+        check_id(data["external_id"], "external_id")
+    return data
 
 
 def _record(identity: Identity, request: AdminRequest) -> dict[str, Any]:
@@ -41,7 +57,7 @@ async def _with_extras(store: Store, identity: Identity, request: AdminRequest) 
 
 def _order(request: AdminRequest) -> IdentityOrder:
     value = request.one("sort_by")
-    if not value:
+    if value is None:
         return IdentityOrder.CREATED
     if value not in SORT_FIELDS:
         raise invalid_request(f"sort_by must be one of {', '.join(SORT_FIELDS)}.", "sort_by")
@@ -49,7 +65,7 @@ def _order(request: AdminRequest) -> IdentityOrder:
 
 
 async def create_identity(store: Store, request: AdminRequest) -> Reply:
-    data = request.json_object()
+    data = _profile(request.json_object())
     identity = IdentityInput.parse(data)
     budgets = budgets_of(data)  # all validated before anything is written
     record = await store.acreate(identity)
@@ -67,7 +83,7 @@ async def retrieve_identity(store: Store, request: AdminRequest) -> Reply:
 
 
 async def update_identity(store: Store, request: AdminRequest) -> Reply:
-    data = request.json_object()
+    data = _profile(request.json_object())
     data.update({name: None for name in _CLEARED_BY_EMPTY if data.get(name) == ""})
     changes = IdentityUpdate.parse(data).changes()
     if changes:

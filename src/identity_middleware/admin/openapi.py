@@ -9,6 +9,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from ..core.models import BudgetStatus, DailyMetrics, Identity, Metrics
+from ..core.money import MAX_AMOUNT
 from ..core.periods import Period
 from ..core.validation import MAX_METADATA_FIELDS, MAX_TAGS, MAX_TEXT_LENGTH
 from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS
@@ -56,20 +57,21 @@ def _model_schemas() -> dict[str, Any]:
 
 
 def _hand_schemas() -> dict[str, Any]:
-    money_in = {"anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}, {"type": "number"}],
-                "description": "USD, > 0; a decimal string is exact."}
+    money_in = {"anyOf": [{"type": "string", "pattern": _POSITIVE_USD},
+                          {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)}],
+                "description": f"USD, > 0 and at most {MAX_AMOUNT}; a decimal string is exact."}
     text = {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH, "pattern": _NO_CONTROL}
     profile: dict[str, Any] = {
         "display_name": text,
-        "email": {"anyOf": [{"type": "string", "format": "email", "maxLength": MAX_TEXT_LENGTH, "pattern": _EMAIL},
+        "email": {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": _EMAIL,
+                             "description": "The shape checked: one @, a dot in the domain, no spaces."},
                             {"type": "null"}]},
         "avatar_url": text,
         "logo_url": {**text, "description": "Alias of avatar_url."},
         "tags": {"type": ["array", "null"], "maxItems": MAX_TAGS,
                  "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_CONTROL}},
-        "metadata": {"anyOf": [{"type": "object", "maxProperties": MAX_METADATA_FIELDS},
-                               {"type": "array", "items": {"type": "object"}}, {"type": "null"}],
-                     "description": f"At most {MAX_METADATA_FIELDS} fields; an array of objects is merged."},
+        "metadata": {"type": ["object", "null"], "maxProperties": MAX_METADATA_FIELDS,
+                     "description": f"At most {MAX_METADATA_FIELDS} fields."},
     }
     cleared = {"type": "string", "const": "", "description": "An empty string clears the field."}
     update = {**profile, **{name: {"anyOf": [profile[name], cleared]}
@@ -124,14 +126,18 @@ def _hand_schemas() -> dict[str, Any]:
         "CreateIdentity": {
             "type": "object",
             "description": "external_id (or id) is required.",
+            "anyOf": [{"required": ["external_id"]}, {"required": ["id"]}],
             "properties": {
                 "external_id": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_CONTROL},
                 "id": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_CONTROL,
                        "description": "Alias of external_id."},
                 **profile,
-                "budgets": {"type": "array", "items": {
+                "budgets": {"type": ["array", "null"], "maxItems": len(Period), "items": {
                     "type": "object", "required": ["period", "amount"],
-                    "properties": {"period": _ref("Period"), "amount": money_in}}},
+                    "properties": {"period": _ref("Period"), "amount": money_in}},
+                    "description": "At most one per period.",
+                    "allOf": [{"contains": {"properties": {"period": {"const": period.value}}}, "minContains": 0,
+                               "maxContains": 1} for period in Period]},
             },
         },
         "UpdateIdentity": {"type": "object", "properties": update},
@@ -162,8 +168,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _FLAG = {"type": "string", "enum": ["true", "false", "1", "0"]}
 _ULID = {"type": "string", "pattern": "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"}
-_NO_CONTROL = "^[^\u0000-\u001f\u007f-\u009f]*$"
-_EMAIL = "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+_NO_CONTROL = f"^[^{_CONTROL}]*$"
+# A decimal string above 0 and at most 1e9 (core.money.MAX_AMOUNT), leading zeros allowed.
+_POSITIVE_USD = r"^0*([1-9][0-9]{0,8}(\.[0-9]+)?|\.[0-9]*[1-9][0-9]*|1000000000(\.0+)?)$"
+_EMAIL = f"^[^@\\s{_CONTROL}]+@[^@\\s{_CONTROL}]+\\.[^@\\s{_CONTROL}]+$"
 _ID = {"name": "identity_id", "in": "path", "required": True, "schema": {"type": "string"},
        "description": "The identity's `_id` (ULID) or `external_id`."}
 _PERIOD = {"name": "period", "in": "path", "required": True, "schema": _ref("Period")}
