@@ -1,4 +1,5 @@
-"""The Python snippets of orq's "Track usage by identity" page, run verbatim against a real admin server.
+"""The Python snippets of orq's "Track usage by identity" page, run verbatim against a real admin server;
+and the README's SDK block against the FastAPI example.
 
 The text is the page's, character for character (its one no-break space written as an escape). The
 snippets that build their own client (``Orq(api_key=os.getenv("ORQ_API_KEY"))``) reach this server
@@ -9,7 +10,10 @@ default server entry names this server.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orq_ai_sdk.sdkconfiguration
@@ -23,6 +27,7 @@ from identity_middleware.core.models import IdentityInput
 from identity_middleware.stores import Store
 
 TOKEN = "snippet-admin-token"
+ROOT = Path(__file__).resolve().parent.parent
 
 CREATE = '''
 identity = client.identities.create(
@@ -100,3 +105,32 @@ def test_the_list_with_metrics_snippet_runs(served: tuple[str, Store], capsys: p
     [identity] = result.data
     assert identity.metrics.total_cost == 0.011691 and identity.metrics.total_tokens == 1626
     assert capsys.readouterr().out.endswith("Has more: False\n")
+
+
+# The README's block, in a child process beside the FastAPI example (its modules are top-level
+# `app` and `model`, as when it is run), served by uvicorn with its lifespan, at the README's URL's path.
+README_RUNNER = """
+import socket, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import uvicorn
+from app import app
+with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+while not server.started: time.sleep(0.05)
+exec(sys.stdin.read().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}"))
+server.should_exit = True
+"""
+
+
+def test_the_readme_sdk_block_runs_against_the_fastapi_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- orq-sdk-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", README_RUNNER, str(ROOT / "examples" / "fastapi_app")],
+                            input=block, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "default" and "external_id='user123'" in lines[1] and "external_id='alice'" in lines[1]
+    assert lines[-1] == "Has more: False"
