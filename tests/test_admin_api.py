@@ -38,10 +38,19 @@ def client(admin_store: Store) -> Iterator[TestClient]:
 
 
 def create(client: TestClient, external_id: str, **fields: Any) -> dict[str, Any]:
+    """POST one identity; the record of the ``{"identity": Record}`` reply."""
     response = client.post("/v2/identities", json={"external_id": external_id, **fields})
     assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return identity_of(response, 201)
+
+
+def identity_of(response: Any, status: int = 200) -> dict[str, Any]:
+    """The record of a ``{"identity": Record}`` reply (money in ``metrics`` read as exact Decimals)."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json(parse_float=Decimal)
+    assert list(body) == ["identity"]
+    record: dict[str, Any] = body["identity"]
+    return record
 
 
 def error_of(response: Any, status: int, error_type: str) -> dict[str, Any]:
@@ -50,6 +59,7 @@ def error_of(response: Any, status: int, error_type: str) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     assert error["type"] == error_type
     assert isinstance(error["message"], str) and error["message"]
+    assert response.json()["message"] == error["message"] and response.json()["code"] == status  # orq's shape
     return error
 
 
@@ -57,8 +67,9 @@ def error_of(response: Any, status: int, error_type: str) -> dict[str, Any]:
 def test_create_returns_201_and_the_full_record(client: TestClient) -> None:
     body = create(client, "user_1", display_name="Jane", email="jane@example.com",
                   logo_url="https://x.test/a.png", tags=["premium"], metadata={"plan": "pro"})
-    assert list(body) == ["_id", "external_id", "display_name", "email", "avatar_url", "tags", "metadata",
-                          "created", "updated"]
+    assert list(body) == ["_id", "external_id", "workspace_id", "display_name", "email", "avatar_url", "tags",
+                          "metadata", "created", "updated"]
+    assert body["workspace_id"] == "default"
     assert len(body["_id"]) == 26
     assert body["external_id"] == "user_1"
     assert body["avatar_url"] == "https://x.test/a.png"
@@ -68,8 +79,7 @@ def test_create_returns_201_and_the_full_record(client: TestClient) -> None:
 
 def test_create_accepts_id_as_the_external_id(client: TestClient) -> None:
     response = client.post("/v2/identities", json={"id": "user_2"})
-    assert response.status_code == 201
-    assert response.json()["external_id"] == "user_2"
+    assert identity_of(response, 201)["external_id"] == "user_2"
 
 
 def test_create_with_a_taken_external_id_is_409(client: TestClient) -> None:
@@ -125,8 +135,8 @@ def test_create_with_an_invalid_budget_is_400_and_creates_nothing(
 # -- retrieve / update / delete ----------------------------------------------------------------------
 def test_retrieve_by_ulid_or_external_id(client: TestClient) -> None:
     created = create(client, "user_r", display_name="R")
-    assert client.get(f"/v2/identities/{created['_id']}").json() == created
-    assert client.get("/v2/identities/user_r").json() == created
+    assert identity_of(client.get(f"/v2/identities/{created['_id']}")) == created
+    assert identity_of(client.get("/v2/identities/user_r")) == created
 
 
 def test_retrieve_an_unknown_identity_is_404(client: TestClient) -> None:
@@ -137,8 +147,8 @@ def test_retrieve_an_unknown_identity_is_404(client: TestClient) -> None:
 def test_retrieve_can_include_metrics_and_budgets(client: TestClient, admin_store: Store) -> None:
     create(client, "user_m", budgets=[{"period": "daily", "amount": "1"}])
     admin_store.record("user_m", cost=Decimal("0.25"), input_tokens=3, output_tokens=4)
-    body = client.get("/v2/identities/user_m", params={"include_metrics": "1", "include_budgets": "true"}).json()
-    assert body["metrics"]["total_cost"] == "0.25"
+    body = identity_of(client.get("/v2/identities/user_m", params={"include_metrics": "1", "include_budgets": "true"}))
+    assert body["metrics"]["total_cost"] == Decimal("0.25")
     assert body["metrics"]["total_tokens"] == 7
     assert body["budgets"][0]["spent"] == "0.25"
 
@@ -146,19 +156,18 @@ def test_retrieve_can_include_metrics_and_budgets(client: TestClient, admin_stor
 def test_patch_replaces_given_fields_and_keeps_the_rest(client: TestClient) -> None:
     created = create(client, "user_p", display_name="Old", email="old@example.com", tags=["a"])
     response = client.patch("/v2/identities/user_p", json={"display_name": "New", "logo_url": "https://x.test/p"})
-    assert response.status_code == 200
-    body = response.json()
+    body = identity_of(response)
     assert body["display_name"] == "New" and body["avatar_url"] == "https://x.test/p"
     assert body["email"] == "old@example.com" and body["tags"] == ["a"]
     assert body["_id"] == created["_id"] and body["updated"] >= created["updated"]
-    assert client.get("/v2/identities/user_p").json() == body
+    assert identity_of(client.get("/v2/identities/user_p")) == body
 
 
 def test_patch_with_an_invalid_field_is_400_and_changes_nothing(client: TestClient) -> None:
     created = create(client, "user_pi", tags=["a"])
     error = error_of(client.patch("/v2/identities/user_pi", json={"tags": ["x"] * 11}), 400, "invalid_identity")
     assert error["field"] == "tags"
-    assert client.get("/v2/identities/user_pi").json() == created
+    assert identity_of(client.get("/v2/identities/user_pi")) == created
 
 
 def test_patch_an_unknown_identity_is_404(client: TestClient) -> None:
@@ -169,13 +178,14 @@ def test_delete_removes_the_identity_its_budgets_and_counters(client: TestClient
     create(client, "user_d", budgets=[{"period": "daily", "amount": "5"}])
     admin_store.record("user_d", cost=Decimal("1.5"), input_tokens=10)
     response = client.delete("/v2/identities/user_d")
-    assert response.status_code == 204 and response.content == b""
+    assert response.status_code == 200 and response.json() == {}  # orq's DeleteIdentityResponse
     error_of(client.get("/v2/identities/user_d"), 404, "not_found")
     error_of(client.delete("/v2/identities/user_d"), 404, "not_found")
     create(client, "user_d")
-    again = client.get("/v2/identities/user_d", params={"include_metrics": "true", "include_budgets": "true"}).json()
+    again = identity_of(client.get("/v2/identities/user_d",
+                                   params={"include_metrics": "true", "include_budgets": "true"}))
     assert again["budgets"] == []
-    assert again["metrics"]["total_requests"] == 0 and again["metrics"]["total_cost"] == "0.00"
+    assert again["metrics"]["total_requests"] == 0 and again["metrics"]["total_cost"] == 0
 
 
 # -- list ----------------------------------------------------------------------------------------------
@@ -254,24 +264,27 @@ def test_list_includes_metrics_and_budgets_only_when_asked(client: TestClient, a
     admin_store.record("i1", cost="0.1", input_tokens=1, output_tokens=2, error=True)
     plain = client.get("/v2/identities").json()["data"][0]
     assert "metrics" not in plain and "budgets" not in plain
-    full = client.get("/v2/identities", params={"include_metrics": "true", "include_budgets": "1"}).json()["data"][0]
-    assert full["metrics"] == {"total_cost": "0.10", "total_tokens": 3, "total_requests": 1, "error_rate": 1.0,
+    full = client.get("/v2/identities", params={"include_metrics": "true", "include_budgets": "1"}).json(
+        parse_float=Decimal)["data"][0]
+    assert full["metrics"] == {"total_cost": Decimal("0.10"), "total_tokens": 3, "total_requests": 1, "error_rate": 1.0,
                                "input_tokens": 1, "output_tokens": 2, "total_errors": 1, "unpriced_requests": 0,
                                "models": []}
     assert full["budgets"][0]["period"] == "weekly" and full["budgets"][0]["spent"] == "0.10"
 
 
-def test_metrics_models_lists_each_model_with_a_decimal_string_cost(client: TestClient, admin_store: Store) -> None:
+def test_metrics_models_lists_each_model_with_an_exact_cost(client: TestClient, admin_store: Store) -> None:
     create(client, "m1")
     admin_store.record("m1", cost="0.000125", input_tokens=10, output_tokens=20, model="gpt-4o-mini")
     admin_store.record("m1", cost="0.3", input_tokens=1, output_tokens=2, model="claude-sonnet-4-5")
-    for reply in (client.get("/v2/identities/m1", params={"include_metrics": "true"}).json(),
-                  client.get("/v2/identities", params={"include_metrics": "true"}).json()["data"][0]):
+    listed = client.get("/v2/identities", params={"include_metrics": "true"}).json(parse_float=Decimal)
+    for reply in (identity_of(client.get("/v2/identities/m1", params={"include_metrics": "true"})), listed["data"][0]):
         assert reply["metrics"]["models"] == [
-            {"model": "claude-sonnet-4-5", "cost": "0.30", "input_tokens": 1, "output_tokens": 2, "requests": 1},
-            {"model": "gpt-4o-mini", "cost": "0.000125", "input_tokens": 10, "output_tokens": 20, "requests": 1},
+            {"model": "claude-sonnet-4-5", "cost": Decimal("0.30"), "input_tokens": 1, "output_tokens": 2,
+             "requests": 1},
+            {"model": "gpt-4o-mini", "cost": Decimal("0.000125"), "input_tokens": 10, "output_tokens": 20,
+             "requests": 1},
         ]
-        assert reply["metrics"]["total_cost"] == "0.300125"
+        assert reply["metrics"]["total_cost"] == Decimal("0.300125")
 
 
 # -- budgets -------------------------------------------------------------------------------------------
@@ -349,14 +362,17 @@ def _floats(value: Any, path: str = "") -> list[str]:
     return []
 
 
-def test_money_is_always_a_decimal_string(client: TestClient, admin_store: Store) -> None:
+def test_money_is_exact_numbers_in_orq_shapes_and_decimal_strings_in_ours(
+        client: TestClient, admin_store: Store) -> None:
     create(client, "money", budgets=[{"period": "daily", "amount": 0.1}])
     admin_store.record("money", cost=Decimal("0.0000001"))
-    body = client.get("/v2/identities", params={"include_metrics": "1", "include_budgets": "1"}).json()
+    response = client.get("/v2/identities", params={"include_metrics": "1", "include_budgets": "1"})
+    body = response.json()
     floats = _floats(body)
-    # Only ratios may be numbers with a fraction; every amount of money is a string.
-    assert all(path.endswith((".percent", ".error_rate")) for path in floats), floats
-    assert body["data"][0]["metrics"]["total_cost"] == "0.0000001"
+    # orq's metrics are JSON numbers (the SDK types them so), written from the exact value; our own
+    # shapes (budgets) keep money as strings; otherwise only ratios have a fraction.
+    assert all(path.endswith((".percent", ".error_rate", ".total_cost")) for path in floats), floats
+    assert '"total_cost":0.0000001,' in response.text  # the exact decimal, not a float's repr (1e-07)
     assert body["data"][0]["budgets"][0]["amount"] == "0.10"
 
 
@@ -394,6 +410,11 @@ def test_a_wrong_method_is_a_json_405_with_allow(client: TestClient) -> None:
     response = client.put("/v2/identities", json={})
     error_of(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET, POST"
+    for method, path, allowed in [("OPTIONS", "/v2/identities", "GET, POST"),
+                                  ("TRACE", "/v2/identities/x", "GET, PATCH, DELETE")]:
+        answered = client.request(method, path)
+        error_of(answered, 405, "method_not_allowed")
+        assert answered.headers["allow"] == allowed
 
 
 def test_a_body_over_one_mebibyte_is_413(client: TestClient) -> None:
@@ -422,7 +443,7 @@ def test_mounts_under_fastapi(admin_store: Store) -> None:
     app.mount("/admin", create_admin_app(admin_store, token=TOKEN))
     with TestClient(app, headers=AUTH) as mounted:
         assert mounted.post("/admin/v2/identities", json={"external_id": "m1"}).status_code == 201
-        assert mounted.get("/admin/v2/identities/m1").json()["external_id"] == "m1"
+        assert identity_of(mounted.get("/admin/v2/identities/m1"))["external_id"] == "m1"
         assert mounted.get("/admin/openapi.json").json()["openapi"] == "3.1.0"
 
 
@@ -447,15 +468,16 @@ def test_metrics_match_what_the_middleware_recorded(client: TestClient, admin_st
             assert app.post("/chat", json={"identity": {"id": "traffic", "display_name": "T"}}).status_code == 200
         assert app.post("/broken", headers={"X-Identity-Id": "traffic"}).status_code == 502
         assert app.post("/chat", headers={"X-Identity-Id": "other"}).status_code == 200
-    body = client.get("/v2/identities", params={"include_metrics": "true", "search": "traffic"}).json()
+    body = client.get("/v2/identities", params={"include_metrics": "true", "search": "traffic"}).json(
+        parse_float=Decimal)
     [record] = body["data"]
     assert record["display_name"] == "T"
-    assert record["metrics"]["total_cost"] == "0.0385"
+    assert record["metrics"]["total_cost"] == Decimal("0.0385")
     assert record["metrics"]["total_tokens"] == 365
     assert record["metrics"]["total_requests"] == 4
     assert record["metrics"]["error_rate"] == 0.25
-    other = client.get("/v2/identities/other", params={"include_metrics": "1"}).json()
-    assert other["metrics"]["total_requests"] == 1 and other["metrics"]["total_cost"] == "0.0125"
+    other = identity_of(client.get("/v2/identities/other", params={"include_metrics": "1"}))
+    assert other["metrics"]["total_requests"] == 1 and other["metrics"]["total_cost"] == Decimal("0.0125")
 
 
 # -- one identity per {id} ---------------------------------------------------------------------------
@@ -467,8 +489,9 @@ def test_an_external_id_shaped_like_another_ulid_never_reaches_that_identity(
     assert [s.period.value for s in admin_store.budget_status("mallory")] == ["daily"]
     assert admin_store.budget_status(mallory["_id"]) == []  # the decoy (external id first) has none
     admin_store.record("mallory", cost="0.02")
-    shown = client.get("/v2/identities/mallory", params={"include_budgets": "true", "include_metrics": "true"})
-    assert shown.json()["metrics"]["total_cost"] == "0.02" and len(shown.json()["budgets"]) == 1
+    shown = identity_of(client.get("/v2/identities/mallory",
+                                   params={"include_budgets": "true", "include_metrics": "true"}))
+    assert shown["metrics"]["total_cost"] == Decimal("0.02") and len(shown["budgets"]) == 1
     assert Decimal(client.post("/v2/identities/mallory/budgets/daily/reset").json()["spent"]) == 0
     assert client.delete("/v2/identities/mallory/budgets/daily").status_code in (200, 204)
     assert admin_store.budget_status("mallory") == []
@@ -478,7 +501,7 @@ def test_a_percent_encoded_slash_is_part_of_the_id(client: TestClient, admin_sto
     create(client, "victim2")
     client.put("/v2/identities/victim2/budgets/daily", json={"amount": "1"})
     create(client, "victim2/budgets/daily")
-    assert client.get("/v2/identities/victim2%2Fbudgets%2Fdaily").json()["external_id"] == "victim2/budgets/daily"
+    assert identity_of(client.get("/v2/identities/victim2%2Fbudgets%2Fdaily"))["external_id"] == "victim2/budgets/daily"
     assert client.delete("/v2/identities/victim2%2Fbudgets%2Fdaily").status_code in (200, 204)
     with pytest.raises(LookupError):
         admin_store.retrieve("victim2/budgets/daily")
@@ -495,4 +518,4 @@ def test_a_percent_encoded_slash_works_under_a_mount(admin_store: Store) -> None
     app = Starlette(routes=[Mount("/admin", app=create_admin_app(admin_store, token=TOKEN))])
     with TestClient(app, headers=AUTH) as client:
         assert client.post("/admin/v2/identities", json={"external_id": "x/y"}).status_code == 201
-        assert client.get("/admin/v2/identities/x%2Fy").json()["external_id"] == "x/y"
+        assert identity_of(client.get("/admin/v2/identities/x%2Fy"))["external_id"] == "x/y"

@@ -61,7 +61,7 @@ def test_daily_metrics_route_lists_30_days_with_exact_cost(client: TestClient, s
 
 def test_the_record_carries_last_source_once_a_request_told_it(client: TestClient, store: MemoryStore) -> None:
     store.admit(AdmissionRequest("a", last_source="header"))
-    assert client.get("/admin/v2/identities/a", headers=AUTH).json()["last_source"] == "header"
+    assert client.get("/admin/v2/identities/a", headers=AUTH).json()["identity"]["last_source"] == "header"
 
 
 def test_metrics_need_the_token(client: TestClient) -> None:

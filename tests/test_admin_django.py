@@ -62,9 +62,10 @@ def test_create_retrieve_and_list_through_django(client: Client) -> None:
     response = post(client, "/admin-api/v2/identities", {"external_id": "dj_1", "display_name": "Dj",
                                                          "budgets": [{"period": "daily", "amount": "2"}]})
     assert response.status_code == 201
-    created = response.json()
+    created = response.json()["identity"]
     assert created["external_id"] == "dj_1" and created["budgets"][0]["amount"] == "2.00"
-    assert client.get(f"/admin-api/v2/identities/{created['_id']}").json()["external_id"] == "dj_1"
+    assert created["workspace_id"] == "default"
+    assert client.get(f"/admin-api/v2/identities/{created['_id']}").json()["identity"]["external_id"] == "dj_1"
     listed = client.get("/admin-api/v2/identities", {"search": "DJ", "include_metrics": "true"}).json()
     assert listed["object"] == "list" and listed["has_more"] is False
     assert [item["external_id"] for item in listed["data"]] == ["dj_1"]
@@ -81,8 +82,9 @@ def test_patch_and_delete_through_django(client: Client) -> None:
     patched = client.patch("/admin-api/v2/identities/dj_p", data=json.dumps({"display_name": "P"}),
                            content_type="application/json")
     assert patched.status_code == 200
-    assert patched.json()["display_name"] == "P" and patched.json()["email"] == "a@example.com"
-    assert client.delete("/admin-api/v2/identities/dj_p").status_code == 204
+    assert patched.json()["identity"]["display_name"] == "P" and patched.json()["identity"]["email"] == "a@example.com"
+    deleted = client.delete("/admin-api/v2/identities/dj_p")
+    assert deleted.status_code == 200 and deleted.json() == {}
     assert client.get("/admin-api/v2/identities/dj_p").status_code == 404
 
 
@@ -94,13 +96,13 @@ def test_a_percent_encoded_slash_is_part_of_the_id_through_django(client: Client
     post(client, "/admin-api/v2/identities", {"external_id": "victim/budgets/daily"})
     raw = "/admin-api/v2/identities/victim%2Fbudgets%2Fdaily"
     shown = client.get("/admin-api/v2/identities/victim/budgets/daily", REQUEST_URI=raw)
-    assert shown.json()["external_id"] == "victim/budgets/daily"
+    assert shown.json()["identity"]["external_id"] == "victim/budgets/daily"
     assert client.delete("/admin-api/v2/identities/victim/budgets/daily", REQUEST_URI=raw).status_code in (200, 204)
     assert client.get("/admin-api/v2/identities/victim/budgets/daily").json()["period"] == "daily"  # kept
     deep = "/admin-api/v2/identities/a%2Fb%2Fc%2Fd%2Fe"
     assert client.get("/admin-api/v2/identities/a/b/c/d/e", REQUEST_URI=deep).status_code == 404
     post(client, "/admin-api/v2/identities", {"external_id": "a/b/c/d/e"})
-    assert client.get("/admin-api/v2/identities/a/b/c/d/e", REQUEST_URI=deep).json()["external_id"] == "a/b/c/d/e"
+    assert client.get("/admin-api/v2/identities/a/b/c/d/e", REQUEST_URI=deep).json()["identity"]["external_id"] == "a/b/c/d/e"
 
 
 def test_budgets_through_django(client: Client) -> None:
@@ -170,7 +172,7 @@ async def test_the_views_run_on_djangos_async_stack(store_url: str) -> None:
                                     content_type="application/json", headers=auth)
         assert created.status_code == 201
         fetched = await client.get("/admin-api/v2/identities/dj_async", headers=auth)
-        assert fetched.json()["_id"] == created.json()["_id"]
+        assert fetched.json()["identity"]["_id"] == created.json()["identity"]["_id"]
     close_stores()
 
 

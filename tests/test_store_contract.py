@@ -159,6 +159,59 @@ def test_list_tags_keep_any_of(api: Api) -> None:
     assert [i.external_id for i in api.list(tags=["x", "z"]).data] == ["a", "b"]
 
 
+def test_list_all_tags_keep_identities_having_every_one(api: Api) -> None:
+    api.create(IdentityInput(id="a", tags=["x"]))
+    api.create(IdentityInput(id="b", tags=["y", "x", "z"]))
+    api.create(IdentityInput(id="c", tags=["x", "y"]))
+    assert [i.external_id for i in api.list(all_tags=["x", "y"]).data] == ["b", "c"]
+    assert [i.external_id for i in api.list(all_tags=["x", "y"], tags=["z"]).data] == ["b"]
+    assert [i.external_id for i in api.list(all_tags=["x", "w"]).data] == []
+
+
+def test_list_by_display_name_is_a_to_z_case_insensitive_nameless_last(api: Api) -> None:
+    for external_id, name in [("u1", "bob"), ("u2", None), ("u3", "Alice"), ("u4", "carol"), ("u5", "alice")]:
+        api.create(IdentityInput(id=external_id, display_name=name))
+    page = api.list(order="display_name")
+    assert [i.external_id for i in page.data] == ["u3", "u5", "u1", "u4", "u2"] and not page.has_more
+
+
+def test_list_in_another_order_pages_forward_and_backward_without_gap_or_repeat(api: Api) -> None:
+    names = [f"name {n:02}" for n in range(23)]
+    for n, name in enumerate(reversed(names)):
+        api.create(IdentityInput(id=f"user_{n:02}", display_name=name, tags=["even"] if n % 2 == 0 else []))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = api.list(limit=5, starting_after=cursor, order="display_name")
+        seen += [identity.display_name or "" for identity in page.data]
+        if not page.has_more:
+            break
+        cursor = page.data[-1].id
+    assert seen == names
+    last = api.retrieve("user_00").id  # "name 22", the last by name
+    back = api.list(limit=5, ending_before=last, order="display_name")
+    assert [i.display_name for i in back.data] == names[17:22] and back.has_more
+    evens = api.list(limit=3, order="display_name", all_tags=["even"], starting_after=api.retrieve("user_21").id)
+    assert [i.display_name for i in evens.data] == ["name 02", "name 04", "name 06"] and evens.has_more
+
+
+def test_list_by_updated_is_newest_first(api: Api) -> None:
+    for n in range(4):
+        api.create(IdentityInput(id=f"user_{n}"))
+        time.sleep(0.002)
+    api.update("user_1", display_name="touched")
+    page = api.list(order="updated")
+    assert page.data[0].external_id == "user_1"
+    instants = [identity.updated for identity in page.data]
+    assert instants == sorted(instants, reverse=True) and len(page.data) == 4
+
+
+def test_list_in_another_order_refuses_a_cursor_naming_no_identity(api: Api) -> None:
+    api.create(IdentityInput(id="a"))
+    with pytest.raises(IdentityNotFound):
+        api.list(order="updated", starting_after="01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+
 def test_list_includes_metrics_and_budgets_when_asked(api: Api) -> None:
     api.create(IdentityInput(id="a"))
     api.set_budget("a", Budget(period=Period.DAILY, amount=Decimal("2")))

@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..stores.base import Store
 from .dashboard import dashboard_routes
-from .errors import AdminError, Reply, not_found, payload_too_large
+from .errors import AdminError, Reply, method_not_allowed, not_found, payload_too_large
 from .prometheus import DEFAULT_TOP
-from .routes import METHODS, AdminAPI
+from .routes import ROUTES, AdminAPI
 
 __all__ = ["MAX_BODY_SIZE", "create_admin_app"]
 
@@ -86,8 +86,14 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return to_response(not_found("No such route.").reply())
 
 
-def create_admin_app(store: Store, *, token: str | None, metrics_token: str | None = None,
-                     metrics_top: int = DEFAULT_TOP) -> Starlette:
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    route = request.scope.get("route")  # Starlette's partial match: the path matched, the method did not
+    template = route.path if isinstance(route, Route) else ""
+    return to_response(method_not_allowed(list(ROUTES.get(template, ["GET"]))).reply())
+
+
+def create_admin_app(store: Store, *, token: str | None, workspace_id: str = "default",
+                     metrics_token: str | None = None, metrics_top: int = DEFAULT_TOP) -> Starlette:
     """The admin REST API over ``store``; every route needs ``Authorization: Bearer <token>``.
 
     ``token`` is keyword-only and required: pass ``token=None`` to serve without auth (e.g. behind
@@ -95,9 +101,13 @@ def create_admin_app(store: Store, *, token: str | None, metrics_token: str | No
     The caller owns ``store`` and closes it. ``GET /`` serves the Identity Analytics dashboard (it
     asks for the token in the browser); ``GET /metrics`` the Prometheus exposition, behind
     ``metrics_token`` when given (else ``token``), with the ``metrics_top`` identities by cost
-    labelled one by one and the rest summed.
+    labelled one by one and the rest summed. ``workspace_id`` is what identity records carry as
+    theirs (orq's SDK requires one).
     """
-    api = AdminAPI(store, token=token)
-    routes = [Route(template, _endpoint(api, template), methods=METHODS) for template in api.templates]
+    api = AdminAPI(store, token=token, workspace_id=workspace_id)
+    # Each route takes its own methods (and HEAD with GET): any other is a JSON 405 naming them in Allow.
+    routes = [Route(template, _endpoint(api, template), methods=list(ROUTES.get(template, ["GET"])))
+              for template in api.templates]
     routes += dashboard_routes(store, token=token, metrics_token=metrics_token, metrics_top=metrics_top)
-    return Starlette(routes=routes, middleware=[Middleware(RawSegments)], exception_handlers={404: _not_found})
+    return Starlette(routes=routes, middleware=[Middleware(RawSegments)],
+                     exception_handlers={404: _not_found, 405: _method_not_allowed})

@@ -24,6 +24,7 @@ from ..core.budgets import (
     ScopedBudget,
     ScopeKind,
 )
+from ..core.validation import InvalidIdentity, check_id
 from .errors import invalid_request
 
 PERIOD_PREFIX = "BUDGET_PERIOD_"
@@ -100,15 +101,18 @@ def _scope(data: Mapping[str, Any]) -> tuple[ScopeKind, str | None]:
     if len(given) != 1 or given[0] not in {kind.value for kind in ScopeKind}:
         raise invalid_request("scope must set exactly one of identity, model, provider or workspace.", "scope")
     kind = ScopeKind(given[0])
+    _only(scope, {kind.value}, "scope")
     if kind is ScopeKind.WORKSPACE:
+        _only(_object(scope, "workspace") or {}, set(), "scope.workspace")
         return kind, None
     inner = _object(scope, kind.value) or {}
+    _only(inner, set(_SCOPE_FIELDS[kind]), f"scope.{kind.value}")
     target = _get(inner, *_SCOPE_FIELDS[kind])
-    if not isinstance(target, str) or not target or len(target) > 255 \
-            or any(ord(char) < 32 or ord(char) == 127 for char in target):
-        field = f"scope.{kind.value}.{_SCOPE_FIELDS[kind][0]}"
-        raise invalid_request(f"{field} must be a string of 1..255 characters without control characters.", field)
-    return kind, target
+    field = f"scope.{kind.value}.{_SCOPE_FIELDS[kind][0]}"
+    try:
+        return kind, check_id(target, field)  # an identity's rule for every target: 1..255, no control characters
+    except InvalidIdentity as error:
+        raise invalid_request(f"{error.message}.", field) from None
 
 
 def _alerts(value: object, *, creating: bool) -> list[dict[str, Any]]:
@@ -118,10 +122,18 @@ def _alerts(value: object, *, creating: bool) -> list[dict[str, Any]]:
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise invalid_request("each alert is an object.", f"alerts[{index}]")
+        _only(item, {"id", "threshold_percent", "thresholdPercent", "notifier_ids", "notifierIds", "dimension"},
+              f"alerts[{index}]")
         if creating and item.get("id") is not None:
             raise invalid_request("alert ids are assigned by the server; omit alerts[].id.", f"alerts[{index}].id")
-        alert: dict[str, Any] = {"threshold_percent": _get(item, "threshold_percent", "thresholdPercent"),
-                                 "notifier_ids": _get(item, "notifier_ids", "notifierIds") or []}
+        notifier_ids = _get(item, "notifier_ids", "notifierIds")
+        if notifier_ids is None:
+            notifier_ids = []
+        if not isinstance(notifier_ids, list) or not all(isinstance(each, str) for each in notifier_ids):
+            raise invalid_request("notifier_ids must be an array of strings.", f"alerts[{index}].notifier_ids")
+        threshold = _get(item, "threshold_percent", "thresholdPercent")
+        alert: dict[str, Any] = {"threshold_percent": _integer(threshold, f"alerts[{index}].threshold_percent"),
+                                 "notifier_ids": notifier_ids}
         if item.get("id") is not None:
             alert["id"] = item["id"]
         dimension = item.get("dimension")
@@ -138,6 +150,7 @@ def _alerts(value: object, *, creating: bool) -> list[dict[str, Any]]:
 def _limits(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
     limits = _object(data, "limits")
     if limits is not None:
+        _only(limits, {"period", "amount", "token_limit", "tokenLimit"}, "limits")
         if limits.get("period") is not None:
             fields["period"] = period_of(limits["period"])
         for name, camel in (("amount", None), ("token_limit", "tokenLimit")):
@@ -151,8 +164,26 @@ def _limits(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
                     value = int(value)
                 fields[name] = value
     rate = _object(data, "rate_limit", "rateLimit")
+    if rate is not None:
+        _only(rate, {"requests_per_minute", "requestsPerMinute"}, "rate_limit")
+        if _get(rate, "requests_per_minute", "requestsPerMinute") is None:
+            raise invalid_request("rate_limit needs requests_per_minute.", "rate_limit.requests_per_minute")
     if rate is not None and _get(rate, "requests_per_minute", "requestsPerMinute") is not None:
-        fields["requests_per_minute"] = _get(rate, "requests_per_minute", "requestsPerMinute")
+        fields["requests_per_minute"] = _integer(_get(rate, "requests_per_minute", "requestsPerMinute"),
+                                                 "rate_limit.requests_per_minute")
+
+
+_CREATE_KEYS = {"scope", "match", "limits", "rate_limit", "rateLimit", "is_active", "isActive", "expires_at",
+                "expiresAt", "alerts"}
+_UPDATE_KEYS = (_CREATE_KEYS - {"scope"}) | {"clear_expires_at", "clearExpiresAt", "clear_alerts", "clearAlerts"}
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    """Refuse a field we do not know: a typo must not pass as a budget without its limit."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        field = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise invalid_request(f"unknown field {field!r}.", field)
 
 
 def _validation(error: ValidationError) -> Exception:
@@ -164,34 +195,52 @@ def _validation(error: ValidationError) -> Exception:
     return invalid_request(f"{field}: {first['msg'].removeprefix('Value error, ')}", field)
 
 
+def _flags(data: Mapping[str, Any], fields: dict[str, Any], names: tuple[tuple[str, str], ...]) -> None:
+    """Booleans as JSON booleans and ``expires_at`` as an ISO 8601 string: no lax coercion of 0 or "yes"."""
+    for name, camel in names:
+        value = _get(data, name, camel)
+        if value is None:
+            continue
+        if name == "expires_at" and not isinstance(value, str):
+            raise invalid_request("expires_at must be an ISO 8601 date-time string.", name)
+        if name != "expires_at" and not isinstance(value, bool):
+            raise invalid_request(f"{name} must be true or false.", name)
+        fields[name] = value
+
+
+def _integer(value: object, field: str) -> int:
+    """A JSON integer (``7`` or ``7.0``: JSON Schema counts both as integers)."""
+    if (isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_request(f"{field} must be a whole number.", field)
+    return value
+
+
 def spec_from(data: Mapping[str, Any]) -> BudgetSpec:
+    _only(data, _CREATE_KEYS, "")
     kind, target = _scope(data)
     fields: dict[str, Any] = {"scope": kind, "target": target}
     _limits(data, fields)
-    for name, camel in (("is_active", "isActive"), ("expires_at", "expiresAt")):
-        if _get(data, name, camel) is not None:
-            fields[name] = _get(data, name, camel)
+    _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt")))
     if _get(data, "alerts") is not None:
         fields["alerts"] = _alerts(data["alerts"], creating=True)
     try:
         spec = BudgetSpec.model_validate(fields)
     except ValidationError as error:
         raise _validation(error) from None
-    if spec.is_active and spec.expires_at is not None and spec.expires_at.tzinfo is not None \
-            and spec.expires_at <= datetime.now(spec.expires_at.tzinfo):
-        raise invalid_request("expires_at must be in the future for an active budget.", "expires_at")
-    return spec
+    return spec  # an expires_at already past is kept: the budget is simply not enforced
 
 
 def changes_from(data: Mapping[str, Any]) -> BudgetChanges:
+    _only(data, _UPDATE_KEYS, "")
     if _get(data, "match") is not None:
         raise invalid_request("CEL match expressions are not supported.", "match")
     fields: dict[str, Any] = {}
     _limits(data, fields)
-    for name, camel in (("is_active", "isActive"), ("expires_at", "expiresAt"),
-                        ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts")):
-        if _get(data, name, camel) is not None:
-            fields[name] = _get(data, name, camel)
+    _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt"),
+                          ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts")))
     if _get(data, "alerts") is not None:
         fields["alerts"] = _alerts(data["alerts"], creating=False)
     try:

@@ -77,14 +77,14 @@ async def reset_consumption(store: Store, request: AdminRequest) -> Reply:
 
 
 def _cursor(request: AdminRequest, name: str) -> str | None:
-    value = request.one(name)
-    if value is not None and (not value or len(value) > 64):
+    value = request.one(name) or None  # empty: not given
+    if value is not None and len(value) > 64:
         raise invalid_request(f"{name} must be a budget id.", name)
-    return value or None
+    return value
 
 
 def _values(request: AdminRequest, name: str) -> list[str]:
-    return [part.strip() for value in request.query.get(name, ()) for part in value.split(",") if part.strip()]
+    return [part.strip(" ") for value in request.query.get(name, ()) for part in value.split(",") if part.strip(" ")]
 
 
 async def list_budgets(store: Store, request: AdminRequest) -> Reply:

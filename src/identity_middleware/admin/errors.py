@@ -1,4 +1,8 @@
-"""The admin API's replies: a framework-free (status, JSON bytes, headers) and its error bodies."""
+"""The admin API's replies: a framework-free (status, JSON bytes, headers) and its error bodies.
+
+An error body is orq's ``ErrorResponse`` (``message``, ``code``: the HTTP status) with our typed
+``error`` object beside it: ``{"message": ..., "code": 404, "error": {"type": "not_found", ...}}``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import ErrorResponse
+from .wire import dumps
 
 __all__ = [
     "AdminError",
@@ -33,7 +38,7 @@ class Reply:
 
     @classmethod
     def json(cls, status: int, body: Mapping[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-        return cls(status, json.dumps(body, separators=(",", ":")).encode(), headers)
+        return cls(status, dumps(body), headers)
 
     @classmethod
     def empty(cls, status: int = 204) -> Reply:
@@ -43,7 +48,8 @@ class Reply:
     def from_error(cls, error: ErrorResponse) -> Reply:
         """One of the core's pinned error bodies (``invalid_identity``, ``store_unavailable``)."""
         headers = tuple((name, value) for name, value in error.headers if name.lower() not in _SENT_BY_SHELL)
-        return cls(error.status, error.body, headers)
+        typed = json.loads(error.body)["error"]
+        return cls.json(error.status, _error_body(error.status, typed), headers)
 
 
 class AdminError(Exception):
@@ -59,8 +65,12 @@ class AdminError(Exception):
         self.details = details
 
     def reply(self) -> Reply:
-        body = {"error": {"type": self.error_type, "message": self.message, **self.details}}
-        return Reply.json(self.status, body, self.headers)
+        typed = {"type": self.error_type, "message": self.message, **self.details}
+        return Reply.json(self.status, _error_body(self.status, typed), self.headers)
+
+
+def _error_body(status: int, typed: Mapping[str, Any]) -> dict[str, Any]:
+    return {"message": typed["message"], "code": status, "error": typed}
 
 
 def unauthorized() -> AdminError:

@@ -1,4 +1,5 @@
-"""The admin operations without a framework: a parsed request in, a :class:`Reply` out, async store calls only."""
+"""The admin operations without a framework: the parsed request, and the per-identity budget routes
+(a parsed request in, a :class:`Reply` out, async store calls only). Identity routes: :mod:`.identities`."""
 
 from __future__ import annotations
 
@@ -10,23 +11,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..core.ids import is_ulid
-from ..core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityUpdate
+from ..core.models import Budget, BudgetStatus
 from ..core.periods import Period
 from ..stores.base import MAX_PAGE_SIZE, Store
 from .errors import Reply, invalid_request, not_found
 
 __all__ = [
     "AdminRequest",
-    "create_identity",
-    "delete_identity",
+    "budgets_of",
     "get_budget",
     "list_budgets",
-    "list_identities",
     "remove_budget",
     "reset_budget",
-    "retrieve_identity",
     "set_budget",
-    "update_identity",
 ]
 
 _TRUE = {"true", "1"}
@@ -41,6 +38,8 @@ class AdminRequest:
     params: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, Sequence[str]] = field(default_factory=dict)
     body: bytes = b""
+    #: The ``workspace_id`` the identity records carry (``create_admin_app(workspace_id=...)``).
+    workspace_id: str = "default"
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; 400 ``invalid_request`` when it is not one."""
@@ -82,8 +81,9 @@ class AdminRequest:
             raise invalid_request(f"{name} must be an identity _id (a ULID).", name)
         return value or None
 
-    def tags(self) -> list[str] | None:
-        tags = [tag.strip() for value in self.query.get("tags", ()) for tag in value.split(",") if tag.strip()]
+    def tags(self, name: str = "tags") -> list[str] | None:
+        """A repeatable, comma-joinable tag parameter (``tags=a,b`` or ``filter_by.tags=a&filter_by.tags=b``)."""
+        tags = [tag.strip() for value in self.query.get(name, ()) for tag in value.split(",") if tag.strip()]
         return tags or None
 
     @property
@@ -116,7 +116,7 @@ def _budget(data: object, period: Period | None = None, where: str = "") -> Budg
         raise invalid_request(message, f"{where}{name}") from None
 
 
-def _budgets_of(data: Mapping[str, Any]) -> list[Budget]:
+def budgets_of(data: Mapping[str, Any]) -> list[Budget]:
     raw = data.get("budgets")
     if raw is None:
         return []
@@ -138,61 +138,6 @@ def _status_of(statuses: Sequence[BudgetStatus], identity_id: str, period: Perio
             return status
     raise not_found(f"Identity {identity_id!r} has no {period.value} budget.", identity=identity_id,
                     period=period.value)
-
-
-async def _with_extras(store: Store, identity: Identity, request: AdminRequest) -> Identity:
-    extra: dict[str, Any] = {}
-    # By external id: it names this identity only (an external id shaped like its ULID could name another).
-    if request.flag("include_metrics"):
-        extra["metrics"] = await store.ametrics(identity.external_id)
-    if request.flag("include_budgets"):
-        extra["budgets"] = await store.abudget_status(identity.external_id)
-    return identity.model_copy(update=extra) if extra else identity
-
-
-# -- identities ------------------------------------------------------------------------------------
-async def create_identity(store: Store, request: AdminRequest) -> Reply:
-    data = request.json_object()
-    identity = IdentityInput.parse(data)
-    budgets = _budgets_of(data)  # all validated before anything is written
-    record = await store.acreate(identity)
-    for budget in budgets:
-        await store.aset_budget(record.external_id, budget)
-    if budgets:
-        record = record.model_copy(update={"budgets": await store.abudget_status(record.external_id)})
-    return Reply.json(201, record.to_json())
-
-
-async def retrieve_identity(store: Store, request: AdminRequest) -> Reply:
-    record = await store.aretrieve(request.identity_id)
-    return Reply.json(200, (await _with_extras(store, record, request)).to_json())
-
-
-async def update_identity(store: Store, request: AdminRequest) -> Reply:
-    changes = IdentityUpdate.parse(request.json_object()).changes()
-    if changes:
-        record = await store.aupdate(request.identity_id, **changes)
-    else:
-        record = await store.aretrieve(request.identity_id)
-    return Reply.json(200, record.to_json())
-
-
-async def delete_identity(store: Store, request: AdminRequest) -> Reply:
-    await store.adelete(request.identity_id)
-    return Reply.empty()
-
-
-async def list_identities(store: Store, request: AdminRequest) -> Reply:
-    page = await store.alist(
-        limit=request.limit(),
-        starting_after=request.cursor("starting_after"),
-        ending_before=request.cursor("ending_before"),
-        search=request.one("search") or None,
-        tags=request.tags(),
-        include_metrics=request.flag("include_metrics"),
-        include_budgets=request.flag("include_budgets"),
-    )
-    return Reply.json(200, page.to_json())
 
 
 # -- budgets ---------------------------------------------------------------------------------------

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.budgets import BudgetPeriod, ScopeKind
+from ..core.budgets import MAX_TOKEN_LIMIT, BudgetPeriod, ScopeKind
 from ..stores.base import MAX_PAGE_SIZE
 
 __all__ = ["budget_paths", "budget_schemas"]
 
 _REF = "#/components/schemas/{model}"
 _PERIODS = [f"BUDGET_PERIOD_{period.name}" for period in BudgetPeriod]
-_KINDS = [f"BUDGET_SCOPE_KIND_{kind.name}" for kind in ScopeKind] + ["BUDGET_SCOPE_KIND_PROJECT",
-                                                                    "BUDGET_SCOPE_KIND_API_KEY"]
+_KINDS = [f"BUDGET_SCOPE_KIND_{kind.name}" for kind in ScopeKind]  # PROJECT and API_KEY: 400
 _DIMENSIONS = ["BUDGET_ALERT_DIMENSION_COST", "BUDGET_ALERT_DIMENSION_TOKENS"]
 
 
@@ -31,25 +30,47 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[
     return schema
 
 
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An input object that allows no other property."""
+    return _obj(properties, required) | {"additionalProperties": False}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional input the SDK may send as null (taken as not given)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def budget_schemas() -> dict[str, Any]:
-    number = {"type": "number", "exclusiveMinimum": 0}
-    alert_in = _obj({"threshold_percent": {"type": "integer", "minimum": 1, "maximum": 100},
-                     "notifier_ids": {"type": "array", "items": {"type": "string"}},
-                     "dimension": {"type": "string", "enum": _DIMENSIONS}, "id": {"type": "string"}},
-                    ["threshold_percent"])
-    limits_in = _obj({"period": {"type": "string", "enum": _PERIODS}, "amount": number,
-                      "token_limit": {"type": "integer", "minimum": 1}})
-    rate_in = _obj({"requests_per_minute": {"type": "integer", "minimum": 1}})
-    scope_in = _obj({"workspace": {"type": "object"},
-                     "identity": _obj({"identity_external_id": {"type": "string", "minLength": 1}}),
-                     "model": _obj({"model_id": {"type": "string", "minLength": 1}}, ["model_id"]),
-                     "provider": _obj({"provider": {"type": "string", "minLength": 1}}),
-                     "project": {"type": "object", "description": "Not supported: 400."},
-                     "api_key": {"type": "object", "description": "Not supported: 400."}})
-    common_in = {"limits": limits_in, "rate_limit": rate_in, "is_active": {"type": "boolean"},
-                 "expires_at": {"type": "string", "format": "date-time"},
-                 "alerts": {"type": "array", "items": alert_in},
-                 "match": _obj({"cel": {"type": "string"}}, []) | {"description": "Not supported: 400."}}
+    # Money in: whole nano-dollars, more than 0, at most $1e9 (the server refuses anything else).
+    number = {"type": "number", "minimum": 0.000000001, "maximum": 1_000_000_000, "multipleOf": 0.000000001}
+    alert_fields = {"threshold_percent": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "notifier_ids": _nullable({"type": "array", "items": {"type": "string"}}),
+                    "dimension": _nullable({"type": "string", "enum": _DIMENSIONS})}
+    alert_in = _closed(alert_fields, ["threshold_percent"])  # ids are the server's on create
+    alert_update = _closed({**alert_fields, "id": {"type": "string"}}, ["threshold_percent"])
+    limits_in = _closed({"period": _nullable({"type": "string", "enum": _PERIODS}), "amount": _nullable(number),
+                         "token_limit": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_TOKEN_LIMIT})})
+    rate_in = _closed({"requests_per_minute": {"type": "integer", "minimum": 1}},
+                      ["requests_per_minute"])
+    target = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}
+    # Exactly one scope kind; "project", "api_key" and a CEL "match" are not supported (400).
+    scope_in = {"oneOf": [
+        _closed({"workspace": _closed({}, [])}, ["workspace"]),
+        _closed({"identity": _closed({"identity_external_id": target}, ["identity_external_id"])}, ["identity"]),
+        _closed({"model": _closed({"model_id": target}, ["model_id"])}, ["model"]),
+        _closed({"provider": _closed({"provider": target}, ["provider"])}, ["provider"]),
+    ]}
+    common_in = {"limits": _nullable(limits_in), "rate_limit": _nullable(rate_in),
+                 "is_active": _nullable({"type": "boolean"}),
+                 "expires_at": _nullable({"type": "string", "format": "date-time"}),
+                 "alerts": _nullable({"type": "array", "items": alert_in, "maxItems": 20})}
+    # A budget limits something: an amount, tokens or requests per minute (else 400).
+    some_limit = {"anyOf": [
+        {"required": ["limits"], "properties": {"limits": {"type": "object", "anyOf": [
+            {"required": ["amount"], "properties": {"amount": {"type": "number"}}},
+            {"required": ["token_limit"], "properties": {"token_limit": {"type": "integer"}}}]}}},
+        {"required": ["rate_limit"], "properties": {"rate_limit": {"type": "object",
+                                                                     "required": ["requests_per_minute"]}}}]}
     budget = _obj({
         "budgetId": {"type": "string"},
         "limits": _obj({"period": {"type": "string", "enum": _PERIODS}, "amount": {"type": "number"},
@@ -76,9 +97,11 @@ def budget_schemas() -> dict[str, Any]:
         "ScopedBudgetList": _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ScopedBudget")},
                                   "hasMore": {"type": "boolean"}, "has_more": {"type": "boolean"}},
                                  ["object", "data", "hasMore"]),
-        "CreateScopedBudget": _obj({"scope": scope_in, **common_in}, ["scope"]),
-        "UpdateScopedBudget": _obj({**common_in, "clear_expires_at": {"type": "boolean"},
-                                    "clear_alerts": {"type": "boolean"}}),
+        "CreateScopedBudget": _closed({"scope": scope_in, **common_in}, ["scope"]) | some_limit,
+        "UpdateScopedBudget": _closed({**common_in,
+                                       "alerts": _nullable({"type": "array", "items": alert_update, "maxItems": 20}),
+                                       "clear_expires_at": {"type": "boolean"},
+                                       "clear_alerts": {"type": "boolean"}}, []),
         "Empty": {"type": "object"},
     }
 
@@ -97,10 +120,10 @@ def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
                       "Page size."),
                 query("starting_after", {"type": "string"}, "The page after this budget id."),
                 query("ending_before", {"type": "string"}, "The page just before this budget id."),
-                query("scope_kind", {"type": "string", "enum": _KINDS}, "Repeatable."),
+                query("scope_kind", {"type": "string", "enum": [*_KINDS, ""]}, "Repeatable; empty: any."),
                 query("scope_target_id", {"type": "string"}, "External id, model id or provider."),
                 query("is_active", {"type": "string", "enum": ["true", "false", "1", "0"]}, "Active or not."),
-                query("period", {"type": "string", "enum": _PERIODS}, "Repeatable."),
+                query("period", {"type": "string", "enum": [*_PERIODS, ""]}, "Repeatable; empty: any."),
                 query("query", {"type": "string"}, "Case-insensitive substring of id, scope or target.")]),
             "post": operation("createScopedBudget", "Create a budget", {
                 "200": _json("The new budget.", "BudgetEnvelope"), "400": invalid,

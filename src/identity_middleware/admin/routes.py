@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, budgets, handlers
+from . import analytics, budgets, handlers, identities
 from .auth import bearer_token_matches
-from .errors import AdminError, Reply, conflict, method_not_allowed, not_found, unauthorized
+from .errors import AdminError, Reply, conflict, invalid_request, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
 
 __all__ = ["METHODS", "ROUTES", "AdminAPI", "Handler", "match"]
@@ -22,11 +23,11 @@ logger = logging.getLogger("identity_middleware.admin")
 # Path templates in Starlette syntax; the Django shell translates them. Order matters for no route:
 # each template has a fixed number of segments, so none shadows another.
 ROUTES: dict[str, dict[str, Handler]] = {
-    "/v2/identities": {"GET": handlers.list_identities, "POST": handlers.create_identity},
+    "/v2/identities": {"GET": identities.list_identities, "POST": identities.create_identity},
     "/v2/identities/{identity_id}": {
-        "GET": handlers.retrieve_identity,
-        "PATCH": handlers.update_identity,
-        "DELETE": handlers.delete_identity,
+        "GET": identities.retrieve_identity,
+        "PATCH": identities.update_identity,
+        "DELETE": identities.delete_identity,
     },
     "/v2/identities/{identity_id}/budgets": {"GET": handlers.list_budgets},
     "/v2/identities/{identity_id}/budgets/{period}": {
@@ -42,6 +43,15 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/budgets/{budget_id}/reset-consumption": {"POST": budgets.reset_consumption},
 }
 OPENAPI_PATH = "/openapi.json"
+
+
+@functools.cache
+def query_names(template: str, method: str) -> frozenset[str]:
+    """The query parameters the OpenAPI document gives the operation: the only ones it takes."""
+    path = openapi_document()["paths"].get(template, {})
+    operation = path.get(method.lower(), {})
+    return frozenset(parameter["name"] for parameter in [*path.get("parameters", ()), *operation.get("parameters", ())]
+                     if parameter.get("in") == "query")
 
 
 def match(segments: Sequence[str]) -> tuple[str, dict[str, str]] | None:
@@ -65,9 +75,10 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 class AdminAPI:
     """Answers one admin request: checks the bearer token, picks the handler, maps domain errors to replies."""
 
-    def __init__(self, store: Store, *, token: str | None) -> None:
+    def __init__(self, store: Store, *, token: str | None, workspace_id: str = "default") -> None:
         self.store = store
         self.token = token
+        self.workspace_id = workspace_id
 
     @property
     def templates(self) -> list[str]:
@@ -97,7 +108,10 @@ class AdminAPI:
             handler = routes.get(method)
             if handler is None:
                 raise method_not_allowed(list(routes))
-            return await handler(self.store, handlers.AdminRequest(params, query, body))
+            unknown = sorted(set(query) - query_names(template, method))
+            if unknown:  # a typo ("include_metric") must not pass as a silent default
+                raise invalid_request(f"unknown query parameter {unknown[0]!r}.", unknown[0])
+            return await handler(self.store, handlers.AdminRequest(params, query, body, self.workspace_id))
         except AdminError as error:
             return error.reply()
         except InvalidIdentity as error:

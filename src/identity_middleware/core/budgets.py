@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .ids import new_ulid
-from .money import to_decimal, to_nanos
+from .money import limit_amount, to_nanos
 from .periods import Period, period_bounds, period_key
 
 __all__ = [
@@ -108,12 +108,7 @@ class Alert(BaseModel):
 def _amount(value: object) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (Decimal, str, int, float)):
-        raise ValueError("amount must be a decimal number")
-    amount = to_decimal(value)
-    if amount <= 0:
-        raise ValueError("amount must be greater than 0")
-    return amount
+    return limit_amount(value)
 
 
 class BudgetChanges(BaseModel):

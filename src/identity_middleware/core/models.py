@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from .metrics import DailyMetrics, Metrics, ModelMetrics, daily_from_counters, metrics_from_totals
-from .money import format_usd, from_nanos, to_decimal
+from .money import format_usd, from_nanos, limit_amount
 from .periods import Period
 from .validation import (
     InvalidIdentity,
@@ -144,13 +144,7 @@ class Budget(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, value: object) -> Decimal:
-        if isinstance(value, (Decimal, str, int, float)) and not isinstance(value, bool):
-            amount = to_decimal(value)
-        else:
-            raise ValueError("amount must be a decimal string or number")
-        if amount <= 0:
-            raise ValueError("amount must be greater than 0")
-        return amount
+        return limit_amount(value)
 
     @field_serializer("amount")
     def _dump_amount(self, value: Decimal) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 NANOS_PER_USD = 1_000_000_000
@@ -79,3 +80,27 @@ def format_usd(amount: Decimal) -> str:
     if len(frac) < 2:
         frac = frac.ljust(2, "0")
     return f"{whole}.{frac}"
+
+
+# A limit written as text: a plain positive decimal of whole nano-dollars, at most MAX_AMOUNT
+# (no sign, exponent or spaces). The admin API's OpenAPI document states the same pattern.
+_FRACTION = "|".join(f"{'0' * zeros}[1-9][0-9]{{0,{8 - zeros}}}" for zeros in range(9))
+AMOUNT_PATTERN = (r"^0*(?:[1-9][0-9]{0,8}(?:\.[0-9]{1,9})?|1000000000(?:\.0{1,9})?|0?\.(?:" + _FRACTION + "))$")
+_AMOUNT_TEXT = re.compile(AMOUNT_PATTERN)
+
+
+def limit_amount(value: object) -> Decimal:
+    """A budget's amount: a positive whole number of nano-dollars (at most nine places), at most
+    :data:`MAX_AMOUNT`. A limit is never rounded: ``5e-324`` would round to a $0 budget."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, str, int, float)):
+        raise ValueError("amount must be a decimal string or number")
+    if isinstance(value, str) and not _AMOUNT_TEXT.match(value):
+        raise ValueError("amount must be a plain decimal like \"10.50\": more than 0, at most 1000000000, "
+                         "at most nine decimal places")
+    amount = to_decimal(value)
+    if amount <= 0:
+        raise ValueError("amount must be greater than 0")
+    if amount.scaleb(9) != int(amount.scaleb(9)):
+        raise ValueError("amount has more than nine decimal places (the smallest unit is $0.000000001)")
+    return amount
+

@@ -12,6 +12,7 @@ from typing import Any
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
 from ..core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ..core.money import Money, to_nanos
+from ..core.ordering import IdentityOrder
 from ..core.periods import UTC, Period
 from .scoped import ScopedBudgets
 
@@ -42,20 +43,6 @@ def check_days(days: int) -> int:
     if not 1 <= days <= METRIC_DAYS:
         raise ValueError(f"days must be 1 to {METRIC_DAYS}")
     return days
-
-
-def matches(identity: Identity, search: str | None, tags: Sequence[str] | None) -> bool:
-    """The list filters: ``search`` a case-insensitive substring, ``tags`` any of."""
-    if search:
-        needle = search.casefold()
-        haystacks = (identity.external_id, identity.display_name or "", identity.email or "")
-        if not any(needle in text.casefold() for text in haystacks):
-            return False
-    if tags:
-        wanted = set(tags)
-        if not wanted.intersection(identity.tags):
-            return False
-    return True
 
 
 class Store(ScopedBudgets, abc.ABC):
@@ -113,8 +100,15 @@ class Store(ScopedBudgets, abc.ABC):
         tags: Sequence[str] | None = None,
         include_metrics: bool = False,
         include_budgets: bool = False,
+        *,
+        all_tags: Sequence[str] | None = None,
+        order: IdentityOrder | str = IdentityOrder.CREATED,
     ) -> IdentityPage:
-        """A page ascending by ``_id``; cursors are ``_id`` values."""
+        """A page ascending by ``_id`` (or in another ``order``); cursors are ``_id`` values.
+
+        ``tags`` keeps identities with any of them, ``all_tags`` those with all of them. An ``order``
+        other than ``created`` reads every identity to sort them (a cursor must name one that exists,
+        else :class:`IdentityNotFound`); the default order reads only the page."""
 
     @abc.abstractmethod
     async def alist(
@@ -126,6 +120,9 @@ class Store(ScopedBudgets, abc.ABC):
         tags: Sequence[str] | None = None,
         include_metrics: bool = False,
         include_budgets: bool = False,
+        *,
+        all_tags: Sequence[str] | None = None,
+        order: IdentityOrder | str = IdentityOrder.CREATED,
     ) -> IdentityPage: ...
 
     # -- budgets ---------------------------------------------------------------------------------

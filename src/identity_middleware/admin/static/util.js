@@ -1,6 +1,7 @@
 // The dashboard's shared parts: the REST API client (and the token it sends), DOM building, money.
 // Money stays the API's exact decimal strings; sums are done in integer nano-USD (BigInt), and
-// floats are used only for geometry (bar heights, ring arcs). Text goes in with textContent only:
+// floats are used only for geometry (bar heights, ring arcs). orq's shapes (an identity's `metrics`)
+// carry money as JSON numbers: read back to the nano-USD they were written from (exact below $9M). Text goes in with textContent only:
 // identity fields are user input.
 
 const TOKEN_KEY = "identity-middleware:admin-token";
@@ -41,7 +42,7 @@ export async function api(path, { method = "GET", body } = {}) {
   return data;
 }
 
-export const record = (data) => data.identity ?? data; // {"identity": Record} or the bare record
+export const record = (data) => data.identity; // the identity routes answer {"identity": Record}
 
 // -- small helpers ------------------------------------------------------------------------------
 export function h(tag, attributes = {}, ...children) {
@@ -56,7 +57,8 @@ export function h(tag, attributes = {}, ...children) {
   return node;
 }
 
-export function nanos(amount) { // "0.08" -> 80000000n, exactly
+export function nanos(amount) { // "0.08" (or the number 0.08) -> 80000000n, exactly
+  if (typeof amount === "number") amount = amount.toFixed(9); // never "1e-7": nine places, as stored
   const [whole, fraction = ""] = String(amount ?? "0").replace("-", "").split(".");
   const value = BigInt(whole || "0") * 1000000000n + BigInt((fraction + "000000000").slice(0, 9));
   return String(amount).startsWith("-") ? -value : value;
@@ -68,7 +70,7 @@ export function fromNanos(value) { // 80000000n -> "0.08" (at least two decimals
   return `${whole}.${fraction.padEnd(2, "0")}`;
 }
 
-export const usd = (amount) => `$${amount}`;
+export const usd = (amount) => `$${typeof amount === "number" ? fromNanos(nanos(amount)) : amount}`;
 export const count = (value) => Number(value ?? 0).toLocaleString("en-US");
 export const percent = (value) => `${Number.isInteger(value) ? value : Number(value).toFixed(1)}%`;
 export const when = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });

@@ -10,7 +10,7 @@ from typing import Any
 from ...core.errors import IdentityExists, IdentityNotFound
 from ...core.ids import new_ulid
 from ...core.models import Identity, IdentityInput
-from ..base import matches
+from ...core.ordering import matches
 
 
 class Records:
@@ -69,7 +69,7 @@ class Records:
         self.order.pop(bisect.bisect_left(self.order, ulid))
 
     def page(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
-             tags: Sequence[str] | None) -> tuple[list[str], bool]:
+             tags: Sequence[str] | None, all_tags: Sequence[str] | None = None) -> tuple[list[str], bool]:
         """The ULIDs of one page in ascending order, and whether more match beyond it."""
         lo = bisect.bisect_right(self.order, starting_after) if starting_after else 0
         hi = bisect.bisect_left(self.order, ending_before) if ending_before else len(self.order)
@@ -80,7 +80,7 @@ class Records:
         page: list[str] = []
         has_more = False
         for ulid in window:
-            if matches(self.by_ulid[ulid], search, tags):
+            if matches(self.by_ulid[ulid], search, tags, all_tags):
                 if len(page) == limit:
                     has_more = True
                     break

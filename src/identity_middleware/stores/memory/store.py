@@ -21,6 +21,7 @@ from ...core.models import (
     IdentityUpdate,
     Metrics,
 )
+from ...core.ordering import IdentityOrder, sorted_page
 from ...core.periods import UTC, Period
 from ...core.scoped import decide_scoped
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days, check_limit
@@ -104,11 +105,20 @@ class MemoryStore(MemoryBudgets, Store):
         tags: Sequence[str] | None = None,
         include_metrics: bool = False,
         include_budgets: bool = False,
+        *,
+        all_tags: Sequence[str] | None = None,
+        order: IdentityOrder | str = IdentityOrder.CREATED,
     ) -> IdentityPage:
         check_limit(limit)
+        order = IdentityOrder(order)
         now = _now(None)
         with self._lock:
-            page, has_more = self._records.page(limit, starting_after, ending_before, search, tags)
+            if order is IdentityOrder.CREATED:
+                page, has_more = self._records.page(limit, starting_after, ending_before, search, tags, all_tags)
+            else:
+                records, has_more = sorted_page(self._records.by_ulid.values(), order, limit, starting_after,
+                                                ending_before, search, tags, all_tags)
+                page = [record.id for record in records]
             data = []
             for ulid in page:
                 record = self._records.by_ulid[ulid]
@@ -129,8 +139,12 @@ class MemoryStore(MemoryBudgets, Store):
         tags: Sequence[str] | None = None,
         include_metrics: bool = False,
         include_budgets: bool = False,
+        *,
+        all_tags: Sequence[str] | None = None,
+        order: IdentityOrder | str = IdentityOrder.CREATED,
     ) -> IdentityPage:
-        return self.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets)
+        return self.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets,
+                         all_tags=all_tags, order=order)
 
     # -- budgets ---------------------------------------------------------------------------------
     def set_budget(self, identity_id: str, budget: Budget) -> None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.errors import StoreUnavailable
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
+from ...core.ordering import IdentityOrder
 from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
@@ -212,30 +213,20 @@ class RedisStore(RedisBudgets, Store):
     async def adelete(self, identity_id: str) -> None:
         await self._arun(self._plans.delete(identity_id), flush_first=True)
 
-    def list(
-        self,
-        limit: int = 10,
-        starting_after: str | None = None,
-        ending_before: str | None = None,
-        search: str | None = None,
-        tags: Sequence[str] | None = None,
-        include_metrics: bool = False,
-        include_budgets: bool = False,
-    ) -> IdentityPage:
-        plan = self._plans.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets)
+    def list(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
+             search: str | None = None, tags: Sequence[str] | None = None, include_metrics: bool = False,
+             include_budgets: bool = False, *, all_tags: Sequence[str] | None = None,
+             order: IdentityOrder | str = IdentityOrder.CREATED) -> IdentityPage:
+        plan = self._plans.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets,
+                                all_tags, IdentityOrder(order))
         return self._run(plan, flush_first=True)
 
-    async def alist(
-        self,
-        limit: int = 10,
-        starting_after: str | None = None,
-        ending_before: str | None = None,
-        search: str | None = None,
-        tags: Sequence[str] | None = None,
-        include_metrics: bool = False,
-        include_budgets: bool = False,
-    ) -> IdentityPage:
-        plan = self._plans.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets)
+    async def alist(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
+                    search: str | None = None, tags: Sequence[str] | None = None, include_metrics: bool = False,
+                    include_budgets: bool = False, *, all_tags: Sequence[str] | None = None,
+                    order: IdentityOrder | str = IdentityOrder.CREATED) -> IdentityPage:
+        plan = self._plans.list(limit, starting_after, ending_before, search, tags, include_metrics, include_budgets,
+                                all_tags, IdentityOrder(order))
         return await self._arun(plan, flush_first=True)
 
     # -- budgets ---------------------------------------------------------------------------------

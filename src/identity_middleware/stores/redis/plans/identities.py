@@ -8,7 +8,8 @@ from typing import Any
 
 from ....core.errors import IdentityExists, IdentityNotFound
 from ....core.models import Identity, IdentityInput, IdentityPage, IdentityUpdate
-from ...base import check_limit, matches
+from ....core.ordering import IdentityOrder, matches, sorted_page
+from ...base import check_limit
 from ..keys import identity_tag
 from ..steps import Batch, Call, Eval, Plan
 from . import codec
@@ -47,9 +48,15 @@ class IdentityPlans(PlanBase):
         yield Call("delete", tuple(self.keys.all_identity_keys(tag, codec.now_or(None), self.tz)))
 
     def list(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
-             tags: Sequence[str] | None, include_metrics: bool, include_budgets: bool) -> Plan[IdentityPage]:
+             tags: Sequence[str] | None, include_metrics: bool, include_budgets: bool,
+             all_tags: Sequence[str] | None = None,
+             order: IdentityOrder = IdentityOrder.CREATED) -> Plan[IdentityPage]:
         check_limit(limit)
-        page, has_more = yield from self._page(limit, starting_after, ending_before, search, tags)
+        if order is IdentityOrder.CREATED:
+            page, has_more = yield from self._page(limit, starting_after, ending_before, search, tags, all_tags)
+        else:
+            page, has_more = yield from self._sorted(limit, starting_after, ending_before, search, tags, all_tags,
+                                                     order)
         if not (include_metrics or include_budgets) or not page:
             return IdentityPage(data=[identity for identity, _ in page], has_more=has_more)
         now = codec.now_or(None)
@@ -70,13 +77,26 @@ class IdentityPlans(PlanBase):
             data.append(identity.model_copy(update=extra))
         return IdentityPage(data=data, has_more=has_more)
 
-    def _page(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
-              tags: Sequence[str] | None) -> Plan[tuple[builtins.list[tuple[Identity, str]], bool]]:
-        """Up to ``limit`` matching identities with their tags, in ULID order, and whether more follow."""
+    def _sorted(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
+                tags: Sequence[str] | None, all_tags: Sequence[str] | None,
+                order: IdentityOrder) -> Plan[tuple[builtins.list[tuple[Identity, str]], bool]]:
+        """A page in another order than the ULIDs': every record is read (in chunks) and sorted here."""
+        everyone, _ = yield from self._page(None, None, None, None, None, None)
+        tag_of = {identity.id: tag for identity, tag in everyone}
+        page, has_more = sorted_page((identity for identity, _ in everyone), order, limit, starting_after,
+                                     ending_before, search, tags, all_tags)
+        return [(identity, tag_of[identity.id]) for identity in page], has_more
+
+    def _page(self, limit: int | None, starting_after: str | None, ending_before: str | None, search: str | None,
+              tags: Sequence[str] | None,
+              all_tags: Sequence[str] | None) -> Plan[tuple[builtins.list[tuple[Identity, str]], bool]]:
+        """Up to ``limit`` (``None``: all) matching identities with their tags, in ULID order, and whether
+        more follow."""
         backward = bool(ending_before and not starting_after)
         low = f"({starting_after};" if starting_after else "-"
         high = f"({ending_before}" if ending_before else "+"
-        chunk = limit + 1 if not (search or tags) else max(limit + 1, _LIST_CHUNK)
+        filtered = bool(search or tags or all_tags)
+        chunk = limit + 1 if limit is not None and not filtered else max((limit or 0) + 1, _LIST_CHUNK)
         page: builtins.list[tuple[Identity, str]] = []
         has_more = False
         while not has_more:
@@ -97,7 +117,7 @@ class IdentityPlans(PlanBase):
                 if fields.get("u") != ulid:
                     continue  # deleted between the two reads
                 identity = codec.identity(fields)
-                if matches(identity, search, tags):
+                if matches(identity, search, tags, all_tags):
                     if len(page) == limit:
                         has_more = True
                         break

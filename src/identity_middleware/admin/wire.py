@@ -1,0 +1,78 @@
+"""The orq wire shapes: JSON with exact decimal numbers, the identity record and its singular budget."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from ..core.models import BudgetStatus, Identity, Metrics
+from ..core.money import format_usd
+
+__all__ = ["dumps", "identity_budget", "identity_record"]
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} has no JSON number")
+        return format_usd(value)  # the exact decimal text, written as a JSON number (never via a float)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{_encode(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_encode(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def dumps(body: Mapping[str, Any]) -> bytes:
+    """Compact JSON like ``json.dumps``, with :class:`~decimal.Decimal` values written as exact JSON numbers."""
+    return _encode(body).encode()
+
+
+def _metrics(metrics: Metrics) -> dict[str, Any]:
+    """The orq ``metrics``: money as JSON numbers (the SDK's ``IdentityMetrics`` types them so),
+    our extension fields beside them in the same convention."""
+    data = metrics.model_dump(mode="json")
+    data["total_cost"] = metrics.total_cost
+    for shown, model in zip(data["models"], metrics.models, strict=True):
+        shown["cost"] = model.cost
+    return data
+
+
+def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dict[str, Any] | None:
+    """The SDK's singular ``Budget`` of an identity: its identity-scoped budget that resets last.
+
+    The store keeps no budget timestamps, so ``created_at``/``updated_at`` are the identity's own
+    (the budget cannot be older than its identity). ``budget_id`` is ``<_id>.<period>``.
+    """
+    if not statuses:
+        return None
+    status = max(statuses, key=lambda item: item.resets_at)
+    times = identity.model_dump(mode="json", include={"created", "updated"})
+    return {
+        "budget_id": f"{identity.id}.{status.period.value}",
+        "scope": {"identity": {"identity_external_id": identity.external_id}},
+        "limits": {"period": f"BUDGET_PERIOD_{status.period.value.upper()}", "amount": status.amount},
+        "is_active": True,
+        "created_at": times["created"],
+        "updated_at": times["updated"],
+    }
+
+
+def identity_record(identity: Identity, workspace_id: str, *, budget: bool = False,
+                    budgets: bool = True) -> dict[str, Any]:
+    """The orq ``Identity`` record: ``workspace_id``, numeric ``metrics`` when loaded, the singular
+    ``budget`` when asked (from the loaded ``budgets``), and our ``budgets`` list unless told not to."""
+    shown = identity.to_json()
+    record = {"_id": shown.pop("_id"), "external_id": shown.pop("external_id"), "workspace_id": workspace_id,
+              **shown}
+    if identity.metrics is not None:
+        record["metrics"] = _metrics(identity.metrics)
+    if budget:
+        singular = identity_budget(identity, identity.budgets or [])
+        if singular is not None:
+            record["budget"] = singular
+    if not budgets:
+        record.pop("budgets", None)
+    return record
