@@ -121,7 +121,9 @@ def redis_store_class() -> Any:
     return RedisStore
 
 
-REDIS_PREFIX = "idm-bench"  # keys of its own, so a shared Redis given with --redis-url is not mixed up
+# Keys of its own, so a shared Redis given with --redis-url is not mixed up; an older revision
+# measured in the same run (run.py --before) gets another (its key schema may differ).
+REDIS_PREFIX = os.environ.get("IDM_BENCH_PREFIX", "idm-bench")
 
 
 def redis_store(url: str) -> Store:

@@ -148,7 +148,8 @@ def _start(kind: str, *, cpus: str | None, loop: str, http_impl: str, redis_url:
     env = None
     if before is not None:
         kind = f"{kind}@{before[0]}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(before[1] / "src"), str(REPO)])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(before[1] / "src"), str(REPO)]),
+               "IDM_BENCH_PREFIX": f"idm-bench-{before[0]}"}
     log = directory / f"server-{kind}.log"
     command = [sys.executable, "-m", "bench.serve", "--app", app, "--port", str(port),
                "--loop", loop, "--http", http_impl]
