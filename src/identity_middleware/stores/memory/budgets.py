@@ -182,16 +182,20 @@ class Scoped:
         events = []
         for budget_id, (cost, tokens) in shares.items():
             budget = self.defs[budget_id]
-            key, start, end = bounds(budget, now, tz)
+            calendar = budget.period.calendar
+            key = "one_time" if calendar is None else period_key(calendar, now, tz)
             current = self.usage.get(budget_id)
             base = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
             self.usage[budget_id] = (key, base[0] + cost, base[1] + tokens)
-            after = self.consumed(budget, account if budget.scope is ScopeKind.IDENTITY else None, now, tz)
+            if not budget.alerts:  # the settle path of most budgets ends here
+                continue
+            after = self.consumed(budget, account if budget.scope is ScopeKind.IDENTITY else None, now, tz, key)
             before = (after[0] - cost, after[1] - tokens)
             for percent, dimension in crossed(budget, before, after):
                 marker = (budget_id, key, percent, dimension.value)
                 if marker not in self.fired:
                     self.fired.add(marker)
+                    _, start, end = bounds(budget, now, tz)
                     events.append(threshold_event(budget, percent, dimension, after, start, end, identity))
         return events
 
