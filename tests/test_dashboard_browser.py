@@ -3,7 +3,6 @@ real Starlette app with IdentityMiddleware and the admin app over one store."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -11,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import playwright.sync_api as playwright_api
 import pytest
 
 from browser import CHROMIUM, CHROMIUM_ARGS, demo_app, live_server
 from identity_middleware import Budget, IdentityInput
 from identity_middleware.stores import MemoryStore
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+if not Path(CHROMIUM).exists():  # .ci/run installs it; a missing browser is a failure, not a skip
+    pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", pytrace=False)
 
 Page = Any  # playwright.sync_api.Page
 expect = playwright_api.expect
