@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import ast
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,22 +36,43 @@ def test_the_asgi_middleware_loads_on_first_use() -> None:
     assert "starlette" in loaded
 
 
-def _package_imports(path: Path) -> set[str]:
-    """The ``identity_middleware`` modules ``path`` imports, as dotted names."""
-    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
+# Parsed in a fresh interpreter: CPython 3.11's ast.parse can raise "SystemError: AST constructor
+# recursion depth mismatch" in a process whose recursion bookkeeping earlier tests (Hypothesis
+# changes the recursion limit; hostile JSON raises RecursionError) have disturbed.
+_IMPORTS_SCRIPT = """
+import ast, json, sys
+from pathlib import Path
+package = Path(sys.argv[1])
+result = {}
+for path in package.rglob("*.py"):
+    module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+    base_package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                target = f"{base}.{node.module}" if node.module else base
+                base = base_package.rsplit(".", node.level - 1)[0] if node.level > 1 else base_package
+                found.add(f"{base}.{node.module}" if node.module else base)
             else:
-                target = node.module or ""
-            found.add(target)
+                found.add(node.module or "")
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name.startswith("identity_middleware")}
+    result[str(path)] = sorted(name for name in found if name.startswith("identity_middleware"))
+print(json.dumps(result))
+"""
+
+
+@functools.cache
+def _all_imports() -> dict[str, list[str]]:
+    output = subprocess.run([sys.executable, "-c", _IMPORTS_SCRIPT, str(PACKAGE)], check=True,
+                            capture_output=True, text=True).stdout
+    imports: dict[str, list[str]] = json.loads(output)
+    return imports
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``identity_middleware`` modules ``path`` imports, as dotted names."""
+    return set(_all_imports()[str(path)])
 
 
 LAYERS = {  # a module of the left may import only the packages on the right (and itself)
