@@ -11,10 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
-from .context import current
 from .core.errors import ErrorResponse
 from .core.money import Money, to_nanos
-from .flow.outcome import Mark, ViewReservation, view_entry
+from .flow.outcome import Mark, aenter_view, enter_view
 
 __all__ = ["MARK", "budgeted", "find_mark", "mark_of"]
 
@@ -62,22 +61,18 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_view(*args: Any, **kwargs: Any) -> Any:
-                entry = view_entry(current(), mark)
-                if isinstance(entry, ViewReservation):
-                    entry = await entry.amake()
-                if isinstance(entry, ErrorResponse):
-                    return as_response(entry)
+                refusal = await aenter_view(mark)
+                if refusal is not None:
+                    return as_response(refusal)
                 return await func(*args, **kwargs)
 
             wrapper: Callable[..., Any] = async_view
         else:
             @functools.wraps(func)
             def sync_view(*args: Any, **kwargs: Any) -> Any:
-                entry = view_entry(current(), mark)
-                if isinstance(entry, ViewReservation):
-                    entry = entry.make()
-                if isinstance(entry, ErrorResponse):
-                    return as_response(entry)
+                refusal = enter_view(mark)
+                if refusal is not None:
+                    return as_response(refusal)
                 return func(*args, **kwargs)
 
             wrapper = sync_view

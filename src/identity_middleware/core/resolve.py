@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,24 +133,6 @@ def resolve_body(body: bytes) -> Resolved | None:
     """The body's identity, tagging the request and upserting the record; ``None`` when it names none."""
     identity = identity_from_body(body)
     return Resolved(identity.id, "body", identity) if identity is not None else None
-
-
-def resolve_tagged(
-    body: bytes | None, header: Callable[[str], str | None], header_names: Sequence[str]
-) -> Resolved | None:
-    """The identity of the body, else of the first identity header present; ``None`` when neither.
-
-    Raises :class:`InvalidIdentity` for a bad body identity or header value. Sources after the one
-    that yields are not read, so a bad header never fails a request whose body names the identity.
-    """
-    body_identity = identity_from_body(body) if body else None
-    if body_identity is not None:
-        return resolve(body_identity, None, None)
-    for name in header_names:
-        header_id = identity_from_header(header(name), name)
-        if header_id is not None:
-            return resolve(None, header_id, None)
-    return None
 
 
 def resolve_auth(found: object) -> Resolved | None:

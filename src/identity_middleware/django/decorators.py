@@ -10,9 +10,8 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from ..context import current
-from ..core.errors import ErrorResponse
 from ..core.money import Money, to_nanos
-from ..flow.outcome import Mark, ViewReservation, view_entry
+from ..flow.outcome import Mark, aenter_view, enter_view
 from .conf import current_flow
 from .shell import aserve, error_response, serve
 
@@ -44,13 +43,10 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 async def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, await func(request, *args, **kwargs))
 
-                binding = current()
-                if binding is None:  # no middleware: the decorator runs the flow
+                if current() is None:  # no middleware: the decorator runs the flow
                     return await aserve(request, current_flow(), mark, call)
-                entry = view_entry(binding, mark)
-                if isinstance(entry, ViewReservation):
-                    entry = await entry.amake()
-                return error_response(entry) if isinstance(entry, ErrorResponse) else await call(request)
+                refusal = await aenter_view(mark)
+                return error_response(refusal) if refusal is not None else await call(request)
 
             wrapper: Callable[..., Any] = async_view
         else:
@@ -59,13 +55,10 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 def call(request: HttpRequest) -> HttpResponseBase:
                     return cast(HttpResponseBase, func(request, *args, **kwargs))
 
-                binding = current()
-                if binding is None:
+                if current() is None:
                     return serve(request, current_flow(), mark, call)
-                entry = view_entry(binding, mark)
-                if isinstance(entry, ViewReservation):
-                    entry = entry.make()
-                return error_response(entry) if isinstance(entry, ErrorResponse) else call(request)
+                refusal = enter_view(mark)
+                return error_response(refusal) if refusal is not None else call(request)
 
             wrapper = sync_view
         setattr(wrapper, MARK, mark)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..context import Binding, Meter, Reserver, Untracked
+from ..context import Binding, Meter, Reserver, Untracked, current
 from ..core.errors import ErrorResponse, identity_required
 
 __all__ = ["ANONYMOUS", "Mark", "Outcome", "Refused", "Tracked", "Untracked", "ViewReservation",
-           "view_entry"]
+           "aenter_view", "enter_view", "view_entry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +70,14 @@ def view_entry(binding: Binding | None, mark: Mark) -> ErrorResponse | ViewReser
     if binding.budgeted or not mark.estimate or binding.reserver is None:
         return None
     return ViewReservation(binding, binding.reserver, mark.estimate)
+
+
+def enter_view(mark: Mark) -> ErrorResponse | None:
+    """:func:`view_entry` for the request being served, its reservation made: the error to send, or ``None``."""
+    entry = view_entry(current(), mark)
+    return entry.make() if isinstance(entry, ViewReservation) else entry
+
+
+async def aenter_view(mark: Mark) -> ErrorResponse | None:
+    entry = view_entry(current(), mark)
+    return await entry.amake() if isinstance(entry, ViewReservation) else entry
