@@ -124,9 +124,8 @@ class IdentityInput(IdentityUpdate):
             raise _invalid_from(error) from None
 
     def changes(self) -> dict[str, Any]:
-        fields = super().changes()
-        fields.pop("id", None)
-        return fields
+        """The profile fields the caller sent, without ``id`` (the usual body identity sends none)."""
+        return {name: getattr(self, name) for name in self.model_fields_set if name != "id"}
 
 
 def _usd(value: Decimal) -> str:

@@ -120,7 +120,9 @@ class Scoped:
 
     def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
-        found = [b for b in self.of_identity(identity) if b.live(now)] if identity is not None else []
+        defs = self.defs
+        found = [budget for budget_id in self.by_identity.get(identity, ()) if (budget := defs[budget_id]).live(now)] \
+            if identity is not None else []
         if self.global_ids:
             targets = matching_targets(model, providers)
             found += [b for b in map(self.defs.__getitem__, self.global_ids)
@@ -134,10 +136,19 @@ class Scoped:
         states = []
         for budget in budgets:
             calendar = budget.period.calendar
+            plain = calendar is not None and account is not None and budget.scope is ScopeKind.IDENTITY
+            if plain and blocking is not None and budget.token_limit is None and budget.requests_per_minute is None:
+                # An identity's money budget (the usual one): its ledger answers, no state is built.
+                assert calendar is not None and account is not None
+                limit = budget.amount_nanos
+                used = account.spent(calendar, now, tz) + account.reserved(calendar, now)
+                if limit is None or not (used >= limit or (blocking > 0 and used + blocking > limit)):
+                    continue
             key = "one_time" if calendar is None else period_key(calendar, now, tz)
             current = self.usage.get(budget.id)
             cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
-            if calendar is not None and account is not None and budget.scope is ScopeKind.IDENTITY:
+            if plain:
+                assert calendar is not None and account is not None
                 cost, reserved = account.spent(calendar, now, tz), account.reserved(calendar, now)
             else:
                 reserved = self.reserved(budget, None, now)
@@ -147,14 +158,19 @@ class Scoped:
             _, start, end = bounds(budget, now, tz)
             states.append(ScopedState(budget, *counts, start, end))
         return states
-        return states
 
     def admitted(self, budgets: Iterable[ScopedBudget], now: datetime, reservation: str | None, estimate: int,
                  expires: datetime) -> tuple[str, ...]:
         """Count the request on each budget; hold ``estimate`` on those not held by the identity's ledger."""
         held = []
+        cutoff = now - WINDOW
         for budget in budgets:
-            self.hits.setdefault(budget.id, deque()).append(now)
+            hits = self.hits.get(budget.id)
+            if hits is None:
+                hits = self.hits[budget.id] = deque()
+            hits.append(now)
+            while hits[0] <= cutoff:  # kept to the last minute here too: admission no longer always reads it
+                hits.popleft()
             if reservation and budget.amount is not None and not uses_identity_spend(budget):
                 self.held.setdefault(budget.id, {})[reservation] = (estimate, expires)
                 held.append(budget.id)
@@ -169,11 +185,14 @@ class Scoped:
         """Add ``usage`` to every budget it matches; return the threshold events this crossed, each once."""
         shares: dict[str, tuple[int, int]] = {}
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
-        globals_ = [self.defs[budget_id] for budget_id in self.global_ids]
-        for budget in [*(self.of_identity(identity) if identity is not None else ()), *globals_]:
-            if budget.scope is ScopeKind.WORKSPACE or budget.scope is ScopeKind.IDENTITY:
+        defs = self.defs
+        globals_ = [defs[budget_id] for budget_id in self.global_ids]
+        for budget_id in self.by_identity.get(identity, ()) if identity is not None else ():
+            shares[budget_id] = whole
+        for budget in globals_:
+            if budget.scope is ScopeKind.WORKSPACE:
                 shares[budget.id] = whole
-        for model, share in usage.models.items():
+        for model, share in usage.models.items() if globals_ else ():
             targets = matching_targets(model, providers)
             for budget in globals_:
                 if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:

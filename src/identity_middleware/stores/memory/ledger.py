@@ -97,8 +97,11 @@ class Account:
         bucket.input_tokens += input_tokens
         bucket.output_tokens += output_tokens
         bucket.unpriced += unpriced
-        for model, share in (models or {}).items():
-            bucket.models.setdefault(model, ModelUsage()).merge(share)
+        for model, share in models.items() if models else ():
+            found = bucket.models.get(model)
+            if found is None:
+                found = bucket.models[model] = ModelUsage()
+            found.merge(share)
         if cost:
             for period, key in period_keys(now, tz):
                 current = self.spend.get(period)

@@ -237,10 +237,13 @@ class MemoryStore(MemoryBudgets, Store):
             if block is not None:
                 account.count(now, self.tz, error=True)
                 return Admission(record, block)
+            if request.estimate <= 0:  # nothing to hold: the request is only counted
+                self._scoped.admitted(budgets, now, None, 0, now)
+                return Admission(record)
             expires = now + timedelta(seconds=self.reservation_ttl)
-            reservation_id = uuid.uuid4().hex if request.estimate > 0 else None
+            reservation_id = uuid.uuid4().hex
             held = self._scoped.admitted(budgets, now, reservation_id, request.estimate, expires)
-            if reservation_id is None or not (account.budgets or held):
+            if not (account.budgets or held):
                 return Admission(record)
             reservation = Reservation(reservation_id, ulid, request.estimate, expires,
                                       tuple(p.value for p in account.budgets), held)
