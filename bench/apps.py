@@ -24,6 +24,8 @@ from starlette.routing import Route
 from identity_middleware import Budget, IdentityExists, IdentityInput, IdentityMiddleware, Period, record_usage
 from identity_middleware.stores import MemoryStore, Store
 
+from .processes import stop
+
 IDENTITIES = tuple(f"user_{n}" for n in range(8))
 CHAT_PATH = "/v1/chat/completions"
 STATS_PATH = "/bench/stats"
@@ -73,7 +75,7 @@ async def chat_metered(request: Request) -> JSONResponse:
                          "usage": {"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS}})
 
 
-def _stats_endpoint(store: Store | None) -> Any:
+def stats_endpoint(store: Store | None) -> Any:
     async def stats(request: Request) -> JSONResponse:
         """Requests and cost the store committed for the bench identities (a sanity check)."""
         if store is None:
@@ -93,7 +95,7 @@ def build_app(store: Store | None) -> Starlette:
     """The bare app when ``store`` is None, else the same app with ``IdentityMiddleware(store=store)``
     added the documented way (``app.add_middleware``), so route markers are looked up as in production."""
     routes = [Route(CHAT_PATH, chat_bare if store is None else chat_metered, methods=["POST"]),
-              Route(STATS_PATH, _stats_endpoint(store), methods=["GET"])]
+              Route(STATS_PATH, stats_endpoint(store), methods=["GET"])]
     if store is None:
         return Starlette(routes=routes)
     return Starlette(routes=routes, middleware=[Middleware(IdentityMiddleware, store=store)])
@@ -205,10 +207,5 @@ def private_redis(cpus: str | None = None) -> Iterator[str]:
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         shutil.rmtree(directory, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Serve one benchmarked app under uvicorn (one worker, no access log); run.py starts it as a subprocess."""
+"""Serve one benchmarked ASGI app under uvicorn (one worker, no access log); run.py starts it as a subprocess."""
 
 from __future__ import annotations
 
@@ -23,10 +23,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", choices=("bare", "memory", "redis"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url")
+    parser.add_argument("--upstream", help="the LLM upstream's base URL: serve the realistic app (llm_apps.py)")
     parser.add_argument("--loop", default=default_loop())
     parser.add_argument("--http", default=default_http())
     args = parser.parse_args(argv)
-    app = build_app(make_store(args.app, args.redis_url))
+    store = make_store(args.app, args.redis_url)
+    if args.upstream:
+        from .llm_apps import build_llm_app
+
+        app = build_llm_app(store, args.upstream)
+    else:
+        app = build_app(store)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop=args.loop, http=args.http,
                 access_log=False, log_level="warning", workers=1)
 
