@@ -48,13 +48,16 @@ def day_requests(port: int, store: RedisStore, external_id: str) -> int:
 
 
 def test_sync_settlements_that_timed_out_while_redis_slept_count_once(port: int) -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall")
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="stall", socket_timeout=0.3)
     try:
         ulid = store.admit(AdmissionRequest("a")).identity.id
-        store.settle(Settlement(ulid, Usage(cost=MILLI), None))  # the settle script is loaded
+        store.settle(Settlement(ulid, Usage(cost=MILLI), None))
+        store.flush()  # the settle script is loaded
         with stalled(port, 1.5):
-            for _ in range(2):  # each write times out; the second sends the first's charge again
+            for _ in range(2):  # each write times out (here or in the writer thread) and is kept
                 store.settle(Settlement(ulid, Usage(cost=MILLI), None))
+                with pytest.raises(StoreUnavailable):
+                    store.flush()
             assert len(store._pending) == 2
         assert day_requests(port, store, "a") >= 2  # Redis applied (at least) the first timed-out write
         store.flush()  # the retry: both charges were recorded, so nothing is added

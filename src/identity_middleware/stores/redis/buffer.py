@@ -47,11 +47,23 @@ class SettlementBuffer:
         self._seal = seal
         self._unsure_count = 0  # settlements in ``unsure``
         self._outage = False
-        self._inflight: set[Marker] = set()
+        self._inflight: dict[Marker, set[str]] = {}  # batches being written -> their identities
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.pending) + self._unsure_count
+
+    @property
+    def busy(self) -> bool:
+        """Settlements buffered, or a batch being written by some thread or loop."""
+        return bool(self.pending or self._unsure_count or self._inflight)
+
+    def holds(self, identity_id: str) -> bool:
+        """Whether usage of ``identity_id`` is buffered or being written."""
+        with self._lock:
+            return any(settlement.identity_id == identity_id for settlement in self.pending) \
+                or any(charge.identity_id == identity_id for charge in self.unsure) \
+                or any(identity_id in ids for ids in self._inflight.values())
 
     def settlements(self) -> list[Settlement]:
         """Every settlement buffered, oldest first."""
@@ -116,7 +128,20 @@ class SettlementBuffer:
         _, late = await asyncio.wait([asyncio.wrap_future(marker) for marker in pending], timeout=INFLIGHT_WAIT)
         if late:  # a loop that stopped mid-write never ends its batch: not waited for again
             with self._lock:
-                self._inflight.difference_update(marker for marker in pending if not marker.done())
+                for marker in pending:
+                    if not marker.done():
+                        self._inflight.pop(marker, None)
+
+    def wait_others(self) -> None:
+        """:meth:`others_written` for a thread (the background writer's batch included)."""
+        with self._lock:
+            pending = list(self._inflight)
+        if pending:
+            _, late = concurrent.futures.wait(pending, timeout=INFLIGHT_WAIT)
+            if late:
+                with self._lock:
+                    for marker in late:
+                        self._inflight.pop(marker, None)
 
     def _take(self) -> tuple[Batch, Marker]:
         """Up to a batch of buffered settlements as charges (those sent before first, as they were),
@@ -135,14 +160,14 @@ class SettlementBuffer:
                 fresh.append(self.pending.popleft())
                 taken += 1
             if taken:
-                self._inflight.add(marker)
+                self._inflight[marker] = {charge.identity_id for charge in batch} | {s.identity_id for s in fresh}
         if fresh:
             batch += self._seal(fresh)
         return batch, marker
 
     def _taken(self, marker: Marker) -> None:
         with self._lock:
-            self._inflight.discard(marker)
+            self._inflight.pop(marker, None)
         marker.set_result(None)
 
     def _raise(self, batch: Batch, error: BaseException) -> NoReturn:

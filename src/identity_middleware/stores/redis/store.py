@@ -4,12 +4,14 @@ Each method runs a plan of :mod:`.plans`: sync ones with :mod:`.runner` on one t
 ``BlockingConnectionPool``: under load a caller waits for a connection instead of failing), async
 ones with :mod:`.arunner` on the running loop's client (:mod:`.loops`; script calls multiplexed by
 :mod:`.mux` on a plain server). Settlements go through the write-behind :mod:`.buffer`: ``asettle``
-returns at once and the loop's next tick writes everything buffered in one round trip; the
-reservation stays held in Redis until then, so ``spent + reserved <= amount`` holds throughout.
+returns at once and the loop's next tick writes everything buffered in one round trip; ``settle``
+returns at once and a writer thread (:mod:`.background`) does the same, and a sync admission first
+writes what is buffered of its identity. The reservation stays held in Redis until then, so
+``spent + reserved <= amount`` holds throughout.
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
 (:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
-The request path (admission; a sync settlement's write) waits at most ``request_timeout``.
+An admission waits at most ``request_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ...core.periods import UTC, Period
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
 from .arunner import arun, within
+from .background import BackgroundWriter
 from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
@@ -78,6 +81,7 @@ class RedisStore(RedisBudgets, Store):
             self._request_runner = Runner(spec.bounded(request_timeout).sync_client)
         self._buffer = SettlementBuffer(pending_limit, self._plans.seal)
         self._writer = Writer(self._buffer, self._plans, self._runner)
+        self._background = BackgroundWriter(self._writer.flush, self._buffer.__len__)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
@@ -138,7 +142,7 @@ class RedisStore(RedisBudgets, Store):
 
     def _run(self, plan: Plan[T], *, flush_first: bool = False, runner: Runner | None = None) -> T:
         runner = self._runner if runner is None else runner
-        if flush_first and self._buffer:
+        if flush_first and self._buffer.busy:
             self.flush()
         result = runner.run(plan)
         if self._buffer.retry_due and self._buffer:
@@ -151,7 +155,7 @@ class RedisStore(RedisBudgets, Store):
 
     async def _arun(self, plan: Plan[T], *, flush_first: bool = False, deadline: float | None = None) -> T:
         state = await self._loops.get()
-        if flush_first and (self._buffer or (state.flush_task is not None and not state.flush_task.done())):
+        if flush_first and (self._buffer.busy or (state.flush_task is not None and not state.flush_task.done())):
             await self._writer.aflush(state)
         try:
             result = await (arun(state, plan) if deadline is None else within(deadline, arun(state, plan)))
@@ -163,14 +167,19 @@ class RedisStore(RedisBudgets, Store):
 
     # -- life ------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
+        """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered),
+        and wait for those another thread is writing."""
         self._writer.flush()
+        self._buffer.wait_others()
+        if self._buffer:  # another thread's batch came back (an outage): written here, or raised
+            self._writer.flush()
 
     async def aflush(self) -> None:
         await self._writer.aflush(await self._loops.get())
 
     def close(self) -> None:
         """Flush, then release the sync client's connections (a client passed in is left open)."""
+        self._background.stop()
         try:
             if self._buffer:
                 self.flush()
@@ -181,6 +190,7 @@ class RedisStore(RedisBudgets, Store):
     async def aclose(self) -> None:
         """Flush and close this loop's async client (and the sync one)."""
         state = await self._loops.get()
+        self._background.stop()  # joins at most its current write
         try:
             await self._writer.aflush(state)
         finally:
@@ -270,19 +280,21 @@ class RedisStore(RedisBudgets, Store):
 
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:
-        """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it)."""
+        """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it).
+        Usage this process has not yet written of the same identity (of any, where model, provider
+        or workspace budgets may apply) is written first, so a request sees the ones before it."""
+        self._writer.before_admission(request.external_id, self._request_runner)
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
         return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
-        """Buffer and write at once (with anything else buffered), within ``request_timeout``. On an
-        outage it stays buffered, is logged, and is retried later (at most once applied); it is not
-        raised, so a caller never re-submits it."""
+        """Buffer; this process's writer thread writes the buffer at once, in one round trip for
+        all it holds (:mod:`.background`). On an outage it stays buffered, is logged, and is
+        retried (at most once applied); nothing is raised, so a caller never re-submits it."""
         self._buffer.add(settlement)
-        with contextlib.suppress(StoreUnavailable):
-            self._writer.flush(self._request_runner)
+        self._background.poke()
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""

@@ -29,6 +29,17 @@ class Writer:
         runner = self.runner if runner is None else runner
         self.buffer.drain(lambda batch: runner.run(self.plans.settle(batch)))
 
+    def before_admission(self, external_id: str, runner: Runner) -> None:
+        """Write this process's buffered usage of ``external_id`` (of anyone's, where model, provider
+        or workspace budgets may apply), so a sync admission sees the requests before it."""
+        if not self.buffer.busy:
+            return
+        ulid = self.plans.known_ulid(external_id)
+        if ulid is None or self.plans.may_have_globals() or self.buffer.holds(ulid):
+            with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
+                self.flush(runner)
+                self.buffer.wait_others()
+
     async def adrain(self, state: LoopClient) -> None:
         await self.buffer.adrain(lambda batch: arun(state, self.plans.settle(batch)))
 

@@ -55,6 +55,11 @@ class PlanBase:
         self._records[tag] = (codec.version(fields), identity)
         return identity
 
+    def known_ulid(self, external_id: str) -> str | None:
+        """The ULID of an identity this process has admitted (cached), else ``None``."""
+        cached = self._records.get(identity_tag(external_id))
+        return cached[1].id if cached is not None else None
+
     def tags_of(self, ulids: Iterable[str]) -> Plan[dict[str, str]]:
         """Hash tags of ULIDs (from the cache, else one pipelined lookup); unknown ULIDs left out."""
         found: dict[str, str] = {}

@@ -90,6 +90,13 @@ class ScopedPlans(PlanBase):
             return cached[1]
         return None
 
+    def may_have_globals(self) -> bool:
+        """Whether model, provider or workspace budgets may apply (unknown until the registry is read)."""
+        if not self.global_budgets:
+            return False
+        cached = self._defs_cache
+        return cached is None or bool(cached[1])
+
     def wants_model(self) -> bool:
         """Whether model or provider budgets may match a request (unknown until the registry is read)."""
         if not self.global_budgets:

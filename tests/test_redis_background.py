@@ -1,0 +1,98 @@
+"""The sync settle path: ``settle`` returns at once and a writer thread lands it; nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.models import Budget, IdentityInput
+from identity_middleware.stores import RedisStore, Store
+
+MakeStore = Callable[..., Store]
+
+
+def _redis(make_store: MakeStore, **options: object) -> RedisStore:
+    store = make_store("redis", **options)
+    assert isinstance(store, RedisStore)
+    return store
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_sync_settle_lands_without_a_read_that_flushes(make_store: MakeStore) -> None:
+    app = _redis(make_store)
+    other = _redis(make_store, prefix=app.prefix)  # another app instance: it never sees app's buffer
+    identity = app.create(IdentityInput(id="bg-1"))
+    app.settle(Settlement(identity.id, Usage(cost=1_000, input_tokens=3, output_tokens=4)))
+    assert _wait_for(lambda: other.metrics("bg-1").total_requests == 1)
+    metrics = other.metrics("bg-1")
+    assert metrics.total_cost == Decimal("0.000001") and metrics.total_tokens == 7
+
+
+def test_many_threads_settling_are_each_counted_once(make_store: MakeStore) -> None:
+    app = _redis(make_store)
+    other = _redis(make_store, prefix=app.prefix)
+    identity = app.create(IdentityInput(id="bg-2"))
+
+    def settle_many() -> None:
+        for _ in range(200):
+            app.settle(Settlement(identity.id, Usage(cost=7)))
+
+    threads = [threading.Thread(target=settle_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _wait_for(lambda: other.metrics("bg-2").total_requests == 800)
+    time.sleep(0.2)  # nothing more arrives later
+    metrics = other.metrics("bg-2")
+    assert metrics.total_requests == 800 and metrics.total_cost == Decimal("0.0000056")
+
+
+def test_a_sync_admission_sees_the_usage_settled_before_it(make_store: MakeStore) -> None:
+    app = _redis(make_store)
+    identity = app.create(IdentityInput(id="bg-3"))
+    app.set_budget("bg-3", Budget(period="daily", amount=Decimal("0.01")))
+    request = AdmissionRequest("bg-3", create_missing=False)
+    for _ in range(20):  # each settle is followed at once by the next admission, as a sync worker does
+        assert app.admit(request).blocked is None
+        app.settle(Settlement(identity.id, Usage(cost=500_000)))  # $0.0005: 20 of them reach $0.01
+    blocked = app.admit(request).blocked
+    assert blocked is not None and blocked.spent == Decimal("0.01")
+
+
+def test_close_writes_what_is_buffered(make_store: MakeStore) -> None:
+    app = _redis(make_store)
+    other = _redis(make_store, prefix=app.prefix)
+    identity = app.create(IdentityInput(id="bg-4"))
+    for _ in range(50):
+        app.settle(Settlement(identity.id, Usage(cost=1)))
+    app.close()
+    assert other.metrics("bg-4").total_requests == 50  # at once: close() waited for the writes
+
+
+def test_the_writer_thread_ends_when_idle_and_comes_back(make_store: MakeStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from identity_middleware.stores.redis import background
+
+    app = _redis(make_store)
+    other = _redis(make_store, prefix=app.prefix)
+    identity = app.create(IdentityInput(id="bg-5"))
+    monkeypatch.setattr(background, "IDLE", 0.05)
+    app.settle(Settlement(identity.id, Usage(cost=1)))
+    assert _wait_for(lambda: other.metrics("bg-5").total_requests == 1)
+    assert _wait_for(lambda: app._background._thread is None)  # idle: ended
+    app.settle(Settlement(identity.id, Usage(cost=1)))  # a new thread starts
+    assert _wait_for(lambda: other.metrics("bg-5").total_requests == 2)
