@@ -10,6 +10,7 @@ Reads that could see buffered usage (metrics, budget status, list, reset, delete
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
 (:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
 The request path (admission; a sync settlement's write) waits at most ``request_timeout``.
+With ``lease=`` (:mod:`.lease`), admissions a lease of this process covers make no round trip at all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .arunner import arun, within
 from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
+from .lease import Lease, Leases
 from .loops import LoopClient, Loops
 from .plans import SETTLE_ID_TTL, Plans
 from .runner import Runner
@@ -61,6 +63,7 @@ class RedisStore(RedisBudgets, Store):
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
+        lease: Lease | None = None,
     ) -> None:
         if spec is None and (client is None or async_client_factory is None):
             raise ValueError("give a ClientSpec (use RedisStore.from_url) or both client and async_client_factory")
@@ -70,6 +73,7 @@ class RedisStore(RedisBudgets, Store):
         self.request_timeout = request_timeout
         self._plans = Plans(prefix, tz, reservation_ttl, settle_id_ttl)
         self._plans.global_budgets = global_budgets
+        self._plans.leases = Leases(lease) if lease is not None else None
         self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client)
         # The request path's sync calls (admit, settle) go through a client whose every wait is
         # bounded by request_timeout; a client passed in is used as it is.
@@ -97,6 +101,7 @@ class RedisStore(RedisBudgets, Store):
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
+        lease: Lease | None = None,
         **client_options: Any,
     ) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
@@ -110,12 +115,15 @@ class RedisStore(RedisBudgets, Store):
         no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the request
         path (no registry reads: for apps with identity budgets only). ``multiplex=False`` sends
         async script calls through redis-py's pool even where one multiplexed connection per loop
-        could carry them. Other keyword arguments go to the redis-py clients.
+        could carry them. ``lease=Lease()`` turns on leasing: admission with no round trip while a
+        share of the budget this process holds in Redis covers the request (see :class:`Lease`).
+        Other keyword arguments go to the redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
                           tuple(client_options.items()), multiplex)
         return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit,
-                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets)
+                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets,
+                   lease=lease)
 
     @property
     def prefix(self) -> str:
@@ -170,10 +178,13 @@ class RedisStore(RedisBudgets, Store):
         await self._writer.aflush(await self._loops.get())
 
     def close(self) -> None:
-        """Flush, then release the sync client's connections (a client passed in is left open)."""
+        """Flush, give back the leases' headroom, then release the sync client's connections (a
+        client passed in is left open)."""
         try:
             if self._buffer:
                 self.flush()
+            with contextlib.suppress(StoreUnavailable):  # not given back: they expire by themselves
+                self._runner.run(self._plans.release_leases())
         finally:
             self._runner.close()
             self._request_runner.close()
@@ -183,6 +194,8 @@ class RedisStore(RedisBudgets, Store):
         state = await self._loops.get()
         try:
             await self._writer.aflush(state)
+            with contextlib.suppress(StoreUnavailable):
+                await arun(state, self._plans.release_leases())
         finally:
             await self._loops.close(state)
             self._runner.close()
@@ -271,20 +284,28 @@ class RedisStore(RedisBudgets, Store):
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:
         """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it)."""
+        if self._plans.leases is not None and (admission := self._plans.admit_locally(request)) is not None:
+            return admission
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
+        if self._plans.leases is not None:
+            admission = await self._plans.aadmit_locally(request, self.request_timeout)
+            if admission is not None:
+                return admission
         return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer and write at once (with anything else buffered), within ``request_timeout``. On an
         outage it stays buffered, is logged, and is retried later (at most once applied); it is not
         raised, so a caller never re-submits it."""
+        self._plans.settled_locally(settlement)
         self._buffer.add(settlement)
         with contextlib.suppress(StoreUnavailable):
             self._writer.flush(self._request_runner)
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""
+        self._plans.settled_locally(settlement)
         self._buffer.add(settlement)
         self._writer.schedule(await self._loops.get())
