@@ -79,6 +79,7 @@ class Held:
     grant: int  # the last amount added, whose half is the low-water mark
     deadline: float  # monotonic: when Redis lets it expire
     inflight: int = 0  # estimates of requests admitted on it and not settled yet
+    used: bool = False  # admitted a request since its last renewal (an unused lease is left to expire)
 
 
 @dataclass(slots=True, eq=False)
@@ -92,7 +93,7 @@ class Ask:
     sent: float  # monotonic, taken before the call: the lease's new deadline is sent + ttl
     stale: float  # after this, another call may be made (this one's answer is then ignored)
     give: int = 0  # what an admission's call gives back first: the lease beyond its requests in flight
-    waiter: asyncio.Future[None] | None = None  # done when answered, on the loop that asked
+    waiter: asyncio.Future[int] | None = None  # the amount added once answered, on the loop that asked
     charged: list[str] = field(default_factory=list)  # leases a settle call charges, in argument order
 
     def spec(self, fraction: float, ttl_ms: int) -> str:
@@ -134,6 +135,7 @@ class Leases:
             if not covers(held.amount, held.inflight, estimate):
                 return None
             held.inflight += estimate
+            held.used = True
             return held
 
     def settled(self, lease_id: str, estimate: int, cost: int) -> None:
@@ -145,7 +147,7 @@ class Leases:
                 held.inflight -= estimate
                 held.amount -= cost
 
-    def waiter(self, tag: str) -> asyncio.Future[None] | None:
+    def waiter(self, tag: str) -> asyncio.Future[int] | None:
         """The future of a lease call in flight for ``tag`` made on this loop, to wait for."""
         self._check_fork()
         ask = self._asks.get(tag)
@@ -161,8 +163,8 @@ class Leases:
         """A lease call to make now for ``tag``, or ``None`` when one is in flight (or, for a
         settle call, none is due). An admission asks to take a lease, or to grow the one held
         (giving back first what it holds beyond its requests in flight, see admit.lua);
-        a settle call renews the one held once a quarter of its ttl has passed, growing it when it
-        is below half its last grant."""
+        a settle call renews the one held, if it admitted anything since its last renewal, once a
+        quarter of its ttl has passed, growing it when it is below half its last grant."""
         self._check_fork()
         now = self.clock()
         with self._lock:
@@ -177,8 +179,9 @@ class Leases:
                 if held is None:
                     return None
                 low = held.amount - held.inflight < held.grant / 2
-                if not low and now < held.deadline - self.lease.ttl * 3 / 4:
+                if not held.used or (not low and now < held.deadline - self.lease.ttl * 3 / 4):
                     return None
+                held.used = False
                 ask = Ask(tag, held.id, False, low, now, now + self.lease.ttl / 4)
             elif held is None:
                 ask = Ask(tag, uuid.uuid4().hex, True, True, now, now + self.lease.ttl / 4)
@@ -212,14 +215,14 @@ class Leases:
                     if ask.grow:
                         held.grant = added
                     held.deadline = ask.sent + self.lease.ttl
-        self._wake(ask)
+        self._wake(ask, added if kept else 0)
 
     def failed(self, ask: Ask) -> None:
         """``ask`` got no answer (an outage, a timeout): another call may be made at once."""
         with self._lock:
             if self._asks.get(ask.tag) is ask:
                 del self._asks[ask.tag]
-        self._wake(ask)
+        self._wake(ask, 0)
 
     def covered(self, lease_id: str, charged: int, covered: int) -> None:
         """A settle call charged ``charged`` to a lease, which covered ``covered`` of it (-1: gone).
@@ -249,14 +252,14 @@ class Leases:
         self._by_id.pop(held.id, None)
 
     @staticmethod
-    def _wake(ask: Ask) -> None:
+    def _wake(ask: Ask, added: int) -> None:
         waiter = ask.waiter
         if waiter is None:
             return
         with contextlib.suppress(RuntimeError):  # its loop is closed: no one waits any more
-            waiter.get_loop().call_soon_threadsafe(_finish, waiter)
+            waiter.get_loop().call_soon_threadsafe(_finish, waiter, added)
 
 
-def _finish(waiter: asyncio.Future[None]) -> None:
+def _finish(waiter: asyncio.Future[int], added: int) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(added)

@@ -290,9 +290,10 @@ class RedisStore(RedisBudgets, Store):
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
         if self._plans.leases is not None:
-            admission = await self._plans.aadmit_locally(request, self.request_timeout)
-            if admission is not None:
-                return admission
+            found = await self._plans.aadmit_locally(request, self.request_timeout)
+            if isinstance(found, Admission):
+                return found
+            return await self._arun(self._plans.admit(request, found, ask_lease=False), deadline=self.request_timeout)
         return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:

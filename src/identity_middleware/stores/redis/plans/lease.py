@@ -56,40 +56,52 @@ class LeasePlans(ScopedRequestPlans):
             return None
         return Admission(identity, None, Reservation("", identity.id, request.estimate, _NEVER, lease=held.id))
 
-    def _globals_may_apply(self, request: AdmissionRequest) -> bool:
-        """Whether a model, provider or workspace budget applies to ``request`` (or may: the
-        registry is not fresh), which only the admit plan checks."""
+    def _globals_may_apply(self, request: AdmissionRequest, *, unknown: bool = True) -> bool:
+        """Whether a model, provider or workspace budget applies to ``request`` (or, when the
+        registry is not fresh, ``unknown``), which only the admit plan checks."""
         if not self.global_budgets:
             return False
         defs = self.fresh_defs()
         if not defs:
-            return defs is None
+            return unknown and defs is None
         now = datetime.now(UTC)
         targets = matching_targets(request.model, self.providers)
         return any(budget.live(now) and matches_request(budget, request.external_id, targets)
                    for budget in defs.values())
 
-    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | None:
-        """:meth:`admit_locally`, after waiting (up to ``timeout``) for a lease call this loop has in flight."""
+    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
+        """:meth:`admit_locally`, waiting (up to ``timeout``) for the lease calls this loop has in
+        flight while they grow the lease; else the lease call for this request's admit script to
+        make (see :meth:`lease_ask`), or ``None``."""
+        leases = self.leases
         admission = self.admit_locally(request)
-        if admission is not None or self.leases is None:
+        if admission is not None or leases is None:
             return admission
-        waiter = self.leases.waiter(identity_tag(request.external_id))
-        if waiter is None:
-            return None
-        await asyncio.wait([waiter], timeout=timeout)
-        return self.admit_locally(request)
+        tag = identity_tag(request.external_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while (waiter := leases.waiter(tag)) is not None:
+            done, _ = await asyncio.wait([waiter], timeout=None if deadline is None else deadline - loop.time())
+            admission = self.admit_locally(request)
+            if admission is not None:
+                return admission
+            if not done or not waiter.result():  # no answer in time, or nothing added: ask Redis
+                return None
+        return self.lease_ask(tag, request)[0]
 
     def lease_ask(self, tag: str, request: AdmissionRequest) -> tuple[Ask | None, str]:
-        """The admit script's lease argument: take (or grow) this process's lease, unless a call
-        for it is in flight."""
+        """A lease call to make with this admission: take (or grow) this process's lease, unless
+        a call for it is in flight; and the admit script's argument for it."""
         leases = self.leases
-        if leases is None or request.refused or request.now is not None or self._globals_may_apply(request):
+        if leases is None or request.refused or request.now is not None \
+                or self._globals_may_apply(request, unknown=False):
             return None, ""
-        ask = leases.ask(tag)
-        if ask is None:
+        return self.lease_arg(leases.ask(tag))
+
+    def lease_arg(self, ask: Ask | None) -> tuple[Ask | None, str]:
+        if ask is None or self.leases is None:
             return None, ""
-        lease = leases.lease
+        lease = self.leases.lease
         return ask, f"{int(ask.create)} {ask.lease_id} {lease.fraction} {lease.ttl_ms} {ask.give}"
 
     def lease_admitted(self, ask: Ask | None, reply: Any) -> None:

@@ -42,7 +42,8 @@ class Charge:
 
 
 class RequestPlans(LeasePlans):
-    def admit(self, request: AdmissionRequest) -> Plan[Admission]:
+    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
+        """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here)."""
         now = codec.now_or(request.now)
         upsert = request.upsert
         changes = upsert.changes() if upsert is not None else {}
@@ -52,9 +53,9 @@ class RequestPlans(LeasePlans):
         # A ULID is made only for an identity this process has not seen; for a cached one the
         # script answers {3} if it is gone after all, and the call is made again with a new ULID.
         ulid = "" if cached is not None else None
-        ask, lease = self.lease_ask(tag, request)
+        ask, lease = self.lease_ask(tag, request) if ask_lease else self.lease_arg(ask)
         reply: Any = ()
-        try:
+        try:  # the lease call is answered at the end, when the registry of global budgets is read too
             while True:
                 reply = yield self._write(
                     "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
@@ -65,25 +66,25 @@ class RequestPlans(LeasePlans):
                 if reply[0] != 3:
                     break
                 ulid = None
+            if reply[0] == 0:
+                self._records.pop(tag, None)
+                return Admission(None)
+            identity = yield from self._indexed(reply, tag, cached)
+            rows = codec.rows(reply[3])
+            if reply[4]:
+                states = codec.scoped_states(rows, identity, now, self.tz)
+                return Admission(identity, decide_scoped(states, request.estimate, now))
+            admission = Admission(identity)
+            if reply[5]:
+                expires = now + timedelta(seconds=self.reservation_ttl)
+                periods = tuple(row.period for row in rows if row.amount is not None)
+                admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
+                                                                  expires, periods))
+            if request.refused:
+                return admission
+            return (yield from self.scoped_admission(admission, request, now))
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
             self.lease_admitted(ask, reply)
-        if reply[0] == 0:
-            self._records.pop(tag, None)
-            return Admission(None)
-        identity = yield from self._indexed(reply, tag, cached)
-        rows = codec.rows(reply[3])
-        if reply[4]:
-            states = codec.scoped_states(rows, identity, now, self.tz)
-            return Admission(identity, decide_scoped(states, request.estimate, now))
-        admission = Admission(identity)
-        if reply[5]:
-            expires = now + timedelta(seconds=self.reservation_ttl)
-            periods = tuple(row.period for row in rows if row.amount is not None)
-            admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires,
-                                                              periods))
-        if request.refused:
-            return admission
-        return (yield from self.scoped_admission(admission, request, now))
 
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
         """Settlements grouped into charges, one per identity and time window, each with a new id.
