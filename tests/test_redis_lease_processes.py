@@ -10,16 +10,14 @@ import random
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import pytest
-import redis
-import redis.cluster
 
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import Lease, RedisStore, Store
+from test_redis_lease import script_calls
 
 MakeStore = Callable[..., Store]
 COST = to_nanos("0.001")
@@ -50,18 +48,6 @@ def _app_instance(url: str, prefix: str, external_id: str) -> int:
     return asyncio.run(main())
 
 
-def _script_calls(url: str) -> int:
-    """EVALSHA calls the server(s) answered: every round trip of the request path is script calls
-    (commands scripts run inside are counted under their own names, so they are not in this)."""
-    if url.startswith("redis+cluster://"):
-        client: Any = redis.cluster.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
-        stats = client.info("commandstats", target_nodes=redis.cluster.RedisCluster.PRIMARIES)
-        client.close()
-        return sum(int(node.get("cmdstat_evalsha", {}).get("calls", 0)) for node in stats.values())
-    with redis.Redis.from_url(url) as plain:
-        return int(plain.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 def test_four_leasing_processes_hold_the_budget_exactly_with_few_redis_commands(
@@ -73,10 +59,10 @@ def test_four_leasing_processes_hold_the_budget_exactly_with_few_redis_commands(
     store.create(IdentityInput(id=external_id))
     store.set_budget(external_id, Budget(period="daily", amount=AMOUNT))
     url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
-    before = _script_calls(url)
+    before = script_calls(url)
     with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
         per_process = pool.starmap(_app_instance, [(url, prefix, external_id)] * PROCESSES)
-    calls = _script_calls(url) - before
+    calls = script_calls(url) - before
     admitted = sum(per_process)
     total = PROCESSES * REQUESTS
     (status,) = store.budget_status(external_id)
