@@ -27,10 +27,14 @@ AMOUNT = Decimal("0.000001")  # 1000 nano-USD
 COST = 10
 
 
-def leased(make_store: MakeStore, kind: str, **options: Any) -> RedisStore:
+def leased(make_store: MakeStore, kind: str, amount: Decimal | None = AMOUNT, **options: Any) -> RedisStore:
+    """A leasing store, with identity "u" on a daily budget of ``amount`` (none: not created)."""
     options.setdefault("lease", Lease(fraction=0.5))
     store = make_store(kind, **options)
     assert isinstance(store, RedisStore)
+    if amount is not None:
+        store.create(IdentityInput(id="u"))
+        store.set_budget("u", Budget(period="daily", amount=amount))
     return store
 
 
@@ -54,8 +58,6 @@ def held_in_redis(store: RedisStore, external_id: str) -> Decimal:
 @pytest.mark.parametrize("kind", KINDS)
 def test_spend_stops_at_the_limit_and_the_429_is_the_one_without_leasing(make_store: MakeStore, kind: str) -> None:
     store = leased(make_store, kind)
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=AMOUNT))
     admitted, refused = spend_all(store, "u")
     assert admitted == 100  # every nano-USD of the budget, not one request more
     (status,) = store.budget_status("u")
@@ -69,9 +71,7 @@ def test_spend_stops_at_the_limit_and_the_429_is_the_one_without_leasing(make_st
 @pytest.mark.parametrize("kind", KINDS)
 def test_covered_admissions_make_no_round_trip(make_store: MakeStore, kind: str,
                                                request: pytest.FixtureRequest) -> None:
-    store = leased(make_store, kind)
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=Decimal("1")))
+    store = leased(make_store, kind, amount=Decimal("1"))
     first = store.admit(AdmissionRequest("u", estimate=COST))  # takes the lease in its own admit call
     assert first.reservation is not None and not first.reservation.lease
     url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
@@ -96,7 +96,7 @@ def script_calls(url: str) -> int:
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", KINDS)
 async def test_metrics_are_exact_after_a_flush(make_store: MakeStore, kind: str) -> None:
-    store = leased(make_store, kind)
+    store = leased(make_store, kind, amount=None)
     await store.acreate(IdentityInput(id="u"))
     await store.aset_budget("u", Budget(period="daily", amount=AMOUNT))
 
@@ -127,8 +127,6 @@ async def test_metrics_are_exact_after_a_flush(make_store: MakeStore, kind: str)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_lease_expires_by_itself(make_store: MakeStore, kind: str) -> None:
     store = leased(make_store, kind, lease=Lease(fraction=0.5, ttl=0.5))
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=AMOUNT))
     store.admit(AdmissionRequest("u"))  # takes a lease, never used or renewed: as if the process died
     observer = make_store(kind, prefix=store.prefix)
     assert isinstance(observer, RedisStore)
@@ -145,8 +143,6 @@ def test_close_gives_back_what_the_lease_holds(make_store: MakeStore, kind: str)
     store = leased(make_store, kind)
     observer = make_store(kind, prefix=store.prefix)
     assert isinstance(observer, RedisStore)
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=AMOUNT))
     for _ in range(5):
         admission = store.admit(AdmissionRequest("u", estimate=COST))
         assert admission.identity is not None
@@ -164,9 +160,7 @@ def _child_admits(store: RedisStore, answer: Any) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_process_forked_with_the_store_starts_with_no_lease(make_store: MakeStore, kind: str) -> None:
-    store = leased(make_store, kind)
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=Decimal("1")))
+    store = leased(make_store, kind, amount=Decimal("1"))
     store.admit(AdmissionRequest("u"))
     parent = store.admit(AdmissionRequest("u", estimate=COST)).reservation
     assert parent is not None and parent.lease
@@ -183,8 +177,6 @@ def test_a_process_forked_with_the_store_starts_with_no_lease(make_store: MakeSt
 
 def test_threads_share_one_lease_exactly(make_store: MakeStore) -> None:
     store = leased(make_store, "redis", lease=Lease(fraction=0.2))
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=AMOUNT))
     counts: list[int] = []
 
     def worker() -> None:
@@ -202,9 +194,7 @@ def test_threads_share_one_lease_exactly(make_store: MakeStore) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_profile_changes_and_global_budgets_take_the_admit_script(make_store: MakeStore, kind: str) -> None:
-    store = leased(make_store, kind)
-    store.create(IdentityInput(id="u"))
-    store.set_budget("u", Budget(period="daily", amount=Decimal("1")))
+    store = leased(make_store, kind, amount=Decimal("1"))
     store.admit(AdmissionRequest("u"))
     assert store.admit(AdmissionRequest("u", upsert=IdentityInput(id="u"))).reservation is not None
     changed = store.admit(AdmissionRequest("u", upsert=IdentityInput(id="u", display_name="U")))

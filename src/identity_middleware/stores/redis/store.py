@@ -9,9 +9,8 @@ reservation stays held in Redis until then, so ``spent + reserved <= amount`` ho
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
 (:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
-The request path (admission; a sync settlement's write) waits at most ``request_timeout``.
-With ``lease=`` (:mod:`.lease`), admissions a lease of this process covers make no round trip at all.
-"""
+The request path (admission; a sync settlement's write) waits at most ``request_timeout``, or nothing
+when a lease covers it (``lease=``, :mod:`.lease`)."""
 
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ class RedisStore(RedisBudgets, Store):
         self._request_runner = self._runner
         if client is None and spec is not None and request_timeout is not None:
             self._request_runner = Runner(spec.bounded(request_timeout).sync_client)
-        self._buffer = SettlementBuffer(pending_limit, self._plans.seal)
+        self._buffer = SettlementBuffer(pending_limit, self._plans.seal, self._plans.settled_locally)
         self._writer = Writer(self._buffer, self._plans, self._runner)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
@@ -115,8 +114,7 @@ class RedisStore(RedisBudgets, Store):
         no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the request
         path (no registry reads: for apps with identity budgets only). ``multiplex=False`` sends
         async script calls through redis-py's pool even where one multiplexed connection per loop
-        could carry them. ``lease=Lease()`` turns on leasing: admission with no round trip while a
-        share of the budget this process holds in Redis covers the request (see :class:`Lease`).
+        could carry them. ``lease=Lease()``: admissions with no round trip (see :class:`Lease`).
         Other keyword arguments go to the redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
@@ -178,24 +176,19 @@ class RedisStore(RedisBudgets, Store):
         await self._writer.aflush(await self._loops.get())
 
     def close(self) -> None:
-        """Flush, give back the leases' headroom, then release the sync client's connections (a
-        client passed in is left open)."""
+        """Flush, give the leases back, then release the sync client's connections (a client passed
+        in is left open)."""
         try:
-            if self._buffer:
-                self.flush()
-            with contextlib.suppress(StoreUnavailable):  # not given back: they expire by themselves
-                self._runner.run(self._plans.release_leases())
+            self._writer.close()
         finally:
             self._runner.close()
             self._request_runner.close()
 
     async def aclose(self) -> None:
-        """Flush and close this loop's async client (and the sync one)."""
+        """Flush, give the leases back, and close this loop's async client (and the sync one)."""
         state = await self._loops.get()
         try:
-            await self._writer.aflush(state)
-            with contextlib.suppress(StoreUnavailable):
-                await arun(state, self._plans.release_leases())
+            await self._writer.aclose(state)
         finally:
             await self._loops.close(state)
             self._runner.close()
@@ -289,24 +282,19 @@ class RedisStore(RedisBudgets, Store):
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
-        if self._plans.leases is not None:
-            found = await self._plans.aadmit_locally(request, self.request_timeout)
-            if isinstance(found, Admission):
-                return found
-            return await self._arun(self._plans.admit(request, found, ask_lease=False), deadline=self.request_timeout)
-        return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
+        found = self._plans.admit(request) if self._plans.leases is None else \
+            await self._plans.aadmit_locally(request, self.request_timeout)
+        return found if isinstance(found, Admission) else await self._arun(found, deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer and write at once (with anything else buffered), within ``request_timeout``. On an
         outage it stays buffered, is logged, and is retried later (at most once applied); it is not
         raised, so a caller never re-submits it."""
-        self._plans.settled_locally(settlement)
         self._buffer.add(settlement)
         with contextlib.suppress(StoreUnavailable):
             self._writer.flush(self._request_runner)
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""
-        self._plans.settled_locally(settlement)
         self._buffer.add(settlement)
         self._writer.schedule(await self._loops.get())

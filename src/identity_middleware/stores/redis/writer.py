@@ -49,6 +49,19 @@ class Writer:
         await self.adrain(state)
         await self.buffer.others_written()
 
+    def close(self) -> None:
+        """At the store's end: write the buffer, then give the leases' headroom back (if Redis does
+        not answer, they expire by themselves)."""
+        if self.buffer:
+            self.flush()
+        with contextlib.suppress(StoreUnavailable):
+            self.runner.run(self.plans.release_leases())
+
+    async def aclose(self, state: LoopClient) -> None:
+        await self.aflush(state)
+        with contextlib.suppress(StoreUnavailable):
+            await arun(state, self.plans.release_leases())
+
     async def retire(self, state: LoopClient) -> None:
         """At a loop's end (or aclose): write what is buffered before its client closes."""
         try:

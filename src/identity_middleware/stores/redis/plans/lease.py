@@ -69,10 +69,17 @@ class LeasePlans(ScopedRequestPlans):
         return any(budget.live(now) and matches_request(budget, request.external_id, targets)
                    for budget in defs.values())
 
-    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
+    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Plan[Admission]:
         """:meth:`admit_locally`, waiting (up to ``timeout``) for the lease calls this loop has in
-        flight while they grow the lease; else the lease call for this request's admit script to
-        make (see :meth:`lease_ask`), or ``None``."""
+        flight while they grow the lease; else the admit plan to run (with a lease call, unless one
+        is in flight)."""
+        found = await self._waited(request, timeout)
+        return found if isinstance(found, Admission) else self.admit(request, found, ask_lease=False)
+
+    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
+        raise NotImplementedError  # RequestPlans.admit
+
+    async def _waited(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
         leases = self.leases
         admission = self.admit_locally(request)
         if admission is not None or leases is None:
