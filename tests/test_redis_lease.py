@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
+from starlette.middleware import Middleware
 
 from identity_middleware.core.admission import Admission, AdmissionRequest, Settlement, Usage
 from identity_middleware.core.budgets import BudgetSpec
@@ -203,3 +204,35 @@ def test_profile_changes_and_global_budgets_take_the_admit_script(make_store: Ma
     store.admit(AdmissionRequest("u"))  # reads the registry again
     workspace = store.admit(AdmissionRequest("u", estimate=COST)).reservation
     assert workspace is not None and not workspace.lease and workspace.budgets
+
+
+@pytest.mark.anyio
+async def test_the_asgi_middleware_admits_known_body_identities_with_no_round_trip(
+        make_store: MakeStore, redis_url: str) -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from identity_middleware import IdentityMiddleware, record_usage
+
+    async def chat(request: Request) -> JSONResponse:
+        record_usage("0.00000001", input_tokens=2, output_tokens=1)
+        return JSONResponse({})
+
+    store = leased(make_store, "redis", amount=Decimal("1"))  # created by the API: no source yet
+    app = Starlette(routes=[Route("/chat", chat, methods=["POST"])],
+                    middleware=[Middleware(IdentityMiddleware, store=store)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        for _ in range(3):  # the first takes the lease and reads the registry of global budgets
+            assert (await client.post("/chat", json={"identity": {"id": "u"}})).status_code == 200
+        await store.aflush()
+        before = script_calls(redis_url)
+        statuses = [(await client.post("/chat", json={"identity": {"id": "u"}})).status_code for _ in range(50)]
+        calls = script_calls(redis_url) - before
+    await store.aflush()
+    assert statuses == [200] * 50
+    assert calls <= 5  # settlement batches (and a renewal), no admission
+    metrics = await store.ametrics("u")
+    assert metrics.total_requests == 53 and metrics.total_tokens == 3 * 53

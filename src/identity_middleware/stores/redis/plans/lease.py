@@ -69,6 +69,18 @@ class LeasePlans(ScopedRequestPlans):
         return any(budget.live(now) and matches_request(budget, request.external_id, targets)
                    for budget in defs.values())
 
+    def sourced(self, tag: str, identity: Identity, source: str | None) -> Identity:
+        """With leasing, the cached record as the admit script left it: the script writes the
+        request's source without sending the record again, and a stale one would send every later
+        request of that source to Redis."""
+        if self.leases is None or not source or identity.last_source == source:
+            return identity
+        identity = identity.model_copy(update={"last_source": source})
+        cached = self._records.get(tag)
+        if cached is not None:
+            self._records[tag] = (cached[0], identity)
+        return identity
+
     async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Plan[Admission]:
         """:meth:`admit_locally`, waiting (up to ``timeout``) for the lease calls this loop has in
         flight while they grow the lease; else the admit plan to run (with a lease call, unless one

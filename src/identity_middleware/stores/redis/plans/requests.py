@@ -69,7 +69,7 @@ class RequestPlans(LeasePlans):
             if reply[0] == 0:
                 self._records.pop(tag, None)
                 return Admission(None)
-            identity = yield from self._indexed(reply, tag, cached)
+            identity = self.sourced(tag, (yield from self._indexed(reply, tag, cached)), request.last_source)
             rows = codec.rows(reply[3])
             if reply[4]:
                 states = codec.scoped_states(rows, identity, now, self.tz)
