@@ -163,7 +163,8 @@ class Leases:
         """A lease call to make now for ``tag``, or ``None`` when one is in flight (or, for a
         settle call, none is due). An admission asks to take a lease, or to grow the one held
         (giving back first what it holds beyond its requests in flight, see admit.lua);
-        a settle call renews the one held, if it admitted anything since its last renewal, once a
+        a settle call renews the one held, if it admitted anything since its last renewal or has
+        requests in flight, once a
         quarter of its ttl has passed, growing it when it is below half its last grant."""
         self._check_fork()
         now = self.clock()
@@ -179,7 +180,7 @@ class Leases:
                 if held is None:
                     return None
                 low = held.amount - held.inflight < held.grant / 2
-                if not held.used or (not low and now < held.deadline - self.lease.ttl * 3 / 4):
+                if not (held.used or held.inflight) or (not low and now < held.deadline - self.lease.ttl * 3 / 4):
                     return None
                 held.used = False
                 ask = Ask(tag, held.id, False, low, now, now + self.lease.ttl / 4)

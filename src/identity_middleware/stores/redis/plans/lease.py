@@ -167,8 +167,10 @@ class LeasePlans(ScopedRequestPlans):
             for charged in ask.charged:
                 if not int(reply):
                     leases.covered(charged.partition(":")[0], 0, -1)
-            if ask.lease_id:
-                leases.answered(ask, False, 0) if not int(reply) else leases.failed(ask)
+            if ask.lease_id and int(reply):
+                leases.failed(ask)
+            elif ask.lease_id:
+                leases.answered(ask, False, 0)
             return reply
         renewed, *covered = reply[-1]
         if ask.lease_id:
