@@ -36,7 +36,8 @@ from app import app, store
 with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
 server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-threading.Thread(target=server.run, daemon=True).start()
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
 while not server.started: time.sleep(0.05)
 client = openai.OpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1",
                        default_headers={"X-Identity-Id": "carol"})
@@ -63,6 +64,7 @@ print(json.dumps({
     "by_fields": [store.metrics(name).total_requests for name in ("dave", "erin")],
 }))
 server.should_exit = True
+thread.join(10)  # a daemon thread still in its event loop at interpreter exit can crash it (SIGSEGV)
 """
 
 

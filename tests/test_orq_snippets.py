@@ -117,10 +117,12 @@ from app import app
 with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
 server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-threading.Thread(target=server.run, daemon=True).start()
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
 while not server.started: time.sleep(0.05)
 exec(sys.stdin.read().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}"))
 server.should_exit = True
+thread.join(10)  # a daemon thread still in its event loop at interpreter exit can crash it (SIGSEGV)
 """
 
 

@@ -93,6 +93,6 @@ def test_the_writer_thread_ends_when_idle_and_comes_back(make_store: MakeStore,
     monkeypatch.setattr(background, "IDLE", 0.05)
     app.settle(Settlement(identity.id, Usage(cost=1)))
     assert _wait_for(lambda: other.metrics("bg-5").total_requests == 1)
-    assert _wait_for(lambda: app._background._thread is None)  # idle: ended
+    assert _wait_for(lambda: app._writer.background._thread is None)  # idle: ended
     app.settle(Settlement(identity.id, Usage(cost=1)))  # a new thread starts
     assert _wait_for(lambda: other.metrics("bg-5").total_requests == 2)

@@ -129,8 +129,9 @@ def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
     first, second = sorted(batch.steps, key=lambda each: each.args[0] != ULID)  # type: ignore[union-attr]
     assert isinstance(first, Eval) and first.script is SETTLE and first.keys[0] == f"t:{{{identity_tag('a')}}}:id"
     assert list(first.args[:6]) == [ULID, 150, 10, 3, 2, 1]  # cost, tokens in/out, requests, errors
-    assert first.args[7] == "700:r1"  # then the marker's TTL, then the day hash's per-model field/increments
-    assert list(first.args[9:]) == ["m:gpt", 1, "mc:gpt", 100, "mi:gpt", 10, "mo:gpt", 1]
+    assert first.args[7] == "700:r1"  # then the marker's TTL, no leases, then the day hash's per-model field/increments
+    assert list(first.args[9:11]) == ["", ""]
+    assert list(first.args[11:]) == ["m:gpt", 1, "mc:gpt", 100, "mi:gpt", 10, "mo:gpt", 1]
     assert isinstance(second, Eval) and list(second.args[:6]) == [other, 7, 0, 0, 1, 0]
     assert charged == 3
 

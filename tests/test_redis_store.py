@@ -50,6 +50,7 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
     usage = Usage()
     usage.add(5, 1, 1, "gpt")
     store.settle(Settlement(admission.identity.id, usage, None))  # reservation left to expire
+    store.flush()
     keys = _keys(store)
     tag = identity_tag("user_1")
     forever = {key for key, ttl in keys.items() if ttl == -1}

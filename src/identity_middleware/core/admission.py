@@ -106,6 +106,7 @@ class Reservation:
     expires_at: datetime
     periods: tuple[str, ...] = ()
     budgets: tuple[str, ...] = ()  # the scoped budgets (model, provider, workspace) it holds too
+    lease: str = ""  # the id of the store's lease that holds it instead (RedisStore's leasing), or ""
 
 
 @dataclass(frozen=True, slots=True)

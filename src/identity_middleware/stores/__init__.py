@@ -8,17 +8,18 @@ from .base import Store
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
-    from .redis import RedisStore
+    from .redis import Lease, RedisStore
 
-__all__ = ["MemoryStore", "RedisStore", "Store", "store_from_url"]
+__all__ = ["Lease", "MemoryStore", "RedisStore", "Store", "store_from_url"]
 
 
 def __getattr__(name: str) -> Any:
-    # RedisStore is imported on first use, so the redis client stays an optional dependency.
-    if name == "RedisStore":
-        from .redis import RedisStore
+    # RedisStore (and its Lease option) is imported on first use, so the redis client stays an
+    # optional dependency.
+    if name in ("Lease", "RedisStore"):
+        from . import redis
 
-        return RedisStore
+        return getattr(redis, name)
     raise AttributeError(name)
 
 

@@ -166,10 +166,12 @@ class Store(ScopedBudgets, abc.ABC):
         *,
         now: datetime | None = None,
     ) -> None:
-        """One request's usage: a request (and an error), its cost on every period, the day's metrics."""
+        """One request's usage: a request (and an error), its cost on every period, the day's metrics;
+        written when this returns (a batching store flushes it)."""
         usage = usage_of(cost, input_tokens, output_tokens, model, error)
         identity = self.retrieve(identity_id)
         self.settle(Settlement(identity.id, usage, None, now))
+        self.flush()
 
     async def arecord(
         self,
@@ -185,6 +187,7 @@ class Store(ScopedBudgets, abc.ABC):
         usage = usage_of(cost, input_tokens, output_tokens, model, error)
         identity = await self.aretrieve(identity_id)
         await self.asettle(Settlement(identity.id, usage, None, now))
+        await self.aflush()
 
     @abc.abstractmethod
     def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:

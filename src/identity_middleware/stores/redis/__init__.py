@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .lease import Lease
 from .store import RedisStore
 
-__all__ = ["RedisStore"]
+__all__ = ["Lease", "RedisStore"]

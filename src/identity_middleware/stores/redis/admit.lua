@@ -7,9 +7,14 @@
 --       9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
 --       12 the caller's cached "<ULID> <updated>" or '', 13 n, then n field/value pairs,
 --       then m, then m default-budget period/amount pairs, then the request's identity source
---       ('body', 'header', 'auth' or '' when not given; admit mode keeps it in the record as 'ls').
+--       ('body', 'header', 'auth' or '' when not given; admit mode keeps it in the record as 'ls'),
+--       then a lease to take or renew once admitted, "<create 0/1> <lease id> <fraction> <ttl ms>
+--       <amount given back first>", or '' (lib.lua's lease_renew). The amount given back (what the
+--       caller's lease held beyond its requests in flight) leaves the lease before the budgets are
+--       checked, so this process's own lease never blocks its request.
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
--- blocked, reserved}; record is 0 when it equals the caller's cached one (ARGV 12).
+-- blocked, reserved[, lease_renew's reply when a lease was asked for]}; record is 0 when it equals
+-- the caller's cached one (ARGV 12).
 local record_key, mode = KEYS[1], ARGV[1]
 local nfields = tonumber(ARGV[13])
 local created, changed = 0, false
@@ -42,7 +47,8 @@ else
   if changed then redis.call('HSET', record_key, 't', ARGV[4]) end
 end
 -- The last source is written only when it changes, and is not a profile change: 't' stays.
-local source = ARGV[15 + 2 * nfields + 2 * tonumber(ARGV[14 + 2 * nfields])]
+local source_at = 15 + 2 * nfields + 2 * tonumber(ARGV[14 + 2 * nfields])
+local source = ARGV[source_at]
 if mode == 'admit' and source and source ~= '' and source ~= head[4] then
   redis.call('HSET', record_key, 'ls', source)
 end
@@ -66,6 +72,12 @@ if ARGV[7] ~= '0' then
   end
   return {1, created, record, {}, 0, 0}
 end
+local lease = ARGV[source_at + 1]
+local create, lid, fraction, ttl_ms, give
+if lease and lease ~= '' then
+  create, lid, fraction, ttl_ms, give = string.match(lease, '^(%d) (%w+) (%S+) (%d+) (%d+)$')
+  if give ~= '0' then lease_charge(lid, tonumber(give), now_ms) end
+end
 local estimate = tonumber(ARGV[8])
 local states, held, blocked, counted = budget_states(now_ms, estimate, false)
 if blocked then
@@ -73,14 +85,21 @@ if blocked then
   return {1, created, record, states, 1, 0}
 end
 count_admission(counted, now_ms, 1)
-if estimate <= 0 or #held == 0 then return {1, created, record, states, 0, 0} end
-local member = ARGV[8] .. ':' .. ARGV[9]
-local expires = now_ms + tonumber(ARGV[10])
-local key_ttl = tonumber(ARGV[10]) + 60000
-for _, p in ipairs(held) do
-  local reservations = reservations_key(p)
-  redis.call('ZADD', reservations, expires, member)
-  -- Every member expires before the key does; a longer-lived key never shortens.
-  if redis.call('PTTL', reservations) < key_ttl then redis.call('PEXPIRE', reservations, key_ttl) end
+local reserved = 0
+if estimate > 0 and #held > 0 then
+  local member = ARGV[8] .. ':' .. ARGV[9]
+  local expires = now_ms + tonumber(ARGV[10])
+  local key_ttl = tonumber(ARGV[10]) + 60000
+  for _, p in ipairs(held) do
+    local reservations = reservations_key(p)
+    redis.call('ZADD', reservations, expires, member)
+    -- Every member expires before the key does; a longer-lived key never shortens.
+    if redis.call('PTTL', reservations) < key_ttl then redis.call('PEXPIRE', reservations, key_ttl) end
+  end
+  reserved = 1
 end
-return {1, created, record, states, 0, 1}
+if lid then
+  return {1, created, record, states, 0, reserved,
+          lease_renew(lid, tonumber(fraction), tonumber(ttl_ms), now_ms, create == '1')}
+end
+return {1, created, record, states, 0, reserved}

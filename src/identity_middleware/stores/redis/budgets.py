@@ -1,11 +1,14 @@
-"""RedisStore's scoped budget operations (orq's Budgets API): each runs a plan of :mod:`.plans.scoped_requests`."""
+"""RedisStore's budget operations (orq's Budgets API, an identity's own budgets), each a plan of :mod:`.plans`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ...core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
+from ...core.models import Budget, BudgetStatus
+from ...core.periods import Period
 from ..scoped import Notify, ScopedBudgets
 from .plans import Plans
 from .steps import Plan
@@ -84,3 +87,28 @@ class RedisBudgets(ScopedBudgets):
 
     async def areset_budget_consumption(self, budget_id: str) -> None:
         await self._arun(self._plans.reset_budget_consumption(budget_id), flush_first=True)
+
+    # -- an identity's own budgets (the identity routes) --------------------------------------------
+    def set_budget(self, identity_id: str, budget: Budget) -> None:
+        self._run(self._plans.set_budget(identity_id, budget))
+
+    async def aset_budget(self, identity_id: str, budget: Budget) -> None:
+        await self._arun(self._plans.set_budget(identity_id, budget))
+
+    def remove_budget(self, identity_id: str, period: Period | str) -> None:
+        self._run(self._plans.remove_budget(identity_id, period))
+
+    async def aremove_budget(self, identity_id: str, period: Period | str) -> None:
+        await self._arun(self._plans.remove_budget(identity_id, period))
+
+    def budget_status(self, identity_id: str, *, now: datetime | None = None) -> list[BudgetStatus]:
+        return self._run(self._plans.budget_status(identity_id, now), flush_first=True)
+
+    async def abudget_status(self, identity_id: str, *, now: datetime | None = None) -> list[BudgetStatus]:
+        return await self._arun(self._plans.budget_status(identity_id, now), flush_first=True)
+
+    def reset_budget(self, identity_id: str, period: Period | str) -> None:
+        self._run(self._plans.reset_budget(identity_id, period), flush_first=True)
+
+    async def areset_budget(self, identity_id: str, period: Period | str) -> None:
+        await self._arun(self._plans.reset_budget(identity_id, period), flush_first=True)

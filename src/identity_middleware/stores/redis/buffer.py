@@ -39,12 +39,15 @@ Marker = concurrent.futures.Future[None]
 
 
 class SettlementBuffer:
-    def __init__(self, limit: int, seal: Callable[[list[Settlement]], Batch]) -> None:
+    def __init__(self, limit: int, seal: Callable[[list[Settlement]], Batch],
+                 taken: Callable[[Settlement], object] = lambda settlement: None) -> None:
+        """``taken`` sees each settlement as it is buffered (leasing takes its cost off its lease)."""
         self.limit = limit
         self.pending: collections.deque[Settlement] = collections.deque()  # never sent
         self.unsure: collections.deque[Charge] = collections.deque()  # sent, not known to have landed
         self.retry_due = False  # an outage left settlements here: the next successful call writes them
         self._seal = seal
+        self._taken_hook = taken
         self._unsure_count = 0  # settlements in ``unsure``
         self._outage = False
         self._inflight: dict[Marker, set[str]] = {}  # batches being written -> their identities
@@ -71,6 +74,7 @@ class SettlementBuffer:
             return [settlement for charge in self.unsure for settlement in charge.settlements] + list(self.pending)
 
     def add(self, settlement: Settlement) -> None:
+        self._taken_hook(settlement)
         if settlement.now is None:
             # Stamped now, so a flush after midnight still charges the day the request ended.
             settlement = Settlement(settlement.identity_id, settlement.usage, settlement.reservation, datetime.now(UTC))

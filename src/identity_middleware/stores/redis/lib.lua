@@ -112,3 +112,88 @@ local function count_admission(counted, now_ms, by)
   end
   redis.call('PEXPIRE', KEYS[18], 70000)
 end
+
+-- Leases (RedisStore's ``lease=``): a process holds budget headroom as the member
+-- "<amount>:~<lease id>" in the reservations of every live budget with an amount, scored by its
+-- expiry (ms) like any reservation, so every check above counts it and it expires by itself.
+
+-- The lease's live members {period index -> member}, its amount and its expiry (expired ones removed).
+local function lease_members(lid, now_ms)
+  local suffix, found, amount, expires = ':~' .. lid, {}, nil, nil
+  for p = 1, 5 do
+    local key = reservations_key(p)
+    local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      local member = entries[i]
+      if string.sub(member, -#suffix) == suffix then
+        if tonumber(entries[i + 1]) > now_ms then
+          found[p] = member
+          amount, expires = tonumber(string.match(member, '^(%d+):')), tonumber(entries[i + 1])
+        else
+          redis.call('ZREM', key, member)
+        end
+      end
+    end
+  end
+  return found, amount, expires
+end
+
+-- Replace the lease's members ``found`` by ``amount`` held on each period of ``periods`` until ``expires``.
+local function lease_write(lid, found, periods, amount, expires, now_ms)
+  for p, member in pairs(found) do redis.call('ZREM', reservations_key(p), member) end
+  local member = string.format('%.0f', amount) .. ':~' .. lid
+  local key_ttl = expires - now_ms + 60000
+  for _, p in ipairs(periods) do
+    local key = reservations_key(p)
+    redis.call('ZADD', key, expires, member)
+    if redis.call('PTTL', key) < key_ttl then redis.call('PEXPIRE', key, key_ttl) end
+  end
+end
+
+-- Charge ``charge`` to the lease (its amount shrinks by what it covers, never below 0): the amount
+-- it covered, or -1 when the lease is gone (expired, released, or its identity deleted).
+local function lease_charge(lid, charge, now_ms)
+  local found, amount, expires = lease_members(lid, now_ms)
+  if not amount then return -1 end
+  local covered = math.min(amount, charge)
+  if covered > 0 then
+    local periods = {}
+    for p in pairs(found) do periods[#periods + 1] = p end
+    lease_write(lid, found, periods, amount - covered, expires, now_ms)
+  end
+  return covered
+end
+
+-- Extend the lease to now + ``ttl_ms`` and add ``fraction`` of the headroom no one holds (the least
+-- over the live budgets with an amount); with ``create``, take it (a new id). A lease is held only
+-- while every live budget has an amount and no token or request limit (a process admitting locally
+-- could not check those) and it sits on each of them; otherwise it is dropped. Returns
+-- {1 (held) or 0 (not held), amount added}.
+local function lease_renew(lid, fraction, ttl_ms, now_ms, create)
+  local found, amount = lease_members(lid, now_ms)
+  if not amount and not create then return {0, 0} end
+  local states, held = budget_states(now_ms, 0, false)
+  local fits, free = #held > 0, nil
+  for _, state in ipairs(states) do
+    if state[9] == 1 then
+      if state[2] == '' or state[6] ~= '' or state[8] ~= '' then fits = false end
+      if state[2] ~= '' then
+        local left = tonumber(state[2]) - tonumber(state[3]) - state[4]
+        if not free or left < free then free = left end
+      end
+    end
+  end
+  for _, p in ipairs(held) do
+    if amount and not found[p] then fits = false end
+  end
+  if not fits then
+    for p, member in pairs(found) do redis.call('ZREM', reservations_key(p), member) end
+    return {0, 0}
+  end
+  local added = 0
+  if free > 0 and fraction > 0 then added = math.min(math.floor(free * fraction), free) end
+  local total = (amount or 0) + added
+  if not amount and total == 0 then return {0, 0} end
+  lease_write(lid, found, held, total, now_ms + ttl_ms, now_ms)
+  return {1, added}
+end

@@ -25,5 +25,6 @@ def _load(name: str, *, with_lib: bool) -> Script:
 ADMIT = _load("admit", with_lib=True)
 SETTLE = _load("settle", with_lib=True)
 STATE = _load("state", with_lib=True)
+LEASE = _load("lease", with_lib=True)
 METRICS = _load("metrics", with_lib=False)
 SCOPED = _load("scoped", with_lib=False)

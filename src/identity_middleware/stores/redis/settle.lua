@@ -4,13 +4,17 @@
 -- KEYS: the 18 of lib.lua, then 19 this call's marker (P:{T}:c:<charge id>, the same hash tag).
 -- ARGV: 1 ULID, 2 cost (nanos), 3 input tokens, 4 output tokens, 5 requests, 6 errors,
 --       7 expiry instants "<daily> <weekly> <monthly> <yearly> <metrics>" (Unix s),
---       8 reservation members separated by spaces, or '', 9 the marker's TTL (s), then
---       field/increment pairs for the day's metrics hash (per-model and unpriced counters; keys.py).
+--       8 reservation members separated by spaces, or '', 9 the marker's TTL (s), 10 leases charged
+--       "<now ms> <lease id>:<cost> ..." or '', 11 a lease to renew "<lease id> <fraction> <ttl ms>"
+--       or '' (lib.lua), then field/increment pairs for the day's metrics hash (per-model and
+--       unpriced counters; keys.py).
 -- Returns 0 when the identity was deleted (or re-created) meanwhile: nothing is charged; 2 when
 -- this charge was applied before (a retry after a timeout): nothing is charged again; else 1, or,
 -- when alerts fired, {1, external id, then per alert: period index, percent, 'c'|'t', cost and
 -- tokens consumed after this charge, the budget's definition (JSON)}. An alert fires once per
 -- budget, threshold and period: its marker in the budget's usage hash is set with HSETNX.
+-- With leases (ARGV 10 or 11 not ''), the reply is a list whose last element is {renewed (lease_renew's
+-- reply, or {-1, 0} when none was asked), then the amount each lease covered, -1 when it is gone}.
 if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return 0 end
 if not redis.call('SET', KEYS[19], '1', 'NX', 'EX', ARGV[9]) then return 2 end
 if ARGV[8] ~= '' then
@@ -26,7 +30,7 @@ redis.call('HINCRBY', day, 'n', ARGV[5])
 if ARGV[6] ~= '0' then redis.call('HINCRBY', day, 'e', ARGV[6]) end
 if ARGV[3] ~= '0' then redis.call('HINCRBY', day, 'i', ARGV[3]) end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', day, 'o', ARGV[4]) end
-for i = 10, #ARGV, 2 do redis.call('HINCRBY', day, ARGV[i], ARGV[i + 1]) end
+for i = 12, #ARGV, 2 do redis.call('HINCRBY', day, ARGV[i], ARGV[i + 1]) end
 local spent = {}
 if ARGV[2] ~= '0' then
   redis.call('HINCRBY', day, 'c', ARGV[2])
@@ -37,8 +41,29 @@ if ARGV[2] ~= '0' then
 end
 redis.call('EXPIREAT', day, at[5])
 
+local leased = nil
+if ARGV[10] ~= '' or ARGV[11] ~= '' then
+  local now_ms = tonumber(string.match(ARGV[10], '^(%d+)'))
+  local covered = {}
+  for lid, charge in string.gmatch(ARGV[10], '(%w+):(%d+)') do
+    covered[#covered + 1] = lease_charge(lid, tonumber(charge), now_ms)
+  end
+  local renewed = {-1, 0}
+  local lid, fraction, ttl_ms = string.match(ARGV[11], '^(%w+) (%S+) (%d+)$')
+  if lid then renewed = lease_renew(lid, tonumber(fraction), tonumber(ttl_ms), now_ms, false) end
+  leased = {renewed, unpack(covered)}
+end
+local function reply_with(reply)
+  if not leased then
+    if #reply == 1 then return reply[1] end
+    return reply
+  end
+  reply[#reply + 1] = leased
+  return reply
+end
+
 local cost, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]) + tonumber(ARGV[4])
-if cost == 0 and tokens == 0 then return 1 end
+if cost == 0 and tokens == 0 then return reply_with({1}) end
 local fired = {}
 for p, budget in pairs(budgets_of()) do
   local usage = KEYS[12 + p]
@@ -68,9 +93,9 @@ for p, budget in pairs(budgets_of()) do
   end
   if p < 5 and wrote then redis.call('EXPIREAT', usage, at[p]) end
 end
-if #fired == 0 then return 1 end
+if #fired == 0 then return reply_with({1}) end
 local reply = {1, redis.call('HGET', KEYS[1], 'x')}
 for _, alert in ipairs(fired) do
   for _, value in ipairs(alert) do reply[#reply + 1] = value end
 end
-return reply
+return reply_with(reply)

@@ -11,7 +11,8 @@ writes what is buffered of its identity. The reservation stays held in Redis unt
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
 (:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
-An admission waits at most ``request_timeout``.
+An admission waits at most ``request_timeout``, or not at all when a lease covers it (``lease=``,
+:mod:`.lease`).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from typing import Any, TypeVar
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.errors import StoreUnavailable
-from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
+from ...core.models import DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.ordering import IdentityOrder
-from ...core.periods import UTC, Period
+from ...core.periods import UTC
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
 from .arunner import arun, within
-from .background import BackgroundWriter
 from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
+from .lease import Lease, Leases
 from .loops import LoopClient, Loops
 from .plans import SETTLE_ID_TTL, Plans
 from .runner import Runner
@@ -64,6 +65,7 @@ class RedisStore(RedisBudgets, Store):
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
+        lease: Lease | None = None,
     ) -> None:
         if spec is None and (client is None or async_client_factory is None):
             raise ValueError("give a ClientSpec (use RedisStore.from_url) or both client and async_client_factory")
@@ -73,15 +75,15 @@ class RedisStore(RedisBudgets, Store):
         self.request_timeout = request_timeout
         self._plans = Plans(prefix, tz, reservation_ttl, settle_id_ttl)
         self._plans.global_budgets = global_budgets
+        self._plans.leases = Leases(lease) if lease is not None else None
         self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client)
         # The request path's sync calls (admit, settle) go through a client whose every wait is
         # bounded by request_timeout; a client passed in is used as it is.
         self._request_runner = self._runner
         if client is None and spec is not None and request_timeout is not None:
             self._request_runner = Runner(spec.bounded(request_timeout).sync_client)
-        self._buffer = SettlementBuffer(pending_limit, self._plans.seal)
+        self._buffer = SettlementBuffer(pending_limit, self._plans.seal, self._plans.settled_locally)
         self._writer = Writer(self._buffer, self._plans, self._runner)
-        self._background = BackgroundWriter(self._writer.flush, self._buffer.__len__)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
@@ -101,6 +103,7 @@ class RedisStore(RedisBudgets, Store):
         request_timeout: float | None = REQUEST_TIMEOUT,
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
+        lease: Lease | None = None,
         **client_options: Any,
     ) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
@@ -114,12 +117,14 @@ class RedisStore(RedisBudgets, Store):
         no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the request
         path (no registry reads: for apps with identity budgets only). ``multiplex=False`` sends
         async script calls through redis-py's pool even where one multiplexed connection per loop
-        could carry them. Other keyword arguments go to the redis-py clients.
+        could carry them. ``lease=Lease()``: admissions with no round trip (see :class:`Lease`).
+        Other keyword arguments go to the redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
                           tuple(client_options.items()), multiplex)
         return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit,
-                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets)
+                   request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets,
+                   lease=lease)
 
     @property
     def prefix(self) -> str:
@@ -169,30 +174,25 @@ class RedisStore(RedisBudgets, Store):
     def flush(self) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered),
         and wait for those another thread is writing."""
-        self._writer.flush()
-        self._buffer.wait_others()
-        if self._buffer:  # another thread's batch came back (an outage): written here, or raised
-            self._writer.flush()
+        self._writer.flush_all()
 
     async def aflush(self) -> None:
         await self._writer.aflush(await self._loops.get())
 
     def close(self) -> None:
-        """Flush, then release the sync client's connections (a client passed in is left open)."""
-        self._background.stop()
+        """Flush, give the leases back, then release the sync client's connections (a client passed
+        in is left open)."""
         try:
-            if self._buffer:
-                self.flush()
+            self._writer.close()
         finally:
             self._runner.close()
             self._request_runner.close()
 
     async def aclose(self) -> None:
-        """Flush and close this loop's async client (and the sync one)."""
+        """Flush, give the leases back, and close this loop's async client (and the sync one)."""
         state = await self._loops.get()
-        self._background.stop()  # joins at most its current write
         try:
-            await self._writer.aflush(state)
+            await self._writer.aclose(state)
         finally:
             await self._loops.close(state)
             self._runner.close()
@@ -239,31 +239,6 @@ class RedisStore(RedisBudgets, Store):
                                 all_tags, IdentityOrder(order))
         return await self._arun(plan, flush_first=True)
 
-    # -- budgets ---------------------------------------------------------------------------------
-    def set_budget(self, identity_id: str, budget: Budget) -> None:
-        self._run(self._plans.set_budget(identity_id, budget))
-
-    async def aset_budget(self, identity_id: str, budget: Budget) -> None:
-        await self._arun(self._plans.set_budget(identity_id, budget))
-
-    def remove_budget(self, identity_id: str, period: Period | str) -> None:
-        self._run(self._plans.remove_budget(identity_id, period))
-
-    async def aremove_budget(self, identity_id: str, period: Period | str) -> None:
-        await self._arun(self._plans.remove_budget(identity_id, period))
-
-    def budget_status(self, identity_id: str, *, now: datetime | None = None) -> builtins.list[BudgetStatus]:
-        return self._run(self._plans.budget_status(identity_id, now), flush_first=True)
-
-    async def abudget_status(self, identity_id: str, *, now: datetime | None = None) -> builtins.list[BudgetStatus]:
-        return await self._arun(self._plans.budget_status(identity_id, now), flush_first=True)
-
-    def reset_budget(self, identity_id: str, period: Period | str) -> None:
-        self._run(self._plans.reset_budget(identity_id, period), flush_first=True)
-
-    async def areset_budget(self, identity_id: str, period: Period | str) -> None:
-        await self._arun(self._plans.reset_budget(identity_id, period), flush_first=True)
-
     # -- usage -----------------------------------------------------------------------------------
     def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
         return self._run(self._plans.metrics(identity_id, now), flush_first=True)
@@ -283,18 +258,22 @@ class RedisStore(RedisBudgets, Store):
         """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it).
         Usage this process has not yet written of the same identity (of any, where model, provider
         or workspace budgets may apply) is written first, so a request sees the ones before it."""
+        if self._plans.leases is not None and (admission := self._plans.admit_locally(request)) is not None:
+            return admission
         self._writer.before_admission(request.external_id, self._request_runner)
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
-        return await self._arun(self._plans.admit(request), deadline=self.request_timeout)
+        found = self._plans.admit(request) if self._plans.leases is None else \
+            await self._plans.aadmit_locally(request, self.request_timeout)
+        return found if isinstance(found, Admission) else await self._arun(found, deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer; this process's writer thread writes the buffer at once, in one round trip for
         all it holds (:mod:`.background`). On an outage it stays buffered, is logged, and is
         retried (at most once applied); nothing is raised, so a caller never re-submits it."""
         self._buffer.add(settlement)
-        self._background.poke()
+        self._writer.background.poke()
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""

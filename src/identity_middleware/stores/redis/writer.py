@@ -8,6 +8,7 @@ import logging
 
 from ...core.errors import StoreUnavailable
 from .arunner import arun
+from .background import BackgroundWriter
 from .buffer import SettlementBuffer
 from .loops import LoopClient
 from .plans import Plans
@@ -23,11 +24,20 @@ class Writer:
         self.buffer = buffer
         self.plans = plans
         self.runner = runner
+        self.background = BackgroundWriter(self.flush, buffer.__len__)  # sync settles' writer thread
 
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
         runner = self.runner if runner is None else runner
         self.buffer.drain(lambda batch: runner.run(self.plans.settle(batch)))
+
+    def flush_all(self, runner: Runner | None = None) -> None:
+        """:meth:`flush`, then wait for the batches other threads are writing (one that came back,
+        an outage, is written here or raised)."""
+        self.flush(runner)
+        self.buffer.wait_others()
+        if self.buffer:
+            self.flush(runner)
 
     def before_admission(self, external_id: str, runner: Runner) -> None:
         """Write this process's buffered usage of ``external_id`` (of anyone's, where model, provider
@@ -37,8 +47,7 @@ class Writer:
         ulid = self.plans.known_ulid(external_id)
         if ulid is None or self.plans.may_have_globals() or self.buffer.holds(ulid):
             with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
-                self.flush(runner)
-                self.buffer.wait_others()
+                self.flush_all(runner)
 
     async def adrain(self, state: LoopClient) -> None:
         await self.buffer.adrain(lambda batch: arun(state, self.plans.settle(batch)))
@@ -59,6 +68,21 @@ class Writer:
             await asyncio.wait([task])
         await self.adrain(state)
         await self.buffer.others_written()
+
+    def close(self) -> None:
+        """At the store's end: write the buffer, then give the leases' headroom back (if Redis does
+        not answer, they expire by themselves)."""
+        self.background.stop()  # joins at most its current write
+        if self.buffer.busy:
+            self.flush_all()
+        with contextlib.suppress(StoreUnavailable):
+            self.runner.run(self.plans.release_leases())
+
+    async def aclose(self, state: LoopClient) -> None:
+        self.background.stop()
+        await self.aflush(state)
+        with contextlib.suppress(StoreUnavailable):
+            await arun(state, self.plans.release_leases())
 
     async def retire(self, state: LoopClient) -> None:
         """At a loop's end (or aclose): write what is buffered before its client closes."""

@@ -109,9 +109,10 @@ class PlanBase:
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
-               ulid: str | None = None, last_source: str | None = None) -> Eval:
+               ulid: str | None = None, last_source: str | None = None, lease: str = "") -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
-        (``refused``: 1 refused before admission, 2 refused after it by a global budget)."""
+        (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
+        lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:
@@ -125,6 +126,8 @@ class PlanBase:
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
         args.append(last_source or "")
+        if lease:
+            args.append(lease)
         return self._eval(ADMIT, tag, current, args)
 
     def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:

@@ -8,15 +8,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
 from ....core.scoped import decide_scoped
 from ..keys import Window, identity_tag, window
+from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from . import codec
-from .scoped_requests import ScopedRequestPlans
+from .lease import LeasePlans
 
 
 def charge_id() -> str:
@@ -39,8 +41,9 @@ class Charge:
     settlements: list[Settlement]
 
 
-class RequestPlans(ScopedRequestPlans):
-    def admit(self, request: AdmissionRequest) -> Plan[Admission]:
+class RequestPlans(LeasePlans):
+    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
+        """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here)."""
         now = codec.now_or(request.now)
         upsert = request.upsert
         changes = upsert.changes() if upsert is not None else {}
@@ -50,33 +53,38 @@ class RequestPlans(ScopedRequestPlans):
         # A ULID is made only for an identity this process has not seen; for a cached one the
         # script answers {3} if it is gone after all, and the call is made again with a new ULID.
         ulid = "" if cached is not None else None
-        while True:
-            reply = yield self._write(
-                "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
-                refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
-                default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
-                ulid=ulid, last_source=request.last_source,
-            )
-            if reply[0] != 3:
-                break
-            ulid = None
-        if reply[0] == 0:
-            self._records.pop(tag, None)
-            return Admission(None)
-        identity = yield from self._indexed(reply, tag, cached)
-        rows = codec.rows(reply[3])
-        if reply[4]:
-            states = codec.scoped_states(rows, identity, now, self.tz)
-            return Admission(identity, decide_scoped(states, request.estimate, now))
-        admission = Admission(identity)
-        if reply[5]:
-            expires = now + timedelta(seconds=self.reservation_ttl)
-            periods = tuple(row.period for row in rows if row.amount is not None)
-            admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate, expires,
-                                                              periods))
-        if request.refused:
-            return admission
-        return (yield from self.scoped_admission(admission, request, now))
+        ask, lease = self.lease_ask(tag, request) if ask_lease else self.lease_arg(ask)
+        reply: Any = ()
+        try:  # the lease call is answered at the end, when the registry of global budgets is read too
+            while True:
+                reply = yield self._write(
+                    "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
+                    refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
+                    default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
+                    ulid=ulid, last_source=request.last_source, lease=lease,
+                )
+                if reply[0] != 3:
+                    break
+                ulid = None
+            if reply[0] == 0:
+                self._records.pop(tag, None)
+                return Admission(None)
+            identity = self.sourced(tag, (yield from self._indexed(reply, tag, cached)), request.last_source)
+            rows = codec.rows(reply[3])
+            if reply[4]:
+                states = codec.scoped_states(rows, identity, now, self.tz)
+                return Admission(identity, decide_scoped(states, request.estimate, now))
+            admission = Admission(identity)
+            if reply[5]:
+                expires = now + timedelta(seconds=self.reservation_ttl)
+                periods = tuple(row.period for row in rows if row.amount is not None)
+                admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
+                                                                  expires, periods))
+            if request.refused:
+                return admission
+            return (yield from self.scoped_admission(admission, request, now))
+        finally:  # answered, or failed (an outage, a timeout, the plan closed)
+            self.lease_admitted(ask, reply)
 
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
         """Settlements grouped into charges, one per identity and time window, each with a new id.
@@ -100,7 +108,18 @@ class RequestPlans(ScopedRequestPlans):
         charges = [charge for charge in charges if charge.identity_id in tags]
         if not charges:
             return 0
-        steps = [self._settle_eval(charge, tags[charge.identity_id]) for charge in charges]
+        leased = [self.lease_settle_args(tags[charge.identity_id], charge.settlements) for charge in charges]
+        asks = [ask for ask, _ in leased]
+        try:
+            return (yield from self._settle(charges, tags, [args for _, args in leased], asks))
+        except BaseException:  # no answer: the lease calls may be made again
+            self.lease_failed(asks)
+            raise
+
+    def _settle(self, charges: Sequence[Charge], tags: dict[str, str], lease_args: Sequence[Sequence[str | int]],
+                asks: Sequence[Ask | None]) -> Plan[int]:
+        steps = [self._settle_eval(charge, tags[charge.identity_id], args)
+                 for charge, args in zip(charges, lease_args, strict=True)]
         defs = self.fresh_defs() if self.global_budgets else {}
         if defs is None:  # reload the registry in the same round trip as the identities' charges
             replies = yield Batch([*steps, self.defs_call()])
@@ -120,6 +139,8 @@ class RequestPlans(ScopedRequestPlans):
         replies = (yield Batch(steps)) if steps else []
         if identity_replies is not None:
             replies = [*identity_replies, *replies]
+        replies = [*(self.lease_settle_reply(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
+                   *replies[len(charges):]]
         events = [event for charge, reply in zip(charges, replies, strict=False)
                   for event in self.identity_fired(reply, codec.now_or(charge.settlements[0].now))]
         events += [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
@@ -129,7 +150,7 @@ class RequestPlans(ScopedRequestPlans):
         return sum(len(charge.settlements) for reply, charge in zip(replies[:len(charges)], charges, strict=True)
                    if int(reply[0] if isinstance(reply, list) else reply))
 
-    def _settle_eval(self, charge: Charge, tag: str) -> Eval:
+    def _settle_eval(self, charge: Charge, tag: str, lease_args: Sequence[str | int]) -> Eval:
         cost = input_tokens = output_tokens = errors = 0
         members: list[str] = []
         for settlement in charge.settlements:
@@ -139,10 +160,10 @@ class RequestPlans(ScopedRequestPlans):
             output_tokens += usage.output_tokens
             errors += usage.error
             reservation = settlement.reservation
-            if reservation is not None:
+            if reservation is not None and not reservation.lease:
                 members.append(f"{reservation.amount}:{reservation.id}")
         args: list[str | int] = [charge.identity_id, cost, input_tokens, output_tokens, len(charge.settlements),
-                                 errors, charge.window.expire_at, " ".join(members), self.settle_id_ttl]
+                                 errors, charge.window.expire_at, " ".join(members), self.settle_id_ttl, *lease_args]
         args += codec.day_increments(settlement.usage for settlement in charge.settlements)
         window_call = self._eval(SETTLE, tag, charge.window, args)
         marker = self.keys.charge(tag, charge.id)  # the same hash tag: one slot, one script
