@@ -11,22 +11,27 @@ import redis.exceptions
 
 from ...core.errors import StoreUnavailable
 from .loops import LoopClient
-from .mux import pack_eval
+from .resp import pack_eval
 from .runner import pipeline
 from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
 
 T = TypeVar("T")
 
 
-async def arun(state: LoopClient, plan: Plan[T]) -> T:
+async def arun(state: LoopClient, plan: Plan[T], timeout: float | None = None) -> T:
     """The plan's result; connection trouble raised as :class:`StoreUnavailable` (the twin of
-    :meth:`.runner.Runner.run`; :class:`.steps.Landed` passes through for the caller to judge)."""
+    :meth:`.runner.Runner.run`; :class:`.steps.Landed` passes through for the caller to judge).
+    With ``timeout``, the whole plan must be answered within that many seconds."""
+    if timeout is not None and state.direct is None:
+        return await within(timeout, arun(state, plan))
+    # On the multiplexed connection the deadline rides with each call: no timeout context per call.
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     steps = loaded(plan)
     try:
         step = next(steps)
         while True:
             try:
-                reply = await aexecute(state, step)
+                reply = await aexecute(state, step, deadline)
             except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                 step = steps.throw(error)
             else:
@@ -49,13 +54,19 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
         raise StoreUnavailable(f"redis: no reply within {seconds} s") from None
 
 
-async def aexecute(state: LoopClient, step: Step) -> Any:
+async def aexecute(state: LoopClient, step: Step, deadline: float | None = None) -> Any:
     direct = state.direct
     if direct is not None:
         if isinstance(step, Eval):
-            return await direct.call(pack_eval(step))
+            return await direct.call(pack_eval(step), deadline)
         if isinstance(step, Batch) and all(isinstance(each, Eval) for each in step.steps):
-            return await direct.call_many([pack_eval(each) for each in step.steps])  # type: ignore[arg-type]
+            return await direct.call_many([pack_eval(each) for each in step.steps], deadline)  # type: ignore[arg-type]
+        if deadline is not None:  # a command that takes redis-py's path (a script load), bounded the same
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                return await asyncio.wait_for(aexecute(state, step), left)
+            except asyncio.TimeoutError:
+                raise redis.exceptions.TimeoutError("no reply from redis in time") from None
     if state.limiter is None:
         return await _aexecute(state.client, step)
     async with state.limiter:

@@ -12,6 +12,7 @@ hiredis installed, ``multiplex=True``); everything else goes through redis-py. O
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import collections
 from collections.abc import Sequence
@@ -19,9 +20,10 @@ from typing import Any
 
 import redis.exceptions as errors
 
-from .steps import Eval, Landed
+from .resp import pack
+from .steps import Landed
 
-__all__ = ["Direct", "available", "pack", "pack_eval"]
+__all__ = ["Direct", "available"]
 
 hiredis: Any
 try:
@@ -46,31 +48,6 @@ def _reply_error(message: str) -> errors.RedisError:
     return kind(rest) if kind is not None else errors.ResponseError(message)
 
 
-def pack(args: Sequence[str | int]) -> bytes:
-    """One command in the Redis protocol (what redis-py's ``pack_command`` makes, without its
-    per-argument encoder calls): strings as UTF-8, integers in decimal."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def pack_eval(step: Eval) -> bytes:
-    """``EVALSHA`` of a script step, its keys taken pre-packed when the plan has them (the
-    arguments are packed by hiredis in C where it is installed: the multiplexed path requires it)."""
-    if not step.packed_keys:
-        return pack(("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args))
-    nkeys = b"%d" % len(step.keys)
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
-        3 + len(step.keys) + len(step.args), step.script.sha.encode(), len(nkeys), nkeys)
-    try:
-        args = hiredis.pack_command(tuple(step.args))  # "*N\r\n" then the arguments: the count is ours
-    except (AttributeError, TypeError):  # no hiredis, or an argument it does not take (a bool)
-        args = pack(step.args)
-    return b"".join([head, step.packed_keys, args[args.index(b"\n") + 1:]])
-
-
 class _Mux(asyncio.Protocol):
     """One connection carrying every script call of a loop: calls made in the same tick go out in
     one write, replies come back in order (RESP is FIFO) and complete their futures."""
@@ -84,6 +61,10 @@ class _Mux(asyncio.Protocol):
         self.out: builtins.list[bytes] = []
         self.failure: BaseException | None = None
         self.watchdog: asyncio.TimerHandle | None = None
+        # Calls with a deadline of their own (admissions: request_timeout), soonest first; one timer
+        # for all, instead of a timeout context per call.
+        self.deadlines: collections.deque[tuple[float, asyncio.Future[Any], float]] = collections.deque()
+        self.expiry: asyncio.TimerHandle | None = None
 
     @property
     def alive(self) -> bool:
@@ -114,9 +95,11 @@ class _Mux(asyncio.Protocol):
     def _fail(self, error: BaseException) -> None:
         if self.failure is None:
             self.failure = error
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
+        for timer in (self.watchdog, self.expiry):
+            if timer is not None:
+                timer.cancel()
+        self.watchdog = self.expiry = None
+        self.deadlines.clear()
         if self.transport is not None:
             self.transport.abort()
         waiters, self.waiters = self.waiters, collections.deque()
@@ -139,11 +122,35 @@ class _Mux(asyncio.Protocol):
         else:
             self.watchdog = self.loop.call_at(deadline, self._check)
 
-    def call(self, packed: bytes) -> asyncio.Future[Any]:
+    def _expire(self) -> None:
+        """Fail the calls whose own deadline passed (their late replies are read and dropped)."""
+        self.expiry = None
+        now = self.loop.time()
+        deadlines = self.deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            _, future, seconds = deadlines.popleft()
+            if not future.done():
+                future.set_exception(errors.TimeoutError(f"no reply within {seconds:.3g} s"))
+        if deadlines:
+            self.expiry = self.loop.call_at(deadlines[0][0], self._expire)
+
+    def call(self, packed: bytes, deadline: float | None = None) -> asyncio.Future[Any]:
+        """The reply of one command; ``deadline`` (loop time) fails this call alone when it passes."""
         future: asyncio.Future[Any] = self.loop.create_future()
         if self.failure is not None:
             future.set_exception(self.failure)
             return future
+        if deadline is not None:
+            entry = (deadline, future, deadline - self.loop.time())
+            if self.deadlines and deadline < self.deadlines[-1][0]:  # not the latest: keep them sorted
+                bisect.insort(self.deadlines, entry, key=lambda each: each[0])
+            else:
+                self.deadlines.append(entry)
+            if self.expiry is None:
+                self.expiry = self.loop.call_at(self.deadlines[0][0], self._expire)
+            elif deadline < self.expiry.when():
+                self.expiry.cancel()
+                self.expiry = self.loop.call_at(deadline, self._expire)
         if not self.out:
             self.loop.call_soon(self._write)
         self.out.append(packed)
@@ -215,24 +222,33 @@ class Direct:
             self.mux = mux
             return mux
 
-    async def call(self, packed: bytes) -> Any:
+    async def _connected(self, deadline: float | None) -> _Mux:
+        """The live connection, connecting first if needed (by ``deadline``, loop time, if given)."""
         mux = self.mux
-        if mux is None or not mux.alive:
-            mux = await self._connect()
+        if mux is not None and mux.alive:
+            return mux
+        if deadline is None:
+            return await self._connect()
         try:
-            return await mux.call(packed)
+            return await asyncio.wait_for(self._connect(), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError("no connection to redis in time") from None
+
+    async def call(self, packed: bytes, deadline: float | None = None) -> Any:
+        """One command's reply; past ``deadline`` (loop time) a ``TimeoutError``, the connection kept."""
+        mux = await self._connected(deadline)
+        try:
+            return await mux.call(packed, deadline)
         except errors.ConnectionError:
             if self.closed:
                 raise
-        return await (await self._connect()).call(packed)  # one immediate retry
+        return await (await self._connected(deadline)).call(packed, deadline)  # one immediate retry
 
-    async def call_many(self, packed: Sequence[bytes]) -> builtins.list[Any]:
+    async def call_many(self, packed: Sequence[bytes], deadline: float | None = None) -> builtins.list[Any]:
         """Several calls in one write; each reply or its error, in order. Not retried (some may
         have run): a broken connection raises, as a failed pipeline does."""
-        mux = self.mux
-        if mux is None or not mux.alive:
-            mux = await self._connect()
-        futures = [mux.call(command) for command in packed]
+        mux = await self._connected(deadline)
+        futures = [mux.call(command, deadline) for command in packed]
         results: builtins.list[Any] = []
         down: BaseException | None = None
         for future in futures:

@@ -31,7 +31,7 @@ from ...core.ordering import IdentityOrder
 from ...core.periods import UTC
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
-from .arunner import arun, within
+from .arunner import arun
 from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
@@ -163,7 +163,7 @@ class RedisStore(RedisBudgets, Store):
         if flush_first and (self._buffer.busy or (state.flush_task is not None and not state.flush_task.done())):
             await self._writer.aflush(state)
         try:
-            result = await (arun(state, plan) if deadline is None else within(deadline, arun(state, plan)))
+            result = await arun(state, plan, deadline)
         except Landed:  # a read cancelled after its batch was answered: cancelled all the same
             raise asyncio.CancelledError from None
         if self._buffer.retry_due and self._buffer:
