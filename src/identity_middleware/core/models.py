@@ -125,7 +125,10 @@ class IdentityInput(IdentityUpdate):
 
     def changes(self) -> dict[str, Any]:
         """The profile fields the caller sent, without ``id`` (the usual body identity sends none)."""
-        return {name: getattr(self, name) for name in self.model_fields_set if name != "id"}
+        sent = self.model_fields_set
+        if len(sent) == 1 and "id" in sent:
+            return {}
+        return {name: getattr(self, name) for name in sent if name != "id"}
 
 
 def _usd(value: Decimal) -> str:

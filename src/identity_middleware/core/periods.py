@@ -135,22 +135,30 @@ def period_key(period: Period | str, now: datetime, tz: tzinfo = UTC) -> str:
 
 PERIODS: tuple[Period, ...] = tuple(Period)
 # Every period's key at once, valid until the first of them ends: a settle adds its cost to all four.
-_all_keys: dict[tzinfo, tuple[datetime, datetime, tuple[tuple[Period, str], ...]]] = {}
+_all_keys: dict[tzinfo, tuple[datetime, datetime, tuple[tuple[Period, str], ...], dict[Period, str]]] = {}
+
+
+def _current(now: datetime, tz: tzinfo) -> tuple[datetime, datetime, tuple[tuple[Period, str], ...], dict[Period, str]]:
+    cached = _all_keys.get(tz)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached
+    keys = tuple((period, period_key(period, now, tz)) for period in PERIODS)
+    windows = [_period(period, now, tz) for period in PERIODS]
+    found = (max(window[1] for window in windows), min(window[2] for window in windows), keys, dict(keys))
+    if found[0] <= now < found[1]:
+        _all_keys[tz] = found
+    return found
 
 
 def period_keys(now: datetime, tz: tzinfo = UTC) -> tuple[tuple[Period, str], ...]:
     """``((Period.DAILY, "daily:2026-11-22"), ...)`` for every period, at ``now``."""
-    cached = _all_keys.get(tz)
-    if cached is not None and cached[0] <= now < cached[1]:
-        return cached[2]
-    keys = tuple((period, period_key(period, now, tz)) for period in PERIODS)
-    windows = [_period(period, now, tz) for period in PERIODS]
-    start = max(window[1] for window in windows)
-    end = min(window[2] for window in windows)
-    if start <= now < end:
-        _all_keys[tz] = (start, end, keys)
-    return keys
+    return _current(now, tz)[2]
+
+
+def key_of(period: Period, now: datetime, tz: tzinfo = UTC) -> str:
+    """:func:`period_key` for a :class:`Period` member, from the keys of every period at once (hot paths)."""
+    return _current(now, tz)[3][period]
 
 
 def utc_day(now: datetime) -> date:
-    return now.astimezone(UTC).date()
+    return now.date() if now.tzinfo is UTC else now.astimezone(UTC).date()

@@ -18,7 +18,7 @@ from ...core.budgets import (
     matches_request,
     matching_targets,
 )
-from ...core.periods import period_key
+from ...core.periods import key_of
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
 
@@ -144,7 +144,7 @@ class Scoped:
                 used = account.spent(calendar, now, tz) + account.reserved(calendar, now)
                 if limit is None or not (used >= limit or (blocking > 0 and used + blocking > limit)):
                     continue
-            key = "one_time" if calendar is None else period_key(calendar, now, tz)
+            key = "one_time" if calendar is None else key_of(calendar, now, tz)
             current = self.usage.get(budget.id)
             cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
             if plain:
@@ -202,7 +202,7 @@ class Scoped:
         for budget_id, (cost, tokens) in shares.items():
             budget = self.defs[budget_id]
             calendar = budget.period.calendar
-            key = "one_time" if calendar is None else period_key(calendar, now, tz)
+            key = "one_time" if calendar is None else key_of(calendar, now, tz)
             current = self.usage.get(budget_id)
             base = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
             self.usage[budget_id] = (key, base[0] + cost, base[1] + tokens)

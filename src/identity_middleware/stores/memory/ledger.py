@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, tzinfo
 
 from ...core.admission import BudgetState, ModelUsage
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
-from ...core.periods import Period, period_bounds, period_key, period_keys, utc_day
+from ...core.periods import Period, key_of, period_bounds, period_keys, utc_day
 from ..base import METRIC_DAYS
 
 _PERIOD_ORDER = {period: index for index, period in enumerate(Period)}
@@ -34,7 +34,7 @@ class Account:
     days: dict[date, Day] = field(default_factory=dict)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
-        key = period_key(period, now, tz)
+        key = key_of(period, now, tz)
         current = self.spend.get(period)
         return current[1] if current is not None and current[0] == key else 0
 

@@ -218,8 +218,8 @@ class MemoryStore(MemoryBudgets, Store):
                 ulid = record.id
                 for budget in request.default_budgets:
                     self._put_identity_budget(record.external_id, budget, now)
-            elif request.upsert is not None:
-                record = self._records.apply(ulid, request.upsert.changes(), now)
+            elif request.upsert is not None and (changes := request.upsert.changes()):
+                record = self._records.apply(ulid, changes, now)
             else:
                 record = self._records.by_ulid[ulid]
             if request.last_source is not None and record.last_source != request.last_source:

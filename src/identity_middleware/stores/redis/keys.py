@@ -58,9 +58,18 @@ SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app serv
 METRIC_TTL_DAYS = 31
 
 
+_TAGS: dict[str, str] = {}  # external id -> tag: every admission needs it (bounded: starts over when full)
+
+
 def identity_tag(external_id: str) -> str:
     """The Cluster hash tag of an identity: hex SHA-1 of its external id (never contains braces)."""
-    return hashlib.sha1(external_id.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+    tag = _TAGS.get(external_id)
+    if tag is None:
+        if len(_TAGS) >= 100_000:
+            _TAGS.clear()
+        tag = _TAGS[external_id] = hashlib.sha1(external_id.encode("utf-8", "surrogatepass"),
+                                                usedforsecurity=False).hexdigest()
+    return tag
 
 
 def _seconds(delta: timedelta) -> int:

@@ -119,7 +119,9 @@ class PlanBase:
             ulid = new_ulid()
         current = window(now, self.tz)
         args: list[str | int] = [
-            mode, external_id, ulid, now.isoformat(), codec.ms(now), int(may_create), int(refused), estimate,
+            # The ISO time is written only to a new record (a new ULID) or a changed one.
+            mode, external_id, ulid, now.isoformat() if ulid or changes else "", codec.ms(now), int(may_create),
+            int(refused), estimate,
             reservation_id, int(self.reservation_ttl * 1000), current.metric_expire_at, known,
             *codec.field_args(changes), len(default_budgets),
         ]

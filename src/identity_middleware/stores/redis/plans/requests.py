@@ -70,14 +70,13 @@ class RequestPlans(LeasePlans):
                 self._records.pop(tag, None)
                 return Admission(None)
             identity = self.sourced(tag, (yield from self._indexed(reply, tag, cached)), request.last_source)
-            rows = codec.rows(reply[3])
-            if reply[4]:
-                states = codec.scoped_states(rows, identity, now, self.tz)
+            if reply[4]:  # the budgets' rows are parsed only to answer a 429 or to name what a reservation holds
+                states = codec.scoped_states(codec.rows(reply[3]), identity, now, self.tz)
                 return Admission(identity, decide_scoped(states, request.estimate, now))
             admission = Admission(identity)
             if reply[5]:
                 expires = now + timedelta(seconds=self.reservation_ttl)
-                periods = tuple(row.period for row in rows if row.amount is not None)
+                periods = tuple(row.period for row in codec.rows(reply[3]) if row.amount is not None)
                 admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
                                                                   expires, periods))
             if request.refused:
