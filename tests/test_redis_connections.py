@@ -13,6 +13,7 @@ import redis
 import redis.asyncio
 
 from identity_middleware.core.admission import AdmissionRequest
+from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.ratelimit import RateLimiter
 from identity_middleware.stores import RedisStore
@@ -160,3 +161,29 @@ def test_a_store_built_from_clients_serves_the_middlewares(redis_url: str, rate_
     spent = Decimal("0.002") if rate_limit else Decimal("0.003")  # a refused request runs no view
     assert store.metrics("asgi-user").total_cost == store.metrics("wsgi-user").total_cost == spent
     store.close()
+
+
+@pytest.mark.anyio
+async def test_the_direct_paths_authenticate_and_select_the_urls_db(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_server(port, tmp_path)
+    try:
+        with redis.Redis(port=port) as client:
+            client.config_set("requirepass", "secret")
+        store = RedisStore.from_url(f"redis://:secret@127.0.0.1:{port}/3", prefix="auth")
+        try:
+            assert store.admit(AdmissionRequest("sync")).identity is not None  # a thread's plain socket
+            assert (await store.aadmit(AdmissionRequest("async"))).identity is not None  # the multiplexed one
+            assert store._request_runner._direct is not None and (await store._loop()).direct is not None
+        finally:
+            await store.aclose()
+        with redis.Redis(port=port, password="secret", db=3, decode_responses=True) as client:
+            assert client.exists("auth:identities") and client.zcard("auth:identities") == 2
+        with redis.Redis(port=port, password="secret", db=0) as client:
+            assert client.dbsize() == 0
+        bad = RedisStore.from_url(f"redis://:wrong@127.0.0.1:{port}/3", prefix="auth")
+        with pytest.raises(StoreUnavailable):  # refused: an outage to the middleware, as through redis-py
+            bad.admit(AdmissionRequest("sync"))
+        bad.close()
+    finally:
+        stop_servers([process])

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import timezone
 from decimal import Decimal
@@ -334,6 +335,40 @@ async def test_admissions_survive_a_server_restart_and_time_out_when_it_hangs(tm
         assert (await store.aadmit(AdmissionRequest("u2", create_missing=False))).identity is None
     finally:
         await store.aclose()
+        stop_servers([process])
+
+
+def test_sync_admissions_on_the_plain_socket_survive_a_restart_and_time_out_when_it_hangs(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_server(port, tmp_path)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="wire", socket_timeout=0.5,
+                                socket_connect_timeout=0.5)
+    try:
+        threads = [threading.Thread(target=store.admit, args=(AdmissionRequest(f"u{n}"),)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {identity.external_id for identity in store.list(limit=20).data} == {f"u{n}" for n in range(8)}
+        assert store._request_runner._direct is not None  # script calls took the per-thread sockets
+        stop_servers([process])
+        with pytest.raises(StoreUnavailable):
+            store.admit(AdmissionRequest("u1"))
+        process = start_server(port, tmp_path)
+        assert store.admit(AdmissionRequest("u1", create_missing=False)).identity is None  # a new connection
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):  # no reply within the request timeout (0.25 s)
+                store.admit(AdmissionRequest("u2", create_missing=False))
+            assert time.monotonic() - started < 2.0
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        # The timed-out connection was closed, not reused: the next reply is this call's own.
+        assert store.admit(AdmissionRequest("u2", create_missing=False)).identity is None
+        assert store.admit(AdmissionRequest("u3")).identity is not None
+    finally:
+        store.close()
         stop_servers([process])
 
 

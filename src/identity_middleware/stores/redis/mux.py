@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.exceptions as errors
 
-from .resp import pack
+from .resp import Endpoint
 from .steps import Landed
 
 __all__ = ["Direct", "available"]
@@ -42,7 +42,7 @@ _ERRORS: dict[str, type[errors.RedisError]] = {
 }
 
 
-def _reply_error(message: str) -> errors.RedisError:
+def reply_error(message: str) -> errors.RedisError:
     code, _, rest = message.partition(" ")
     kind = _ERRORS.get(code)
     return kind(rest) if kind is not None else errors.ResponseError(message)
@@ -56,7 +56,7 @@ class _Mux(asyncio.Protocol):
         self.loop = loop
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
+        self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
         self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.out: builtins.list[bytes] = []
         self.failure: BaseException | None = None
@@ -177,15 +177,7 @@ class Direct:
         # The pool redis-py built from the same URL: its parameters are the ones to connect with,
         # and its idle connections are dropped when this connection finds the server restarted.
         self.pool = pool
-        kwargs = pool.connection_kwargs
-        self.path: str | None = kwargs.get("path")  # a unix socket, else TCP host and port
-        self.host = kwargs.get("host", "localhost")
-        self.port = int(kwargs.get("port", 6379))
-        self.db = int(kwargs.get("db", 0) or 0)
-        self.username = kwargs.get("username")
-        self.password = kwargs.get("password")
-        self.timeout = kwargs.get("socket_timeout")
-        self.connect_timeout = kwargs.get("socket_connect_timeout")
+        self.endpoint = Endpoint.of(pool)
         self.mux: _Mux | None = None
         self.gate = asyncio.Lock()
         self.closed = False
@@ -198,20 +190,18 @@ class Direct:
             if self.closed:
                 raise errors.ConnectionError("closed")
             loop = asyncio.get_running_loop()
-            mux = _Mux(loop, self.timeout)
-            connect = (loop.create_unix_connection(lambda: mux, self.path) if self.path is not None
-                       else loop.create_connection(lambda: mux, self.host, self.port))
+            end = self.endpoint
+            mux = _Mux(loop, end.timeout)
+            connect = (loop.create_unix_connection(lambda: mux, end.path) if end.path is not None
+                       else loop.create_connection(lambda: mux, end.host, end.port))
             try:
-                await asyncio.wait_for(connect, self.connect_timeout)
+                await asyncio.wait_for(connect, end.connect_timeout)
             except (OSError, asyncio.TimeoutError) as error:
-                where = self.path if self.path is not None else f"{self.host}:{self.port}"
+                where = end.path if end.path is not None else f"{end.host}:{end.port}"
                 raise errors.ConnectionError(f"Error connecting to {where}: {error!r}") from error
             try:
-                if self.password is not None:
-                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-                    await mux.call(pack(auth))
-                if self.db:
-                    await mux.call(pack(("SELECT", self.db)))
+                for command in end.hello():
+                    await mux.call(command)
             except BaseException:
                 mux.close()
                 raise

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .steps import Eval
 
-__all__ = ["pack", "pack_eval"]
+__all__ = ["Endpoint", "pack", "pack_eval"]
 
 hiredis: Any
 try:
@@ -39,3 +40,33 @@ def pack_eval(step: Eval) -> bytes:
     except (AttributeError, TypeError):  # no hiredis, or an argument it does not take (a bool)
         args = pack(step.args)
     return b"".join([head, step.packed_keys, args[args.index(b"\n") + 1:]])
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect: the parameters of redis-py's pool for the same URL."""
+
+    path: str | None  # a unix socket, else TCP host and port
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    timeout: float | None
+    connect_timeout: float | None
+
+    @classmethod
+    def of(cls, pool: Any) -> Endpoint:
+        kwargs = pool.connection_kwargs
+        return cls(kwargs.get("path"), kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)),
+                   int(kwargs.get("db", 0) or 0), kwargs.get("username"), kwargs.get("password"),
+                   kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout"))
+
+    def hello(self) -> list[bytes]:
+        """What a new connection sends first: AUTH and SELECT, as needed."""
+        commands = []
+        if self.password is not None:
+            commands.append(pack(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)))
+        if self.db:
+            commands.append(pack(("SELECT", self.db)))
+        return commands

@@ -6,28 +6,38 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
 import redis.exceptions
 
 from .clients import SyncClient
+from .resp import pack_eval
 from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
+from .wire import SyncDirect
 
 T = TypeVar("T")
 
 
 class Runner:
-    """Drives plans on one thread-safe sync client, built on first use (a client given is used as is)."""
+    """Drives plans on one thread-safe sync client, built on first use (a client given is used as is).
+    With ``direct``, script calls take a plain socket per thread (:mod:`.wire`), the rest the client."""
 
-    def __init__(self, build: Callable[[], SyncClient] | None, client: SyncClient | None = None) -> None:
+    def __init__(self, build: Callable[[], SyncClient] | None, client: SyncClient | None = None, *,
+                 direct: bool = False) -> None:
         self._build = build
         self._client = client
         self._lock = threading.Lock()
+        self._wants_direct = direct and client is None
+        self._direct: SyncDirect | None = None
 
     def client(self) -> SyncClient:
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     assert self._build is not None
-                    self._client = self._build()
+                    client = self._build()
+                    if self._wants_direct and isinstance(client, redis.Redis):
+                        self._direct = SyncDirect(client.connection_pool)
+                    self._client = client
         return self._client
 
     def run(self, plan: Plan[T]) -> T:
@@ -36,9 +46,10 @@ class Runner:
         try:
             step = next(steps)
             client = self.client()
+            direct = self._direct
             while True:
                 try:
-                    reply = execute(client, step)
+                    reply = execute(client, step) if direct is None else direct_execute(direct, client, step)
                 except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                     step = steps.throw(error)
                 else:
@@ -50,6 +61,8 @@ class Runner:
 
     def close(self) -> None:
         """Release the connections of a client built here (a client given stays open)."""
+        if self._direct is not None:
+            self._direct.close()
         if self._client is not None and self._build is not None:
             self._client.close()
             self._client = None
@@ -61,6 +74,14 @@ def execute(client: Any, step: Step) -> Any:
     if isinstance(step, Eval):
         return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
     return pipeline(client, step).execute(raise_on_error=False)
+
+
+def direct_execute(direct: SyncDirect, client: Any, step: Step) -> Any:
+    if isinstance(step, Eval):
+        return direct.call(pack_eval(step))
+    if isinstance(step, Batch) and all(isinstance(each, Eval) for each in step.steps):
+        return direct.call_many([pack_eval(each) for each in step.steps])  # type: ignore[arg-type]
+    return execute(client, step)
 
 
 def pipeline(client: Any, batch: Batch) -> Any:

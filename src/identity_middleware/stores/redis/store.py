@@ -76,12 +76,13 @@ class RedisStore(RedisBudgets, Store):
         self._plans = Plans(prefix, tz, reservation_ttl, settle_id_ttl)
         self._plans.global_budgets = global_budgets
         self._plans.leases = Leases(lease) if lease is not None else None
-        self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client)
+        direct = spec is not None and spec.multiplexed
+        self._runner = Runner(spec.sync_client if client is None and spec is not None else None, client, direct=direct)
         # The request path's sync calls (admit, settle) go through a client whose every wait is
         # bounded by request_timeout; a client passed in is used as it is.
         self._request_runner = self._runner
         if client is None and spec is not None and request_timeout is not None:
-            self._request_runner = Runner(spec.bounded(request_timeout).sync_client)
+            self._request_runner = Runner(spec.bounded(request_timeout).sync_client, direct=direct)
         self._buffer = SettlementBuffer(pending_limit, self._plans.seal, self._plans.settled_locally)
         self._writer = Writer(self._buffer, self._plans, self._runner)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)

@@ -1,0 +1,121 @@
+"""Script calls of sync threads to a plain standalone Redis over one plain socket per thread.
+
+The sync twin of :mod:`.mux`: where that applies (the same URL rules, hiredis installed,
+``multiplex=True``), a thread's script calls skip redis-py's pool, per-argument encoder and
+response callbacks: the command is packed once (:mod:`.resp`), written with one ``sendall`` and
+its reply parsed by hiredis. The redis-py rules are kept: the socket timeout bounds every wait (a
+timed-out connection is closed, never reused: its reply may still come), and a broken connection
+is retried once, at once, on a new one; a timeout never. Connections are per thread and per
+process (a forked child opens its own); ``close()`` closes them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions as errors
+
+from .mux import hiredis, reply_error
+from .resp import Endpoint
+
+__all__ = ["SyncDirect"]
+
+
+class _Connection:
+    def __init__(self, end: Endpoint) -> None:
+        self.pid = os.getpid()
+        where: Any = end.path if end.path is not None else (end.host, end.port)
+        try:
+            if end.path is None:
+                self.sock = socket.create_connection(where, timeout=end.connect_timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(end.connect_timeout)
+                self.sock.connect(where)
+        except TimeoutError as error:
+            raise errors.TimeoutError(f"Timeout connecting to {where}") from error
+        except OSError as error:
+            raise errors.ConnectionError(f"Error connecting to {where}: {error!r}") from error
+        self.sock.settimeout(end.timeout)
+        self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
+        self.buffer = bytearray(65536)
+        try:
+            for reply in self.exchange(end.hello()) if end.hello() else ():
+                if isinstance(reply, Exception):
+                    raise reply
+        except BaseException:
+            self.close()
+            raise
+
+    def exchange(self, commands: Sequence[bytes]) -> list[Any]:
+        """Send the commands in one write and read one reply each (an error reply in its place)."""
+        try:
+            self.sock.sendall(b"".join(commands))
+            replies: list[Any] = []
+            while len(replies) < len(commands):
+                reply = self.reader.gets()
+                if reply is not False:
+                    replies.append(reply)
+                    continue
+                read = self.sock.recv_into(self.buffer)
+                if not read:
+                    raise errors.ConnectionError("connection to redis closed by server")
+                self.reader.feed(self.buffer, 0, read)
+            return replies
+        except TimeoutError as error:
+            self.close()  # its reply may still come: never reused
+            raise errors.TimeoutError("Timeout reading from redis") from error
+        except OSError as error:
+            self.close()
+            raise errors.ConnectionError(f"connection to redis lost: {error!r}") from error
+        except errors.ConnectionError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SyncDirect:
+    """Per-thread plain connections with the parameters of redis-py's pool for the same URL."""
+
+    def __init__(self, pool: Any) -> None:
+        self.endpoint = Endpoint.of(pool)
+        self._local = threading.local()
+        self._open: set[_Connection] = set()
+        self._lock = threading.Lock()
+
+    def _connection(self) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is None or connection.pid != os.getpid() or connection.sock.fileno() < 0:
+            connection = self._local.connection = _Connection(self.endpoint)
+            with self._lock:
+                self._open.add(connection)
+        return connection
+
+    def call_many(self, commands: Sequence[bytes]) -> list[Any]:
+        """Each command's reply, or its error reply, in order; one immediate retry on a connection
+        found broken (a server restart), never after a timeout."""
+        try:
+            return self._connection().exchange(commands)
+        except errors.ConnectionError:
+            return self._connection().exchange(commands)
+
+    def call(self, command: bytes) -> Any:
+        reply = self.call_many([command])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, set()
+        pid = os.getpid()
+        for connection in connections:
+            if connection.pid == pid:
+                connection.close()
