@@ -2,9 +2,11 @@
 
 One daemon thread per store and process, started by the first settlement after it was idle and
 ended after ``IDLE`` seconds without one (a store that is no longer used leaves no thread behind).
-What a write could not land (an outage) stays buffered and is retried every ``RETRY`` seconds.
-The thread never survives a fork: the child starts its own on its first settlement. At
-interpreter exit, and on ``close()``, the thread is stopped and the buffer written by the caller.
+A write lingers ``LINGER`` seconds first, so that the settlements of concurrent requests share its
+round trip (and one identity's, one script call). What a write could not land (an outage) stays
+buffered and is retried every ``RETRY`` seconds. The thread never survives a fork: the child starts
+its own on its first settlement. At interpreter exit, and on ``close()``, the thread is stopped and
+the buffer written by the caller.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -22,6 +25,8 @@ logger = logging.getLogger("identity_middleware.stores.redis")
 
 IDLE = 5.0  # seconds without a settlement before the thread ends
 RETRY = 0.5  # seconds between attempts while settlements wait out an outage
+LINGER = 0.002  # seconds a write waits for more settlements to share its round trip (under load)
+FULL = 64  # ... unless this many are waiting already
 
 
 class BackgroundWriter:
@@ -67,6 +72,8 @@ class BackgroundWriter:
                     self._thread = None  # idle: the next poke starts another
                     return
                 wake.clear()
+            if self._buffered() < FULL:
+                time.sleep(LINGER)
             try:
                 self._flush()
             except StoreUnavailable:
