@@ -12,9 +12,9 @@ hiredis installed, ``multiplex=True``); everything else goes through redis-py. O
 from __future__ import annotations
 
 import asyncio
-import bisect
 import builtins
 import collections
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +42,9 @@ _ERRORS: dict[str, type[errors.RedisError]] = {
 }
 
 
+_NEVER = math.inf
+
+
 def reply_error(message: str) -> errors.RedisError:
     code, _, rest = message.partition(" ")
     kind = _ERRORS.get(code)
@@ -57,13 +60,13 @@ class _Mux(asyncio.Protocol):
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
-        self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # Calls awaiting their reply, in order: (future, socket deadline, the call's own deadline).
+        self.waiters: collections.deque[tuple[asyncio.Future[Any], float, float]] = collections.deque()
         self.out: builtins.list[bytes] = []
         self.failure: BaseException | None = None
         self.watchdog: asyncio.TimerHandle | None = None
-        # Calls with a deadline of their own (admissions: request_timeout), soonest first; one timer
-        # for all, instead of a timeout context per call.
-        self.deadlines: collections.deque[tuple[float, asyncio.Future[Any], float]] = collections.deque()
+        # One timer for the calls' own deadlines (admissions: request_timeout), at the soonest
+        # pending one, instead of a timeout context per call.
         self.expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -99,11 +102,10 @@ class _Mux(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self.watchdog = self.expiry = None
-        self.deadlines.clear()
         if self.transport is not None:
             self.transport.abort()
         waiters, self.waiters = self.waiters, collections.deque()
-        for future, _ in waiters:
+        for future, _, _ in waiters:
             if not future.done():
                 future.set_exception(error)
 
@@ -123,16 +125,20 @@ class _Mux(asyncio.Protocol):
             self.watchdog = self.loop.call_at(deadline, self._check)
 
     def _expire(self) -> None:
-        """Fail the calls whose own deadline passed (their late replies are read and dropped)."""
+        """Fail the calls whose own deadline passed (their late replies are read and dropped), and
+        wait for the soonest of the others. The waiters are the calls in flight, so this looks at a
+        few dozen at most, about once per deadline's length."""
         self.expiry = None
         now = self.loop.time()
-        deadlines = self.deadlines
-        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
-            _, future, seconds = deadlines.popleft()
-            if not future.done():
-                future.set_exception(errors.TimeoutError(f"no reply within {seconds:.3g} s"))
-        if deadlines:
-            self.expiry = self.loop.call_at(deadlines[0][0], self._expire)
+        soonest = _NEVER
+        for future, _, deadline in self.waiters:
+            if deadline <= now:
+                if not future.done():
+                    future.set_exception(errors.TimeoutError("no reply from redis within the request timeout"))
+            elif deadline < soonest and not future.done():
+                soonest = deadline
+        if soonest < _NEVER:
+            self.expiry = self.loop.call_at(soonest, self._expire)
 
     def call(self, packed: bytes, deadline: float | None = None) -> asyncio.Future[Any]:
         """The reply of one command; ``deadline`` (loop time) fails this call alone when it passes."""
@@ -140,24 +146,20 @@ class _Mux(asyncio.Protocol):
         if self.failure is not None:
             future.set_exception(self.failure)
             return future
-        if deadline is not None:
-            entry = (deadline, future, deadline - self.loop.time())
-            if self.deadlines and deadline < self.deadlines[-1][0]:  # not the latest: keep them sorted
-                bisect.insort(self.deadlines, entry, key=lambda each: each[0])
-            else:
-                self.deadlines.append(entry)
-            if self.expiry is None:
-                self.expiry = self.loop.call_at(self.deadlines[0][0], self._expire)
-            elif deadline < self.expiry.when():
-                self.expiry.cancel()
-                self.expiry = self.loop.call_at(deadline, self._expire)
+        if deadline is None:
+            deadline = _NEVER
+        elif self.expiry is None:
+            self.expiry = self.loop.call_at(deadline, self._expire)
+        elif deadline < self.expiry.when():
+            self.expiry.cancel()
+            self.expiry = self.loop.call_at(deadline, self._expire)
         if not self.out:
             self.loop.call_soon(self._write)
         self.out.append(packed)
         if self.timeout is None:
-            self.waiters.append((future, 0.0))
+            self.waiters.append((future, 0.0, deadline))
         else:
-            self.waiters.append((future, self.loop.time() + self.timeout))
+            self.waiters.append((future, self.loop.time() + self.timeout, deadline))
             if self.watchdog is None:
                 self.watchdog = self.loop.call_later(self.timeout, self._check)
         return future
