@@ -11,7 +11,7 @@ import redis.exceptions
 
 from ...core.errors import StoreUnavailable
 from .loops import LoopClient
-from .resp import pack_eval
+from .resp import direct_command
 from .runner import pipeline
 from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
 
@@ -57,10 +57,14 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
 async def aexecute(state: LoopClient, step: Step, deadline: float | None = None) -> Any:
     direct = state.direct
     if direct is not None:
-        if isinstance(step, Eval):
-            return await direct.call(pack_eval(step), deadline)
-        if isinstance(step, Batch) and all(isinstance(each, Eval) for each in step.steps):
-            return await direct.call_many([pack_eval(each) for each in step.steps], deadline)  # type: ignore[arg-type]
+        if not isinstance(step, Batch):
+            packed = direct_command(step)
+            if packed is not None:
+                return await direct.call(packed, deadline)
+        else:
+            commands = [direct_command(each) for each in step.steps]
+            if None not in commands:
+                return await direct.call_many(commands, deadline)  # type: ignore[arg-type]
         if deadline is not None:  # a command that takes redis-py's path (a script load), bounded the same
             left = max(0.0, deadline - asyncio.get_running_loop().time())
             try:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .steps import Eval
+from .steps import Call, Eval
 
-__all__ = ["Endpoint", "pack", "pack_eval"]
+__all__ = ["Endpoint", "direct_command", "pack", "pack_eval"]
 
 hiredis: Any
 try:
@@ -25,6 +25,21 @@ def pack(args: Sequence[str | int]) -> bytes:
         data = arg.encode() if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+# Commands whose raw reply is what the plans take (every HGETALL is read through codec.as_map, which
+# takes RESP's flat list too), so the direct paths may send them as they are, not through redis-py.
+_RAW = frozenset({"hgetall"})
+
+
+def direct_command(step: Call | Eval) -> bytes | None:
+    """The step packed for a direct path, or ``None`` when it must take redis-py's (its methods
+    rewrite arguments and replies)."""
+    if isinstance(step, Eval):
+        return pack_eval(step)
+    if step.method in _RAW:
+        return pack((step.method.upper(), *step.args))
+    return None
 
 
 def pack_eval(step: Eval) -> bytes:

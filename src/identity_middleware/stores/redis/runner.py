@@ -10,7 +10,7 @@ import redis
 import redis.exceptions
 
 from .clients import SyncClient
-from .resp import pack_eval
+from .resp import direct_command
 from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
 from .wire import SyncDirect
 
@@ -77,10 +77,14 @@ def execute(client: Any, step: Step) -> Any:
 
 
 def direct_execute(direct: SyncDirect, client: Any, step: Step) -> Any:
-    if isinstance(step, Eval):
-        return direct.call(pack_eval(step))
-    if isinstance(step, Batch) and all(isinstance(each, Eval) for each in step.steps):
-        return direct.call_many([pack_eval(each) for each in step.steps])  # type: ignore[arg-type]
+    if not isinstance(step, Batch):
+        packed = direct_command(step)
+        if packed is not None:
+            return direct.call(packed)
+    else:
+        commands = [direct_command(each) for each in step.steps]
+        if None not in commands:
+            return direct.call_many(commands)  # type: ignore[arg-type]
     return execute(client, step)
 
 
