@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from example_server import SERVE_EXAMPLE, STOP_EXAMPLE
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,17 +30,9 @@ def test_the_fastapi_demo_tracks_identities_and_answers_429() -> None:
 
 # The openai SDK as the example's client, over a real socket, in a child process (the example's
 # modules are top-level `app` and `model`, as when it is run).
-SDK_SCRIPT = """
-import json, socket, sys, threading, time
-sys.path.insert(0, sys.argv[1])
-import openai, uvicorn
-from app import app, store
-with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
-server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-thread = threading.Thread(target=server.run, daemon=True)
-thread.start()
-while not server.started: time.sleep(0.05)
+SDK_SCRIPT = SERVE_EXAMPLE + """
+import json, openai
+from app import store
 client = openai.OpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1",
                        default_headers={"X-Identity-Id": "carol"})
 ask = [{"role": "user", "content": "Hello there"}]
@@ -63,9 +57,7 @@ print(json.dumps({
     "models": metrics.model_dump(mode="json")["models"], "requests": metrics.total_requests,
     "by_fields": [store.metrics(name).total_requests for name in ("dave", "erin")],
 }))
-server.should_exit = True
-thread.join(10)  # a daemon thread still in its event loop at interpreter exit can crash it (SIGSEGV)
-"""
+""" + STOP_EXAMPLE
 
 
 def test_the_openai_sdk_parses_the_examples_json_and_sse_replies() -> None:

@@ -22,6 +22,7 @@ from orq_ai_sdk import Orq, models
 
 from browser import live_server
 from conftest import MakeStore
+from example_server import SERVE_EXAMPLE, STOP_EXAMPLE
 from identity_middleware.admin import create_admin_app
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.stores import Store
@@ -109,21 +110,9 @@ def test_the_list_with_metrics_snippet_runs(served: tuple[str, Store], capsys: p
 
 # The README's block, in a child process beside the FastAPI example (its modules are top-level
 # `app` and `model`, as when it is run), served by uvicorn with its lifespan, at the README's URL's path.
-README_RUNNER = """
-import socket, sys, threading, time
-sys.path.insert(0, sys.argv[1])
-import uvicorn
-from app import app
-with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
-server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-thread = threading.Thread(target=server.run, daemon=True)
-thread.start()
-while not server.started: time.sleep(0.05)
+README_RUNNER = SERVE_EXAMPLE + """
 exec(sys.stdin.read().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}"))
-server.should_exit = True
-thread.join(10)  # a daemon thread still in its event loop at interpreter exit can crash it (SIGSEGV)
-"""
+""" + STOP_EXAMPLE
 
 
 def test_the_readme_sdk_block_runs_against_the_fastapi_example() -> None:
