@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -187,3 +190,21 @@ async def test_the_direct_paths_authenticate_and_select_the_urls_db(tmp_path: Pa
         bad.close()
     finally:
         stop_servers([process])
+
+
+def test_a_thread_that_ends_closes_its_direct_connection(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url, prefix=f"threads-{uuid.uuid4().hex[:8]}")
+    try:
+        with redis.Redis.from_url(redis_url) as client:
+            before = client.info("clients")["connected_clients"]
+            for n in range(20):  # a thread per request, as some servers do
+                thread = threading.Thread(target=store.admit, args=(AdmissionRequest(f"t{n}"),))
+                thread.start()
+                thread.join()
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while client.info("clients")["connected_clients"] > before + 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.info("clients")["connected_clients"] <= before + 3  # not 20 more
+    finally:
+        store.close()

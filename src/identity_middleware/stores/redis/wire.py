@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,13 +88,16 @@ class SyncDirect:
     def __init__(self, pool: Any) -> None:
         self.endpoint = Endpoint.of(pool)
         self._local = threading.local()
-        self._open: set[_Connection] = set()
+        # Weak: a thread that ends drops its connection, which is then closed (a server that starts
+        # a thread per request would otherwise keep every one of them open).
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def _connection(self) -> _Connection:
         connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is None or connection.pid != os.getpid() or connection.sock.fileno() < 0:
             connection = self._local.connection = _Connection(self.endpoint)
+            weakref.finalize(connection, connection.sock.close)
             with self._lock:
                 self._open.add(connection)
         return connection
@@ -114,7 +118,7 @@ class SyncDirect:
 
     def close(self) -> None:
         with self._lock:
-            connections, self._open = self._open, set()
+            connections, self._open = list(self._open), weakref.WeakSet()
         pid = os.getpid()
         for connection in connections:
             if connection.pid == pid:
