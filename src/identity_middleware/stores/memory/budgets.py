@@ -136,21 +136,20 @@ class Scoped:
         states = []
         for budget in budgets:
             calendar = budget.period.calendar
-            plain = calendar is not None and account is not None and budget.scope is ScopeKind.IDENTITY
-            if plain and blocking is not None and budget.token_limit is None and budget.requests_per_minute is None:
-                # An identity's money budget (the usual one): its ledger answers, no state is built.
-                assert calendar is not None and account is not None
-                limit = budget.amount_nanos
-                used = account.spent(calendar, now, tz) + account.reserved(calendar, now)
-                if limit is None or not (used >= limit or (blocking > 0 and used + blocking > limit)):
-                    continue
             key = "one_time" if calendar is None else key_of(calendar, now, tz)
-            current = self.usage.get(budget.id)
-            cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
-            if plain:
-                assert calendar is not None and account is not None
-                cost, reserved = account.spent(calendar, now, tz), account.reserved(calendar, now)
+            ledger = account if calendar is not None and budget.scope is ScopeKind.IDENTITY else None
+            if ledger is not None and calendar is not None:  # spend and reservations are the identity's
+                cost, reserved = ledger.spent(calendar, now, tz), ledger.reserved(calendar, now)
+                if blocking is not None and budget.token_limit is None and budget.requests_per_minute is None:
+                    # An identity's money budget (the usual one): decided here, no state is built.
+                    limit, used = budget.amount_nanos, cost + reserved
+                    if limit is None or not (used >= limit or (blocking > 0 and used + blocking > limit)):
+                        continue
+                current = self.usage.get(budget.id)
+                tokens = current[2] if current is not None and current[0] == key else 0
             else:
+                current = self.usage.get(budget.id)
+                cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
                 reserved = self.reserved(budget, None, now)
             counts = (cost, reserved, tokens, self.requests(budget.id, now))
             if blocking is not None and not ScopedState(budget, *counts, None, None).blocks(blocking):

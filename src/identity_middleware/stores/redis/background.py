@@ -81,14 +81,18 @@ class BackgroundWriter:
             except Exception:
                 logger.exception("identity store: writing buffered settlements failed")
 
+    def at_exit(self) -> None:
+        """Stop the thread and write what is left here (logged, not raised, if Redis is gone)."""
+        self.stop()
+        if self._buffered():
+            try:
+                self._flush()
+            except Exception as error:
+                logger.error("identity store: %d settlements could not be written at exit: %s",
+                             self._buffered(), error)
+
 
 def _stop_at_exit(ref: weakref.ref[BackgroundWriter]) -> None:
-    writer = ref()
-    if writer is None:
-        return
-    writer.stop()
-    if writer._buffered():
-        try:
-            writer._flush()
-        except Exception as error:
-            logger.error("identity store: %d settlements could not be written at exit: %s", writer._buffered(), error)
+    writer = ref()  # weak: a store that is gone needs nothing at exit
+    if writer is not None:
+        writer.at_exit()

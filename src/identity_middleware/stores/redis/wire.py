@@ -46,7 +46,8 @@ class _Connection:
         self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
         self.buffer = bytearray(65536)
         try:
-            for reply in self.exchange(end.hello()) if end.hello() else ():
+            hello = end.hello()
+            for reply in self.exchange(hello) if hello else ():
                 if isinstance(reply, Exception):
                     raise reply
         except BaseException:
