@@ -35,6 +35,7 @@ from .apps import (
     private_redis,
     source_info,
 )
+from .floor import build_floor_app
 
 KIB = 1024
 
@@ -160,7 +161,7 @@ def _redis(args: argparse.Namespace) -> Iterator[str | None]:
 
 async def _requests_table(args: argparse.Namespace, redis_url: str | None) -> list[str]:
     kinds = ["memory", "redis"] if args.store == "all" else [args.store]
-    apps: dict[str, ASGIApp] = {"bare": build_app(None)}
+    apps: dict[str, ASGIApp] = {"bare": build_app(None), "floor": build_floor_app()}
     stores: list[Store] = []
     for kind in kinds:
         try:
@@ -196,7 +197,7 @@ async def _timed_requests(args: argparse.Namespace, apps: dict[str, ASGIApp]) ->
             if kind == "bare":
                 bare = best
             added = "-" if kind == "bare" else f"{best - bare:+.1f}"
-            label = "bare" if kind == "bare" else f"{kind} store"
+            label = kind if kind in ("bare", "floor") else f"{kind} store"
             lines.append(f"| {label} | {size} KB | {best:.1f} | {median:.1f} | "
                          f"{', '.join(f'{b:.1f}' for b in batches)} | {added} |")
     return lines

@@ -73,7 +73,8 @@ def _plan(args: argparse.Namespace, before: tuple[str, Path] | None) -> tuple[li
             chosen = kinds
         for scenario in args.scenarios:
             planned += [(App(scenario, kind, revision), tree) for kind in chosen
-                        if revision is None or kind != "bare"]
+                        if (revision is None or kind not in ("bare", "floor"))
+                        and (kind != "floor" or scenario == "asgi")]
     return planned, missing
 
 
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.scenarios = _choices(parser, "llm" if args.realistic else args.scenario, SCENARIOS, "--scenario")
     store = args.store or ("all" if args.redis_url or args.redis_delay else "memory")
-    args.kinds = ["bare", *_choices(parser, store, KINDS, "--store")]
+    # floor (bench/floor.py: buffer, parse and replay the body, nothing else) is the reference beside bare
+    args.kinds = ["bare", "floor", *_choices(parser, store, KINDS, "--store")]
     args.connections = args.connections or (4 if args.redis_delay else 32)
     if args.redis_delay is not None and not 0 < args.redis_delay <= 1000:
         parser.error("--redis-delay: 0 < MS <= 1000")

@@ -20,15 +20,19 @@ def default_http() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--app", choices=("bare", "memory", "redis"), required=True)
+    parser.add_argument("--app", choices=("bare", "floor", "memory", "redis"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url")
     parser.add_argument("--upstream", help="the LLM upstream's base URL: serve the realistic app (llm_apps.py)")
     parser.add_argument("--loop", default=default_loop())
     parser.add_argument("--http", default=default_http())
     args = parser.parse_args(argv)
-    store = make_store(args.app, args.redis_url)
-    if args.upstream:
+    store = make_store(args.app, args.redis_url) if args.app != "floor" else None
+    if args.app == "floor":
+        from .floor import build_floor_app
+
+        app = build_floor_app()
+    elif args.upstream:
         from .llm_apps import build_llm_app
 
         app = build_llm_app(store, args.upstream)
