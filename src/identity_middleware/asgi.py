@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import Config
 from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse, request_timeout
+from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .flow.telemetry import annotate
@@ -21,6 +22,7 @@ __all__ = ["IdentityMiddleware"]
 logger = logging.getLogger("identity_middleware")
 
 _ROUTE_CACHE_SIZE = 4096
+_CONTENT_TYPE_CACHE_SIZE = 64
 
 
 def _user_id(user: Any) -> str | None:
@@ -63,6 +65,7 @@ class IdentityMiddleware:
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
         self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
+        self._json_types: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -89,17 +92,19 @@ class IdentityMiddleware:
         content_type = content_length = None
         for key, value in scope["headers"]:
             if key == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value
             elif key == b"content-length":
-                content_length = value.decode("latin-1")
-        reader = JsonBody.wanted(content_type, content_length, self.config.max_body_size)
-        if reader is None:
+                content_length = value
+        limit = self.config.max_body_size
+        if content_type is None or not self._json_type(content_type) \
+                or not JsonBody.within(None if content_length is None else content_length.decode("latin-1"), limit):
             return None, receive
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
             # The usual case: the whole body in one message, replayed as it came, with no timer to pay for.
-            reader.feed(message.get("body", b""))
-            return reader.body(), _replaying([message], receive)
+            body = message.get("body", b"")
+            return (body if len(body) <= limit else None), _replaying([message], receive)
+        reader = JsonBody(limit)
         # The clock starts with the first chunk: the rest must arrive within body_timeout.
         with anyio.fail_after(self.config.body_timeout):
             while True:
@@ -113,6 +118,15 @@ class IdentityMiddleware:
                 if not within:
                     return None, _replaying([_request(reader.read_so_far(), more_body=True)], receive)
                 message = await receive()
+
+    def _json_type(self, content_type: bytes) -> bool:
+        """``is_json_content_type``, remembered for the few content types a server sees."""
+        found = self._json_types.get(content_type)
+        if found is None:
+            found = is_json_content_type(content_type.decode("latin-1"))
+            if len(self._json_types) < _CONTENT_TYPE_CACHE_SIZE:
+                self._json_types[content_type] = found
+        return found
 
     def _request(self, scope: Scope, body: bytes | None) -> Request:
         headers = scope["headers"]
@@ -184,7 +198,9 @@ class IdentityMiddleware:
         finally:
             unbind(token)
             settlement = self.flow.settlement(meter, error=failed or status >= 400)
-            if self._shield_settle:
+            if self.store.nonblocking:
+                self.flow.run(settlement)  # nothing to await: the sync driver, no coroutine
+            elif self._shield_settle:
                 # A client that disconnects cancels the request, never its accounting.
                 with anyio.CancelScope(shield=True):
                     await self.flow.arun(settlement)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from .context import Meter, current_meter
-from .core.money import Money, to_decimal, to_nanos
+from .core.money import Money, decimal_nanos, to_decimal
 from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
 
 __all__ = ["ModelPrice", "PriceTable", "TokenUsage", "parse_usage", "record_usage"]
@@ -32,6 +32,11 @@ def record_call(usage: CallUsage, cost: Money | None = None, *, prices: Prices |
     if cost is None and usage.model and (usage.input_tokens or usage.output_tokens):
         cost = price(usage, prices)
         unpriced = cost is None
+    return _add(cost, usage.input_tokens, usage.output_tokens, usage.model, unpriced, key, meter)
+
+
+def _add(cost: Money | None, input_tokens: int, output_tokens: int, model: str | None, unpriced: bool,
+         key: str | None, meter: Meter | None) -> Decimal | None:
     amount = Decimal(0) if cost is None else to_decimal(cost)
     if amount < 0:
         raise ValueError("cost and token counts must not be negative")
@@ -39,8 +44,7 @@ def record_call(usage: CallUsage, cost: Money | None = None, *, prices: Prices |
         meter = current_meter()
     if meter is None:
         return None
-    if not meter.add(to_nanos(amount), usage.input_tokens, usage.output_tokens, usage.model, unpriced=unpriced,
-                     key=key):
+    if not meter.add(decimal_nanos(amount), input_tokens, output_tokens, model, unpriced=unpriced, key=key):
         return None
     return amount
 
@@ -65,6 +69,8 @@ def record_usage(
     """
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError("cost and token counts must not be negative")
+    if response is None and cost is not None:  # the cost is given: nothing to price or parse
+        return _add(cost, input_tokens, output_tokens, model, False, None, None)
     usage = CallUsage(model, input_tokens, output_tokens)
     if response is not None:
         parsed = call_usage(response)

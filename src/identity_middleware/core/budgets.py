@@ -70,6 +70,7 @@ class BudgetPeriod(str, enum.Enum):
 
 # Looked up per request and per budget: a dict of members, no enum call by value.
 _CALENDAR: dict[BudgetPeriod, Period] = {BudgetPeriod(period.value): period for period in Period}
+CALENDAR: Mapping[BudgetPeriod, Period] = _CALENDAR  # ``BudgetPeriod.calendar`` as one lookup, for hot paths
 
 
 class Dimension(str, enum.Enum):

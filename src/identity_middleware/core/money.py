@@ -40,6 +40,11 @@ def to_nanos(value: Money) -> int:
     amount = to_decimal(value)
     if amount < 0:
         raise ValueError(f"an amount of money is never negative: {value!r}")
+    return decimal_nanos(amount)
+
+
+def decimal_nanos(amount: Decimal) -> int:
+    """:func:`to_nanos` of a ``Decimal`` that :func:`to_decimal` already checked and is not negative."""
     shifted = amount.scaleb(9)
     nanos = int(shifted)
     if shifted == nanos:  # the common case: at most nine places, so the shift is exact

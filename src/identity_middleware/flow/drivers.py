@@ -69,9 +69,13 @@ class Drivers:
             reply, failure = None, None
             try:
                 if type(effect) is Admit:
-                    reply = await self.store.aadmit(effect.request)
+                    store = self.store  # a nonblocking store's sync form is called directly: no coroutine
+                    reply = store.admit(effect.request) if store.nonblocking else await store.aadmit(effect.request)
                 elif type(effect) is Settle:
-                    await self.store.asettle(effect.settlement)
+                    if self.store.nonblocking:
+                        self.store.settle(effect.settlement)
+                    else:
+                        await self.store.asettle(effect.settlement)
                 elif type(effect) is HitLimit:
                     assert self.limiter is not None
                     reply = await self.limiter.ahit(effect.external_id)

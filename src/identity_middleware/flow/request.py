@@ -30,16 +30,20 @@ class JsonBody:
 
     @classmethod
     def wanted(cls, content_type: str | None, content_length: str | None, limit: int) -> JsonBody | None:
-        if not is_json_content_type(content_type):
+        if not is_json_content_type(content_type) or not cls.within(content_length, limit):
             return None
-        if content_length is not None and content_length.strip():
-            try:
-                declared = int(content_length)
-            except ValueError:
-                return None
-            if not 0 <= declared <= limit:
-                return None
         return cls(limit)
+
+    @staticmethod
+    def within(content_length: str | None, limit: int) -> bool:
+        """Whether a declared ``Content-Length`` (if any) allows reading: a number up to ``limit``."""
+        if content_length is None or not content_length.strip():
+            return True
+        try:
+            declared = int(content_length)
+        except ValueError:
+            return False
+        return 0 <= declared <= limit
 
     def feed(self, chunk: bytes) -> bool:
         """Keep ``chunk``; ``False`` once past the limit (read no more: the body stays unresolved)."""

@@ -67,6 +67,8 @@ class Flow(Drivers):
         self._sources = config.sources
         self._may_act_for = config.may_act_for
         self._signing_key = config.signing_key
+        self._create_missing = config.create_missing
+        self._default_budgets = config.default_budgets
         self.limiter: RateLimiter | None = None
         if config.rate_limit or config.rate_limits:
             from ..ratelimit import RateLimiter  # `limits` is loaded only by apps that rate limit
@@ -163,10 +165,10 @@ class Flow(Drivers):
 
     def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False,
                            model: str | None = None) -> AdmissionRequest:
-        return AdmissionRequest(external_id=resolved.external_id, upsert=resolved.upsert,
-                                create_missing=self.config.create_missing, estimate=estimate,
-                                default_budgets=self.config.default_budgets, refused=refused,
-                                last_source=resolved.source, model=model)
+        # Positional, in field order (per request: keywords cost more): external_id, upsert,
+        # create_missing, estimate, default_budgets, refused, now, last_source, model.
+        return AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, estimate,
+                                self._default_budgets, refused, None, resolved.source, model)
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
         """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""

@@ -59,6 +59,9 @@ class Store(ScopedBudgets, abc.ABC):
     #: ``True`` when ``asettle`` takes the settlement before its first ``await`` (in memory, or
     #: into a write buffer), so a cancelled request cannot lose it and needs no cancel shield.
     settles_before_await: bool = False
+    #: ``True`` when the sync operations never block (no I/O, microseconds under a lock): an async
+    #: caller may call them directly instead of awaiting their async twins (``MemoryStore``).
+    nonblocking: bool = False
 
     # -- identities ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -10,6 +10,7 @@ from typing import Any
 
 from ...core.admission import ModelUsage, Usage
 from ...core.budgets import (
+    CALENDAR,
     BudgetExists,
     BudgetNotFound,
     ScopedBudget,
@@ -121,8 +122,9 @@ class Scoped:
     def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
         defs = self.defs
-        found = [budget for budget_id in self.by_identity.get(identity, ()) if (budget := defs[budget_id]).live(now)] \
-            if identity is not None else []
+        found = [budget for budget_id in self.by_identity.get(identity, ())
+                 if (budget := defs[budget_id]).is_active and (budget.expires_at is None or now < budget.expires_at)] \
+            if identity is not None else []  # ScopedBudget.live, inline (per request and budget)
         if self.global_ids:
             targets = matching_targets(model, providers)
             found += [b for b in map(self.defs.__getitem__, self.global_ids)
@@ -135,8 +137,7 @@ class Scoped:
         bounds, needed only to answer a 429, are then computed for those alone: admission's fast path)."""
         states = []
         for budget in budgets:
-            calendar = budget.period.calendar
-            key = "one_time" if calendar is None else key_of(calendar, now, tz)
+            calendar = CALENDAR.get(budget.period)
             ledger = account if calendar is not None and budget.scope is ScopeKind.IDENTITY else None
             if ledger is not None and calendar is not None:  # spend and reservations are the identity's
                 cost, reserved = ledger.spent(calendar, now, tz), ledger.reserved(calendar, now)
@@ -145,9 +146,11 @@ class Scoped:
                     limit, used = budget.amount_nanos, cost + reserved
                     if limit is None or not (used >= limit or (blocking > 0 and used + blocking > limit)):
                         continue
+                key = key_of(calendar, now, tz)
                 current = self.usage.get(budget.id)
                 tokens = current[2] if current is not None and current[0] == key else 0
             else:
+                key = "one_time" if calendar is None else key_of(calendar, now, tz)
                 current = self.usage.get(budget.id)
                 cost, tokens = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
                 reserved = self.reserved(budget, None, now)
@@ -182,12 +185,13 @@ class Scoped:
     def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: Mapping[str, str],
                now: datetime, tz: tzinfo) -> list[dict[str, Any]]:
         """Add ``usage`` to every budget it matches; return the threshold events this crossed, each once."""
-        shares: dict[str, tuple[int, int]] = {}
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
         defs = self.defs
+        own = self.by_identity.get(identity, ()) if identity is not None else ()
+        if not self.global_ids and not own:
+            return []
+        shares: dict[str, tuple[int, int]] = dict.fromkeys(own, whole)
         globals_ = [defs[budget_id] for budget_id in self.global_ids]
-        for budget_id in self.by_identity.get(identity, ()) if identity is not None else ():
-            shares[budget_id] = whole
         for budget in globals_:
             if budget.scope is ScopeKind.WORKSPACE:
                 shares[budget.id] = whole
@@ -200,7 +204,7 @@ class Scoped:
         events = []
         for budget_id, (cost, tokens) in shares.items():
             budget = self.defs[budget_id]
-            calendar = budget.period.calendar
+            calendar = CALENDAR.get(budget.period)
             key = "one_time" if calendar is None else key_of(calendar, now, tz)
             current = self.usage.get(budget_id)
             base = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)

@@ -46,6 +46,7 @@ class MemoryStore(MemoryBudgets, Store):
     """
 
     settles_before_await = True
+    nonblocking = True
 
     def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL) -> None:
         self.tz = tz
@@ -205,10 +206,11 @@ class MemoryStore(MemoryBudgets, Store):
     # -- the request path ------------------------------------------------------------------------
     @property
     def wants_model(self) -> bool:
-        return any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in self._scoped.global_ids)
+        global_ids = self._scoped.global_ids  # usually none: then no generator per request
+        return bool(global_ids) and any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in global_ids)
 
     def admit(self, request: AdmissionRequest) -> Admission:
-        now = _now(request.now)
+        now = request.now or datetime.now(UTC)
         with self._lock:
             ulid = self._records.by_external.get(request.external_id)
             if ulid is None:
@@ -233,7 +235,7 @@ class MemoryStore(MemoryBudgets, Store):
             if not budgets:
                 return Admission(record)
             states = self._scoped.states(budgets, account, now, self.tz, blocking=request.estimate)
-            block = decide_scoped(states, request.estimate, now)
+            block = decide_scoped(states, request.estimate, now) if states else None
             if block is not None:
                 account.count(now, self.tz, error=True)
                 return Admission(record, block)
@@ -255,7 +257,7 @@ class MemoryStore(MemoryBudgets, Store):
         return self.admit(request)
 
     def settle(self, settlement: Settlement) -> None:
-        now = _now(settlement.now)
+        now = settlement.now or datetime.now(UTC)
         usage = settlement.usage
         with self._lock:
             account = self._accounts.get(settlement.identity_id)
