@@ -97,16 +97,19 @@ class Account:
         bucket.input_tokens += input_tokens
         bucket.output_tokens += output_tokens
         bucket.unpriced += unpriced
-        for model, share in models.items() if models else ():
-            found = bucket.models.get(model)
-            if found is None:
-                found = bucket.models[model] = ModelUsage()
-            found.merge(share)
+        if models:
+            day_models = bucket.models
+            for model, share in models.items():
+                found = day_models.get(model)
+                if found is None:
+                    day_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
+                else:
+                    found.merge(share)
         if cost:
+            spend = self.spend
             for period, key in period_keys(now, tz):
-                current = self.spend.get(period)
-                base = current[1] if current is not None and current[0] == key else 0
-                self.spend[period] = (key, base + cost)
+                current = spend.get(period)
+                spend[period] = (key, current[1] + cost) if current is not None and current[0] == key else (key, cost)
 
     def metrics(self, now: datetime) -> Metrics:
         """Totals over the last ``METRIC_DAYS`` UTC days up to ``now``."""

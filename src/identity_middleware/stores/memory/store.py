@@ -270,8 +270,9 @@ class MemoryStore(MemoryBudgets, Store):
                           output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
                           models=usage.models)
             events = self._scoped.charge(usage, self._records.by_ulid[settlement.identity_id].external_id,
-                                         account, self.providers, now, self.tz) if self._scoped.defs else []
-        self._emit(events)
+                                         account, self.providers, now, self.tz) if self._scoped.defs else None
+        if events:
+            self._emit(events)
 
     async def asettle(self, settlement: Settlement) -> None:
         self.settle(settlement)
