@@ -63,14 +63,13 @@ class BudgetPeriod(str, enum.Enum):
 
     @property
     def calendar(self) -> Period | None:
-        return _CALENDAR.get(self)
+        return CALENDAR.get(self)
 
 
 
 
 # Looked up per request and per budget: a dict of members, no enum call by value.
-_CALENDAR: dict[BudgetPeriod, Period] = {BudgetPeriod(period.value): period for period in Period}
-CALENDAR: Mapping[BudgetPeriod, Period] = _CALENDAR  # ``BudgetPeriod.calendar`` as one lookup, for hot paths
+CALENDAR: Mapping[BudgetPeriod, Period] = {BudgetPeriod(period.value): period for period in Period}
 
 
 class Dimension(str, enum.Enum):

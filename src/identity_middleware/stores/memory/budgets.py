@@ -122,9 +122,8 @@ class Scoped:
     def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
         defs = self.defs
-        found = [budget for budget_id in self.by_identity.get(identity, ())
-                 if (budget := defs[budget_id]).is_active and (budget.expires_at is None or now < budget.expires_at)] \
-            if identity is not None else []  # ScopedBudget.live, inline (per request and budget)
+        found = [budget for budget_id in self.by_identity.get(identity, ()) if (budget := defs[budget_id]).live(now)] \
+            if identity is not None else []
         if self.global_ids:
             targets = matching_targets(model, providers)
             found += [b for b in map(self.defs.__getitem__, self.global_ids)

@@ -102,9 +102,8 @@ class Account:
             for model, share in models.items():
                 found = day_models.get(model)
                 if found is None:
-                    day_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
-                else:
-                    found.merge(share)
+                    found = day_models[model] = ModelUsage()
+                found.merge(share)
         if cost:
             spend = self.spend
             for period, key in period_keys(now, tz):

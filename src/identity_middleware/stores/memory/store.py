@@ -210,7 +210,7 @@ class MemoryStore(MemoryBudgets, Store):
         return bool(global_ids) and any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in global_ids)
 
     def admit(self, request: AdmissionRequest) -> Admission:
-        now = request.now or datetime.now(UTC)
+        now = _now(request.now)
         with self._lock:
             ulid = self._records.by_external.get(request.external_id)
             if ulid is None:
@@ -257,7 +257,7 @@ class MemoryStore(MemoryBudgets, Store):
         return self.admit(request)
 
     def settle(self, settlement: Settlement) -> None:
-        now = settlement.now or datetime.now(UTC)
+        now = _now(settlement.now)
         usage = settlement.usage
         with self._lock:
             account = self._accounts.get(settlement.identity_id)
