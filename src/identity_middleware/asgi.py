@@ -66,10 +66,32 @@ class IdentityMiddleware:
         self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
+        self._wants_auth = "auth" in self.config.sources or self.config.may_act_for is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The request is handled here, not in a coroutine of its own: every object a request holds
+        # while it waits (for Redis, for the app) is one more for the garbage collector to promote
+        # and, at its next full collection, to walk (see bench/README.md, "Garbage collection").
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            try:
+                body, receive = await self._read_body(scope, receive)
+            except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
+                await _send_error(send, request_timeout(self.config.body_timeout or 0))
+                return
+            lookup = _Lookup(self, scope)
+            outcome = await self.flow.arun(self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope))),
+                                           lookup.auth if self._wants_auth else None)
+            annotate(outcome)
+            if isinstance(outcome, Tracked):
+                await self._tracked(outcome.meter, scope, receive, send)
+            elif isinstance(outcome, Refused):
+                await _send_error(send, outcome.error)
+            else:
+                token = bind(outcome)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    unbind(token)
         elif scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
         else:
@@ -103,20 +125,20 @@ class IdentityMiddleware:
         if message["type"] == "http.request" and not message.get("more_body", False):
             # The usual case: the whole body in one message, replayed as it came, with no timer to pay for.
             body = message.get("body", b"")
-            return (body if len(body) <= limit else None), _replaying([message], receive)
+            return (body if len(body) <= limit else None), _Replay(message, receive)
         reader = JsonBody(limit)
         # The clock starts with the first chunk: the rest must arrive within body_timeout.
         with anyio.fail_after(self.config.body_timeout):
             while True:
                 if message["type"] != "http.request":  # a disconnect while reading: replay, then it
                     head = reader.read_so_far()
-                    pending = [_request(head, more_body=True), message] if head else [message]
-                    return None, _replaying(pending, receive)
+                    return None, (_Replay(_request(head, more_body=True), _Replay(message, receive)) if head
+                                  else _Replay(message, receive))
                 within = reader.feed(message.get("body", b""))
                 if not message.get("more_body", False):
-                    return reader.body(), _replaying([_request(reader.read_so_far(), more_body=False)], receive)
+                    return reader.body(), _Replay(_request(reader.read_so_far(), more_body=False), receive)
                 if not within:
-                    return None, _replaying([_request(reader.read_so_far(), more_body=True)], receive)
+                    return None, _Replay(_request(reader.read_so_far(), more_body=True), receive)
                 message = await receive()
 
     def _json_type(self, content_type: bytes) -> bool:
@@ -127,18 +149,6 @@ class IdentityMiddleware:
             if len(self._json_types) < _CONTENT_TYPE_CACHE_SIZE:
                 self._json_types[content_type] = found
         return found
-
-    def _request(self, scope: Scope, body: bytes | None) -> Request:
-        headers = scope["headers"]
-
-        def header(name: str) -> str | None:
-            key = self._header_keys[name]
-            for found, value in headers:
-                if found == key and value.strip():
-                    return header_text(value)
-            return None
-
-        return Request(body, header, scope["path"], self._mark(scope))
 
     def _mark(self, scope: Scope) -> Mark | None:
         """The ``@budgeted`` mark of the endpoint this request will reach (Starlette routing)."""
@@ -161,43 +171,17 @@ class IdentityMiddleware:
         return found
 
     # -- the request -----------------------------------------------------------------------------
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body, receive = await self._read_body(scope, receive)
-        except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
-            await _send_error(send, request_timeout(self.config.body_timeout or 0))
-            return
-        outcome = await self.flow.arun(self.flow.admission(self._request(scope, body)), lambda: self._auth(scope))
-        annotate(outcome)
-        if isinstance(outcome, Tracked):
-            await self._tracked(outcome.meter, scope, receive, send)
-        elif isinstance(outcome, Refused):
-            await _send_error(send, outcome.error)
-        else:
-            token = bind(outcome)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                unbind(token)
-
     async def _tracked(self, meter: Meter, scope: Scope, receive: Receive, send: Send) -> None:
         scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watched = _StatusSend(send)
         token = bind(meter)
         failed = True
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, watched)
             failed = False
         finally:
             unbind(token)
-            settlement = self.flow.settlement(meter, error=failed or status >= 400)
+            settlement = self.flow.settlement(meter, error=failed or watched.status >= 400)
             if self.store.nonblocking:
                 self.flow.run(settlement)  # nothing to await: the sync driver, no coroutine
             elif self._shield_settle:
@@ -212,10 +196,54 @@ def _request(body: bytes, *, more_body: bool) -> Message:
     return {"type": "http.request", "body": body, "more_body": more_body}
 
 
-def _replaying(pending: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
+class _Replay:
+    """A ``receive`` that answers ``message`` first, then the server's. A plain object rather than
+    a closure: fewer objects alive per request (see :meth:`IdentityMiddleware.__call__`)."""
 
-    return replay
+    __slots__ = ("message", "receive")
+
+    def __init__(self, message: Message, receive: Receive) -> None:
+        self.message: Message | None = message
+        self.receive = receive
+
+    async def __call__(self) -> Message:
+        message = self.message
+        if message is not None:
+            self.message = None
+            return message
+        return await self.receive()
+
+
+class _StatusSend:
+    """The app's ``send``: passes every message on and remembers the response status (500 until sent)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+class _Lookup:
+    """One request's header lookup (the flow's ``Request.header``) and auth lookup."""
+
+    __slots__ = ("middleware", "scope")
+
+    def __init__(self, middleware: IdentityMiddleware, scope: Scope) -> None:
+        self.middleware = middleware
+        self.scope = scope
+
+    def __call__(self, name: str) -> str | None:
+        key = self.middleware._header_keys[name]
+        for found, value in self.scope["headers"]:
+            if found == key and value.strip():
+                return header_text(value)
+        return None
+
+    def auth(self) -> object:
+        return self.middleware._auth(self.scope)

@@ -13,25 +13,31 @@ from ...core.errors import StoreUnavailable
 from .loops import LoopClient
 from .resp import direct_command
 from .runner import pipeline
-from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
+from .steps import DOWN, Batch, Call, Eval, Landed, Plan, Step, loaded, unavailable
 
 T = TypeVar("T")
 
 
-async def arun(state: LoopClient, plan: Plan[T], timeout: float | None = None) -> T:
+async def arun(state: LoopClient, plan: Plan[T], timeout: float | None = None, *, landed_cancels: bool = False) -> T:
     """The plan's result; connection trouble raised as :class:`StoreUnavailable` (the twin of
-    :meth:`.runner.Runner.run`; :class:`.steps.Landed` passes through for the caller to judge).
+    :meth:`.runner.Runner.run`). :class:`.steps.Landed` passes through for the caller to judge
+    (a flush), or with ``landed_cancels`` is the cancellation it is (a read, an admission).
     With ``timeout``, the whole plan must be answered within that many seconds."""
     if timeout is not None and state.direct is None:
-        return await within(timeout, arun(state, plan))
+        return await within(timeout, arun(state, plan, landed_cancels=landed_cancels))
     # On the multiplexed connection the deadline rides with each call: no timeout context per call.
     deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     steps = loaded(plan)
+    direct = state.direct
     try:
         step = next(steps)
         while True:
             try:
-                reply = await aexecute(state, step, deadline)
+                # A script call on the multiplexed connection (every admission) without a
+                # coroutine of aexecute's in between; everything else through aexecute.
+                packed = direct_command(step) if direct is not None and type(step) is Eval else None
+                reply = await (direct.call(packed, deadline) if packed is not None and direct is not None
+                               else aexecute(state, step, deadline))
             except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                 step = steps.throw(error)
             else:
@@ -40,6 +46,10 @@ async def arun(state: LoopClient, plan: Plan[T], timeout: float | None = None) -
         return stop.value  # type: ignore[no-any-return]
     except DOWN as error:
         raise unavailable(error) from error
+    except Landed:  # the batch was answered, but the caller was cancelled meanwhile
+        if landed_cancels:
+            raise asyncio.CancelledError from None
+        raise
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:

@@ -49,6 +49,13 @@ class Loops:
         # The loop get() answered last, and its state: most calls come from the same loop.
         self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopClient] | None = None
 
+    def cached(self) -> LoopClient | None:
+        """The running loop's client if :meth:`get` answered it last (no await: the request path)."""
+        last = self._last
+        if last is not None and last[0]() is asyncio.get_running_loop() and not last[1].closed:
+            return last[1]
+        return None
+
     async def get(self) -> LoopClient:
         loop = asyncio.get_running_loop()
         last = self._last

@@ -17,10 +17,9 @@ An admission waits at most ``request_timeout``, or not at all when a lease cover
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
@@ -39,7 +38,7 @@ from .lease import Lease, Leases
 from .loops import LoopClient, Loops
 from .plans import SETTLE_ID_TTL, Plans
 from .runner import Runner
-from .steps import Landed, Plan
+from .steps import Plan
 from .writer import Writer
 
 T = TypeVar("T")
@@ -163,10 +162,7 @@ class RedisStore(RedisBudgets, Store):
         state = await self._loops.get()
         if flush_first and (self._buffer.busy or (state.flush_task is not None and not state.flush_task.done())):
             await self._writer.aflush(state)
-        try:
-            result = await arun(state, plan, deadline)
-        except Landed:  # a read cancelled after its batch was answered: cancelled all the same
-            raise asyncio.CancelledError from None
+        result = await arun(state, plan, deadline, landed_cancels=True)
         if self._buffer.retry_due and self._buffer:
             self._writer.schedule(state)
         return result
@@ -264,9 +260,19 @@ class RedisStore(RedisBudgets, Store):
         self._writer.before_admission(request.external_id, self._request_runner)
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
-    async def aadmit(self, request: AdmissionRequest) -> Admission:
-        found = self._plans.admit(request) if self._plans.leases is None else \
-            await self._plans.aadmit_locally(request, self.request_timeout)
+    def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
+        # Not a coroutine of its own when it need not be: with the loop's client known and no
+        # retry due, the runner's coroutine is the whole admission (one object fewer alive per
+        # request while Redis answers; see IdentityMiddleware.__call__).
+        if self._plans.leases is None:
+            state = self._loops.cached()
+            if state is not None and not self._buffer.retry_due:
+                return arun(state, self._plans.admit(request), self.request_timeout, landed_cancels=True)
+            return self._arun(self._plans.admit(request), deadline=self.request_timeout)
+        return self._aadmit_leased(request)
+
+    async def _aadmit_leased(self, request: AdmissionRequest) -> Admission:
+        found = await self._plans.aadmit_locally(request, self.request_timeout)
         return found if isinstance(found, Admission) else await self._arun(found, deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
