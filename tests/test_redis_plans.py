@@ -176,12 +176,12 @@ def test_charges_have_distinct_ids_per_identity_and_window(plans: Plans) -> None
     tomorrow = NOW + timedelta(days=1)
     charges = plans.seal([Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=1), None, NOW),
                           Settlement(ULID, Usage(cost=1), None, tomorrow), Settlement(ULID, Usage(cost=1), None, NOW)])
-    assert [(charge.identity_id, len(charge.settlements)) for charge in charges] == [(ULID, 2), (other, 1), (ULID, 1)]
+    assert [(charge.identity_id, charge.count) for charge in charges] == [(ULID, 2), (other, 1), (ULID, 1)]
     assert len({charge.id for charge in charges}) == 3 and all(len(charge.id) == 16 for charge in charges)
 
 
 def test_a_batch_that_met_an_outage_is_retried_as_the_same_charges(plans: Plans) -> None:
-    buffer = SettlementBuffer(100, plans.seal)
+    buffer = SettlementBuffer(100, plans.window_of)
     buffer.add(Settlement(ULID, Usage(cost=1), None, NOW))
     sent: list[list[Charge]] = []
 
@@ -194,7 +194,7 @@ def test_a_batch_that_met_an_outage_is_retried_as_the_same_charges(plans: Plans)
     buffer.add(Settlement(ULID, Usage(cost=2), None, NOW))  # the same identity, after the timeout
     buffer.drain(lambda batch: sent.append(list(batch)))
     (first,), (again, fresh) = sent
-    assert again is first and [len(again.settlements), len(fresh.settlements)] == [1, 1]  # not regrouped
+    assert again is first and [again.count, fresh.count] == [1, 1]  # not regrouped
     assert fresh.id != first.id and len(buffer) == 0
 
 

@@ -1,14 +1,16 @@
 """The write-behind settlement buffer: thread-safe, batched, in-flight aware, kept through outages.
 
-Settlements wait here until a flush writes them, up to 500 per round trip. A flush seals what it
-takes into charges (one per identity and time window, each with an id: :class:`.plans.requests.Charge`).
-Any thread or loop may flush; each batch taken is marked in flight until its write is over, so a
-read that flushes first also waits for batches other flushes hold. A batch that meets an outage
+Each settlement is summed, as it is added, into the open charge of its identity and time window
+(:class:`.plans.charges.Charge`): the buffer holds sums, not requests. A flush takes up to 500
+charges per round trip and seals them (each gets an id). Any thread or loop may flush; each batch
+taken is marked in flight until its write is over, so a read that flushes first also waits for
+batches other flushes hold. A batch that meets an outage
 (or a cancellation) goes back to the front of the queue as the charges it was, and is retried
 after the next successful call: Redis may have applied it before the reply was lost (a timeout, a
 broken connection), and the settle script skips a charge whose id it has already recorded, so a
 retry never counts it twice. A batch Redis refuses outright (a reply it would give again) is logged
-and dropped rather than block the rest. Beyond ``limit`` buffered settlements the oldest are
+and dropped rather than block the rest. The buffer's size is its charges and the reservations they
+release (a request without an estimate adds nothing to it); beyond ``limit`` the oldest charges are
 dropped, with an error log.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,12 +29,13 @@ from typing import NoReturn
 from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
-from .plans.requests import Charge
+from .keys import Window
+from .plans.charges import Charge, open_charge
 from .steps import Landed
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
-BATCH = 500
+BATCH = 500  # charges per round trip
 INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
 Batch = list[Charge]
@@ -39,22 +43,26 @@ Marker = concurrent.futures.Future[None]
 
 
 class SettlementBuffer:
-    def __init__(self, limit: int, seal: Callable[[list[Settlement]], Batch],
+    def __init__(self, limit: int, window: Callable[[datetime], Window],
                  taken: Callable[[Settlement], object] = lambda settlement: None) -> None:
-        """``taken`` sees each settlement as it is buffered (leasing takes its cost off its lease)."""
+        """``window`` maps an instant to its time window; ``taken`` sees each settlement as it is
+        buffered (leasing takes its cost off its lease)."""
         self.limit = limit
-        self.pending: collections.deque[Settlement] = collections.deque()  # never sent
+        self.pending: dict[tuple[str, datetime], Charge] = {}  # open, never sent: by identity and window start
         self.unsure: collections.deque[Charge] = collections.deque()  # sent, not known to have landed
         self.retry_due = False  # an outage left settlements here: the next successful call writes them
-        self._seal = seal
+        self._window = window
         self._taken_hook = taken
+        self._pending_count = 0  # settlements summed in ``pending``
         self._unsure_count = 0  # settlements in ``unsure``
+        self._size = 0  # charges buffered and the reservations they release: what ``limit`` bounds
         self._outage = False
         self._inflight: dict[Marker, set[str]] = {}  # batches being written -> their identities
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.pending) + self._unsure_count
+        """Settlements buffered."""
+        return self._pending_count + self._unsure_count
 
     @property
     def busy(self) -> bool:
@@ -64,36 +72,46 @@ class SettlementBuffer:
     def holds(self, identity_id: str) -> bool:
         """Whether usage of ``identity_id`` is buffered or being written."""
         with self._lock:
-            return any(settlement.identity_id == identity_id for settlement in self.pending) \
+            return any(key[0] == identity_id for key in self.pending) \
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
                 or any(identity_id in ids for ids in self._inflight.values())
 
-    def settlements(self) -> list[Settlement]:
-        """Every settlement buffered, oldest first."""
+    def charges(self) -> list[Charge]:
+        """Every charge buffered, oldest first (those sent and not known to have landed first)."""
         with self._lock:
-            return [settlement for charge in self.unsure for settlement in charge.settlements] + list(self.pending)
+            return [*self.unsure, *self.pending.values()]
 
     def add(self, settlement: Settlement) -> None:
         self._taken_hook(settlement)
-        if settlement.now is None:
-            # Stamped now, so a flush after midnight still charges the day the request ended.
-            settlement = Settlement(settlement.identity_id, settlement.usage, settlement.reservation, datetime.now(UTC))
-        self.pending.append(settlement)
-        if len(self.pending) + self._unsure_count > self.limit:
-            self._trim()
+        # Stamped now if it is not, so a flush after midnight still charges the day the request ended.
+        now = settlement.now if settlement.now is not None else datetime.now(UTC)
+        window = self._window(now)
+        key = (settlement.identity_id, window.start)
+        with self._lock:
+            charge = self.pending.get(key)
+            if charge is None:
+                charge = self.pending[key] = open_charge(settlement, window, now)
+                self._size += 1 + len(charge.held)
+            else:
+                held = len(charge.held)
+                charge.add(settlement)
+                self._size += len(charge.held) - held
+            self._pending_count += 1
+            if self._size > self.limit:
+                self._trim()
 
     def _trim(self) -> None:
-        with self._lock:
-            while len(self.pending) + self._unsure_count > self.limit:
-                if self.unsure:
-                    charge = self.unsure.popleft()
-                    self._unsure_count -= len(charge.settlements)
-                    lost = charge.settlements
-                else:
-                    lost = [self.pending.popleft()]
-                for settlement in lost:
-                    logger.error("settlement buffer full (%d): dropped the usage of %s (cost %d nano-USD)",
-                                 self.limit, settlement.identity_id, settlement.usage.cost)
+        """Drop the oldest charges until the buffer is within its limit (the lock held)."""
+        while self._size > self.limit:
+            if self.unsure:
+                charge = self.unsure.popleft()
+                self._unsure_count -= charge.count
+            else:
+                charge = self.pending.pop(next(iter(self.pending)))
+                self._pending_count -= charge.count
+            self._size -= 1 + len(charge.held)
+            logger.error("settlement buffer full (%d): dropped the usage of %d requests of %s (cost %d nano-USD)",
+                         self.limit, charge.count, charge.identity_id, charge.usage.cost)
 
     def drain(self, write: Callable[[Batch], object]) -> None:
         """Write everything buffered, a batch at a time (raises what a write raised; see module docs)."""
@@ -148,25 +166,26 @@ class SettlementBuffer:
                         self._inflight.pop(marker, None)
 
     def _take(self) -> tuple[Batch, Marker]:
-        """Up to a batch of buffered settlements as charges (those sent before first, as they were),
-        and a marker that is done once their write is over."""
+        """Up to a batch of buffered charges (those sent before first, as they were; the open ones
+        sealed), and a marker that is done once their write is over."""
         batch: Batch = []
-        fresh: list[Settlement] = []
-        taken = 0
         marker: Marker = concurrent.futures.Future()
         with self._lock:
-            while self.unsure and taken < BATCH:
-                charge = self.unsure.popleft()
-                self._unsure_count -= len(charge.settlements)
-                taken += len(charge.settlements)
-                batch.append(charge)
-            while self.pending and taken < BATCH:
-                fresh.append(self.pending.popleft())
-                taken += 1
-            if taken:
-                self._inflight[marker] = {charge.identity_id for charge in batch} | {s.identity_id for s in fresh}
-        if fresh:
-            batch += self._seal(fresh)
+            while self.unsure and len(batch) < BATCH:
+                batch.append(self.unsure.popleft())
+                self._unsure_count -= batch[-1].count
+            room = BATCH - len(batch)
+            if self.pending and room > 0:
+                if len(self.pending) <= room:
+                    fresh = list(self.pending.values())
+                    self.pending = {}
+                else:
+                    fresh = [self.pending.pop(key) for key in list(itertools.islice(self.pending, room))]
+                self._pending_count -= sum(charge.count for charge in fresh)
+                batch += [charge.seal() for charge in fresh]
+            if batch:
+                self._size -= sum(1 + len(charge.held) for charge in batch)
+                self._inflight[marker] = {charge.identity_id for charge in batch}
         return batch, marker
 
     def _taken(self, marker: Marker) -> None:
@@ -185,14 +204,17 @@ class SettlementBuffer:
         else:
             # Not an outage but a reply Redis will give again (e.g. a key of the wrong type):
             # retrying would block every later settlement behind it, so the batch is not kept.
-            settlements = [settlement for charge in batch for settlement in charge.settlements]
-            logger.error("redis refused %d settlements; their usage is not recorded: %r", len(settlements), settlements)
+            logger.error("redis refused %d settlements; their usage is not recorded: %s",
+                         sum(charge.count for charge in batch),
+                         ", ".join(f"{charge.count} of {charge.identity_id} (cost {charge.usage.cost} nano-USD)"
+                                   for charge in batch))
         raise error
 
     def _requeue(self, batch: Batch) -> None:
         with self._lock:
             self.unsure.extendleft(reversed(batch))
-            self._unsure_count += sum(len(charge.settlements) for charge in batch)
+            self._unsure_count += sum(charge.count for charge in batch)
+            self._size += sum(1 + len(charge.held) for charge in batch)
         self.retry_due = True
         if not self._outage:
             self._outage = True

@@ -60,8 +60,11 @@ class _Mux(asyncio.Protocol):
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
-        # Calls awaiting their reply, in order: (future, socket deadline, the call's own deadline).
-        self.waiters: collections.deque[tuple[asyncio.Future[Any], float, float]] = collections.deque()
+        # Calls awaiting their reply, in order, with their socket deadlines and their own deadlines
+        # (loop time), side by side: floats are no objects for the garbage collector to track.
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.socket_deadlines: collections.deque[float] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()
         self.out: builtins.list[bytes] = []
         self.failure: BaseException | None = None
         self.watchdog: asyncio.TimerHandle | None = None
@@ -84,7 +87,9 @@ class _Mux(asyncio.Protocol):
             if not waiters:
                 self._fail(errors.ConnectionError("redis sent a reply nobody asked for"))
                 return
-            future = waiters.popleft()[0]
+            future = waiters.popleft()
+            self.socket_deadlines.popleft()
+            self.deadlines.popleft()
             if future.done():
                 continue  # its caller was cancelled
             if isinstance(reply, Exception):
@@ -105,7 +110,9 @@ class _Mux(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         waiters, self.waiters = self.waiters, collections.deque()
-        for future, _, _ in waiters:
+        self.socket_deadlines.clear()
+        self.deadlines.clear()
+        for future in waiters:
             if not future.done():
                 future.set_exception(error)
 
@@ -118,7 +125,7 @@ class _Mux(asyncio.Protocol):
         self.watchdog = None
         if not self.waiters or self.timeout is None:
             return
-        deadline = self.waiters[0][1]
+        deadline = self.socket_deadlines[0]
         if deadline <= self.loop.time():
             self._fail(errors.TimeoutError("Timeout reading from redis"))
         else:
@@ -131,7 +138,7 @@ class _Mux(asyncio.Protocol):
         self.expiry = None
         now = self.loop.time()
         soonest = _NEVER
-        for future, _, deadline in self.waiters:
+        for future, deadline in zip(self.waiters, self.deadlines, strict=True):
             if deadline <= now:
                 if not future.done():
                     future.set_exception(errors.TimeoutError("no reply from redis within the request timeout"))
@@ -156,10 +163,12 @@ class _Mux(asyncio.Protocol):
         if not self.out:
             self.loop.call_soon(self._write)
         self.out.append(packed)
+        self.waiters.append(future)
+        self.deadlines.append(deadline)
         if self.timeout is None:
-            self.waiters.append((future, 0.0, deadline))
+            self.socket_deadlines.append(0.0)
         else:
-            self.waiters.append((future, self.loop.time() + self.timeout, deadline))
+            self.socket_deadlines.append(self.loop.time() + self.timeout)
             if self.watchdog is None:
                 self.watchdog = self.loop.call_later(self.timeout, self._check)
         return future

@@ -82,7 +82,7 @@ class RedisStore(RedisBudgets, Store):
         self._request_runner = self._runner
         if client is None and spec is not None and request_timeout is not None:
             self._request_runner = Runner(spec.bounded(request_timeout).sync_client, direct=direct)
-        self._buffer = SettlementBuffer(pending_limit, self._plans.seal, self._plans.settled_locally)
+        self._buffer = SettlementBuffer(pending_limit, self._plans.window_of, self._plans.settled_locally)
         self._writer = Writer(self._buffer, self._plans, self._runner)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
@@ -140,10 +140,6 @@ class RedisStore(RedisBudgets, Store):
     # -- running plans ---------------------------------------------------------------------------
     def _client(self) -> SyncClient:
         return self._runner.client()
-
-    @property
-    def _pending(self) -> Sequence[Settlement]:
-        return self._buffer.settlements()
 
     def _run(self, plan: Plan[T], *, flush_first: bool = False, runner: Runner | None = None) -> T:
         runner = self._runner if runner is None else runner

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from .base import SETTLE_ID_TTL
 from .budgets import BudgetPlans
+from .charges import Charge
 from .identities import IdentityPlans
-from .requests import Charge, RequestPlans
+from .requests import RequestPlans
 
 __all__ = ["SETTLE_ID_TTL", "Charge", "Plans"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
@@ -140,16 +140,11 @@ _TOTALS = {"c": 0, "i": 1, "o": 2, "n": 3, "e": 4, "u": 5}
 _MODEL_FIELDS = {"m": "requests", "mc": "cost", "mi": "input_tokens", "mo": "output_tokens"}
 
 
-def day_increments(usages: Iterable[Usage]) -> list[str | int]:
-    """The settle script's field/increment pairs for per-model and unpriced counters of ``usages``."""
-    unpriced = 0
-    models: dict[str, ModelUsage] = {}
-    for usage in usages:
-        unpriced += usage.unpriced
-        for model, share in usage.models.items():
-            models.setdefault(model, ModelUsage()).merge(share)
-    args: list[str | int] = ["u", unpriced] if unpriced else []
-    for model, share in models.items():
+def day_increments(usage: Usage) -> list[str | int]:
+    """The settle script's field/increment pairs for the per-model and unpriced counters of ``usage``
+    (a charge's, summed)."""
+    args: list[str | int] = ["u", usage.unpriced] if usage.unpriced else []
+    for model, share in usage.models.items():
         args += [f"m:{model}", share.requests]
         for prefix, value in (("mc", share.cost), ("mi", share.input_tokens), ("mo", share.output_tokens)):
             if value:

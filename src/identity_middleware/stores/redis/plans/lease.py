@@ -138,23 +138,19 @@ class LeasePlans(ScopedRequestPlans):
         if reservation is not None and reservation.lease and self.leases is not None:
             self.leases.settled(reservation.lease, reservation.amount, settlement.usage.cost)
 
-    def lease_settle_args(self, tag: str, settlements: Sequence[Settlement]) -> tuple[Ask | None, list[str | int]]:
-        """The settle script's ARGV 10 and 11 for one charge: its leased costs, and a renewal when due.
-        The ask returned lists the leases charged, in order; ``None`` when there is neither."""
+    def lease_settle_args(self, tag: str, charged: dict[str, int]) -> tuple[Ask | None, list[str | int]]:
+        """The settle script's ARGV 10 and 11 for one charge: its leased costs (``charged``: lease id
+        -> cost), and a renewal when due. The ask returned lists the leases charged, in order;
+        ``None`` when there is neither."""
         leases = self.leases
         if leases is None:
             return None, ["", ""]
-        charges: dict[str, int] = {}
-        for settlement in settlements:
-            reservation = settlement.reservation
-            if reservation is not None and reservation.lease:
-                charges[reservation.lease] = charges.get(reservation.lease, 0) + settlement.usage.cost
         ask = leases.ask(tag, for_settle=True)
-        if ask is None and not charges:
+        if ask is None and not charged:
             return None, ["", ""]
         if ask is None:
             ask = Ask(tag, "", False, False, 0.0, 0.0)  # not registered: it only carries the charges
-        ask.charged = [f"{lease_id}:{cost}" for lease_id, cost in charges.items()]
+        ask.charged = [f"{lease_id}:{cost}" for lease_id, cost in charged.items()]
         renewal = ask.spec(leases.lease.fraction, leases.lease.ttl_ms) if ask.lease_id else ""
         return ask, [" ".join([str(codec.ms(datetime.now(UTC))), *ask.charged]), renewal]
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,27 +15,8 @@ from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from . import codec
+from .charges import Charge, open_charge
 from .lease import LeasePlans
-
-
-def charge_id() -> str:
-    """16 characters of 96 random bits, fresh from the OS (unique across forked workers too)."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
-
-
-@dataclass(slots=True, eq=False)
-class Charge:
-    """The settlements of one identity in one time window, applied by one settle script call.
-
-    The script records ``id`` (``SET NX`` with a TTL, in the same script), so a charge sent again
-    after a timeout or a broken connection, when Redis may have applied it already, is a no-op:
-    the buffer keeps a charge whose outcome is unknown and retries it as it is, never regrouped.
-    """
-
-    id: str
-    identity_id: str
-    window: Window
-    settlements: list[Settlement]
 
 
 class RequestPlans(LeasePlans):
@@ -85,19 +63,23 @@ class RequestPlans(LeasePlans):
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
             self.lease_admitted(ask, reply)
 
+    def window_of(self, now: datetime) -> Window:
+        """The time window a settlement at ``now`` is charged in (its charge's key, with the identity)."""
+        return window(now, self.tz)
+
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
-        """Settlements grouped into charges, one per identity and time window, each with a new id.
-        Pure: a charge is sealed once, and a retry sends it again as it is (see :class:`Charge`)."""
+        """Settlements summed into sealed charges, one per identity and time window, each with a new
+        id (what the buffer does as they arrive, at once). A retry sends a charge again as it is."""
         charges: dict[tuple[str, datetime], Charge] = {}
         for settlement in settlements:
-            current = window(codec.now_or(settlement.now), self.tz)
+            now = codec.now_or(settlement.now)
+            current = window(now, self.tz)
             charge = charges.get((settlement.identity_id, current.start))
             if charge is None:
-                charges[settlement.identity_id, current.start] = Charge(
-                    charge_id(), settlement.identity_id, current, [settlement])
+                charges[settlement.identity_id, current.start] = open_charge(settlement, current, now)
             else:
-                charge.settlements.append(settlement)
-        return list(charges.values())
+                charge.add(settlement)
+        return [charge.seal() for charge in charges.values()]
 
     def settle(self, charges: Sequence[Charge]) -> Plan[int]:
         """Apply charges in one pipelined round trip (plus one for uncached tags), each at most once.
@@ -107,7 +89,7 @@ class RequestPlans(LeasePlans):
         charges = [charge for charge in charges if charge.identity_id in tags]
         if not charges:
             return 0
-        leased = [self.lease_settle_args(tags[charge.identity_id], charge.settlements) for charge in charges]
+        leased = [self.lease_settle_args(tags[charge.identity_id], charge.leased) for charge in charges]
         asks = [ask for ask, _ in leased]
         try:
             return (yield from self._settle(charges, tags, [args for _, args in leased], asks))
@@ -128,11 +110,11 @@ class RequestPlans(LeasePlans):
             identity_replies = None
         scoped: list[tuple[ScopedBudget, str | None, datetime]] = []
         for charge in charges:
-            now = codec.now_or(charge.settlements[0].now)
             cached = self._records.get(tags[charge.identity_id])
             external_id = cached[1].external_id if cached is not None else None
-            usages = [(settlement.usage, settlement.reservation) for settlement in charge.settlements]
-            for budget, call in self.scoped_settles(charge.id, external_id, usages, now, defs) if defs else ():
+            now = charge.now
+            for budget, call in self.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs) \
+                    if defs else ():
                 steps.append(call)
                 scoped.append((budget, external_id, now))
         replies = (yield Batch(steps)) if steps else []
@@ -141,29 +123,20 @@ class RequestPlans(LeasePlans):
         replies = [*(self.lease_settle_reply(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
                    *replies[len(charges):]]
         events = [event for charge, reply in zip(charges, replies, strict=False)
-                  for event in self.identity_fired(reply, codec.now_or(charge.settlements[0].now))]
+                  for event in self.identity_fired(reply, charge.now)]
         events += [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
                    for event in self.fired(budget, reply, now, external_id)]
         if events and self.notify is not None:
             self.notify(events)
-        return sum(len(charge.settlements) for reply, charge in zip(replies[:len(charges)], charges, strict=True)
+        return sum(charge.count for reply, charge in zip(replies[:len(charges)], charges, strict=True)
                    if int(reply[0] if isinstance(reply, list) else reply))
 
     def _settle_eval(self, charge: Charge, tag: str, lease_args: Sequence[str | int]) -> Eval:
-        cost = input_tokens = output_tokens = errors = 0
-        members: list[str] = []
-        for settlement in charge.settlements:
-            usage = settlement.usage
-            cost += usage.cost
-            input_tokens += usage.input_tokens
-            output_tokens += usage.output_tokens
-            errors += usage.error
-            reservation = settlement.reservation
-            if reservation is not None and not reservation.lease:
-                members.append(f"{reservation.amount}:{reservation.id}")
-        args: list[str | int] = [charge.identity_id, cost, input_tokens, output_tokens, len(charge.settlements),
-                                 errors, charge.window.expire_at, " ".join(members), self.settle_id_ttl, *lease_args]
-        args += codec.day_increments(settlement.usage for settlement in charge.settlements)
+        usage = charge.usage
+        args: list[str | int] = [charge.identity_id, usage.cost, usage.input_tokens, usage.output_tokens, charge.count,
+                                 charge.errors, charge.window.expire_at, " ".join(charge.held), self.settle_id_ttl,
+                                 *lease_args]
+        args += codec.day_increments(usage)
         window_call = self._eval(SETTLE, tag, charge.window, args)
         marker = self.keys.charge(tag, charge.id)  # the same hash tag: one slot, one script
         return Eval(SETTLE, [*window_call.keys, marker], args, window_call.packed_keys + codec.packed(marker))

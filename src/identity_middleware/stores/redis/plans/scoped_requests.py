@@ -161,27 +161,25 @@ class ScopedRequestPlans(ScopedPlans):
     def _tag_of(self, identity: Identity) -> str:
         return identity_tag(identity.external_id)
 
-    def scoped_settles(self, charge_id: str, external_id: str | None, usages: Sequence[tuple[Usage, Any]],
+    def scoped_settles(self, charge_id: str, external_id: str | None, usage: Usage, reservations: Sequence[Reservation],
                        now: datetime, defs: dict[str, ScopedBudget]) -> list[tuple[ScopedBudget, Eval]]:
-        """One settle call per global budget this charge's usage matches or holds a reservation on."""
+        """One settle call per global budget this charge's usage (summed) matches or one of its
+        ``reservations`` holds."""
         shares: dict[str, list[int]] = {}
         releases: dict[str, list[str]] = {}
-        for usage, reservation in usages:
+        for budget in defs.values():
+            if budget.scope is ScopeKind.WORKSPACE:
+                shares[budget.id] = [usage.cost, usage.input_tokens + usage.output_tokens]
+        for model, part in usage.models.items():
+            targets = matching_targets(model, self.providers)
             for budget in defs.values():
-                if budget.scope is ScopeKind.WORKSPACE:
+                if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
                     share = shares.setdefault(budget.id, [0, 0])
-                    share[0] += usage.cost
-                    share[1] += usage.input_tokens + usage.output_tokens
-            for model, part in usage.models.items():
-                targets = matching_targets(model, self.providers)
-                for budget in defs.values():
-                    if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
-                        share = shares.setdefault(budget.id, [0, 0])
-                        share[0] += part.cost
-                        share[1] += part.input_tokens + part.output_tokens
-            if reservation is not None:
-                for budget_id in reservation.budgets:
-                    releases.setdefault(budget_id, []).append(f"{reservation.amount}:{reservation.id}")
+                    share[0] += part.cost
+                    share[1] += part.input_tokens + part.output_tokens
+        for reservation in reservations:
+            for budget_id in reservation.budgets:
+                releases.setdefault(budget_id, []).append(f"{reservation.amount}:{reservation.id}")
         calls = []
         for budget_id in sorted({*shares, *releases}):  # a set: sorted, so a batch is the same each run
             found = defs.get(budget_id)

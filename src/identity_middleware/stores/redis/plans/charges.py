@@ -1,0 +1,78 @@
+"""Charges: the settlements of one identity in one time window, summed as they arrive.
+
+A settlement is added to its identity's open charge when it is buffered, and only the sums are
+kept (usage per model, the reservations it releases, the cost charged to each lease): a request
+leaves no object of its own behind while it waits to be written. Garbage collection is why: what a
+request leaves in the buffer survives young collections, is promoted, and brings the next full
+collection of the whole heap nearer (see bench/README.md, "Garbage collection").
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ....core.admission import ModelUsage, Reservation, Settlement, Usage
+from ..keys import Window
+
+
+def charge_id() -> str:
+    """16 characters of 96 random bits, fresh from the OS (unique across forked workers too)."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+@dataclass(slots=True, eq=False)
+class Charge:
+    """The settlements of one identity in one time window, applied by one settle script call.
+
+    Open while the buffer adds to it; sealed (given its ``id``) when a flush takes it. The script
+    records ``id`` (``SET NX`` with a TTL, in the same script), so a charge sent again after a
+    timeout or a broken connection, when Redis may have applied it already, is a no-op: the buffer
+    keeps a charge whose outcome is unknown and retries it as it is, never regrouped.
+    """
+
+    identity_id: str
+    window: Window
+    now: datetime  # its first settlement's instant: the one scoped budgets and alerts are charged at
+    usage: Usage = field(default_factory=Usage)  # summed; ``usage.error`` is unused, see ``errors``
+    count: int = 0  # settlements summed in
+    errors: int = 0  # of which answered with an error
+    held: list[str] = field(default_factory=list)  # "amount:id" of the reservations it releases
+    scoped: list[Reservation] = field(default_factory=list)  # those that hold global budgets too
+    leased: dict[str, int] = field(default_factory=dict)  # lease id -> the cost charged to it
+    id: str = ""  # given when sealed
+
+    def add(self, settlement: Settlement) -> None:
+        usage, total = settlement.usage, self.usage
+        total.cost += usage.cost
+        total.input_tokens += usage.input_tokens
+        total.output_tokens += usage.output_tokens
+        total.unpriced += usage.unpriced
+        for model, share in usage.models.items():
+            found = total.models.get(model)
+            if found is None:
+                found = total.models[model] = ModelUsage()
+            found.merge(share)
+        self.count += 1
+        self.errors += usage.error
+        reservation = settlement.reservation
+        if reservation is not None:
+            if reservation.lease:
+                self.leased[reservation.lease] = self.leased.get(reservation.lease, 0) + usage.cost
+            else:
+                self.held.append(f"{reservation.amount}:{reservation.id}")
+            if reservation.budgets:
+                self.scoped.append(reservation)
+
+    def seal(self) -> Charge:
+        self.id = charge_id()
+        return self
+
+
+def open_charge(settlement: Settlement, window: Window, now: datetime) -> Charge:
+    charge = Charge(settlement.identity_id, window, now)
+    charge.add(settlement)
+    return charge
+
