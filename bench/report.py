@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
-from . import redis_stats
+from . import gcstats, redis_stats
 from .servers import Server, committed
 from .wrk import Run, cpus
 
@@ -42,10 +42,12 @@ def _bare(servers: Sequence[Server]) -> Server | None:
 
 def scenario_table(scenario: str, servers: Sequence[Server], rounds: int, connections: int) -> list[str]:
     bare = _bare(servers)
+    collected = any(server.gc for server in servers)
     lines = [f"### {scenario}: {TITLES[scenario]}, wrk -c{connections}", "",
              f"| app | req/s (median of {rounds}) | rounds req/s | p50 ms | p99 ms | × bare | "
-             "server CPU µs/req | × bare by CPU | server busy | errors |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU µs/req | × bare by CPU | server busy | errors |"
+             + (" full GCs /10k req | GC ms /1k req |" if collected else ""),
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if collected else "")]
     for server in servers:
         ratio = f"{rps(server) / rps(bare):.2f}" if bare else "-"
         by_cpu = f"{cpu_us(bare) / cpu_us(server):.2f}" if bare and cpu_us(server) else "-"
@@ -53,8 +55,18 @@ def scenario_table(scenario: str, servers: Sequence[Server], rounds: int, connec
             f"| {server.app.label} | {rps(server):,.0f} | {', '.join(f'{run.rps:,.0f}' for run in server.runs)} | "
             f"{_of(server, lambda run: run.p50_ms):.2f} | {_of(server, lambda run: run.p99_ms):.2f} | {ratio} | "
             f"{cpu_us(server):.0f} | {by_cpu} | {_of(server, lambda run: run.busy):.0%} | "
-            f"{sum(run.errors for run in server.runs)} |")
+            f"{sum(run.errors for run in server.runs)} |" + (_gc_cells(server) if collected else ""))
+    if collected:
+        lines += ["", "GC: the garbage collector's collections of generation 2 (each walks the whole heap) and "
+                  "the time all its collections paused the server, over the measured rounds (bench/gcstats.py)."]
     return lines
+
+
+def _gc_cells(server: Server) -> str:
+    if not server.gc:
+        return " - | - |"
+    usage = gcstats.total(server.gc)
+    return f" {usage.full_per_10k:.1f} | {usage.ms_per_1k:.1f} |"
 
 
 def redis_table(servers: Sequence[Server]) -> list[str]:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from . import processes, redis_stats, report, revisions, servers, wrk
+from . import gcstats, processes, redis_stats, report, revisions, servers, wrk
 from .apps import RedisUnavailable, private_redis, redis_store_class, source_info
 from .serve import default_http, default_loop
 from .servers import SCENARIOS, SERVED_BY, App, Options, Server
@@ -39,7 +39,7 @@ def _setup(args: argparse.Namespace, loop: str, http_impl: str, pinning: str) ->
     served = []
     if {"asgi", "llm"} & set(args.scenarios):
         served.append(f"uvicorn {version('uvicorn')} --loop {loop} --http {http_impl}, 1 worker, no access log, "
-                      f"wrk -c{args.connections}")
+                      f"{'gc.freeze() after start-up, ' if args.gc_freeze else ''}wrk -c{args.connections}")
     if {"flask", "django"} & set(args.scenarios):
         served.append(f"gunicorn {version('gunicorn')} 1 sync worker, wrk -c{args.wsgi_connections}")
     delay = f"; Redis behind a {args.redis_delay:g} ms-each-way delay proxy" if args.redis_delay else ""
@@ -99,11 +99,16 @@ def _redis(args: argparse.Namespace, wanted: bool, cpus: str | None) -> Iterator
 def _measure(server: Server, meter: redis_stats.Meter | None, *, seconds: int, args: argparse.Namespace,
              script: Path, cpus: str | None, counted: bool) -> wrk.Run:
     before = meter.snapshot() if meter and counted and server.app.uses_redis else None
+    gc_before = gcstats.read(server.process.pid, server.gc_file) if counted and server.gc_file else None
     result = wrk.run(server.port, server.process.pid, script=script, cpus=cpus, seconds=seconds,
                      threads=args.threads, connections=_connections(args, server.app.scenario))
     server.sent += result.requests - result.non_2xx
     if counted:
         server.runs.append(result)
+    if gc_before is not None and server.gc_file is not None:
+        gc_after = gcstats.read(server.process.pid, server.gc_file, gc_before)
+        if gc_after is not None:
+            server.gc.append(gcstats.between(gc_before, gc_after, result.requests))
     if meter and before is not None:
         time.sleep(0.1)  # settlements the store writes behind, after the last answer
         server.redis.append(redis_stats.between(before, meter.snapshot(), result.requests))
@@ -133,7 +138,7 @@ def http_main(args: argparse.Namespace) -> int:
             upstream = None
             if "llm" in args.scenarios:
                 upstream = f"http://127.0.0.1:{stack.enter_context(servers.helper('fake_llm', [], other_cpus))}"
-            options = Options(loop, http_impl, redis_url, upstream, server_cpus)
+            options = Options(loop, http_impl, redis_url, upstream, server_cpus, args.gc_freeze)
             for app, tree in planned:
                 started.append(servers.start(app, options, directory, tree))
             measure = functools.partial(_measure, meter=meter, args=args, script=script, cpus=other_cpus)
@@ -212,6 +217,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), help="default: uvloop if installed")
     parser.add_argument("--http", choices=("h11", "httptools"), help="default: httptools if installed")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and the rest to CPUs")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="uvicorn servers call gc.freeze() once their app is built (every app alike)")
     args, rest = parser.parse_known_args(argv)
     return parser, args, rest
 

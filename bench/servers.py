@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import gcstats
 from .apps import CHAT_PATH, IDENTITIES, STATS_PATH, chat_body, free_port
 from .processes import stop, wait_listening
 from .redis_stats import Usage
@@ -50,6 +51,8 @@ class Server:
     runs: list[Run] = field(default_factory=list)  # the measured rounds
     redis: list[Usage] = field(default_factory=list)  # Redis's work in each measured round
     sent: int = 0  # every request this server answered 2xx to, warm-up and probes included
+    gc_file: Path | None = None  # where a uvicorn server writes its garbage collector's totals
+    gc: list[gcstats.Usage] = field(default_factory=list)  # the collector's work in each measured round
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Options:
     redis_url: str | None  # what the apps connect to (through the delay proxy with --redis-delay)
     upstream: str | None  # the fake LLM's base URL (scenario llm)
     cpus: str | None  # the CPUs the servers are pinned to
+    gc_freeze: bool = False  # uvicorn servers call gc.freeze() once their app is built
 
 
 def _command(app: App, port: int, options: Options) -> tuple[list[str], dict[str, str]]:
@@ -82,6 +86,8 @@ def _command(app: App, port: int, options: Options) -> tuple[list[str], dict[str
         if app.scenario == "llm":
             assert options.upstream
             command += ["--upstream", options.upstream]
+        if options.gc_freeze:
+            command.append("--gc-freeze")
     else:
         target = "bench.wsgi_apps:create()"
         if app.scenario == "django":
@@ -108,10 +114,13 @@ def start(app: App, options: Options, directory: Path, before: Path | None = Non
         env["PYTHONPATH"] = os.pathsep.join([str(before / "src"), str(REPO)])
         env[PREFIX_ENV] += f"-{app.revision}"
     log = directory / f"server-{app.scenario}-{app.label}.log"
+    gc_file = directory / f"gc-{app.scenario}-{app.label}.json" if app.scenario in ("asgi", "llm") else None
+    if gc_file is not None:
+        env[gcstats.ENV] = str(gc_file)
     with log.open("wb") as out:
         process = subprocess.Popen(pinned(options.cpus, command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                    env=env)
-    server = Server(app, port, process, log)
+    server = Server(app, port, process, log, gc_file=gc_file)
     try:
         wait_listening(port, process, f"{app.scenario} {app.label}", log)
         status = post(port, chat_body(IDENTITIES[0]))
