@@ -88,8 +88,8 @@ class Usage:
     ms: float  # time paused in all collections
 
     @property
-    def full_per_10k(self) -> float:
-        return self.full / max(self.requests, 1) * 1e4
+    def full_per_100k(self) -> float:
+        return self.full / max(self.requests, 1) * 1e5
 
     @property
     def ms_per_1k(self) -> float:

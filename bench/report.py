@@ -46,7 +46,7 @@ def scenario_table(scenario: str, servers: Sequence[Server], rounds: int, connec
     lines = [f"### {scenario}: {TITLES[scenario]}, wrk -c{connections}", "",
              f"| app | req/s (median of {rounds}) | rounds req/s | p50 ms | p99 ms | × bare | "
              "server CPU µs/req | × bare by CPU | server busy | errors |"
-             + (" full GCs /10k req | GC ms /1k req |" if collected else ""),
+             + (" full GCs /100k req | GC ms /1k req |" if collected else ""),
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if collected else "")]
     for server in servers:
         ratio = f"{rps(server) / rps(bare):.2f}" if bare else "-"
@@ -66,7 +66,7 @@ def _gc_cells(server: Server) -> str:
     if not server.gc:
         return " - | - |"
     usage = gcstats.total(server.gc)
-    return f" {usage.full_per_10k:.1f} | {usage.ms_per_1k:.1f} |"
+    return f" {usage.full_per_100k:.1f} | {usage.ms_per_1k:.1f} |"
 
 
 def redis_table(servers: Sequence[Server]) -> list[str]:
