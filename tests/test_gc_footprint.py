@@ -43,9 +43,13 @@ class WaitingStore(MemoryStore):
         super().__init__()
         self.gate = asyncio.Event()
         self.waiting = 0
+        self.expected = 0
+        self.all_waiting = asyncio.Event()
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
         self.waiting += 1
+        if self.waiting >= self.expected:
+            self.all_waiting.set()
         await self.gate.wait()
         return self.admit(request)
 
@@ -97,12 +101,14 @@ async def measure() -> tuple[Counter[str], list[int]]:
     app = Starlette(routes=[Route("/chat", chat, methods=["POST"])])
     app.add_middleware(IdentityMiddleware, store=store)
     store.gate.set()
+    store.expected = 1
     assert await call(app, "warm-up") == 200  # the middleware stack built, the identity known
     store.gate.clear()
+    store.all_waiting.clear()
     before = census()
+    store.expected = store.waiting + WAITING
     tasks = [asyncio.ensure_future(call(app, f"user-{index % 4}")) for index in range(WAITING)]
-    while store.waiting < WAITING + 1:
-        await asyncio.sleep(0)
+    await store.all_waiting.wait()
     during = census() - before
     store.gate.set()
     return during, list(await asyncio.gather(*tasks))
