@@ -32,6 +32,7 @@ WAITING = 24
 # generator and driver coroutine, the request's replay and header lookup, the flow's Request,
 # Resolved, AdmissionRequest and Admit. A little room, none for a new layer per request.
 MOST_PER_REQUEST = 10
+_CODE = {types.FunctionType: "__code__", types.CoroutineType: "cr_code", types.GeneratorType: "gi_code"}
 
 
 class WaitingStore(MemoryStore):
@@ -62,12 +63,12 @@ async def chat(request: Request) -> JSONResponse:
 def ours(thing: object) -> str | None:
     """The name of ``thing`` if the middleware's code made it (our classes' instances, and our
     functions, coroutines and generators), else ``None``."""
-    if isinstance(thing, types.FunctionType | types.CoroutineType | types.GeneratorType):
-        code = thing.__code__ if isinstance(thing, types.FunctionType) else \
-            thing.cr_code if isinstance(thing, types.CoroutineType) else thing.gi_code
-        return f"{type(thing).__name__} {code.co_qualname}" if code.co_filename.startswith(OURS) else None
-    module = type(thing).__dict__.get("__module__")  # a metaclass's instances (classes) have none
-    return type(thing).__qualname__ if isinstance(module, str) and module.startswith("identity_middleware.") else None
+    kind = type(thing)  # not isinstance(): it would ask a lazy object (Django's) for its __class__
+    if kind is types.FunctionType or kind is types.CoroutineType or kind is types.GeneratorType:
+        code: types.CodeType = getattr(thing, _CODE[kind])
+        return f"{kind.__name__} {code.co_qualname}" if code.co_filename.startswith(OURS) else None
+    module = kind.__dict__.get("__module__")  # a metaclass's instances (classes) have none
+    return kind.__qualname__ if isinstance(module, str) and module.startswith("identity_middleware.") else None
 
 
 def census() -> Counter[str]:
@@ -117,7 +118,8 @@ async def measure() -> tuple[Counter[str], list[int]]:
 def test_a_request_waiting_for_the_store_holds_few_objects_of_ours_and_no_closure() -> None:
     during, statuses = asyncio.run(measure())
     assert statuses == [200] * WAITING  # they all went through once let go
-    per_request = {name: count / WAITING for name, count in during.items()}
+    # What most waiting requests hold (a few objects another test's thread makes meanwhile are not)
+    per_request = {name: count / WAITING for name, count in during.items() if count >= WAITING // 2}
     assert not [name for name in per_request if name.startswith("function ")], per_request  # no closures
     assert sum(per_request.values()) <= MOST_PER_REQUEST, per_request
     assert per_request.get("coroutine IdentityMiddleware.__call__") == 1  # counted: the census sees them
