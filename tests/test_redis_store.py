@@ -75,6 +75,23 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
     assert sum(":s:" in key for key in keys) == 4 and sum(":u:" in key for key in keys) == 1
 
 
+def test_counters_keep_their_expiry_whoever_created_them(make_store: MakeStore) -> None:
+    """The settle script sets a counter's expiry when it creates the counter, not on every charge:
+    counters a refused admission created, or an earlier charge, keep theirs."""
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    refused = store.admit(AdmissionRequest("user_2", create_missing=True, refused=True))  # creates the day's hash
+    assert refused.identity is not None
+    for cost in (5, 7):  # the first creates the spend counters, the second adds to them
+        store.settle(Settlement(refused.identity.id, Usage(cost=cost), None))
+        store.flush()
+    keys = _keys(store)
+    counters = {key: ttl for key, ttl in keys.items() if ":s:" in key or ":d:" in key}
+    assert len(counters) == 5 and all(ttl > 0 for ttl in counters.values()), counters
+    metrics = store.metrics("user_2")
+    assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.000000012"))
+
+
 def keys_period(keys: dict[str, int], period: str) -> str:
     """The period key (``daily:2026-11-22``) of the spend counter of ``period`` among ``keys``."""
     (key,) = [key.split(":s:")[1] for key in keys if f":s:{period}:" in key]

@@ -25,8 +25,12 @@ if ARGV[8] ~= '' then
 end
 local at = {}
 for instant in string.gmatch(ARGV[7], '%d+') do at[#at + 1] = instant end
+-- A key gets its expiry from the call that creates it (the counter then equals the increment; the
+-- day's hash is created only here and by a refused admission, which sets it too): an existing
+-- key has had its expiry since, and setting it again on every charge cost Redis a command each.
 local day = KEYS[11]
-redis.call('HINCRBY', day, 'n', ARGV[5])
+local requests = redis.call('HINCRBY', day, 'n', ARGV[5])
+if requests == tonumber(ARGV[5]) then redis.call('EXPIREAT', day, at[5]) end
 if ARGV[6] ~= '0' then redis.call('HINCRBY', day, 'e', ARGV[6]) end
 if ARGV[3] ~= '0' then redis.call('HINCRBY', day, 'i', ARGV[3]) end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', day, 'o', ARGV[4]) end
@@ -34,12 +38,12 @@ for i = 12, #ARGV, 2 do redis.call('HINCRBY', day, ARGV[i], ARGV[i + 1]) end
 local spent = {}
 if ARGV[2] ~= '0' then
   redis.call('HINCRBY', day, 'c', ARGV[2])
+  local cost = tonumber(ARGV[2])
   for i = 3, 6 do
     spent[i - 2] = redis.call('INCRBY', KEYS[i], ARGV[2])
-    redis.call('EXPIREAT', KEYS[i], at[i - 2])
+    if spent[i - 2] == cost then redis.call('EXPIREAT', KEYS[i], at[i - 2]) end
   end
 end
-redis.call('EXPIREAT', day, at[5])
 
 local leased = nil
 if ARGV[10] ~= '' or ARGV[11] ~= '' then
