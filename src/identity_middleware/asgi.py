@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -63,10 +64,10 @@ class IdentityMiddleware:
         self.store = self.config.store
         self._header_keys = {name: name.lower().encode("latin-1")
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
+        self._resolver = self.config.resolver
         self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
-        self._wants_auth = "auth" in self.config.sources or self.config.may_act_for is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The request is handled here, not in a coroutine of its own: every object a request holds
@@ -78,9 +79,9 @@ class IdentityMiddleware:
             except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
                 await _send_error(send, request_timeout(self.config.body_timeout or 0))
                 return
-            lookup = _Lookup(self, scope)
+            lookup = _Lookup(self._header_keys, self._resolver, scope)
             outcome = await self.flow.arun(self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope))),
-                                           lookup.auth if self._wants_auth else None)
+                                           lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
             if isinstance(outcome, Tracked):
                 await self._tracked(outcome.meter, scope, receive, send)
@@ -164,12 +165,6 @@ class IdentityMiddleware:
                 self._marks.clear()
             return found
 
-    def _auth(self, scope: Scope) -> object:
-        found = _user_id(scope.get("user"))
-        if found is None and self.config.resolver is not None:
-            return self.config.resolver(scope)  # may be awaitable: the driver awaits it
-        return found
-
     # -- the request -----------------------------------------------------------------------------
     async def _tracked(self, meter: Meter, scope: Scope, receive: Receive, send: Send) -> None:
         scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
@@ -230,20 +225,25 @@ class _StatusSend:
 
 
 class _Lookup:
-    """One request's header lookup (the flow's ``Request.header``) and auth lookup."""
+    """One request's header lookup (the flow's ``Request.header``, by the configured names' keys)
+    and auth lookup (Starlette's authenticated user, else the app's resolver)."""
 
-    __slots__ = ("middleware", "scope")
+    __slots__ = ("keys", "resolver", "scope")
 
-    def __init__(self, middleware: IdentityMiddleware, scope: Scope) -> None:
-        self.middleware = middleware
+    def __init__(self, keys: dict[str, bytes], resolver: Callable[[Scope], object] | None, scope: Scope) -> None:
+        self.keys = keys
+        self.resolver = resolver
         self.scope = scope
 
     def __call__(self, name: str) -> str | None:
-        key = self.middleware._header_keys[name]
+        key = self.keys[name]
         for found, value in self.scope["headers"]:
             if found == key and value.strip():
                 return header_text(value)
         return None
 
     def auth(self) -> object:
-        return self.middleware._auth(self.scope)
+        found = _user_id(self.scope.get("user"))
+        if found is None and self.resolver is not None:
+            return self.resolver(self.scope)  # may be awaitable: the driver awaits it
+        return found

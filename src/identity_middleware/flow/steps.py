@@ -66,6 +66,8 @@ class Flow(Drivers):
         self._required = config.require_identity
         self._sources = config.sources
         self._may_act_for = config.may_act_for
+        # Whether a plan may ask for the auth lookup: a shell need not make one otherwise.
+        self.wants_auth = "auth" in config.sources or config.may_act_for is not None
         self._signing_key = config.signing_key
         self._create_missing = config.create_missing
         self._default_budgets = config.default_budgets
