@@ -4,14 +4,13 @@ Each settlement is summed, as it is added, into the open charge of its identity 
 (:class:`.plans.charges.Charge`): the buffer holds sums, not requests. A flush takes up to 500
 charges per round trip and seals them (each gets an id). Any thread or loop may flush; each batch
 taken is marked in flight until its write is over, so a read that flushes first also waits for
-batches other flushes hold. A batch that meets an outage
-(or a cancellation) goes back to the front of the queue as the charges it was, and is retried
-after the next successful call: Redis may have applied it before the reply was lost (a timeout, a
-broken connection), and the settle script skips a charge whose id it has already recorded, so a
-retry never counts it twice. A batch Redis refuses outright (a reply it would give again) is logged
-and dropped rather than block the rest. The buffer's size is its charges and the reservations they
-release (a request without an estimate adds nothing to it); beyond ``limit`` the oldest charges are
-dropped, with an error log.
+batches other flushes hold. A batch that meets an outage (or a cancellation) goes back to the
+front of the queue as the charges it was, and is retried after the next successful call: Redis
+may have applied it before the reply was lost (a timeout, a broken connection), and the settle
+script skips a charge whose id it has already recorded, so a retry never counts it twice. A batch
+Redis refuses outright (a reply it would give again) is logged and dropped rather than block the
+rest. The buffer's size is its charges and the reservations they release (a request without an
+estimate adds nothing to it); beyond ``limit`` the oldest charges are dropped, with an error log.
 """
 
 from __future__ import annotations
