@@ -64,7 +64,6 @@ class IdentityMiddleware:
         self.store = self.config.store
         self._header_keys = {name: name.lower().encode("latin-1")
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
-        self._resolver = self.config.resolver
         self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
@@ -79,7 +78,7 @@ class IdentityMiddleware:
             except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
                 await _send_error(send, request_timeout(self.config.body_timeout or 0))
                 return
-            lookup = _Lookup(self._header_keys, self._resolver, scope)
+            lookup = _Lookup(self._header_keys, self.config.resolver, scope)
             outcome = await self.flow.arun(self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope))),
                                            lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)

@@ -72,8 +72,9 @@ class _Lookup:
         return _aauth(self.request, self.flow)
 
 
-def _request(request: HttpRequest, flow: Flow, mark: Mark | None, lookup: _Lookup) -> Request:
-    return Request(_body(request, flow.config.max_body_size), lookup, request.path_info, mark)
+def _request(lookup: _Lookup, mark: Mark | None) -> Request:
+    request = lookup.request
+    return Request(_body(request, lookup.flow.config.max_body_size), lookup, request.path_info, mark)
 
 
 def _username(user: Any) -> str | None:
@@ -126,7 +127,7 @@ def _settles_later(response: HttpResponseBase, meter: Meter, flow: Flow) -> bool
 def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> HttpResponseBase:
     """Serve ``request`` with ``call`` (the rest of the middleware chain, or the view itself)."""
     lookup = _Lookup(request, flow)
-    outcome = flow.run(flow.admission(_request(request, flow, mark, lookup)), lookup.auth if flow.wants_auth else None)
+    outcome = flow.run(flow.admission(_request(lookup, mark)), lookup.auth if flow.wants_auth else None)
     annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
@@ -147,7 +148,7 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
 
 async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: AsyncView) -> HttpResponseBase:
     lookup = _Lookup(request, flow)
-    outcome = await flow.arun(flow.admission(_request(request, flow, mark, lookup)),
+    outcome = await flow.arun(flow.admission(_request(lookup, mark)),
                               lookup.aauth if flow.wants_auth else None)
     annotate(outcome)
     if isinstance(outcome, Refused):

@@ -28,16 +28,11 @@ async def arun(state: LoopClient, plan: Plan[T], timeout: float | None = None, *
     # On the multiplexed connection the deadline rides with each call: no timeout context per call.
     deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     steps = loaded(plan)
-    direct = state.direct
     try:
         step = next(steps)
         while True:
             try:
-                # A script call on the multiplexed connection (every admission) without a
-                # coroutine of aexecute's in between; everything else through aexecute.
-                packed = direct_command(step) if direct is not None and type(step) is Eval else None
-                reply = await (direct.call(packed, deadline) if packed is not None and direct is not None
-                               else aexecute(state, step, deadline))
+                reply = await aexecute(state, step, deadline)
             except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                 step = steps.throw(error)
             else:
@@ -64,23 +59,30 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
         raise StoreUnavailable(f"redis: no reply within {seconds} s") from None
 
 
-async def aexecute(state: LoopClient, step: Step, deadline: float | None = None) -> Any:
+def aexecute(state: LoopClient, step: Step, deadline: float | None = None) -> Awaitable[Any]:
+    """The step's reply, to await: the multiplexed connection's call where the step can take it
+    (no coroutine of ours in between: every admission's path), else redis-py's."""
     direct = state.direct
     if direct is not None:
         if not isinstance(step, Batch):
             packed = direct_command(step)
             if packed is not None:
-                return await direct.call(packed, deadline)
+                return direct.call(packed, deadline)
         else:
             commands = [direct_command(each) for each in step.steps]
             if None not in commands:
-                return await direct.call_many(commands, deadline)  # type: ignore[arg-type]
-        if deadline is not None:  # a command that takes redis-py's path (a script load), bounded the same
-            left = max(0.0, deadline - asyncio.get_running_loop().time())
-            try:
-                return await asyncio.wait_for(aexecute(state, step), left)
-            except asyncio.TimeoutError:
-                raise redis.exceptions.TimeoutError("no reply from redis in time") from None
+                return direct.call_many(commands, deadline)  # type: ignore[arg-type]
+    return _through_redis_py(state, step, deadline)
+
+
+async def _through_redis_py(state: LoopClient, step: Step, deadline: float | None) -> Any:
+    if state.direct is not None and deadline is not None:
+        # A command that cannot go multiplexed (a script load) is bounded the same.
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            return await asyncio.wait_for(_through_redis_py(state, step, None), left)
+        except asyncio.TimeoutError:
+            raise redis.exceptions.TimeoutError("no reply from redis in time") from None
     if state.limiter is None:
         return await _aexecute(state.client, step)
     async with state.limiter:

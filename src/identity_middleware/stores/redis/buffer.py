@@ -29,7 +29,7 @@ from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
 from .keys import Window
-from .plans.charges import Charge, open_charge
+from .plans.charges import Charge, Open, sum_into
 from .steps import Landed
 
 logger = logging.getLogger("identity_middleware.stores.redis")
@@ -47,7 +47,7 @@ class SettlementBuffer:
         """``window`` maps an instant to its time window; ``taken`` sees each settlement as it is
         buffered (leasing takes its cost off its lease)."""
         self.limit = limit
-        self.pending: dict[tuple[str, datetime], Charge] = {}  # open, never sent: by identity and window start
+        self.pending: Open = {}  # open, never sent: by identity and window start
         self.unsure: collections.deque[Charge] = collections.deque()  # sent, not known to have landed
         self.retry_due = False  # an outage left settlements here: the next successful call writes them
         self._window = window
@@ -85,16 +85,8 @@ class SettlementBuffer:
         # Stamped now if it is not, so a flush after midnight still charges the day the request ended.
         now = settlement.now if settlement.now is not None else datetime.now(UTC)
         window = self._window(now)
-        key = (settlement.identity_id, window.start)
         with self._lock:
-            charge = self.pending.get(key)
-            if charge is None:
-                charge = self.pending[key] = open_charge(settlement, window, now)
-                self._size += 1 + len(charge.held)
-            else:
-                held = len(charge.held)
-                charge.add(settlement)
-                self._size += len(charge.held) - held
+            self._size += sum_into(self.pending, settlement, window, now)
             self._pending_count += 1
             if self._size > self.limit:
                 self._trim()

@@ -57,10 +57,10 @@ class Loops:
         return None
 
     async def get(self) -> LoopClient:
+        found = self.cached()
+        if found is not None:
+            return found
         loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0]() is loop and not last[1].closed:
-            return last[1]
         state = self._states.get(loop)
         if state is not None and not state.closed:
             self._last = (weakref.ref(loop), state)

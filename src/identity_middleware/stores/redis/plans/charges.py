@@ -44,7 +44,8 @@ class Charge:
     leased: dict[str, int] = field(default_factory=dict)  # lease id -> the cost charged to it
     id: str = ""  # given when sealed
 
-    def add(self, settlement: Settlement) -> None:
+    def add(self, settlement: Settlement) -> int:
+        """Sum ``settlement`` in; how many reservations it adds to those the charge releases (0 or 1)."""
         usage, total = settlement.usage, self.usage
         total.cost += usage.cost
         total.input_tokens += usage.input_tokens
@@ -58,21 +59,31 @@ class Charge:
         self.count += 1
         self.errors += usage.error
         reservation = settlement.reservation
-        if reservation is not None:
-            if reservation.lease:
-                self.leased[reservation.lease] = self.leased.get(reservation.lease, 0) + usage.cost
-            else:
-                self.held.append(f"{reservation.amount}:{reservation.id}")
-            if reservation.budgets:
-                self.scoped.append(reservation)
+        if reservation is None:
+            return 0
+        if reservation.budgets:
+            self.scoped.append(reservation)
+        if reservation.lease:
+            self.leased[reservation.lease] = self.leased.get(reservation.lease, 0) + usage.cost
+            return 0
+        self.held.append(f"{reservation.amount}:{reservation.id}")
+        return 1
 
     def seal(self) -> Charge:
         self.id = charge_id()
         return self
 
 
-def open_charge(settlement: Settlement, window: Window, now: datetime) -> Charge:
-    charge = Charge(settlement.identity_id, window, now)
-    charge.add(settlement)
-    return charge
+Open = dict[tuple[str, datetime], Charge]  # open charges by identity and window start
+
+
+def sum_into(charges: Open, settlement: Settlement, window: Window, now: datetime) -> int:
+    """Add ``settlement`` (at ``now``, in ``window``) to its identity's open charge, opening one if
+    needed; how many entries that adds (a charge opened, a reservation to release)."""
+    key = (settlement.identity_id, window.start)
+    charge = charges.get(key)
+    opened = charge is None
+    if charge is None:
+        charge = charges[key] = Charge(settlement.identity_id, window, now)
+    return opened + charge.add(settlement)
 

@@ -15,7 +15,7 @@ from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from . import codec
-from .charges import Charge, open_charge
+from .charges import Charge, Open, sum_into
 from .lease import LeasePlans
 
 
@@ -70,15 +70,10 @@ class RequestPlans(LeasePlans):
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
         """Settlements summed into sealed charges, one per identity and time window, each with a new
         id (what the buffer does as they arrive, at once). A retry sends a charge again as it is."""
-        charges: dict[tuple[str, datetime], Charge] = {}
+        charges: Open = {}
         for settlement in settlements:
             now = codec.now_or(settlement.now)
-            current = window(now, self.tz)
-            charge = charges.get((settlement.identity_id, current.start))
-            if charge is None:
-                charges[settlement.identity_id, current.start] = open_charge(settlement, current, now)
-            else:
-                charge.add(settlement)
+            sum_into(charges, settlement, window(now, self.tz), now)
         return [charge.seal() for charge in charges.values()]
 
     def settle(self, charges: Sequence[Charge]) -> Plan[int]:
