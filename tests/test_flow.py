@@ -11,8 +11,8 @@ import pytest
 
 from identity_middleware import Budget, Config, IdentityInput, Period
 from identity_middleware.context import Meter, Untracked
-from identity_middleware.core.admission import Usage
-from identity_middleware.core.errors import ErrorResponse
+from identity_middleware.core.admission import Settlement, Usage
+from identity_middleware.core.errors import ErrorResponse, StoreUnavailable
 from identity_middleware.flow import ANONYMOUS, Flow, Mark, Refused, Request, Tracked
 from identity_middleware.flow.effects import Plan
 from identity_middleware.flow.outcome import ViewReservation, view_entry
@@ -185,30 +185,70 @@ def test_store_down_closed_policy_refuses_503(drive: Drive) -> None:
 
 
 # -- settlement -----------------------------------------------------------------------------------
-def test_settlement_commits_once(drive: Drive) -> None:
+# The settlement plan driven sync and async, and Flow.settle (the same steps in one call, the sync
+# shells' and a nonblocking store's path): every case holds for all three.
+Settle = Callable[[Flow, Meter, bool], None]
+
+
+@pytest.fixture(params=["sync plan", "async plan", "Flow.settle"])
+def settle(request: pytest.FixtureRequest) -> Settle:
+    if request.param == "Flow.settle":
+        return lambda flow, meter, error: flow.settle(meter, error=error)
+    drive = _sync if request.param == "sync plan" else _async
+    return lambda flow, meter, error: drive(flow, flow.settlement(meter, error=error))
+
+
+def test_settlement_commits_once(settle: Settle) -> None:
     flow = Flow(Config())
-    meter = admit(drive, flow, x_identity_id="u1").meter
+    meter = admit(_sync, flow, x_identity_id="u1").meter
     meter.add(5_000, 10, 2, "gpt")
     for _ in range(3):
-        drive(flow, flow.settlement(meter, error=False))
+        settle(flow, meter, False)
     metrics = flow.config.store.metrics("u1")
     assert metrics.total_requests == 1 and metrics.total_cost == Decimal("0.000005")
     assert metrics.total_tokens == 12
 
 
-def test_settlement_counts_an_error(drive: Drive) -> None:
+def test_settlement_counts_an_error(settle: Settle) -> None:
     flow = Flow(Config())
-    meter = admit(drive, flow, x_identity_id="u1").meter
-    drive(flow, flow.settlement(meter, error=True))
+    meter = admit(_sync, flow, x_identity_id="u1").meter
+    settle(flow, meter, True)
     assert flow.config.store.metrics("u1").error_rate == 1.0
 
 
-def test_settlement_while_the_store_is_down_does_not_raise(drive: Drive) -> None:
+def test_settlement_while_the_store_is_down_does_not_raise(settle: Settle) -> None:
     live = Flow(Config())
-    meter = admit(drive, live, x_identity_id="u1").meter
+    meter = admit(_sync, live, x_identity_id="u1").meter
     dead = Flow(Config(store=down_store()))
-    drive(dead, dead.settlement(meter, error=False))  # buffered by the store, logged, not raised
+    settle(dead, meter, False)  # buffered by the store, not raised
     assert meter.counted
+
+
+class FlakyStore(MemoryStore):
+    """A store of the app's own whose ``settle`` fails while ``down`` (stores may raise StoreUnavailable)."""
+
+    down = True
+
+    def settle(self, settlement: Settlement) -> None:
+        if self.down:
+            raise StoreUnavailable("flaky")
+        super().settle(settlement)
+
+
+def test_a_failing_settle_is_logged_once_per_outage(settle: Settle, caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    flow = Flow(Config(store=store))
+    meters = [admit(_sync, flow, x_identity_id=f"u{n}").meter for n in range(4)]
+    for meter in meters[:2]:
+        settle(flow, meter, False)  # not raised: the policy is the store's (a RedisStore keeps and retries)
+        assert meter.counted
+    store.down = False
+    for meter in meters[2:]:
+        settle(flow, meter, False)
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(message.startswith("identity store unavailable") for message in messages) == 1
+    assert messages.count("identity store available again") == 1
+    assert [store.metrics(f"u{n}").total_requests for n in range(4)] == [0, 0, 1, 1]
 
 
 # -- entering a @budgeted view --------------------------------------------------------------------

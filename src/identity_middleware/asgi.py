@@ -65,6 +65,9 @@ class IdentityMiddleware:
         self._header_keys = {name: name.lower().encode("latin-1")
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
         self._shield_settle = not self.store.settles_before_await
+        # Nothing in admission to await (a nonblocking store, no rate limiter, no resolver that may
+        # be async): the sync driver, without a coroutine of its own.
+        self._sync_admission = self.store.nonblocking and self.flow.limiter is None and self.config.resolver is None
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
 
@@ -79,8 +82,9 @@ class IdentityMiddleware:
                 await _send_error(send, request_timeout(self.config.body_timeout or 0))
                 return
             lookup = _Lookup(self._header_keys, self.config.resolver, scope)
-            outcome = await self.flow.arun(self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope))),
-                                           lookup.auth if self.flow.wants_auth else None)
+            plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope)))
+            auth = lookup.auth if self.flow.wants_auth else None
+            outcome = self.flow.run(plan, auth) if self._sync_admission else await self.flow.arun(plan, auth)
             annotate(outcome)
             if isinstance(outcome, Tracked):
                 await self._tracked(outcome.meter, scope, receive, send)
@@ -175,15 +179,15 @@ class IdentityMiddleware:
             failed = False
         finally:
             unbind(token)
-            settlement = self.flow.settlement(meter, error=failed or watched.status >= 400)
+            error = failed or watched.status >= 400
             if self.store.nonblocking:
-                self.flow.run(settlement)  # nothing to await: the sync driver, no coroutine
+                self.flow.settle(meter, error=error)  # nothing to await: no plan, no coroutine
             elif self._shield_settle:
                 # A client that disconnects cancels the request, never its accounting.
                 with anyio.CancelScope(shield=True):
-                    await self.flow.arun(settlement)
-            else:
-                await self.flow.arun(settlement)  # taken before any await: nothing to shield
+                    await self.flow.arun(self.flow.settlement(meter, error=error))
+            else:  # taken before any await: nothing to shield
+                await self.flow.arun(self.flow.settlement(meter, error=error))
 
 
 def _request(body: bytes, *, more_body: bool) -> Message:

@@ -165,7 +165,7 @@ class IdentityWSGIMiddleware:
         try:
             result = self.app(environ, start)
         except BaseException:
-            self.flow.run(self.flow.settlement(meter, error=True))
+            self.flow.settle(meter, error=True)
             raise
         finally:
             unbind(token)

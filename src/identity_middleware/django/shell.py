@@ -137,12 +137,12 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
         response = call(request)
     except BaseException:
         if isinstance(binding, Meter):
-            flow.run(flow.settlement(binding, error=True))
+            flow.settle(binding, error=True)
         raise
     finally:
         unbind(token)
     if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
-        flow.run(flow.settlement(binding, error=response.status_code >= 400))
+        flow.settle(binding, error=response.status_code >= 400)
     return response
 
 

@@ -11,21 +11,23 @@ logger = logging.getLogger("identity_middleware")
 
 
 class OutageLog:
+    """``down`` while an outage is logged; callers may test it before calling :meth:`ok`."""
+
     def __init__(self) -> None:
-        self._down = False
+        self.down = False
         self._lock = threading.Lock()
 
     def failed(self, error: BaseException) -> None:
         with self._lock:
-            if self._down:
+            if self.down:
                 return
-            self._down = True
+            self.down = True
         logger.error("identity store unavailable (%s); further failures are not logged until it recovers", error)
 
     def ok(self) -> None:
-        if self._down:
+        if self.down:
             with self._lock:
-                if not self._down:
+                if not self.down:
                     return
-                self._down = False
+                self.down = False
             logger.warning("identity store available again")

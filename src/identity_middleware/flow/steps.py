@@ -128,16 +128,22 @@ class Flow(Drivers):
             if self.limiter is not None:
                 exceeded = yield HitLimit(resolved.external_id)
                 if exceeded is not None:
-                    yield Admit(self._admission_request(resolved, 0, refused=True))  # upserted, counted
+                    yield Admit(AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, 0,
+                                                 self._default_budgets, True, None, resolved.source))  # counted
                     self._outage.ok()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
             # The body's model matters only to model/provider budgets: decoded only when the store has some.
             model = model_from_body(request.body) if request.body and self.store.wants_model else None
-            admission: Admission = yield Admit(self._admission_request(resolved, estimate, model=model))
+            # Positional, in field order (per request: keywords cost more): external_id, upsert,
+            # create_missing, estimate, default_budgets, refused, now, last_source, model.
+            admission: Admission = yield Admit(AdmissionRequest(
+                resolved.external_id, resolved.upsert, self._create_missing, estimate, self._default_budgets, False,
+                None, resolved.source, model))
         except StoreUnavailable as error:
             return self._unavailable(error) or Untracked(resolved.external_id)
-        self._outage.ok()
+        if self._outage.down:
+            self._outage.ok()
         identity = admission.identity
         if identity is None:  # unknown, and not created (create_missing=False)
             return Refused(identity_required()) if required else Untracked(resolved.external_id)
@@ -164,13 +170,6 @@ class Flow(Drivers):
                         raise BadSignature(problem)
                 return Resolved(external_id, "header")
         return None
-
-    def _admission_request(self, resolved: Resolved, estimate: int, *, refused: bool = False,
-                           model: str | None = None) -> AdmissionRequest:
-        # Positional, in field order (per request: keywords cost more): external_id, upsert,
-        # create_missing, estimate, default_budgets, refused, now, last_source, model.
-        return AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, estimate,
-                                self._default_budgets, refused, None, resolved.source, model)
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
         """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""
@@ -207,6 +206,21 @@ class Flow(Drivers):
             self._outage.failed(failure)  # the store keeps what it could not write, and retries
         else:
             self._outage.ok()
+
+    def settle(self, meter: Meter, *, error: bool) -> None:
+        """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
+        performed in place with the store's sync ``settle`` (a WSGI or sync Django request, or a
+        nonblocking store's under ASGI). Per request, driving a plan costs more than the rest."""
+        settlement = meter.take(error)
+        if settlement is None:
+            return
+        try:
+            self.store.settle(settlement)
+        except StoreUnavailable as failure:
+            self._outage.failed(failure)
+        else:
+            if self._outage.down:
+                self._outage.ok()
 
     # -- a Reserver, for a view's own estimate --------------------------------------------------------
     def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:

@@ -28,7 +28,7 @@ class MeteredIterable:
         self._closed = False
 
     def _settle(self, error: bool) -> None:
-        self._flow.run(self._flow.settlement(self._meter, error=error))
+        self._flow.settle(self._meter, error=error)
 
     def __iter__(self) -> MeteredIterable:
         return self
@@ -98,4 +98,4 @@ class AsyncMeteredIterator:
             unbind(token)
 
     def close(self) -> None:
-        self._flow.run(self._flow.settlement(self._meter, error=self._failed()))
+        self._flow.settle(self._meter, error=self._failed())
