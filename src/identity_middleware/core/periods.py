@@ -160,5 +160,10 @@ def key_of(period: Period, now: datetime, tz: tzinfo = UTC) -> str:
     return _current(now, tz)[3][period]
 
 
+def period_key_map(now: datetime, tz: tzinfo = UTC) -> dict[Period, str]:
+    """``{Period.DAILY: "daily:2026-11-22", ...}``: :func:`key_of` of every period at once."""
+    return _current(now, tz)[3]
+
+
 def utc_day(now: datetime) -> date:
     return now.date() if now.tzinfo is UTC else now.astimezone(UTC).date()

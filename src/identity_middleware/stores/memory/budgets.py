@@ -19,7 +19,7 @@ from ...core.budgets import (
     matches_request,
     matching_targets,
 )
-from ...core.periods import key_of
+from ...core.periods import key_of, period_key_map
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
 
@@ -122,8 +122,11 @@ class Scoped:
     def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
         defs = self.defs
-        found = [budget for budget_id in self.by_identity.get(identity, ()) if (budget := defs[budget_id]).live(now)] \
-            if identity is not None else []
+        found = []
+        for budget_id in self.by_identity.get(identity, ()) if identity is not None else ():
+            budget = defs[budget_id]
+            if budget.is_active and (budget.expires_at is None or now < budget.expires_at):  # live(now), inlined
+                found.append(budget)
         if self.global_ids:
             targets = matching_targets(model, providers)
             found += [b for b in map(self.defs.__getitem__, self.global_ids)
@@ -187,27 +190,22 @@ class Scoped:
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
         defs = self.defs
         own = self.by_identity.get(identity, ()) if identity is not None else ()
-        if not self.global_ids and not own:
-            return []
-        shares: dict[str, tuple[int, int]] = dict.fromkeys(own, whole)
-        globals_ = [defs[budget_id] for budget_id in self.global_ids]
-        for budget in globals_:
-            if budget.scope is ScopeKind.WORKSPACE:
-                shares[budget.id] = whole
-        for model, share in usage.models.items() if globals_ else ():
-            targets = matching_targets(model, providers)
-            for budget in globals_:
-                if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
-                    cost, tokens = shares.get(budget.id, (0, 0))
-                    shares[budget.id] = (cost + share.cost, tokens + _tokens(share))
+        if not self.global_ids:
+            if not own:
+                return []
+            shares: Iterable[tuple[str, tuple[int, int]]] = ((budget_id, whole) for budget_id in own)
+        else:
+            shares = self._global_shares(usage, whole, own, providers).items()
         events = []
-        for budget_id, (cost, tokens) in shares.items():
-            budget = self.defs[budget_id]
+        table = self.usage
+        keys = period_key_map(now, tz)
+        for budget_id, (cost, tokens) in shares:
+            budget = defs[budget_id]
             calendar = CALENDAR.get(budget.period)
-            key = "one_time" if calendar is None else key_of(calendar, now, tz)
-            current = self.usage.get(budget_id)
-            base = (current[1], current[2]) if current is not None and current[0] == key else (0, 0)
-            self.usage[budget_id] = (key, base[0] + cost, base[1] + tokens)
+            key = "one_time" if calendar is None else keys[calendar]
+            current = table.get(budget_id)
+            table[budget_id] = (key, current[1] + cost, current[2] + tokens) \
+                if current is not None and current[0] == key else (key, cost, tokens)
             if not budget.alerts:  # the settle path of most budgets ends here
                 continue
             after = self.consumed(budget, account if budget.scope is ScopeKind.IDENTITY else None, now, tz, key)
@@ -219,6 +217,24 @@ class Scoped:
                     _, start, end = bounds(budget, now, tz)
                     events.append(threshold_event(budget, percent, dimension, after, start, end, identity))
         return events
+
+
+    def _global_shares(self, usage: Usage, whole: tuple[int, int], own: Iterable[str],
+                       providers: Mapping[str, str]) -> dict[str, tuple[int, int]]:
+        """Each budget's share of ``usage``: the whole for the identity's and workspace budgets,
+        each model's part for the model and provider budgets it matches."""
+        shares: dict[str, tuple[int, int]] = dict.fromkeys(own, whole)
+        globals_ = [self.defs[budget_id] for budget_id in self.global_ids]
+        for budget in globals_:
+            if budget.scope is ScopeKind.WORKSPACE:
+                shares[budget.id] = whole
+        for model, share in usage.models.items():
+            targets = matching_targets(model, providers)
+            for budget in globals_:
+                if budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) and budget.target in targets[budget.scope]:
+                    cost, tokens = shares.get(budget.id, (0, 0))
+                    shares[budget.id] = (cost + share.cost, tokens + _tokens(share))
+        return shares
 
 
 def _tokens(share: ModelUsage) -> int:

@@ -7,10 +7,10 @@ from datetime import date, datetime, timedelta, tzinfo
 
 from ...core.admission import BudgetState, ModelUsage
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
-from ...core.periods import Period, key_of, period_bounds, period_keys, utc_day
+from ...core.periods import PERIODS, Period, period_bounds, period_keys, utc_day
 from ..base import METRIC_DAYS
 
-_PERIOD_ORDER = {period: index for index, period in enumerate(Period)}
+_PERIOD_ORDER = {period: index for index, period in enumerate(PERIODS)}
 
 
 @dataclass(slots=True)
@@ -29,14 +29,20 @@ class Account:
     """Everything one identity owns besides its record, in nano-USD. Call under the store's lock."""
 
     budgets: dict[Period, int] = field(default_factory=dict)
-    spend: dict[Period, tuple[str, int]] = field(default_factory=dict)  # period -> (period key, nanos)
+    # Spend per period, in PERIODS order, under the period keys charged last (a rollover zeroes
+    # what changed key). ``period_keys`` answers the same tuple all day: one identity test per charge.
+    spend_keys: tuple[tuple[Period, str], ...] = ()
+    spend: list[int] = field(default_factory=lambda: [0] * len(PERIODS))
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
-        key = key_of(period, now, tz)
-        current = self.spend.get(period)
-        return current[1] if current is not None and current[0] == key else 0
+        keys = period_keys(now, tz)
+        if keys is self.spend_keys:
+            return self.spend[_PERIOD_ORDER[period]]
+        index = _PERIOD_ORDER[period]
+        charged = self.spend_keys
+        return self.spend[index] if charged and charged[index][1] == keys[index][1] else 0
 
     def reserved(self, period: Period, now: datetime) -> int:
         if not self.reservations:
@@ -72,7 +78,7 @@ class Account:
 
     def reset(self, period: Period) -> None:
         """Zero the period's spend and release what reservations held against it."""
-        self.spend.pop(period, None)
+        self.spend[_PERIOD_ORDER[period]] = 0
         for rid in [rid for rid, (_, _, periods) in self.reservations.items() if period in periods]:
             amount, expires, periods = self.reservations[rid]
             rest = tuple(p for p in periods if p is not period)
@@ -102,13 +108,20 @@ class Account:
             for model, share in models.items():
                 found = day_models.get(model)
                 if found is None:
-                    found = day_models[model] = ModelUsage()
-                found.merge(share)
+                    day_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
+                else:
+                    found.merge(share)
         if cost:
+            keys = period_keys(now, tz)
             spend = self.spend
-            for period, key in period_keys(now, tz):
-                current = spend.get(period)
-                spend[period] = (key, current[1] + cost) if current is not None and current[0] == key else (key, cost)
+            if keys is not self.spend_keys:  # a new day (or the first charge): keep what did not roll over
+                charged = self.spend_keys
+                for index, (_, key) in enumerate(keys):
+                    if not charged or charged[index][1] != key:
+                        spend[index] = 0
+                self.spend_keys = keys
+            for index in range(len(spend)):
+                spend[index] += cost
 
     def metrics(self, now: datetime) -> Metrics:
         """Totals over the last ``METRIC_DAYS`` UTC days up to ``now``."""

@@ -210,7 +210,7 @@ class MemoryStore(MemoryBudgets, Store):
         return bool(global_ids) and any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in global_ids)
 
     def admit(self, request: AdmissionRequest) -> Admission:
-        now = _now(request.now)
+        now = request.now if request.now is not None else datetime.now(UTC)  # _now, inlined: per request
         with self._lock:
             ulid = self._records.by_external.get(request.external_id)
             if ulid is None:
@@ -257,7 +257,7 @@ class MemoryStore(MemoryBudgets, Store):
         return self.admit(request)
 
     def settle(self, settlement: Settlement) -> None:
-        now = _now(settlement.now)
+        now = settlement.now if settlement.now is not None else datetime.now(UTC)
         usage = settlement.usage
         with self._lock:
             account = self._accounts.get(settlement.identity_id)

@@ -1,0 +1,62 @@
+"""The memory store's ledger: spend per calendar period rolls over only the periods that ended."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from identity_middleware.core.periods import UTC, Period
+from identity_middleware.stores.memory.ledger import Account
+
+SUNDAY = datetime(2026, 3, 29, 12, tzinfo=UTC)
+MONDAY = datetime(2026, 3, 30, 12, tzinfo=UTC)  # a new day and week, the same month
+WEDNESDAY = datetime(2026, 4, 1, 12, tzinfo=UTC)  # a new day and month, the same week
+
+
+def spent(account: Account, now: datetime) -> dict[str, int]:
+    return {period.value: account.spent(period, now, UTC) for period in Period}
+
+
+def test_each_period_keeps_its_spend_until_it_ends() -> None:
+    account = Account()
+    account.count(SUNDAY, UTC, cost=1)
+    assert spent(account, SUNDAY) == {"daily": 1, "weekly": 1, "monthly": 1, "yearly": 1}
+    account.count(MONDAY, UTC, cost=2)
+    assert spent(account, MONDAY) == {"daily": 2, "weekly": 2, "monthly": 3, "yearly": 3}
+    account.count(WEDNESDAY, UTC, cost=4)
+    assert spent(account, WEDNESDAY) == {"daily": 4, "weekly": 6, "monthly": 4, "yearly": 7}
+
+
+def test_a_period_nothing_was_charged_in_yet_has_spent_nothing() -> None:
+    account = Account()
+    assert spent(account, SUNDAY) == dict.fromkeys(("daily", "weekly", "monthly", "yearly"), 0)
+    account.count(SUNDAY, UTC, cost=5)
+    assert spent(account, MONDAY) == {"daily": 0, "weekly": 0, "monthly": 5, "yearly": 5}  # asked before charged
+
+
+def test_a_request_without_cost_rolls_nothing_over() -> None:
+    account = Account()
+    account.count(SUNDAY, UTC, cost=5)
+    account.count(MONDAY, UTC)  # counted as a request only
+    assert spent(account, SUNDAY)["daily"] == 5
+    assert account.days[MONDAY.date()].requests == 1
+
+
+def test_reset_zeroes_one_period_only() -> None:
+    account = Account()
+    account.count(SUNDAY, UTC, cost=5)
+    account.reset(Period.MONTHLY)
+    assert spent(account, SUNDAY) == {"daily": 5, "weekly": 5, "monthly": 0, "yearly": 5}
+    account.count(SUNDAY, UTC, cost=1)
+    assert spent(account, SUNDAY) == {"daily": 6, "weekly": 6, "monthly": 1, "yearly": 6}
+
+
+def test_periods_follow_the_store_timezone() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")  # 2026-03-29 12:00 UTC is 21:00 in Tokyo; 16:00 UTC is the next day there
+    account = Account()
+    account.count(SUNDAY, tokyo, cost=1)
+    later = datetime(2026, 3, 29, 16, tzinfo=UTC)
+    account.count(later, tokyo, cost=2)
+    assert account.spent(Period.DAILY, later, tokyo) == 2
+    assert account.spent(Period.MONTHLY, later, tokyo) == 3
+    assert account.spent(Period.DAILY, later, UTC) == 0  # asked in another zone: not the day it was charged in
