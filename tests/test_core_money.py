@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from identity_middleware.core.money import MAX_AMOUNT, NANOS_PER_USD, format_usd, from_nanos, to_decimal, to_nanos
+from identity_middleware.core.money import (
+    MAX_AMOUNT,
+    NANOS_PER_USD,
+    cost_nanos,
+    format_usd,
+    from_nanos,
+    to_decimal,
+    to_nanos,
+)
 
 
 def test_a_million_tenths_of_a_micro_dollar_sum_to_exactly_ten_cents() -> None:
@@ -193,3 +201,25 @@ def test_absurdly_large_amounts_are_refused_before_any_arithmetic() -> None:
     with pytest.raises(ValueError):
         Budget(period="daily", amount="1000000000.01")
     assert to_nanos("1000000000") == 10**18  # the cap itself fits a signed 64-bit integer
+
+
+# -- cost_nanos: record_usage's conversion, which remembers the Decimal costs it has converted -------
+@given(st.one_of(st.decimals(min_value=0, max_value=MAX_AMOUNT, allow_nan=False, allow_infinity=False),
+                 st.floats(min_value=0, max_value=1e6), st.integers(min_value=0, max_value=10**6)))
+def test_cost_nanos_equals_to_nanos_the_first_time_and_every_time_after(value: Decimal | float | int) -> None:
+    expected = (to_decimal(value), to_nanos(value))
+    assert cost_nanos(value) == expected
+    assert cost_nanos(value) == expected  # remembered, for a Decimal
+
+
+def test_cost_nanos_of_equal_decimals_written_differently() -> None:
+    assert cost_nanos(Decimal("0.10"))[1] == cost_nanos(Decimal("0.1"))[1] == 100_000_000
+    assert cost_nanos(Decimal("0.10"))[0] == Decimal("0.10")  # the caller's own value back
+
+
+@pytest.mark.parametrize("value", [Decimal("-0.5"), Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"),
+                                   Decimal("1E+999999999"), -1, "x", True])
+def test_cost_nanos_refuses_what_to_decimal_refuses_every_time(value: object) -> None:
+    for _ in range(2):  # nothing bad is remembered
+        with pytest.raises((ValueError, TypeError)):
+            cost_nanos(value)  # type: ignore[arg-type]

@@ -6,10 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 from .context import Meter, current_meter
-from .core.money import Money, decimal_nanos, to_decimal
+from .core.money import Money, cost_nanos
 from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
 
 __all__ = ["ModelPrice", "PriceTable", "TokenUsage", "parse_usage", "record_usage"]
+
+_ZERO = Decimal(0)
 
 
 def response_key(response: Any) -> str | None:
@@ -37,14 +39,12 @@ def record_call(usage: CallUsage, cost: Money | None = None, *, prices: Prices |
 
 def _add(cost: Money | None, input_tokens: int, output_tokens: int, model: str | None, unpriced: bool,
          key: str | None, meter: Meter | None) -> Decimal | None:
-    amount = Decimal(0) if cost is None else to_decimal(cost)
-    if amount < 0:
-        raise ValueError("cost and token counts must not be negative")
+    amount, nanos = (_ZERO, 0) if cost is None else cost_nanos(cost)
     if meter is None:
         meter = current_meter()
     if meter is None:
         return None
-    if not meter.add(decimal_nanos(amount), input_tokens, output_tokens, model, unpriced=unpriced, key=key):
+    if not meter.add(nanos, input_tokens, output_tokens, model, unpriced=unpriced, key=key):
         return None
     return amount
 

@@ -64,6 +64,29 @@ def decimal_nanos(amount: Decimal) -> int:
     return nanos
 
 
+# The nano-USD of the Decimal costs recorded lately: an app records a few costs over and over, and
+# converting one costs more than the rest of recording it. Only checked values are kept.
+_known_nanos: dict[Decimal, int] = {}
+_KNOWN_MAX = 1024
+
+
+def cost_nanos(value: Money) -> tuple[Decimal, int]:
+    """``value`` as a ``Decimal`` (:func:`to_decimal`) and in nano-USD; a negative cost raises ``ValueError``."""
+    if type(value) is Decimal and value.is_finite():  # a signalling NaN cannot be hashed
+        known = _known_nanos.get(value)
+        if known is not None:
+            return value, known
+    amount = to_decimal(value)
+    if amount < 0:
+        raise ValueError("cost and token counts must not be negative")
+    nanos = decimal_nanos(amount)
+    if type(value) is Decimal:
+        if len(_known_nanos) >= _KNOWN_MAX:
+            _known_nanos.clear()
+        _known_nanos[value] = nanos
+    return amount, nanos
+
+
 def from_nanos(nanos: int) -> Decimal:
     """Integer nano-USD -> USD as a normalised ``Decimal`` (``0.2``, not ``0.200000000``)."""
     if nanos == 0:
