@@ -185,6 +185,19 @@ def test_never_reads_past_content_length() -> None:
     assert (status, data, headers["X-Identity"]) == ("200 OK", body, "st")
 
 
+def test_an_input_that_hands_over_less_than_asked_is_read_to_the_length() -> None:
+    class Trickle(io.BytesIO):  # a socket-backed input may answer read(n) with fewer bytes
+        def read(self, size: int | None = -1) -> bytes:
+            assert size is not None and 0 <= size <= 40 - self.tell(), "read past CONTENT_LENGTH"
+            return super().read(min(size, 7))
+
+    body = b'{"identity": {"id": "slow"}, "x": "abc"}'  # 40 bytes
+    app = IdentityWSGIMiddleware(echo_app)
+    status, headers, data = call(app, content_type="application/json",
+                                 environ={"wsgi.input": Trickle(body + b"NEXT"), "CONTENT_LENGTH": "40"})
+    assert (status, data, headers["X-Identity"]) == ("200 OK", body, "slow")
+
+
 def test_without_a_length_nothing_is_read_unless_the_input_is_terminated() -> None:
     body = b'{"identity": {"id": "chunky"}}'
     app = IdentityWSGIMiddleware(echo_app)

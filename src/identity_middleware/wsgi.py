@@ -77,13 +77,21 @@ def read_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
     a chunked request), and then only up to the limit; what was read is replayed ahead of the rest.
     """
     declared = environ.get("CONTENT_LENGTH") or ""
-    reader = JsonBody.wanted(environ.get("CONTENT_TYPE"), declared, max_body_size)
-    if reader is None:
+    if not JsonBody.allowed(environ.get("CONTENT_TYPE"), declared, max_body_size):
         return None
-    if not declared.strip() and not environ.get("wsgi.input_terminated"):
-        return None  # PEP 3333: no length means no body the app may read
     stream: _Input = environ["wsgi.input"]
-    remaining = int(declared) if declared.strip() else max_body_size + 1
+    head = b""
+    if declared.strip():  # the usual case: a length within the limit (allowed checked it), read as one
+        head = stream.read(int(declared))
+        if len(head) == int(declared):
+            environ["wsgi.input"] = io.BytesIO(head)
+            return head or None
+        # the client sent less, or the server handed over less: read on
+    elif not environ.get("wsgi.input_terminated"):
+        return None  # PEP 3333: no length means no body the app may read
+    reader = JsonBody(max_body_size)
+    reader.feed(head)
+    remaining = int(declared) - len(head) if declared.strip() else max_body_size + 1
     while remaining > 0:
         chunk = stream.read(min(remaining, _READ_CHUNK))
         if not chunk:

@@ -42,7 +42,7 @@ def _body(request: HttpRequest, max_body_size: int) -> bytes | None:
     """``request.body`` when the flow wants it (Django keeps it for the view). Django reads a body
     by its declared length, so one without is left to the view, as is one Django refuses."""
     declared = request.META.get("CONTENT_LENGTH") or ""
-    if not declared.strip() or JsonBody.wanted(request.META.get("CONTENT_TYPE"), declared, max_body_size) is None:
+    if not declared.strip() or not JsonBody.allowed(request.META.get("CONTENT_TYPE"), declared, max_body_size):
         return None
     try:
         return request.body or None

@@ -30,9 +30,12 @@ class JsonBody:
 
     @classmethod
     def wanted(cls, content_type: str | None, content_length: str | None, limit: int) -> JsonBody | None:
-        if not is_json_content_type(content_type) or not cls.within(content_length, limit):
-            return None
-        return cls(limit)
+        return cls(limit) if cls.allowed(content_type, content_length, limit) else None
+
+    @classmethod
+    def allowed(cls, content_type: str | None, content_length: str | None, limit: int) -> bool:
+        """Whether to read the body at all: a JSON content type, and a declared length (if any) within ``limit``."""
+        return is_json_content_type(content_type) and cls.within(content_length, limit)
 
     @staticmethod
     def within(content_length: str | None, limit: int) -> bool:

@@ -62,7 +62,8 @@ class MeteredIterable:
             failed = False
         finally:
             unbind(token)
-            self._settle(failed or self._failed())
+            if not self._meter.counted:  # usually settled already, when the iterable ran out
+                self._settle(failed or self._failed())
 
 
 class AsyncMeteredIterator:

@@ -190,16 +190,13 @@ class Scoped:
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
         defs = self.defs
         own = self.by_identity.get(identity, ()) if identity is not None else ()
-        if not self.global_ids:
-            if not own:
-                return []
-            shares: Iterable[tuple[str, tuple[int, int]]] = ((budget_id, whole) for budget_id in own)
-        else:
-            shares = self._global_shares(usage, whole, own, providers).items()
+        if not self.global_ids and not own:
+            return []
+        shares = self._global_shares(usage, whole, own, providers) if self.global_ids else dict.fromkeys(own, whole)
         events = []
         table = self.usage
         keys = period_key_map(now, tz)
-        for budget_id, (cost, tokens) in shares:
+        for budget_id, (cost, tokens) in shares.items():
             budget = defs[budget_id]
             calendar = CALENDAR.get(budget.period)
             key = "one_time" if calendar is None else keys[calendar]
