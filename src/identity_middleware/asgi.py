@@ -10,7 +10,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config
-from .context import Meter, bind, unbind
+from .context import bind, unbind
 from .core.errors import ErrorResponse, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
@@ -86,8 +86,26 @@ class IdentityMiddleware:
             auth = lookup.auth if self.flow.wants_auth else None
             outcome = self.flow.run(plan, auth) if self._sync_admission else await self.flow.arun(plan, auth)
             annotate(outcome)
-            if isinstance(outcome, Tracked):
-                await self._tracked(outcome.meter, scope, receive, send)
+            if isinstance(outcome, Tracked):  # the app runs metered; its usage is settled once it ends
+                meter = outcome.meter
+                scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
+                watched = _StatusSend(send)
+                token = bind(meter)
+                failed = True
+                try:
+                    await self.app(scope, receive, watched)
+                    failed = False
+                finally:
+                    unbind(token)
+                    error = failed or watched.status >= 400
+                    if self.store.nonblocking:
+                        self.flow.settle(meter, error=error)  # nothing to await: no plan, no coroutine
+                    elif self._shield_settle:
+                        # A client that disconnects cancels the request, never its accounting.
+                        with anyio.CancelScope(shield=True):
+                            await self.flow.arun(self.flow.settlement(meter, error=error))
+                    else:  # taken before any await: nothing to shield
+                        await self.flow.arun(self.flow.settlement(meter, error=error))
             elif isinstance(outcome, Refused):
                 await _send_error(send, outcome.error)
             else:
@@ -167,27 +185,6 @@ class IdentityMiddleware:
             if len(self._marks) > _ROUTE_CACHE_SIZE:
                 self._marks.clear()
             return found
-
-    # -- the request -----------------------------------------------------------------------------
-    async def _tracked(self, meter: Meter, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
-        watched = _StatusSend(send)
-        token = bind(meter)
-        failed = True
-        try:
-            await self.app(scope, receive, watched)
-            failed = False
-        finally:
-            unbind(token)
-            error = failed or watched.status >= 400
-            if self.store.nonblocking:
-                self.flow.settle(meter, error=error)  # nothing to await: no plan, no coroutine
-            elif self._shield_settle:
-                # A client that disconnects cancels the request, never its accounting.
-                with anyio.CancelScope(shield=True):
-                    await self.flow.arun(self.flow.settlement(meter, error=error))
-            else:  # taken before any await: nothing to shield
-                await self.flow.arun(self.flow.settlement(meter, error=error))
 
 
 def _request(body: bytes, *, more_body: bool) -> Message:
