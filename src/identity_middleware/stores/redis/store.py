@@ -281,4 +281,4 @@ class RedisStore(RedisBudgets, Store):
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""
         self._buffer.add(settlement)
-        self._writer.schedule(await self._loops.get())
+        self._writer.schedule(self._loops.cached() or await self._loops.get())  # no coroutine when known
