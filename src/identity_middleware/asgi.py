@@ -65,9 +65,6 @@ class IdentityMiddleware:
         self._header_keys = {name: name.lower().encode("latin-1")
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
         self._shield_settle = not self.store.settles_before_await
-        # Nothing in admission to await (a nonblocking store, no rate limiter, no resolver that may
-        # be async): the sync driver, without a coroutine of its own.
-        self._sync_admission = self.store.nonblocking and self.flow.limiter is None and self.config.resolver is None
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
 
@@ -84,7 +81,7 @@ class IdentityMiddleware:
             lookup = _Lookup(self._header_keys, self.config.resolver, scope)
             plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope)))
             auth = lookup.auth if self.flow.wants_auth else None
-            outcome = self.flow.run(plan, auth) if self._sync_admission else await self.flow.arun(plan, auth)
+            outcome = self.flow.run(plan, auth) if self.flow.admits_without_await else await self.flow.arun(plan, auth)
             annotate(outcome)
             if isinstance(outcome, Tracked):  # the app runs metered; its usage is settled once it ends
                 meter = outcome.meter

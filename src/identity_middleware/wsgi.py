@@ -80,10 +80,11 @@ def read_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
     if not JsonBody.allowed(environ.get("CONTENT_TYPE"), declared, max_body_size):
         return None
     stream: _Input = environ["wsgi.input"]
+    length = int(declared) if declared.strip() else None  # a number within the limit: allowed checked it
     head = b""
-    if declared.strip():  # the usual case: a length within the limit (allowed checked it), read as one
-        head = stream.read(int(declared))
-        if len(head) == int(declared):
+    if length is not None:  # the usual case: read as one
+        head = stream.read(length)
+        if len(head) == length:
             environ["wsgi.input"] = io.BytesIO(head)
             return head or None
         # the client sent less, or the server handed over less: read on
@@ -91,7 +92,7 @@ def read_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
         return None  # PEP 3333: no length means no body the app may read
     reader = JsonBody(max_body_size)
     reader.feed(head)
-    remaining = int(declared) - len(head) if declared.strip() else max_body_size + 1
+    remaining = length - len(head) if length is not None else max_body_size + 1
     while remaining > 0:
         chunk = stream.read(min(remaining, _READ_CHUNK))
         if not chunk:
@@ -100,7 +101,7 @@ def read_body(environ: WSGIEnvironment, max_body_size: int) -> bytes | None:
         if not reader.feed(chunk):
             break
     head = reader.read_so_far()
-    environ["wsgi.input"] = io.BytesIO(head) if declared.strip() else ReplayedInput(head, stream)
+    environ["wsgi.input"] = io.BytesIO(head) if length is not None else ReplayedInput(head, stream)
     return reader.body() if head else None
 
 

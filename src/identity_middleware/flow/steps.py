@@ -78,6 +78,9 @@ class Flow(Drivers):
             self.limiter = RateLimiter(config.rate_limit, config.rate_limits,
                                        storage_uri=config.store.rate_limit_storage_uri,
                                        strategy=config.rate_limit_strategy)
+        # Whether admission has nothing to await (a nonblocking store, no rate limiter, no resolver
+        # that may be async), so an async shell may drive it with run(), without a coroutine.
+        self.admits_without_await = self.store.nonblocking and self.limiter is None and config.resolver is None
 
     def estimate_for(self, path: str) -> int:
         """The configured estimate of the longest path prefix matching ``path`` (0 when none)."""
@@ -124,22 +127,23 @@ class Flow(Drivers):
             auto = estimate == AUTO
         if auto:
             estimate = self._estimate_from(request.body)
+        # Positional, in field order (per request: keywords cost more): external_id, upsert,
+        # create_missing, estimate, default_budgets, refused, now, last_source.
+        asked = AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, estimate,
+                                 self._default_budgets, False, None, resolved.source)
         try:
             if self.limiter is not None:
                 exceeded = yield HitLimit(resolved.external_id)
                 if exceeded is not None:
-                    yield Admit(AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, 0,
-                                                 self._default_budgets, True, None, resolved.source))  # counted
+                    asked.estimate, asked.refused = 0, True
+                    yield Admit(asked)  # upserted, counted
                     self._outage.ok()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
             # The body's model matters only to model/provider budgets: decoded only when the store has some.
-            model = model_from_body(request.body) if request.body and self.store.wants_model else None
-            # Positional, in field order (per request: keywords cost more): external_id, upsert,
-            # create_missing, estimate, default_budgets, refused, now, last_source, model.
-            admission: Admission = yield Admit(AdmissionRequest(
-                resolved.external_id, resolved.upsert, self._create_missing, estimate, self._default_budgets, False,
-                None, resolved.source, model))
+            if request.body and self.store.wants_model:
+                asked.model = model_from_body(request.body)
+            admission: Admission = yield Admit(asked)
         except StoreUnavailable as error:
             return self._unavailable(error) or Untracked(resolved.external_id)
         if self._outage.down:

@@ -37,12 +37,11 @@ class Account:
     days: dict[date, Day] = field(default_factory=dict)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
-        keys = period_keys(now, tz)
-        if keys is self.spend_keys:
-            return self.spend[_PERIOD_ORDER[period]]
         index = _PERIOD_ORDER[period]
-        charged = self.spend_keys
-        return self.spend[index] if charged and charged[index][1] == keys[index][1] else 0
+        keys, charged = period_keys(now, tz), self.spend_keys
+        if keys is charged or (charged and charged[index][1] == keys[index][1]):
+            return self.spend[index]
+        return 0  # nothing charged in this period yet
 
     def reserved(self, period: Period, now: datetime) -> int:
         if not self.reservations:
