@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import threading
 from datetime import datetime, timedelta, timezone
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -12,7 +16,8 @@ from identity_middleware.core.ids import new_ulid
 from identity_middleware.stores.redis.buffer import SettlementBuffer
 from identity_middleware.stores.redis.keys import identity_tag
 from identity_middleware.stores.redis.plans import Charge, Plans
-from identity_middleware.stores.redis.steps import Batch, Eval
+from identity_middleware.stores.redis.plans.charges import charge_id
+from identity_middleware.stores.redis.steps import Eval
 
 UTC = timezone.utc
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -56,7 +61,7 @@ def test_a_flush_seals_what_it_takes_and_later_settlements_open_a_new_charge(pla
     buffer.add(Settlement(identity, usage(2), None, NOW))
     buffer.drain(lambda batch: sent.append(list(batch)))
     (first,), (second,) = sent
-    assert len(first.id) == 16 and len(second.id) == 16 and first.id != second.id
+    assert first.id[:16] == second.id[:16] and first.id != second.id  # this process's part, then a serial
     assert (first.usage.cost, second.usage.cost) == (1, 2) and len(buffer) == 0 and not buffer.holds(identity)
 
 
@@ -70,12 +75,10 @@ def test_the_settle_call_carries_the_sums_and_every_reservation_released(plans: 
     tag = identity_tag("a")
     plan = plans.settle([charge.seal()])
     next(plan)  # the identity's hash tag looked up
-    batch = plan.send([[f"{identity}:{tag}"]])
+    call = plan.send([[f"{identity}:{tag}"]])  # one charge: a plain script call, not a batch of one
     with pytest.raises(StopIteration) as answered:
-        plan.send([1])
+        plan.send(1)
     charged = answered.value.value
-    assert isinstance(batch, Batch)
-    (call,) = batch.steps
     assert isinstance(call, Eval)
     assert call.args[:6] == [identity, 9, 4, 2, 3, 1]  # cost, input and output tokens, requests, errors
     assert call.args[7] == "5:r1 7:r2"
@@ -106,3 +109,48 @@ def test_past_the_limit_the_oldest_charges_are_dropped_and_logged(plans: Plans,
     assert [(charge.identity_id, charge.count) for charge in buffer.charges()] == [(second, 51), (third, 1)]
     assert len(buffer) == 52
     assert f"dropped the usage of 1 requests of {first} (cost 5 nano-USD)" in caplog.text
+
+
+def _child_ids(pipe: Connection) -> None:
+    pipe.send([charge_id(), charge_id()])
+
+
+def test_a_forked_worker_makes_charge_ids_of_its_own() -> None:
+    mine = charge_id()  # the parent's serial is past where a child would start if it copied it
+    parent, child = multiprocessing.get_context("fork").Pipe()
+    worker = multiprocessing.get_context("fork").Process(target=_child_ids, args=(child,))
+    worker.start()
+    theirs = parent.recv()
+    worker.join(10)
+    assert worker.exitcode == 0 and len(set(theirs)) == 2
+    assert all(len(each) > 16 and each[:16] != mine[:16] for each in theirs)  # not the parent's 96 bits
+    assert mine not in theirs and charge_id()[:16] == mine[:16]
+
+
+@pytest.mark.parametrize("wait", ["thread", "loop"])
+def test_a_read_waits_for_the_batch_another_flush_is_writing(plans: Plans, wait: str) -> None:
+    identity = new_ulid()
+    buffer = SettlementBuffer(100, plans.window_of)
+    buffer.add(Settlement(identity, usage(1), None, NOW))
+    writing, release, waited = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_write(batch: list[Charge]) -> None:
+        writing.set()
+        assert release.wait(10)
+
+    def read() -> None:
+        buffer.wait_others() if wait == "thread" else asyncio.run(buffer.others_written())
+        waited.set()
+
+    writer = threading.Thread(target=buffer.drain, args=(slow_write,))
+    writer.start()
+    assert writing.wait(10)
+    assert len(buffer) == 0 and buffer.busy and buffer.holds(identity)  # taken, not yet written
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert not waited.wait(0.2)  # still waiting while the write is not over
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    assert waited.is_set() and not buffer.busy and not buffer.holds(identity)
+    buffer.wait_others()  # nothing in flight: returns at once

@@ -129,7 +129,7 @@ def test_an_identity_budgets_alert_comes_back_from_the_settle_script(plans: Plan
     budget = ScopedBudget(id=f"bi_{ULID}_daily", scope="identity", target="user_1", period="daily", amount="1",
                           alerts=[Alert(threshold_percent=80)], created_at=NOW, updated_at=NOW)
     fired = [1, "user_1", 1, "80", "c", 800_000_000, 0, budget.to_record()]
-    _, charged = drive(plans.settle(plans.seal([Settlement(ULID, Usage(cost=800_000_000), None, NOW)])), [[fired]])
+    _, charged = drive(plans.settle(plans.seal([Settlement(ULID, Usage(cost=800_000_000), None, NOW)])), [fired])
     assert charged == 1
     (event,) = events
     assert (event["budget_id"], event["scope"], event["consumed"], event["limit"]) == (

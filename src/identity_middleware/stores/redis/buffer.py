@@ -38,7 +38,17 @@ BATCH = 500  # charges per round trip
 INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
 Batch = list[Charge]
-Marker = concurrent.futures.Future[None]
+
+
+class Flight:
+    """A batch being written: its identities, and a future for whoever waits for it, made only
+    when someone does (most flushes end unwatched; a future with its condition costs each one)."""
+
+    __slots__ = ("future", "identities")
+
+    def __init__(self, identities: set[str]) -> None:
+        self.identities = identities
+        self.future: concurrent.futures.Future[None] | None = None
 
 
 class SettlementBuffer:
@@ -56,7 +66,7 @@ class SettlementBuffer:
         self._unsure_count = 0  # settlements in ``unsure``
         self._size = 0  # charges buffered and the reservations they release: what ``limit`` bounds
         self._outage = False
-        self._inflight: dict[Marker, set[str]] = {}  # batches being written -> their identities
+        self._inflight: set[Flight] = set()  # batches being written
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -73,7 +83,7 @@ class SettlementBuffer:
         with self._lock:
             return any(key[0] == identity_id for key in self.pending) \
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
-                or any(identity_id in ids for ids in self._inflight.values())
+                or any(identity_id in flight.identities for flight in self._inflight)
 
     def charges(self) -> list[Charge]:
         """Every charge buffered, oldest first (those sent and not known to have landed first)."""
@@ -107,7 +117,7 @@ class SettlementBuffer:
     def drain(self, write: Callable[[Batch], object]) -> None:
         """Write everything buffered, a batch at a time (raises what a write raised; see module docs)."""
         while True:
-            batch, marker = self._take()
+            batch, flight = self._take()
             if not batch:
                 break
             try:
@@ -115,13 +125,13 @@ class SettlementBuffer:
             except BaseException as error:
                 self._raise(batch, error)
             finally:
-                self._taken(marker)
+                self._taken(flight)
         self._recovered()
 
     async def adrain(self, write: Callable[[Batch], Awaitable[object]]) -> None:
         """:meth:`drain` for an async ``write``."""
         while True:
-            batch, marker = self._take()
+            batch, flight = self._take()
             if not batch:
                 break
             try:
@@ -129,38 +139,46 @@ class SettlementBuffer:
             except BaseException as error:
                 self._raise(batch, error)
             finally:
-                self._taken(marker)
+                self._taken(flight)
         self._recovered()
+
+    def _watch(self) -> dict[concurrent.futures.Future[None], Flight]:
+        """A future per batch in flight, each done once its write is over."""
+        with self._lock:
+            for flight in self._inflight:
+                if flight.future is None:
+                    flight.future = concurrent.futures.Future()
+            return {flight.future: flight for flight in self._inflight if flight.future is not None}
+
+    def _forget(self, late: list[Flight]) -> None:
+        """A loop that stopped mid-write never ends its batch: not waited for again."""
+        with self._lock:
+            self._inflight.difference_update(late)
 
     async def others_written(self) -> None:
         """Wait for the batches other flushes (threads, loops) took before this read."""
-        with self._lock:
-            pending = list(self._inflight)
+        pending = self._watch()
         if not pending:
             return
-        _, late = await asyncio.wait([asyncio.wrap_future(marker) for marker in pending], timeout=INFLIGHT_WAIT)
-        if late:  # a loop that stopped mid-write never ends its batch: not waited for again
-            with self._lock:
-                for marker in pending:
-                    if not marker.done():
-                        self._inflight.pop(marker, None)
+        _, late = await asyncio.wait([asyncio.wrap_future(future) for future in pending], timeout=INFLIGHT_WAIT)
+        if late:
+            self._forget([flight for future, flight in pending.items() if not future.done()])
 
     def wait_others(self) -> None:
         """:meth:`others_written` for a thread (the background writer's batch included)."""
-        with self._lock:
-            pending = list(self._inflight)
+        pending = self._watch()
         if pending:
             _, late = concurrent.futures.wait(pending, timeout=INFLIGHT_WAIT)
             if late:
-                with self._lock:
-                    for marker in late:
-                        self._inflight.pop(marker, None)
+                self._forget([pending[future] for future in late])
 
-    def _take(self) -> tuple[Batch, Marker]:
+    def _take(self) -> tuple[Batch, Flight | None]:
         """Up to a batch of buffered charges (those sent before first, as they were; the open ones
-        sealed), and a marker that is done once their write is over."""
+        sealed), and its :class:`Flight` (in flight until :meth:`_taken`)."""
         batch: Batch = []
-        marker: Marker = concurrent.futures.Future()
+        flight = None
+        if not self.unsure and not self.pending:  # read without the lock: a drain's usual last look
+            return batch, flight
         with self._lock:
             while self.unsure and len(batch) < BATCH:
                 batch.append(self.unsure.popleft())
@@ -176,13 +194,18 @@ class SettlementBuffer:
                 batch += [charge.seal() for charge in fresh]
             if batch:
                 self._size -= sum(1 + len(charge.held) for charge in batch)
-                self._inflight[marker] = {charge.identity_id for charge in batch}
-        return batch, marker
+                flight = Flight({charge.identity_id for charge in batch})
+                self._inflight.add(flight)
+        return batch, flight
 
-    def _taken(self, marker: Marker) -> None:
+    def _taken(self, flight: Flight | None) -> None:
+        if flight is None:
+            return
         with self._lock:
-            self._inflight.pop(marker, None)
-        marker.set_result(None)
+            self._inflight.discard(flight)
+            future = flight.future
+        if future is not None:
+            future.set_result(None)
 
     def _raise(self, batch: Batch, error: BaseException) -> NoReturn:
         if isinstance(error, Landed):

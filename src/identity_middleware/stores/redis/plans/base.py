@@ -62,6 +62,13 @@ class PlanBase:
 
     def tags_of(self, ulids: Iterable[str]) -> Plan[dict[str, str]]:
         """Hash tags of ULIDs (from the cache, else one pipelined lookup); unknown ULIDs left out."""
+        found, missing = self.cached_tags(ulids)
+        if missing:
+            found.update((yield from self.looked_up(missing)))
+        return found
+
+    def cached_tags(self, ulids: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+        """The hash tags of ``ulids`` this process knows, and the ULIDs it does not."""
         found: dict[str, str] = {}
         missing: list[str] = []
         for ulid in ulids:
@@ -70,12 +77,16 @@ class PlanBase:
                 missing.append(ulid)
             else:
                 found[ulid] = tag
-        if missing:
-            lookups = [Call("zrangebylex", (self.keys.identities, f"[{ulid}:", f"({ulid};", 0, 1)) for ulid in missing]
-            for ulid, members in zip(missing, (yield Batch(lookups)), strict=True):
-                if members:
-                    found[ulid] = members[0].partition(":")[2]
-                    self._remember(ulid, found[ulid])
+        return found, missing
+
+    def looked_up(self, ulids: Sequence[str]) -> Plan[dict[str, str]]:
+        """The hash tags of ``ulids`` found in the global list (one pipelined lookup), remembered."""
+        found: dict[str, str] = {}
+        lookups = [Call("zrangebylex", (self.keys.identities, f"[{ulid}:", f"({ulid};", 0, 1)) for ulid in ulids]
+        for ulid, members in zip(ulids, (yield Batch(lookups)), strict=True):
+            if members:
+                found[ulid] = members[0].partition(":")[2]
+                self._remember(ulid, found[ulid])
         return found
 
     def fetch(self, identity_id: str) -> Plan[tuple[Identity, str]]:
@@ -97,6 +108,11 @@ class PlanBase:
     # -- script calls ----------------------------------------------------------------------------
     def _eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
         """A per-identity script call; its 11 keys built (and packed) once per tag and window."""
+        keys, packed = self._keyset(tag, current)
+        return Eval(script, keys, args, packed)
+
+    def _keyset(self, tag: str, current: Window) -> tuple[list[str], bytes]:
+        """An identity's keys in ``current`` window, and them in the Redis protocol (cached per tag)."""
         cached = self._keysets.get(tag)
         if cached is None or cached[0] is not current:
             keys = self.keys.window_keys(tag, current)
@@ -104,7 +120,7 @@ class PlanBase:
             if len(self._keysets) >= _CACHE_LIMIT:
                 self._keysets.clear()
             cached = self._keysets[tag] = (current, keys, packed)
-        return Eval(script, cached[1], args, cached[2])
+        return cached[1], cached[2]
 
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",

@@ -18,6 +18,8 @@ from . import codec
 from .charges import Charge, Open, sum_into
 from .lease import LeasePlans
 
+_NO_LEASE = ("", "")  # the settle script's lease arguments when there is no lease
+
 
 class RequestPlans(LeasePlans):
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
@@ -57,7 +59,7 @@ class RequestPlans(LeasePlans):
                 periods = tuple(row.period for row in codec.rows(reply[3]) if row.amount is not None)
                 admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
                                                                   expires, periods))
-            if request.refused:
+            if request.refused or not self.global_budgets or self.fresh_defs() == {}:  # none to check
                 return admission
             return (yield from self.scoped_admission(admission, request, now))
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
@@ -80,10 +82,14 @@ class RequestPlans(LeasePlans):
         """Apply charges in one pipelined round trip (plus one for uncached tags), each at most once.
         Returns how many settlements were charged, now or by an earlier attempt (a deleted
         identity's are dropped, as MemoryStore does)."""
-        tags = yield from self.tags_of({charge.identity_id for charge in charges})
-        charges = [charge for charge in charges if charge.identity_id in tags]
-        if not charges:
-            return 0
+        tags, missing = self.cached_tags(charge.identity_id for charge in charges)
+        if missing:
+            tags.update((yield from self.looked_up(missing)))
+            charges = [charge for charge in charges if charge.identity_id in tags]
+            if not charges:
+                return 0
+        if self.leases is None:  # no lease arguments to build, no lease replies to apply
+            return (yield from self._settle(charges, tags, None, None))
         leased = [self.lease_settle_args(tags[charge.identity_id], charge.leased) for charge in charges]
         asks = [ask for ask, _ in leased]
         try:
@@ -92,31 +98,34 @@ class RequestPlans(LeasePlans):
             self.lease_failed(asks)
             raise
 
-    def _settle(self, charges: Sequence[Charge], tags: dict[str, str], lease_args: Sequence[Sequence[str | int]],
-                asks: Sequence[Ask | None]) -> Plan[int]:
-        steps = [self._settle_eval(charge, tags[charge.identity_id], args)
-                 for charge, args in zip(charges, lease_args, strict=True)]
+    def _settle(self, charges: Sequence[Charge], tags: dict[str, str], lease_args: Sequence[Sequence[str | int]] | None,
+                asks: Sequence[Ask | None] | None) -> Plan[int]:
+        steps = [self._settle_eval(charge, tags[charge.identity_id], _NO_LEASE) for charge in charges] \
+            if lease_args is None else [self._settle_eval(charge, tags[charge.identity_id], args)
+                                        for charge, args in zip(charges, lease_args, strict=True)]
         defs = self.fresh_defs() if self.global_budgets else {}
+        identity_replies = None
         if defs is None:  # reload the registry in the same round trip as the identities' charges
             replies = yield Batch([*steps, self.defs_call()])
             defs = self.keep_defs(replies[-1])
-            identity_replies, steps, replies = replies[:len(charges)], [], []
-        else:
-            identity_replies = None
+            identity_replies, steps = replies[:len(charges)], []
         scoped: list[tuple[ScopedBudget, str | None, datetime]] = []
-        for charge in charges:
+        for charge in charges if defs else ():
             cached = self._records.get(tags[charge.identity_id])
             external_id = cached[1].external_id if cached is not None else None
             now = charge.now
-            for budget, call in self.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs) \
-                    if defs else ():
+            for budget, call in self.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs):
                 steps.append(call)
                 scoped.append((budget, external_id, now))
-        replies = (yield Batch(steps)) if steps else []
+        if len(steps) == 1 and identity_replies is None:  # one charge alone: a plain script call
+            replies = [(yield steps[0])]
+        else:
+            replies = (yield Batch(steps)) if steps else []
         if identity_replies is not None:
             replies = [*identity_replies, *replies]
-        replies = [*(self.lease_settle_reply(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
-                   *replies[len(charges):]]
+        if asks is not None:
+            replies = [*(self.lease_settle_reply(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
+                       *replies[len(charges):]]
         events = [event for charge, reply in zip(charges, replies, strict=False)
                   for event in self.identity_fired(reply, charge.now)]
         events += [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
@@ -132,6 +141,6 @@ class RequestPlans(LeasePlans):
                                  charge.errors, charge.window.expire_at, " ".join(charge.held), self.settle_id_ttl,
                                  *lease_args]
         args += codec.day_increments(usage)
-        window_call = self._eval(SETTLE, tag, charge.window, args)
+        keys, packed = self._keyset(tag, charge.window)
         marker = self.keys.charge(tag, charge.id)  # the same hash tag: one slot, one script
-        return Eval(SETTLE, [*window_call.keys, marker], args, window_call.packed_keys + codec.packed(marker))
+        return Eval(SETTLE, [*keys, marker], args, packed + codec.packed(marker))
