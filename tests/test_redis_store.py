@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,39 @@ def test_counters_keep_their_expiry_whoever_created_them(make_store: MakeStore) 
     assert len(counters) == 5 and all(ttl > 0 for ttl in counters.values()), counters
     metrics = store.metrics("user_2")
     assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.000000012"))
+
+
+def test_the_admission_buckets_expiry_is_set_by_a_new_bucket_not_by_every_admission(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    client = _redis(store)
+    store.set_budget(store.admit(AdmissionRequest("user_q")).identity.id, Budget(period="daily", amount="1"))
+    now = datetime.now(timezone.utc)
+    store.admit(AdmissionRequest("user_q", now=now))
+    (key,) = [key for key in _keys(store) if key.endswith(":q")]
+    assert 60_000 < client.pttl(key) <= 70_000
+    client.pexpire(key, 5_000)
+    store.admit(AdmissionRequest("user_q", now=now))  # the same 10 s bucket: its expiry left alone
+    assert 0 < client.pttl(key) <= 5_000
+    store.admit(AdmissionRequest("user_q", now=now + timedelta(seconds=10)))  # a new bucket sets it again
+    assert 60_000 < client.pttl(key) <= 70_000
+    assert sum(int(count) for count in client.hvals(key)) == 3
+
+
+def test_an_admission_a_global_budget_refused_is_taken_back_and_its_hash_keeps_an_expiry(
+        make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    client = _redis(store)
+    store.set_budget(store.admit(AdmissionRequest("user_w")).identity.id, Budget(period="daily", amount="1"))
+    store.create_budget(BudgetSpec(scope="workspace", period="daily", amount="0.000001"))
+    store.record("user_w", cost="0.000002")
+    store.flush()
+    now = datetime.now(timezone.utc)
+    admitted = store.admit(AdmissionRequest("user_w", now=now))
+    assert admitted.blocked is not None  # the identity's script counted it; the workspace refused it
+    (key,) = [key for key in _keys(store) if key.endswith(":q")]
+    assert sum(int(count) for count in client.hvals(key)) == 0 and 0 < client.pttl(key) <= 70_000
 
 
 def keys_period(keys: dict[str, int], period: str) -> str:

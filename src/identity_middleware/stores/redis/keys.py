@@ -20,7 +20,7 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    others when the spend counter of their period does
     P:{T}:q                 HASH   admissions per budget and 10 s bucket: "<period>:<bucket>" ->
                                    count (requests in the last minute); pruned by the scripts,
-                                   expires 70 s after the last admission
+                                   expires 70 s after its newest bucket opened
     P:{T}:d:<YYYY-MM-DD>    HASH   one UTC day's metrics: c cost, i/o tokens, n requests, e errors,
                                    u LLM calls of unpriced models; per model: m:<model> calls,
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31

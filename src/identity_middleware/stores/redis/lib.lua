@@ -97,7 +97,9 @@ local function budget_states(now_ms, estimate, all)
 end
 
 -- Count (or, with -1, take back) one admission on each budget of ``counted``; a new bucket prunes
--- the ones that left the minute.
+-- the ones that left the minute and sets the hash's expiry: 70 s from the start of its newest
+-- bucket at least, as long as any of its buckets counts (admissions open a new bucket every 10 s,
+-- so the hash outlives them by a minute and no more). Not on every admission: a command fewer each.
 local function count_admission(counted, now_ms, by)
   if #counted == 0 then return end
   local bucket = math.floor(now_ms / BUCKET_MS)
@@ -110,7 +112,7 @@ local function count_admission(counted, now_ms, by)
       if tonumber(string.match(field, ':(%-?%d+)$')) < bucket - 5 then redis.call('HDEL', KEYS[18], field) end
     end
   end
-  redis.call('PEXPIRE', KEYS[18], 70000)
+  if fresh or by < 0 then redis.call('PEXPIRE', KEYS[18], 70000) end -- a take-back may have made the hash
 end
 
 -- Leases (RedisStore's ``lease=``): a process holds budget headroom as the member
