@@ -652,6 +652,19 @@ def test_identity_requests_per_minute_block_the_next_request(api: Api) -> None:
     assert api.budget_usage(budget.id).requests == 2  # the refused request is not an admission
 
 
+def test_requests_per_minute_count_the_current_10_second_bucket_and_the_five_before(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="identity", target="u", period="daily", requests_per_minute=3))
+    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    start = datetime.fromtimestamp(now_ms // 10_000 * 10, timezone.utc)  # a bucket's first instant
+    for _ in range(3):
+        assert admit(api, "u", now=start + timedelta(seconds=1)).allowed
+    assert not admit(api, "u", now=start + timedelta(seconds=59.9)).allowed  # the sixth bucket: all three count
+    assert admit(api, "u", now=start + timedelta(seconds=60)).allowed  # the seventh: the first bucket left
+    assert admit(api, "u", now=start + timedelta(seconds=61)).allowed
+    assert admit(api, "u", now=start + timedelta(seconds=69)).allowed
+    assert not admit(api, "u", now=start + timedelta(seconds=69.9)).allowed  # three in the last six buckets
+
+
 def test_identity_budget_usage_reports_tokens_and_requests(api: Api) -> None:
     budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="monthly", amount="5"))
     spend(api, "u", "0.25", "m", tokens=7)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ...core.admission import ModelUsage, Usage
@@ -23,7 +22,14 @@ from ...core.periods import key_of, period_key_map
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
 
-WINDOW = timedelta(seconds=60)  # usage.requests counts the admissions of the last minute
+# usage.requests counts admissions in 10 s buckets, the current one and the five before it (as
+# RedisStore's admission script does): a count per bucket, not an entry per admission.
+BUCKET_MS = 10_000
+BUCKETS = 6
+
+
+def bucket_of(now: datetime) -> int:
+    return int(now.timestamp() * 1000) // BUCKET_MS
 
 
 bounds = budget_bounds
@@ -42,7 +48,7 @@ class Scoped:
     keys: dict[tuple[str, str, str], str] = field(default_factory=dict)
     usage: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # id -> (period key, nanos, tokens)
     held: dict[str, dict[str, tuple[int, datetime]]] = field(default_factory=dict)  # id -> reservations
-    hits: dict[str, deque[datetime]] = field(default_factory=dict)  # id -> admissions of the last minute
+    hits: dict[str, dict[int, int]] = field(default_factory=dict)  # id -> admissions per 10 s bucket
     fired: set[tuple[str, str, int, str]] = field(default_factory=set)  # (id, period key, percent, dimension)
     # Indexes, so a request looks only at its identity's budgets and the few global ones (not at
     # every identity's): external id -> budget ids, and the ids of model/provider/workspace budgets.
@@ -92,12 +98,12 @@ class Scoped:
         self.held.pop(budget_id, None)
 
     def requests(self, budget_id: str, now: datetime) -> int:
+        """Admissions in the current 10 s bucket and the five before it."""
         hits = self.hits.get(budget_id)
         if not hits:
             return 0
-        while hits and hits[0] <= now - WINDOW:
-            hits.popleft()
-        return len(hits)
+        oldest = bucket_of(now) - (BUCKETS - 1)
+        return sum(count for bucket, count in hits.items() if bucket >= oldest)
 
     def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo,
                  key: str | None = None) -> tuple[int, int]:
@@ -167,14 +173,18 @@ class Scoped:
                  expires: datetime) -> tuple[str, ...]:
         """Count the request on each budget; hold ``estimate`` on those not held by the identity's ledger."""
         held = []
-        cutoff = now - WINDOW
+        bucket = bucket_of(now)
         for budget in budgets:
             hits = self.hits.get(budget.id)
             if hits is None:
-                hits = self.hits[budget.id] = deque()
-            hits.append(now)
-            while hits[0] <= cutoff:  # kept to the last minute here too: admission no longer always reads it
-                hits.popleft()
+                hits = self.hits[budget.id] = {}
+            count = hits.get(bucket)
+            if count is not None:
+                hits[bucket] = count + 1
+            else:  # a new bucket: those that left the minute go
+                for stale in [old for old in hits if old <= bucket - BUCKETS]:
+                    del hits[stale]
+                hits[bucket] = 1
             if reservation and budget.amount is not None and not uses_identity_spend(budget):
                 self.held.setdefault(budget.id, {})[reservation] = (estimate, expires)
                 held.append(budget.id)
