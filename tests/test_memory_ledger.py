@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from identity_middleware.core.periods import UTC, Period
+from identity_middleware.stores.memory.budgets import Scoped, bucket_of
 from identity_middleware.stores.memory.ledger import Account
 
 SUNDAY = datetime(2026, 3, 29, 12, tzinfo=UTC)
@@ -60,3 +64,18 @@ def test_periods_follow_the_store_timezone() -> None:
     assert account.spent(Period.DAILY, later, tokyo) == 2
     assert account.spent(Period.MONTHLY, later, tokyo) == 3
     assert account.spent(Period.DAILY, later, UTC) == 0  # asked in another zone: not the day it was charged in
+
+
+EDGES = st.sampled_from([edge + step for edge in (-10_000, 0, 10_000, 20_000) for step in (-1, 0, 1)])
+
+
+@given(st.lists(st.one_of(st.integers(min_value=-30_000, max_value=30_000), EDGES), min_size=1, max_size=40),
+       st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
+def test_the_remembered_bucket_is_the_one_the_clock_gives(offsets_ms: list[int], tz: timezone) -> None:
+    """Scoped.bucket answers from the last bucket while ``now`` stays in it; in any order, in any
+    zone, across bucket edges, it answers what ``bucket_of`` computes."""
+    scoped = Scoped()
+    edge = datetime(2026, 11, 29, 21, 0, 0, tzinfo=timezone.utc)  # a bucket's first instant
+    for offset in offsets_ms:
+        now = (edge + timedelta(milliseconds=offset)).astimezone(tz)
+        assert scoped.bucket(now) == bucket_of(now) == (int(edge.timestamp()) * 1000 + offset) // 10_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from ...core.admission import ModelUsage, Usage
@@ -26,6 +26,7 @@ from .ledger import Account
 # RedisStore's admission script does): a count per bucket, not an entry per admission.
 BUCKET_MS = 10_000
 BUCKETS = 6
+_BUCKET = timedelta(milliseconds=BUCKET_MS)
 
 
 def bucket_of(now: datetime) -> int:
@@ -54,6 +55,19 @@ class Scoped:
     # every identity's): external id -> budget ids, and the ids of model/provider/workspace budgets.
     by_identity: dict[str, list[str]] = field(default_factory=dict)
     global_ids: list[str] = field(default_factory=list)
+    # The bucket of the last admission: its first instant, the next bucket's, and its number
+    # (per admission, two comparisons instead of datetime.timestamp()'s arithmetic on Python ints).
+    span: tuple[datetime, datetime, int] | None = None
+
+    def bucket(self, now: datetime) -> int:
+        """The 10 s bucket ``now`` falls in (:func:`bucket_of`)."""
+        span = self.span
+        if span is not None and now.tzinfo is not None and span[0] <= now < span[1]:
+            return span[2]
+        bucket = bucket_of(now)
+        start = datetime.fromtimestamp(bucket * BUCKET_MS // 1000, timezone.utc)
+        self.span = (start, start + _BUCKET, bucket)
+        return bucket
 
     def add(self, budget: ScopedBudget) -> None:
         existing = self.keys.get(budget.key)
@@ -102,7 +116,7 @@ class Scoped:
         hits = self.hits.get(budget_id)
         if not hits:
             return 0
-        oldest = bucket_of(now) - (BUCKETS - 1)
+        oldest = self.bucket(now) - (BUCKETS - 1)
         return sum(count for bucket, count in hits.items() if bucket >= oldest)
 
     def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo,
@@ -173,7 +187,7 @@ class Scoped:
                  expires: datetime) -> tuple[str, ...]:
         """Count the request on each budget; hold ``estimate`` on those not held by the identity's ledger."""
         held = []
-        bucket = bucket_of(now)
+        bucket = self.bucket(now)
         for budget in budgets:
             hits = self.hits.get(budget.id)
             if hits is None:
