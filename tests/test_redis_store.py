@@ -92,6 +92,21 @@ def test_counters_keep_their_expiry_whoever_created_them(make_store: MakeStore) 
     assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.000000012"))
 
 
+def test_a_budgets_token_count_keeps_the_expiry_its_first_charge_set(make_store: MakeStore) -> None:
+    store = make_store("redis")
+    assert isinstance(store, RedisStore)
+    client = _redis(store)
+    store.set_budget(store.admit(AdmissionRequest("user_t")).identity.id, Budget(period="daily", amount="1"))
+    store.record("user_t", cost="0.000001", input_tokens=5)
+    store.flush()
+    (key,) = [key for key in _keys(store) if ":u:" in key]
+    assert 0 < client.ttl(key) <= 2 * 86400 and client.hget(key, "t") == "5"
+    client.expire(key, 500)
+    store.record("user_t", cost="0.000001", input_tokens=7)  # adds to the count: its expiry left alone
+    store.flush()
+    assert client.hget(key, "t") == "12" and 0 < client.ttl(key) <= 500
+
+
 def test_the_admission_buckets_expiry_is_set_by_a_new_bucket_not_by_every_admission(make_store: MakeStore) -> None:
     store = make_store("redis")
     assert isinstance(store, RedisStore)

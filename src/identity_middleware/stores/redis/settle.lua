@@ -71,8 +71,11 @@ if cost == 0 and tokens == 0 then return reply_with({1}) end
 local fired = {}
 for p, budget in pairs(budgets_of()) do
   local usage = KEYS[12 + p]
-  local after, wrote = {}, false
-  if tokens ~= 0 then after.t, wrote = redis.call('HINCRBY', usage, 't', tokens), true end
+  local after, created = {}, false -- created: this call made a field of the hash (so maybe the hash)
+  if tokens ~= 0 then
+    after.t = redis.call('HINCRBY', usage, 't', tokens)
+    created = after.t == tokens
+  end
   if cost ~= 0 then
     if p == 5 then after.c = redis.call('HINCRBY', usage, 'c', ARGV[2]) else after.c = spent[p] end
   end
@@ -83,7 +86,7 @@ for p, budget in pairs(budgets_of()) do
     -- ceil(percent * limit / 100), computed exactly by the caller, and the sums are integers.
     if after[dim] and after[dim] >= threshold and after[dim] - share < threshold
         and redis.call('HSETNX', usage, 'a:' .. percent .. dim, '1') == 1 then
-      wrote = true
+      created = true
       local consumed_c = after.c
       if not consumed_c then
         if p == 5 then consumed_c = redis.call('HGET', usage, 'c') else consumed_c = redis.call('GET', KEYS[2 + p]) end
@@ -95,7 +98,8 @@ for p, budget in pairs(budgets_of()) do
                            redis.call('HGET', KEYS[2], 'def:' .. PERIOD_NAMES[p]) or ''}
     end
   end
-  if p < 5 and wrote then redis.call('EXPIREAT', usage, at[p]) end
+  -- As the counters above: the expiry is set by the call that creates a field, not on every charge.
+  if p < 5 and created then redis.call('EXPIREAT', usage, at[p]) end
 end
 if #fired == 0 then return reply_with({1}) end
 local reply = {1, redis.call('HGET', KEYS[1], 'x')}
