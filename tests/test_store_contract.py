@@ -663,6 +663,11 @@ def test_requests_per_minute_count_the_current_10_second_bucket_and_the_five_bef
     assert admit(api, "u", now=start + timedelta(seconds=61)).allowed
     assert admit(api, "u", now=start + timedelta(seconds=69)).allowed
     assert not admit(api, "u", now=start + timedelta(seconds=69.9)).allowed  # three in the last six buckets
+    api.create_budget(BudgetSpec(scope="identity", target="w", period="daily", requests_per_minute=3))
+    assert admit(api, "w", now=start + timedelta(seconds=1)).allowed
+    assert admit(api, "w", now=start + timedelta(seconds=51)).allowed
+    assert admit(api, "w", now=start + timedelta(seconds=51)).allowed
+    assert admit(api, "w", now=start + timedelta(seconds=41)).allowed  # a later bucket counts for no earlier instant
 
 
 def test_identity_budget_usage_reports_tokens_and_requests(api: Api) -> None:

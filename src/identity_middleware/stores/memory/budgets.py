@@ -116,8 +116,8 @@ class Scoped:
         hits = self.hits.get(budget_id)
         if not hits:
             return 0
-        oldest = self.bucket(now) - (BUCKETS - 1)
-        return sum(count for bucket, count in hits.items() if bucket >= oldest)
+        current = self.bucket(now)
+        return sum(count for bucket, count in hits.items() if current - BUCKETS < bucket <= current)
 
     def consumed(self, budget: ScopedBudget, account: Account | None, now: datetime, tz: tzinfo,
                  key: str | None = None) -> tuple[int, int]:
