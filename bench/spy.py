@@ -59,14 +59,14 @@ def category(name: str) -> str:
     return next((label for label, marker in CATEGORIES if marker in name), "other")
 
 
-def self_samples(raw: str) -> tuple[Profile, int]:
-    """Samples per leaf frame in py-spy's raw (collapsed) output, and their total."""
+def self_samples(raw: str) -> Profile:
+    """Samples per leaf frame in py-spy's raw (collapsed) output."""
     leaves: Profile = collections.Counter()
     for line in raw.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
         if stack and count.isdigit():
             leaves[frame_name(stack.split(";")[-1])] += int(count)
-    return leaves, sum(leaves.values())
+    return leaves
 
 
 def sample(app: servers.App, options: servers.Options, directory: Path, before: Path | None, *, script: Path,
@@ -86,7 +86,7 @@ def sample(app: servers.App, options: servers.Options, directory: Path, before: 
             raise RuntimeError(f"py-spy failed on {app.label} (ptrace allowed? try as root)")
     finally:
         stop(server.process)
-    leaves, _ = self_samples(out.read_text())
+    leaves = self_samples(out.read_text())
     per_request = 1e6 / rate / (run.rps * seconds)  # µs of one sample, shared by the requests served
     return collections.Counter({name: count * per_request for name, count in leaves.items()}), run.rps
 

@@ -144,11 +144,13 @@ class SettlementBuffer:
 
     def _watch(self) -> dict[concurrent.futures.Future[None], Flight]:
         """A future per batch in flight, each done once its write is over."""
+        watched: dict[concurrent.futures.Future[None], Flight] = {}
         with self._lock:
             for flight in self._inflight:
                 if flight.future is None:
                     flight.future = concurrent.futures.Future()
-            return {flight.future: flight for flight in self._inflight if flight.future is not None}
+                watched[flight.future] = flight
+        return watched
 
     def _forget(self, late: list[Flight]) -> None:
         """A loop that stopped mid-write never ends its batch: not waited for again."""

@@ -100,9 +100,10 @@ class RequestPlans(LeasePlans):
 
     def _settle(self, charges: Sequence[Charge], tags: dict[str, str], lease_args: Sequence[Sequence[str | int]] | None,
                 asks: Sequence[Ask | None] | None) -> Plan[int]:
-        steps = [self._settle_eval(charge, tags[charge.identity_id], _NO_LEASE) for charge in charges] \
-            if lease_args is None else [self._settle_eval(charge, tags[charge.identity_id], args)
-                                        for charge, args in zip(charges, lease_args, strict=True)]
+        if lease_args is None:
+            lease_args = [_NO_LEASE] * len(charges)
+        steps = [self._settle_eval(charge, tags[charge.identity_id], args)
+                 for charge, args in zip(charges, lease_args, strict=True)]
         defs = self.fresh_defs() if self.global_budgets else {}
         identity_replies = None
         if defs is None:  # reload the registry in the same round trip as the identities' charges
