@@ -154,6 +154,49 @@ def test_close_gives_back_what_the_lease_holds(make_store: MakeStore, kind: str)
     assert status.reserved == 0 and status.spent == Decimal("0.00000005")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_what_settles_while_the_writer_lingers_is_one_call_per_identity(make_store: MakeStore, kind: str,
+                                                                        request: pytest.FixtureRequest) -> None:
+    store = leased(make_store, kind, amount=None, lease=Lease(fraction=0.5, linger=3.0))
+    names = [f"linger-{n}" for n in range(4)]
+    for name in names:
+        store.create(IdentityInput(id=name))
+        store.set_budget(name, Budget(period="daily", amount=Decimal("1")))
+        first = store.admit(AdmissionRequest(name, estimate=COST))  # takes the lease: what follows is local
+        assert first.identity is not None
+        store.settle(Settlement(first.identity.id, Usage(cost=COST, input_tokens=3), first.reservation))
+    store.flush()
+    url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
+    before = script_calls(url)
+    for _ in range(25):  # a sync worker's requests: admitted from the lease, settled to the writer thread
+        for name in names:
+            admission = store.admit(AdmissionRequest(name, estimate=COST))
+            assert admission.identity is not None and admission.reservation is not None
+            assert admission.reservation.lease
+            store.settle(Settlement(admission.identity.id, Usage(cost=COST, input_tokens=3), admission.reservation))
+        time.sleep(0.005)  # spread over ~0.15 s: well within the linger, far beyond the 2 ms without leasing
+    deadline = time.monotonic() + 20
+    while script_calls(url) < before + len(names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert script_calls(url) == before + len(names)  # 100 settlements, summed: one settle call per identity
+    observer = make_store(kind, prefix=store.prefix)
+    for name in names:
+        metrics = observer.metrics(name)
+        assert metrics.total_requests == 26 and metrics.total_cost == Decimal("0.00000026")
+        assert metrics.total_tokens == 78
+
+
+def test_close_cuts_the_writer_linger_short(make_store: MakeStore) -> None:
+    store = leased(make_store, "redis", amount=None, lease=Lease(linger=60.0, ttl=600.0))
+    identity = store.create(IdentityInput(id="linger-close"))
+    store.settle(Settlement(identity.id, Usage(cost=COST)))  # the writer thread starts, and lingers a minute
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 5  # not the linger, nor the 10 s a stop waits for the thread
+    observer = make_store("redis", prefix=store.prefix)
+    assert observer.metrics("linger-close").total_requests == 1
+
+
 def _child_admits(store: RedisStore, answer: Any) -> None:
     reservation = store.admit(AdmissionRequest("u", estimate=COST)).reservation
     answer.put(None if reservation is None else reservation.lease)

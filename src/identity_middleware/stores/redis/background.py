@@ -2,11 +2,12 @@
 
 One daemon thread per store and process, started by the first settlement after it was idle and
 ended after ``IDLE`` seconds without one (a store that is no longer used leaves no thread behind).
-A write lingers ``LINGER`` seconds first, so that the settlements of concurrent requests share its
-round trip (and one identity's, one script call). What a write could not land (an outage) stays
-buffered and is retried every ``RETRY`` seconds. The thread never survives a fork: the child starts
-its own on its first settlement. At interpreter exit, and on ``close()``, the thread is stopped and
-the buffer written by the caller.
+A write lingers ``LINGER`` seconds first (with leasing, ``Lease.linger``), so that the settlements
+of concurrent requests share its round trip (and one identity's, one script call); ``stop`` cuts
+the wait short. What a write could not land (an outage) stays buffered and is retried every
+``RETRY`` seconds. The thread never survives a fork: the child starts its own on its first
+settlement. At interpreter exit, and on ``close()``, the thread is stopped and the buffer written
+by the caller.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 
@@ -32,9 +32,11 @@ FULL = 64  # ... unless this many are waiting already
 class BackgroundWriter:
     """``poke()`` after buffering a settlement; the thread calls ``flush`` until nothing is left."""
 
-    def __init__(self, flush: Callable[[], None], buffered: Callable[[], int]) -> None:
+    def __init__(self, flush: Callable[[], None], buffered: Callable[[], int], linger: float = LINGER) -> None:
         self._flush = flush
         self._buffered = buffered
+        self._linger = linger
+        self._halt = threading.Event()  # set by stop(): a write's linger ends at once
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -59,6 +61,7 @@ class BackgroundWriter:
             self._stopped = True
             thread, self._thread = self._thread, None
             self._wake.set()
+            self._halt.set()
         if thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
             thread.join(timeout=10.0)
 
@@ -72,8 +75,8 @@ class BackgroundWriter:
                     self._thread = None  # idle: the next poke starts another
                     return
                 wake.clear()
-            if self._buffered() < FULL:
-                time.sleep(LINGER)
+            if self._buffered() < FULL and self._halt.wait(self._linger):
+                return  # stopped while lingering: the caller writes what is left
             try:
                 self._flush()
             except StoreUnavailable:

@@ -8,7 +8,7 @@ import logging
 
 from ...core.errors import StoreUnavailable
 from .arunner import arun
-from .background import BackgroundWriter
+from .background import LINGER, BackgroundWriter
 from .buffer import SettlementBuffer
 from .loops import LoopClient
 from .plans import Plans
@@ -24,7 +24,10 @@ class Writer:
         self.buffer = buffer
         self.plans = plans
         self.runner = runner
-        self.background = BackgroundWriter(self.flush, buffer.__len__)  # sync settles' writer thread
+        leases = plans.leases
+        # The sync settles' writer thread; it lingers longer where admissions do not wait for it.
+        self.background = BackgroundWriter(self.flush, buffer.__len__,
+                                           LINGER if leases is None else leases.lease.write_delay)
 
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
