@@ -19,7 +19,7 @@ from identity_middleware.flow import JsonBody, header_text
     ("application/json", "100", True),  # exactly at the limit
 ])
 def test_which_bodies_are_read(content_type: str | None, content_length: str | None, wanted: bool) -> None:
-    assert (JsonBody.wanted(content_type, content_length, 100) is not None) is wanted
+    assert JsonBody.allowed(content_type, content_length, 100) is wanted
 
 
 def test_a_body_within_the_limit_is_whole_in_any_chunks() -> None:

@@ -14,7 +14,7 @@ __all__ = ["JsonBody", "Request", "header_text"]
 class JsonBody:
     """A JSON request body read for its identity, up to the size limit, and what to replay.
 
-    Shells ask :meth:`wanted` whether to read at all (a JSON content type, a declared length
+    Shells ask :meth:`allowed` whether to read at all (a JSON content type, a declared length
     within the limit, or none declared), :meth:`feed` it chunks until it says stop, then hand the
     app :meth:`read_so_far` byte for byte ahead of whatever they did not read. :meth:`body` is
     the whole body only when it ended within the limit: a larger one is never resolved, however
@@ -27,10 +27,6 @@ class JsonBody:
         self.limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
-
-    @classmethod
-    def wanted(cls, content_type: str | None, content_length: str | None, limit: int) -> JsonBody | None:
-        return cls(limit) if cls.allowed(content_type, content_length, limit) else None
 
     @classmethod
     def allowed(cls, content_type: str | None, content_length: str | None, limit: int) -> bool:
