@@ -141,11 +141,16 @@ def redis_store(url: str) -> Store:
 
 
 def make_store(kind: str, redis_url: str | None = None) -> Store | None:
-    """``bare`` (no store), ``memory`` or ``redis`` (needs ``redis_url``), prepared for the bench."""
+    """``bare`` (no store), ``memory``, ``free`` (bench/free_store.py) or ``redis`` (needs
+    ``redis_url``), prepared for the bench."""
     if kind == "bare":
         return None
     if kind == "memory":
         store: Store = MemoryStore()
+    elif kind == "free":
+        from .free_store import FreeStore
+
+        store = FreeStore()
     elif kind == "redis":
         if not redis_url:
             raise RedisUnavailable("the redis variant needs a Redis URL")

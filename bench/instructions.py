@@ -34,7 +34,7 @@ from .apps import CHAT_PATH, IDENTITIES, build_app, chat_body, make_store, priva
 from .revisions import REPO, export
 
 SCENARIOS = ("asgi", "flask", "django")
-STORES = ("memory", "redis")
+STORES = ("memory", "free", "redis")
 REDIS_URL_ENV = "IDM_BENCH_REDIS_URL"  # the same variable the WSGI apps read
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", metavar="REV", help="also count the MemoryStore apps on src/ as committed at REV")
     parser.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated, of asgi, flask, django")
-    parser.add_argument("--store", default="memory", help="comma-separated, of memory, redis (a private redis-server)")
+    parser.add_argument("--store", default="memory",
+                        help="comma-separated, of memory, free (bench/free_store.py), redis (a private redis-server)")
     parser.add_argument("--requests", type=int, default=1000, help="N: runs of N and 3N requests per app")
     parser.add_argument("--child", nargs=3, metavar=("SCENARIO", "KIND", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

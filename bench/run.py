@@ -20,7 +20,8 @@ from .apps import RedisUnavailable, private_redis, redis_store_class, source_inf
 from .serve import default_http, default_loop
 from .servers import SCENARIOS, SERVED_BY, App, Options, Server
 
-KINDS = ("memory", "redis", "redis-lease")
+KINDS = ("memory", "redis", "redis-lease")  # --store all
+MORE_KINDS = ("free",)  # named only: bench/free_store.py, the middleware with a store that costs nothing
 
 
 def _cpu_model() -> str:
@@ -223,10 +224,12 @@ def _parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
     return parser, args, rest
 
 
-def _choices(parser: argparse.ArgumentParser, given: str, allowed: tuple[str, ...], what: str) -> list[str]:
+def _choices(parser: argparse.ArgumentParser, given: str, allowed: tuple[str, ...], what: str,
+             more: tuple[str, ...] = ()) -> list[str]:
+    """The names given (``all``: every one of ``allowed``; ``more`` only when named)."""
     chosen = list(allowed) if given == "all" else [name.strip() for name in given.split(",") if name.strip()]
-    if not chosen or any(name not in allowed for name in chosen):
-        parser.error(f"{what}: one or more of {', '.join(allowed)}, comma-separated, or all")
+    if not chosen or any(name not in allowed + more for name in chosen):
+        parser.error(f"{what}: one or more of {', '.join(allowed + more)}, comma-separated, or all")
     return list(dict.fromkeys(chosen))
 
 
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scenarios = _choices(parser, "llm" if args.realistic else args.scenario, SCENARIOS, "--scenario")
     store = args.store or ("all" if args.redis_url or args.redis_delay else "memory")
     # floor (bench/floor.py: buffer, parse and replay the body, nothing else) is the reference beside bare
-    args.kinds = ["bare", "floor", *_choices(parser, store, KINDS, "--store")]
+    args.kinds = ["bare", "floor", *_choices(parser, store, KINDS, "--store", MORE_KINDS)]
     args.connections = args.connections or (4 if args.redis_delay else 32)
     if args.redis_delay is not None and not 0 < args.redis_delay <= 1000:
         parser.error("--redis-delay: 0 < MS <= 1000")

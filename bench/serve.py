@@ -23,7 +23,7 @@ def default_http() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--app", choices=("bare", "floor", "memory", "redis"), required=True)
+    parser.add_argument("--app", choices=("bare", "floor", "memory", "free", "redis"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url")
     parser.add_argument("--upstream", help="the LLM upstream's base URL: serve the realistic app (llm_apps.py)")
