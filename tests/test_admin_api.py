@@ -519,3 +519,28 @@ def test_a_percent_encoded_slash_works_under_a_mount(admin_store: Store) -> None
     with TestClient(app, headers=AUTH) as client:
         assert client.post("/admin/v2/identities", json={"external_id": "x/y"}).status_code == 201
         assert identity_of(client.get("/admin/v2/identities/x%2Fy"))["external_id"] == "x/y"
+
+
+def test_the_singular_budget_on_a_tie_is_the_longer_period() -> None:
+    # On a month's last day the daily and the monthly budget reset at the same instant (and on
+    # Dec 31 the yearly too): the one named must not depend on the day it is asked.
+    from datetime import datetime, timezone
+
+    from identity_middleware.admin.wire import identity_budget
+    from identity_middleware.core.models import BudgetStatus, Identity
+    from identity_middleware.core.periods import Period
+
+    midnight = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    identity = Identity(id="01HZZZZZZZZZZZZZZZZZZZZZZZ", external_id="u", created=midnight, updated=midnight)
+
+    def status(period: Period, resets_at: datetime) -> BudgetStatus:
+        return BudgetStatus(period=period, amount=Decimal(1), spent=Decimal(0), reserved=Decimal(0),
+                            remaining=Decimal(1), percent=0.0, period_start=resets_at, resets_at=resets_at)
+
+    tied = [status(Period.DAILY, midnight), status(Period.YEARLY, midnight), status(Period.MONTHLY, midnight)]
+    for order in (tied, tied[::-1]):
+        named = identity_budget(identity, order)
+        assert named is not None and named["limits"]["period"] == "BUDGET_PERIOD_YEARLY"
+    later = [status(Period.DAILY, midnight.replace(day=2)), status(Period.MONTHLY, midnight)]
+    named = identity_budget(identity, later)
+    assert named is not None and named["limits"]["period"] == "BUDGET_PERIOD_DAILY"  # the later reset first

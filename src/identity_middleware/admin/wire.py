@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.models import BudgetStatus, Identity, Metrics
 from ..core.money import format_usd
+from ..core.periods import PERIODS
 
 __all__ = ["dumps", "identity_budget", "identity_record"]
 
@@ -41,14 +42,16 @@ def _metrics(metrics: Metrics) -> dict[str, Any]:
 
 
 def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dict[str, Any] | None:
-    """The SDK's singular ``Budget`` of an identity: its identity-scoped budget that resets last.
+    """The SDK's singular ``Budget`` of an identity: its identity-scoped budget that resets last
+    (of those that reset at the same instant, as daily and monthly do on a month's last day, the
+    longer period: the answer does not change with the day it is asked).
 
     The store keeps no budget timestamps, so ``created_at``/``updated_at`` are the identity's own
     (the budget cannot be older than its identity). ``budget_id`` is ``<_id>.<period>``.
     """
     if not statuses:
         return None
-    status = max(statuses, key=lambda item: item.resets_at)
+    status = max(statuses, key=lambda item: (item.resets_at, PERIODS.index(item.period)))
     times = identity.model_dump(mode="json", include={"created", "updated"})
     return {
         "budget_id": f"{identity.id}.{status.period.value}",
