@@ -49,7 +49,9 @@ def test_a_buffer_holds_one_charge_per_identity_and_window_however_many_requests
     assert today.usage.models == {"gpt-4o": ModelUsage(1000, 3000, 2000, 1000)}
     assert (tomorrow.count, tomorrow.usage.cost, list(tomorrow.usage.models)) == (1, 5, ["claude-sonnet-4"])
     assert today.now == NOW and tomorrow.now == NOW + timedelta(days=1)
-    assert today.id == "" and buffer.holds(identity)  # open until a flush takes it
+    assert buffer.holds(identity)  # open until a flush takes it
+    # Its id from the start: a sync admission that counts it looks for its marker.
+    assert today.id and tomorrow.id and today.id != tomorrow.id
 
 
 def test_a_flush_seals_what_it_takes_and_later_settlements_open_a_new_charge(plans: Plans) -> None:

@@ -157,7 +157,7 @@ def test_close_gives_back_what_the_lease_holds(make_store: MakeStore, kind: str)
 @pytest.mark.parametrize("kind", KINDS)
 def test_what_settles_while_the_writer_lingers_is_one_call_per_identity(make_store: MakeStore, kind: str,
                                                                         request: pytest.FixtureRequest) -> None:
-    store = leased(make_store, kind, amount=None, lease=Lease(fraction=0.5, linger=3.0))
+    store = leased(make_store, kind, amount=None, lease=Lease(fraction=0.5), linger=3.0)
     names = [f"linger-{n}" for n in range(4)]
     for name in names:
         store.create(IdentityInput(id=name))
@@ -174,7 +174,7 @@ def test_what_settles_while_the_writer_lingers_is_one_call_per_identity(make_sto
             assert admission.identity is not None and admission.reservation is not None
             assert admission.reservation.lease
             store.settle(Settlement(admission.identity.id, Usage(cost=COST, input_tokens=3), admission.reservation))
-        time.sleep(0.005)  # spread over ~0.15 s: well within the linger, far beyond the 2 ms without leasing
+        time.sleep(0.005)  # spread over ~0.15 s: well within the linger
     deadline = time.monotonic() + 20
     while script_calls(url) < before + len(names) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -187,7 +187,7 @@ def test_what_settles_while_the_writer_lingers_is_one_call_per_identity(make_sto
 
 
 def test_close_cuts_the_writer_linger_short(make_store: MakeStore) -> None:
-    store = leased(make_store, "redis", amount=None, lease=Lease(linger=60.0, ttl=600.0))
+    store = leased(make_store, "redis", amount=None, lease=Lease(ttl=600.0), linger=60.0)
     identity = store.create(IdentityInput(id="linger-close"))
     store.settle(Settlement(identity.id, Usage(cost=COST)))  # the writer thread starts, and lingers a minute
     started = time.monotonic()

@@ -46,15 +46,6 @@ def test_lease_options_are_checked() -> None:
     with pytest.raises(ValueError):
         Lease(ttl=0)
     assert Lease(ttl=2.5).ttl_ms == 2500
-    for linger in (-0.001, float("nan"), float("inf")):
-        with pytest.raises(ValueError):
-            Lease(linger=linger)
-
-
-def test_the_writer_lingers_at_most_a_quarter_of_the_ttl() -> None:
-    assert Lease(linger=0.2).write_delay == 0.2
-    assert Lease(ttl=0.4, linger=0.2).write_delay == 0.1  # a renewal rides the settlement batch
-    assert Lease(linger=0).write_delay == 0
 
 
 def test_no_lease_admits_nothing_until_redis_grants_one(clock: Clock) -> None:

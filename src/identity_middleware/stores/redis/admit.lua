@@ -12,6 +12,9 @@
 --       <amount given back first>", or '' (lib.lua's lease_renew). The amount given back (what the
 --       caller's lease held beyond its requests in flight) leaves the lease before the budgets are
 --       checked, so this process's own lease never blocks its request.
+--       Then, from a sync caller, its usage of the identity buffered and not yet written,
+--       "<cost nanos> <tokens>", counted as spent unless its charge's marker (KEYS[19]) says Redis
+--       has applied it meanwhile, or '' / absent.
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
 -- blocked, reserved[, lease_renew's reply when a lease was asked for]}; record is 0 when it equals
 -- the caller's cached one (ARGV 12).
@@ -79,7 +82,13 @@ if lease and lease ~= '' then
   if give ~= '0' then lease_charge(lid, tonumber(give), now_ms) end
 end
 local estimate = tonumber(ARGV[8])
-local states, held, blocked, counted = budget_states(now_ms, estimate, false)
+local unwritten = nil
+local buffered = ARGV[source_at + 2]
+if buffered and buffered ~= '' and redis.call('EXISTS', KEYS[19]) == 0 then
+  local cost, tokens = string.match(buffered, '^(%d+) (%d+)$')
+  unwritten = {tonumber(cost), tonumber(tokens)}
+end
+local states, held, blocked, counted = budget_states(now_ms, estimate, false, unwritten)
 if blocked then
   count_refused()
   return {1, created, record, states, 1, 0}

@@ -2,9 +2,9 @@
 
 One daemon thread per store and process, started by the first settlement after it was idle and
 ended after ``IDLE`` seconds without one (a store that is no longer used leaves no thread behind).
-A write lingers ``LINGER`` seconds first (with leasing, ``Lease.linger``), so that the settlements
-of concurrent requests share its round trip (and one identity's, one script call); ``stop`` cuts
-the wait short. What a write could not land (an outage) stays buffered and is retried every
+A write lingers ``linger`` seconds first (the store's option), so that the settlements of the
+requests meanwhile share its round trip, and each identity's one script call; ``stop`` cuts the
+wait short. What a write could not land (an outage) stays buffered and is retried every
 ``RETRY`` seconds. The thread never survives a fork: the child starts its own on its first
 settlement. At interpreter exit, and on ``close()``, the thread is stopped and the buffer written
 by the caller.
@@ -25,7 +25,7 @@ logger = logging.getLogger("identity_middleware.stores.redis")
 
 IDLE = 5.0  # seconds without a settlement before the thread ends
 RETRY = 0.5  # seconds between attempts while settlements wait out an outage
-LINGER = 0.002  # seconds a write waits for more settlements to share its round trip (under load)
+LINGER = 0.05  # seconds a write waits for more settlements to share its round trip (the default)
 FULL = 64  # ... unless this many are waiting already
 
 

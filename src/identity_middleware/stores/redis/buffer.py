@@ -31,6 +31,7 @@ from ...core.periods import UTC
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
 from .steps import Landed
+from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
@@ -84,6 +85,25 @@ class SettlementBuffer:
             return any(key[0] == identity_id for key in self.pending) \
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
                 or any(identity_id in flight.identities for flight in self._inflight)
+
+    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, Unwritten | None]:
+        """For a sync admission of ``identity_id`` in the time window starting at ``start``: whether
+        its buffered usage must be written first (a charge of another window, one that releases
+        reservations or charges a lease, one an outage left unsure, one being written), else its
+        open charge in this window, whose usage the admission counts itself (or ``None``), as it is now."""
+        with self._lock:
+            if any(identity_id in flight.identities for flight in self._inflight) \
+                    or any(charge.identity_id == identity_id for charge in self.unsure):
+                return True, None
+            found = None
+            for (owner, opened), charge in self.pending.items():
+                if owner != identity_id:
+                    continue
+                if opened != start or charge.held or charge.scoped or charge.leased:
+                    return True, None
+                usage = charge.usage
+                found = Unwritten(usage.cost, usage.input_tokens + usage.output_tokens, charge.id)
+            return False, found
 
     def charges(self) -> list[Charge]:
         """Every charge buffered, oldest first (those sent and not known to have landed first)."""

@@ -26,8 +26,10 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
                                    days after the day
     P:{T}:c:<charge id>     STRING "1": a settle script call (one identity's batch) was applied;
-                                   set NX by that call, so sending it again is a no-op; expires
-                                   after the store's ``settle_id_ttl``
+                                   set NX by that call, so sending it again is a no-op (and a
+                                   sync admission that counted the charge's buffered usage
+                                   itself does not count it again); expires after the store's
+                                   ``settle_id_ttl``
 
 ``T`` is the hex SHA-1 of the UTF-8 external id. It is derived from the external id, not the ULID,
 because an admission arrives with the external id only: hashing it tells the client which slot

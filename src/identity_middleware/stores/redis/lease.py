@@ -48,29 +48,16 @@ class Lease:
     renews it, off the request path, in the settlement batch once a quarter has passed or when it
     runs below half of its last grant.
 
-    ``linger`` (seconds, at most a quarter of ``ttl``) is how long a sync process's writer thread
-    holds settlements before writing them, so that an identity's requests in that time share one
-    settle call: the admissions the lease covers never wait for them. Without leasing it waits
-    2 ms, as a sync admission writes its identity's buffered usage first. (An async store writes
-    on the event loop's next tick, where concurrent requests already share the call.)
     """
 
     fraction: float = 0.1
     ttl: float = 30.0
-    linger: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ValueError(f"Lease fraction must be in (0, 1], not {self.fraction!r}")
         if not math.isfinite(self.ttl) or self.ttl < 0.01:
             raise ValueError(f"Lease ttl must be at least 0.01 s, not {self.ttl!r}")
-        if not math.isfinite(self.linger) or self.linger < 0:
-            raise ValueError(f"Lease linger must be a finite number of seconds >= 0, not {self.linger!r}")
-
-    @property
-    def write_delay(self) -> float:
-        """``linger``, at most a quarter of ``ttl`` (a renewal rides the settlement batch)."""
-        return min(self.linger, self.ttl / 4)
 
     @property
     def ttl_ms(self) -> int:

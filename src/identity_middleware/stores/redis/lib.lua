@@ -51,8 +51,9 @@ end
 -- requests in the last minute, requests per minute, live (0/1)}, expired reservations pruned; with
 -- ``all`` (status reads) not-live budgets too, and tokens and requests of each. Also the periods
 -- holding a reservation (live, with an amount), those counting this admission (live), and whether
--- any live budget blocks ``estimate``.
-local function budget_states(now_ms, estimate, all)
+-- any live budget blocks ``estimate``. ``unwritten`` is {cost, tokens} a sync caller has buffered and
+-- not yet written (admit.lua), counted as spent and tokens of every period (exact below 2^53).
+local function budget_states(now_ms, estimate, all, unwritten)
   local states, held, counted, blocked = {}, {}, {}, false
   local budgets = budgets_of()
   for p = 1, 5 do
@@ -72,6 +73,10 @@ local function budget_states(now_ms, estimate, all)
       end
       local tokens = '0'
       if token_limit ~= '' or all then tokens = redis.call('HGET', KEYS[12 + p], 't') or '0' end
+      if unwritten then
+        spent = string.format('%.0f', tonumber(spent) + unwritten[1])
+        tokens = string.format('%.0f', tonumber(tokens) + unwritten[2])
+      end
       local requests = 0
       if rpm ~= '' or all then
         for _, n in ipairs(redis.call('HMGET', KEYS[18], unpack(bucket_fields(p, now_ms)))) do

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ from ...core.periods import UTC
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days
 from . import limits_uri
 from .arunner import arun
+from .background import LINGER
 from .budgets import RedisBudgets
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
@@ -65,9 +68,12 @@ class RedisStore(RedisBudgets, Store):
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
         lease: Lease | None = None,
+        linger: float = LINGER,
     ) -> None:
         if spec is None and (client is None or async_client_factory is None):
             raise ValueError("give a ClientSpec (use RedisStore.from_url) or both client and async_client_factory")
+        if not math.isfinite(linger) or linger < 0:
+            raise ValueError(f"linger must be a finite number of seconds >= 0, not {linger!r}")
         self.tz = tz
         self.reservation_ttl = reservation_ttl
         self._spec = spec
@@ -83,7 +89,7 @@ class RedisStore(RedisBudgets, Store):
         if client is None and spec is not None and request_timeout is not None:
             self._request_runner = Runner(spec.bounded(request_timeout).sync_client, direct=direct)
         self._buffer = SettlementBuffer(pending_limit, self._plans.window_of, self._plans.settled_locally)
-        self._writer = Writer(self._buffer, self._plans, self._runner)
+        self._writer = Writer(self._buffer, self._plans, self._runner, linger)
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
@@ -104,6 +110,7 @@ class RedisStore(RedisBudgets, Store):
         settle_id_ttl: int = SETTLE_ID_TTL,
         global_budgets: bool = True,
         lease: Lease | None = None,
+        linger: float = LINGER,
         **client_options: Any,
     ) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
@@ -118,13 +125,16 @@ class RedisStore(RedisBudgets, Store):
         path (no registry reads: for apps with identity budgets only). ``multiplex=False`` sends
         async script calls through redis-py's pool even where one multiplexed connection per loop
         could carry them. ``lease=Lease()``: admissions with no round trip (see :class:`Lease`).
+        ``linger``: seconds a sync process holds settled usage before writing it, so that each
+        identity's requests meanwhile share one settle call (at most a quarter of a lease's ttl);
+        its own admissions count it meanwhile, other processes see it that much later.
         Other keyword arguments go to the redis-py clients.
         """
         spec = ClientSpec(url, max_connections, pool_timeout, socket_timeout, socket_connect_timeout,
                           tuple(client_options.items()), multiplex)
         return cls(spec, prefix=prefix, tz=tz, reservation_ttl=reservation_ttl, pending_limit=pending_limit,
                    request_timeout=request_timeout, settle_id_ttl=settle_id_ttl, global_budgets=global_budgets,
-                   lease=lease)
+                   lease=lease, linger=linger)
 
     @property
     def prefix(self) -> str:
@@ -250,10 +260,16 @@ class RedisStore(RedisBudgets, Store):
     def admit(self, request: AdmissionRequest) -> Admission:
         """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it).
         Usage this process has not yet written of the same identity (of any, where model, provider
-        or workspace budgets may apply) is written first, so a request sees the ones before it."""
+        or workspace budgets may apply) is counted, so a request sees the ones before it: by the
+        admission itself while it is an open charge of this time window, else written first."""
         if self._plans.leases is not None and (admission := self._plans.admit_locally(request)) is not None:
             return admission
-        self._writer.before_admission(request.external_id, self._request_runner)
+        if self._buffer.busy:
+            now = request.now if request.now is not None else datetime.now(UTC)
+            unwritten = self._writer.before_admission(request.external_id, self._request_runner, now)
+            if unwritten is not None:  # counted by the admission at the same instant it was looked up for
+                request = dataclasses.replace(request, now=now)
+            return self._run(self._plans.admit(request, unwritten=unwritten), runner=self._request_runner)
         return self._run(self._plans.admit(request), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 from ...core.errors import StoreUnavailable
 from .arunner import arun
@@ -13,6 +14,7 @@ from .buffer import SettlementBuffer
 from .loops import LoopClient
 from .plans import Plans
 from .runner import Runner
+from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
@@ -20,14 +22,14 @@ logger = logging.getLogger("identity_middleware.stores.redis")
 class Writer:
     """Drains :class:`.buffer.SettlementBuffer` through the settle plan, sync or on a loop's client."""
 
-    def __init__(self, buffer: SettlementBuffer, plans: Plans, runner: Runner) -> None:
+    def __init__(self, buffer: SettlementBuffer, plans: Plans, runner: Runner, linger: float = LINGER) -> None:
         self.buffer = buffer
         self.plans = plans
         self.runner = runner
         leases = plans.leases
-        # The sync settles' writer thread; it lingers longer where admissions do not wait for it.
-        self.background = BackgroundWriter(self.flush, buffer.__len__,
-                                           LINGER if leases is None else leases.lease.write_delay)
+        if leases is not None:  # a lease's renewal rides the settlement batch
+            linger = min(linger, leases.lease.ttl / 4)
+        self.background = BackgroundWriter(self.flush, buffer.__len__, linger)  # sync settles' writer thread
 
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
@@ -42,15 +44,24 @@ class Writer:
         if self.buffer:
             self.flush(runner)
 
-    def before_admission(self, external_id: str, runner: Runner) -> None:
-        """Write this process's buffered usage of ``external_id`` (of anyone's, where model, provider
-        or workspace budgets may apply), so a sync admission sees the requests before it."""
-        if not self.buffer.busy:
-            return
+    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> Unwritten | None:
+        """Make a sync admission at ``now`` see this process's usage of ``external_id`` (of anyone's,
+        where model, provider or workspace budgets may apply, or with leasing): written first; or,
+        for an identity whose usage is only in an open charge of this time window, that charge's
+        usage, which the admission counts itself (so it needs no round trip of its own)."""
+        buffer = self.buffer
+        if not buffer.busy:
+            return None
         ulid = self.plans.known_ulid(external_id)
-        if ulid is None or self.plans.may_have_globals() or self.buffer.holds(ulid):
-            with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
-                self.flush_all(runner)
+        if ulid is not None and self.plans.leases is None and not self.plans.may_have_globals():
+            write_first, unwritten = buffer.unwritten(ulid, self.plans.window_of(now).start)
+            if not write_first:
+                return unwritten
+        elif ulid is not None and not self.plans.may_have_globals() and not buffer.holds(ulid):
+            return None
+        with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
+            self.flush_all(runner)
+        return None
 
     async def adrain(self, state: LoopClient) -> None:
         await self.buffer.adrain(lambda batch: arun(state, self.plans.settle(batch)))

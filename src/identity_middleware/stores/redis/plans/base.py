@@ -15,6 +15,7 @@ from ...base import METRIC_DAYS
 from ..keys import KeySchema, Window, identity_tag, window
 from ..scripts import ADMIT, METRICS, STATE, Script
 from ..steps import Batch, Call, Eval, Plan
+from ..unwritten import Unwritten
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
@@ -125,10 +126,12 @@ class PlanBase:
     def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
-               ulid: str | None = None, last_source: str | None = None, lease: str = "") -> Eval:
+               ulid: str | None = None, last_source: str | None = None, lease: str = "",
+               unwritten: Unwritten | None = None) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
         (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
-        lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`)."""
+        lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`; ``unwritten``: usage of a
+        sync caller's open charge, counted unless its marker says Redis has applied it)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:
@@ -144,9 +147,14 @@ class PlanBase:
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
         args.append(last_source or "")
-        if lease:
+        if lease or unwritten is not None:
             args.append(lease)
-        return self._eval(ADMIT, tag, current, args)
+        if unwritten is None:
+            return self._eval(ADMIT, tag, current, args)
+        args.append(f"{unwritten.cost} {unwritten.tokens}")
+        keys, packed = self._keyset(tag, current)
+        marker = self.keys.charge(tag, unwritten.charge_id)  # the same hash tag: one slot, one script
+        return Eval(ADMIT, [*keys, marker], args, packed + codec.packed(marker))
 
     def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from an admit script reply (``cached`` when it sent none: unchanged); a new

@@ -46,10 +46,11 @@ def charge_id() -> str:
 class Charge:
     """The settlements of one identity in one time window, applied by one settle script call.
 
-    Open while the buffer adds to it; sealed (given its ``id``) when a flush takes it. The script
-    records ``id`` (``SET NX`` with a TTL, in the same script), so a charge sent again after a
-    timeout or a broken connection, when Redis may have applied it already, is a no-op: the buffer
-    keeps a charge whose outcome is unknown and retries it as it is, never regrouped.
+    Open while the buffer adds to it; sealed when a flush takes it. Its ``id`` is given when it
+    opens: the script records it (``SET NX`` with a TTL, in the same script), so a charge sent again
+    after a timeout or a broken connection, when Redis may have applied it already, is a no-op (the
+    buffer keeps a charge whose outcome is unknown and retries it as it is, never regrouped), and a
+    sync admission that counts an open charge's usage itself skips it once Redis has applied it.
     """
 
     identity_id: str
@@ -61,7 +62,7 @@ class Charge:
     held: list[str] = field(default_factory=list)  # "amount:id" of the reservations it releases
     scoped: list[Reservation] = field(default_factory=list)  # those that hold global budgets too
     leased: dict[str, int] = field(default_factory=dict)  # lease id -> the cost charged to it
-    id: str = ""  # given when sealed
+    id: str = field(default_factory=charge_id)
 
     def add(self, settlement: Settlement) -> int:
         """Sum ``settlement`` in; how many reservations it adds to those the charge releases (0 or 1)."""
@@ -89,7 +90,7 @@ class Charge:
         return 1
 
     def seal(self) -> Charge:
-        self.id = charge_id()
+        """No more settlements are added: it is taken to be written (its id it had from the start)."""
         return self
 
 

@@ -14,6 +14,7 @@ from ..keys import Window, identity_tag, window
 from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
+from ..unwritten import Unwritten
 from . import codec
 from .charges import Charge, Open, sum_into
 from .lease import LeasePlans
@@ -22,8 +23,10 @@ _NO_LEASE = ("", "")  # the settle script's lease arguments when there is no lea
 
 
 class RequestPlans(LeasePlans):
-    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
-        """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here)."""
+    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
+              unwritten: Unwritten | None = None) -> Plan[Admission]:
+        """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here);
+        ``unwritten``: this process's usage of the identity not yet written, for the script to count."""
         now = codec.now_or(request.now)
         upsert = request.upsert
         changes = upsert.changes() if upsert is not None else {}
@@ -41,7 +44,7 @@ class RequestPlans(LeasePlans):
                     "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
                     refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
                     default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
-                    ulid=ulid, last_source=request.last_source, lease=lease,
+                    ulid=ulid, last_source=request.last_source, lease=lease, unwritten=unwritten,
                 )
                 if reply[0] != 3:
                     break

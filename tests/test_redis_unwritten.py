@@ -1,0 +1,117 @@
+"""A sync admission counts this process's buffered usage of its identity itself, without writing it
+first, on a real Redis and the real Cluster: exactly once, whether or not the writer thread lands it
+meanwhile; usage it cannot count that way (another time window, reservations to release) is
+written first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.budgets import BudgetSpec
+from identity_middleware.core.models import IdentityInput
+from identity_middleware.core.periods import UTC
+from identity_middleware.stores import RedisStore, Store
+from test_redis_lease import script_calls
+
+MakeStore = Callable[..., Store]
+KINDS = ["redis", "redis-cluster"]
+CENT = 10_000_000  # nano-USD
+LONG = 600.0  # a linger no test waits out: the writer thread never writes on its own here
+
+
+def store_with(make_store: MakeStore, kind: str, external_id: str, **budget: Any) -> tuple[RedisStore, str]:
+    """A store whose writer lingers, with ``external_id`` on the budget given, and its ULID."""
+    store = make_store(kind, linger=LONG)
+    assert isinstance(store, RedisStore)
+    identity = store.create(IdentityInput(id=external_id))
+    store.create_budget(BudgetSpec(scope="identity", target=external_id, **budget))
+    assert store.admit(AdmissionRequest(external_id)).allowed  # its record is cached from here on
+    return store, identity.id
+
+
+def url_of(request: pytest.FixtureRequest, kind: str) -> str:
+    return str(request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_buffered_usage_is_counted_by_the_admission_without_a_write(make_store: MakeStore, kind: str,
+                                                                    request: pytest.FixtureRequest) -> None:
+    store, ulid = store_with(make_store, kind, "uw-1", period="daily", amount="0.01")
+    url = url_of(request, kind)
+    for _ in range(4):
+        store.settle(Settlement(ulid, Usage(cost=CENT // 4)))  # buffered: the writer lingers
+    before = script_calls(url)
+    blocked = store.admit(AdmissionRequest("uw-1")).blocked
+    assert script_calls(url) == before + 1  # the admission alone: nothing was written first
+    assert blocked is not None and blocked.spent == Decimal("0.01")  # the 429 counts it too
+    observer = make_store(kind, prefix=store.prefix)
+    (status,) = observer.budget_status("uw-1")
+    assert status.spent == 0  # still only in this process's buffer
+    store.flush()
+    (status,) = observer.budget_status("uw-1")
+    assert status.spent == Decimal("0.01")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_usage_applied_while_the_admission_was_on_its_way_is_counted_once(make_store: MakeStore,
+                                                                          kind: str) -> None:
+    store, ulid = store_with(make_store, kind, "uw-2", period="daily", amount="0.01")
+    store.settle(Settlement(ulid, Usage(cost=6 * CENT // 10)))  # $0.006, buffered
+    now = datetime.now(UTC)
+    write_first, unwritten = store._buffer.unwritten(ulid, store._plans.window_of(now).start)
+    assert not write_first and unwritten is not None and unwritten.cost == 6 * CENT // 10
+    store.flush()  # the writer thread lands the charge before the admission reaches Redis
+    asked = AdmissionRequest("uw-2", estimate=3 * CENT // 10, now=now)  # $0.006 + $0.003 fit in $0.01
+    admission = store._runner.run(store._plans.admit(asked, unwritten=unwritten))
+    assert admission.allowed  # counted twice, $0.012 + $0.003 would not fit
+    counted = AdmissionRequest("uw-2", estimate=5 * CENT // 10, now=now)  # $0.006 + $0.003 held + $0.005
+    assert store._runner.run(store._plans.admit(counted, unwritten=unwritten)).blocked is not None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_buffered_tokens_count_against_a_token_limit(make_store: MakeStore, kind: str) -> None:
+    store, ulid = store_with(make_store, kind, "uw-3", period="daily", token_limit=100)
+    store.settle(Settlement(ulid, Usage(cost=1, input_tokens=60, output_tokens=39)))
+    assert store.admit(AdmissionRequest("uw-3")).allowed  # 99 tokens: under the limit
+    store.settle(Settlement(ulid, Usage(cost=1, input_tokens=1)))
+    blocked = store.admit(AdmissionRequest("uw-3")).blocked  # 100: the limit blocks (>=)
+    assert blocked is not None and blocked.tokens == 100
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_usage_of_an_earlier_time_window_is_written_first(make_store: MakeStore, kind: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    store, ulid = store_with(make_store, kind, "uw-4", period="one_time", amount="0.01")
+    yesterday = datetime.now(UTC) - timedelta(days=1)  # another window, whatever the date
+    store.settle(Settlement(ulid, Usage(cost=CENT), None, yesterday))
+    url = url_of(request, kind)
+    before = script_calls(url)
+    blocked = store.admit(AdmissionRequest("uw-4")).blocked
+    assert blocked is not None and blocked.spent == Decimal("0.01")  # the one-time budget has all of it
+    assert script_calls(url) == before + 2  # the charge written, then the admission
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_usage_that_releases_a_reservation_is_written_first(make_store: MakeStore, kind: str) -> None:
+    store, _ = store_with(make_store, kind, "uw-5", period="daily", amount="0.01")
+    first = store.admit(AdmissionRequest("uw-5", estimate=4 * CENT // 10))  # holds $0.004
+    assert first.identity is not None and first.reservation is not None
+    store.settle(Settlement(first.identity.id, Usage(cost=4 * CENT // 10), first.reservation))
+    # $0.004 spent and $0.004 more fit in $0.01; the settled cost counted beside the reservation it
+    # releases (still held in Redis until the charge is written) would not: $0.012.
+    second = store.admit(AdmissionRequest("uw-5", estimate=4 * CENT // 10))
+    assert second.allowed
+    (status,) = store.budget_status("uw-5")
+    assert status.spent == Decimal("0.004") and status.reserved == Decimal("0.004")
+
+
+def test_linger_is_checked(make_store: MakeStore) -> None:
+    for linger in (-0.001, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            make_store("redis", linger=linger)
