@@ -103,6 +103,17 @@ def test_of_several_blocking_budgets_the_one_resetting_last_is_named() -> None:
     assert block.retry_after == int((datetime(2026, 12, 1, tzinfo=UTC) - NOW).total_seconds())
 
 
+def test_of_blocking_budgets_resetting_together_the_longer_period_is_named() -> None:
+    # A month's last day: daily and monthly (and on Dec 31 yearly) reset at the same instant; the
+    # budget named must not depend on the day, nor on the order the store lists them in.
+    midnight = datetime(2027, 1, 1, tzinfo=UTC)
+    tied = [state(period, spent=10 * USD, resets_at=midnight)
+            for period in (Period.DAILY, Period.YEARLY, Period.MONTHLY, Period.WEEKLY)]
+    for order in (tied, tied[::-1]):
+        block = decide(order, 0, NOW)
+        assert block is not None and block.period is Period.YEARLY and block.resets_at == midnight
+
+
 def test_a_budget_with_headroom_is_not_named_even_if_it_resets_later() -> None:
     daily = state(Period.DAILY, spent=10 * USD)
     yearly = state(Period.YEARLY, spent=USD)
@@ -153,3 +164,20 @@ def test_usage_adds_up_calls_and_counts_models() -> None:
     usage.add(1, 0, 0, None)
     assert (usage.cost, usage.input_tokens, usage.output_tokens) == (13, 11, 3)
     assert usage.models == {"gpt-4o": ModelUsage(requests=2, cost=12, input_tokens=11, output_tokens=3)}
+
+
+def test_of_scoped_budgets_resetting_together_the_longer_period_is_named() -> None:
+    from identity_middleware.core.budgets import ScopedBudget
+    from identity_middleware.core.scoped import ScopedState, decide_scoped
+
+    midnight = datetime(2027, 1, 1, tzinfo=UTC)
+
+    def spent(period: str) -> ScopedState:
+        budget = ScopedBudget(id=f"b_{period}", scope="identity", target="u", period=period, amount="10",
+                              created_at=NOW, updated_at=NOW)
+        return ScopedState(budget, 10 * USD, 0, 0, 0, NOW, midnight)
+
+    tied = [spent("daily"), spent("monthly"), spent("weekly")]
+    for order in (tied, tied[::-1]):
+        block = decide_scoped(order, 0, NOW)
+        assert block is not None and block.budget_id == "b_monthly" and block.resets_at == midnight

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .budgets import BudgetPeriod
 from .money import from_nanos
-from .periods import Period
+from .periods import PERIODS, Period
 
 if TYPE_CHECKING:
     from .models import Budget, Identity, IdentityInput
@@ -54,12 +54,13 @@ def decide(states: list[BudgetState], estimate: int, now: datetime, identity_uli
     """``None`` when every budget admits the request, else the block to report.
 
     When several budgets block, the request can pass only once all have reset, so the one that
-    resets last is named and ``Retry-After`` waits for it.
+    resets last is named and ``Retry-After`` waits for it (of those resetting at the same instant,
+    as daily and monthly do on a month's last day, the longer period: not one that depends on the day).
     """
     blocking = [state for state in states if state.blocks(estimate)]
     if not blocking:
         return None
-    last = max(blocking, key=lambda state: state.resets_at)
+    last = max(blocking, key=lambda state: (state.resets_at, PERIODS.index(state.period)))
     wait = max(1, math.ceil((last.resets_at - now).total_seconds()))
     return BudgetBlock(
         period=last.period,

@@ -10,6 +10,7 @@ from typing import Any
 from .admission import BudgetBlock
 from .budgets import Dimension, ScopedBudget
 from .money import format_usd, from_nanos, to_nanos
+from .periods import PERIODS
 
 __all__ = ["ScopedState", "crossed", "decide_scoped", "threshold_event"]
 
@@ -48,11 +49,12 @@ class ScopedState:
 
 
 def decide_scoped(states: list[ScopedState], estimate: int, now: datetime) -> BudgetBlock | None:
-    """``None`` when every budget admits; else the blocking budget that resets last (one-time last of all)."""
+    """``None`` when every budget admits; else the blocking budget that resets last (one-time last of all;
+    of those resetting at the same instant, the longer period)."""
     blocking = [state for state in states if state.blocks(estimate)]
     if not blocking:
         return None
-    last = max(blocking, key=lambda state: (state.end is None, state.end or now))
+    last = max(blocking, key=lambda state: (state.end is None, state.end or now, _length(state.budget)))
     wait = 60 if last.end is None else max(1, math.ceil((last.end - now).total_seconds()))
     if last.budget.requests_per_minute is not None and last.requests >= last.budget.requests_per_minute \
             and not _over_money_or_tokens(last, estimate):
@@ -63,6 +65,12 @@ def decide_scoped(states: list[ScopedState], estimate: int, now: datetime) -> Bu
         amount=budget.amount if budget.amount is not None else from_nanos(0),
         spent=from_nanos(last.spent), reserved=from_nanos(last.reserved), resets_at=last.end, retry_after=wait,
         budget_id=budget.id, scope=budget.scope.value, token_limit=budget.token_limit, tokens=last.tokens)
+
+
+def _length(budget: ScopedBudget) -> int:
+    """How long a budget's period is, as a rank (daily 0 ... yearly 3; one-time after them all)."""
+    calendar = budget.period.calendar
+    return len(PERIODS) if calendar is None else PERIODS.index(calendar)
 
 
 def _over_money_or_tokens(state: ScopedState, estimate: int) -> bool:
