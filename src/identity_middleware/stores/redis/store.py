@@ -288,9 +288,9 @@ class RedisStore(RedisBudgets, Store):
         return found if isinstance(found, Admission) else await self._arun(found, deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
-        """Buffer; this process's writer thread writes the buffer at once, in one round trip for
-        all it holds (:mod:`.background`). On an outage it stays buffered, is logged, and is
-        retried (at most once applied); nothing is raised, so a caller never re-submits it."""
+        """Buffer; this process's writer thread writes the buffer ``linger`` seconds later, in one
+        round trip for all it holds (:mod:`.background`). On an outage it stays buffered, is logged,
+        and is retried (at most once applied); nothing is raised, so a caller never re-submits it."""
         self._buffer.add(settlement)
         self._writer.background.poke()
 
