@@ -75,7 +75,7 @@ def test_the_settle_call_carries_the_sums_and_every_reservation_released(plans: 
     buffer.add(Settlement(identity, Usage(cost=2, unpriced=1), None, NOW))
     (charge,) = buffer.charges()
     tag = identity_tag("a")
-    plan = plans.settle([charge.seal()])
+    plan = plans.settle([charge])
     next(plan)  # the identity's hash tag looked up
     call = plan.send([[f"{identity}:{tag}"]])  # one charge: a plain script call, not a batch of one
     with pytest.raises(StopIteration) as answered:

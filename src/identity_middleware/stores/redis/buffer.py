@@ -2,8 +2,8 @@
 
 Each settlement is summed, as it is added, into the open charge of its identity and time window
 (:class:`.plans.charges.Charge`): the buffer holds sums, not requests. A flush takes up to 500
-charges per round trip and seals them (each gets an id). Any thread or loop may flush; each batch
-taken is marked in flight until its write is over, so a read that flushes first also waits for
+charges per round trip (each with the id it got when it opened). Any thread or loop may flush; each
+batch taken is marked in flight until its write is over, so a read that flushes first also waits for
 batches other flushes hold. A batch that meets an outage (or a cancellation) goes back to the
 front of the queue as the charges it was, and is retried after the next successful call: Redis
 may have applied it before the reply was lost (a timeout, a broken connection), and the settle
@@ -195,8 +195,8 @@ class SettlementBuffer:
                 self._forget([pending[future] for future in late])
 
     def _take(self) -> tuple[Batch, Flight | None]:
-        """Up to a batch of buffered charges (those sent before first, as they were; the open ones
-        sealed), and its :class:`Flight` (in flight until :meth:`_taken`)."""
+        """Up to a batch of buffered charges (those sent before first, as they were; then open ones,
+        closed to further settlements), and its :class:`Flight` (in flight until :meth:`_taken`)."""
         batch: Batch = []
         flight = None
         if not self.unsure and not self.pending:  # read without the lock: a drain's usual last look
@@ -213,7 +213,7 @@ class SettlementBuffer:
                 else:
                     fresh = [self.pending.pop(key) for key in list(itertools.islice(self.pending, room))]
                 self._pending_count -= sum(charge.count for charge in fresh)
-                batch += [charge.seal() for charge in fresh]
+                batch += fresh
             if batch:
                 self._size -= sum(1 + len(charge.held) for charge in batch)
                 flight = Flight({charge.identity_id for charge in batch})

@@ -47,7 +47,6 @@ class Lease:
     while at least half of it remains (every request so admitted stays covered that long), and
     renews it, off the request path, in the settlement batch once a quarter has passed or when it
     runs below half of its last grant.
-
     """
 
     fraction: float = 0.1

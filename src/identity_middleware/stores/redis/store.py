@@ -264,13 +264,13 @@ class RedisStore(RedisBudgets, Store):
         admission itself while it is an open charge of this time window, else written first."""
         if self._plans.leases is not None and (admission := self._plans.admit_locally(request)) is not None:
             return admission
+        unwritten = None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
             unwritten = self._writer.before_admission(request.external_id, self._request_runner, now)
             if unwritten is not None:  # counted by the admission at the same instant it was looked up for
                 request = dataclasses.replace(request, now=now)
-            return self._run(self._plans.admit(request, unwritten=unwritten), runner=self._request_runner)
-        return self._run(self._plans.admit(request), runner=self._request_runner)
+        return self._run(self._plans.admit(request, unwritten=unwritten), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         # Not a coroutine of its own when it need not be: with the loop's client known and no

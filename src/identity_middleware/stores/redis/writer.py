@@ -53,12 +53,13 @@ class Writer:
         if not buffer.busy:
             return None
         ulid = self.plans.known_ulid(external_id)
-        if ulid is not None and self.plans.leases is None and not self.plans.may_have_globals():
-            write_first, unwritten = buffer.unwritten(ulid, self.plans.window_of(now).start)
-            if not write_first:
-                return unwritten
-        elif ulid is not None and not self.plans.may_have_globals() and not buffer.holds(ulid):
-            return None
+        if ulid is not None and not self.plans.may_have_globals():  # only this identity's usage matters
+            if self.plans.leases is None:
+                write_first, unwritten = buffer.unwritten(ulid, self.plans.window_of(now).start)
+                if not write_first:
+                    return unwritten
+            elif not buffer.holds(ulid):
+                return None
         with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
             self.flush_all(runner)
         return None

@@ -112,6 +112,13 @@ class PlanBase:
         keys, packed = self._keyset(tag, current)
         return Eval(script, keys, args, packed)
 
+    def _marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
+                     charge_id: str) -> Eval:
+        """:meth:`_eval` with a charge's marker as its last key (the same hash tag: one slot, one script)."""
+        keys, packed = self._keyset(tag, current)
+        marker = self.keys.charge(tag, charge_id)
+        return Eval(script, [*keys, marker], args, packed + codec.packed(marker))
+
     def _keyset(self, tag: str, current: Window) -> tuple[list[str], bytes]:
         """An identity's keys in ``current`` window, and them in the Redis protocol (cached per tag)."""
         cached = self._keysets.get(tag)
@@ -152,9 +159,7 @@ class PlanBase:
         if unwritten is None:
             return self._eval(ADMIT, tag, current, args)
         args.append(f"{unwritten.cost} {unwritten.tokens}")
-        keys, packed = self._keyset(tag, current)
-        marker = self.keys.charge(tag, unwritten.charge_id)  # the same hash tag: one slot, one script
-        return Eval(ADMIT, [*keys, marker], args, packed + codec.packed(marker))
+        return self._marked_eval(ADMIT, tag, current, args, unwritten.charge_id)
 
     def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from an admit script reply (``cached`` when it sent none: unchanged); a new

@@ -46,11 +46,11 @@ def charge_id() -> str:
 class Charge:
     """The settlements of one identity in one time window, applied by one settle script call.
 
-    Open while the buffer adds to it; sealed when a flush takes it. Its ``id`` is given when it
-    opens: the script records it (``SET NX`` with a TTL, in the same script), so a charge sent again
-    after a timeout or a broken connection, when Redis may have applied it already, is a no-op (the
-    buffer keeps a charge whose outcome is unknown and retries it as it is, never regrouped), and a
-    sync admission that counts an open charge's usage itself skips it once Redis has applied it.
+    Open while the buffer adds to it, until a flush takes it. Its ``id`` is given when it opens:
+    the script records it (``SET NX`` with a TTL, in the same script), so a charge sent again after
+    a timeout or a broken connection, when Redis may have applied it already, is a no-op (the buffer
+    keeps a charge whose outcome is unknown and retries it as it is, never regrouped), and a sync
+    admission that counts an open charge's usage itself skips it once Redis has applied it.
     """
 
     identity_id: str
@@ -88,10 +88,6 @@ class Charge:
             return 0
         self.held.append(f"{reservation.amount}:{reservation.id}")
         return 1
-
-    def seal(self) -> Charge:
-        """No more settlements are added: it is taken to be written (its id it had from the start)."""
-        return self
 
 
 Open = dict[tuple[str, datetime], Charge]  # open charges by identity and window start

@@ -73,13 +73,13 @@ class RequestPlans(LeasePlans):
         return window(now, self.tz)
 
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
-        """Settlements summed into sealed charges, one per identity and time window, each with a new
+        """Settlements summed into charges, one per identity and time window, each with a new
         id (what the buffer does as they arrive, at once). A retry sends a charge again as it is."""
         charges: Open = {}
         for settlement in settlements:
             now = codec.now_or(settlement.now)
             sum_into(charges, settlement, window(now, self.tz), now)
-        return [charge.seal() for charge in charges.values()]
+        return list(charges.values())
 
     def settle(self, charges: Sequence[Charge]) -> Plan[int]:
         """Apply charges in one pipelined round trip (plus one for uncached tags), each at most once.
@@ -145,6 +145,4 @@ class RequestPlans(LeasePlans):
                                  charge.errors, charge.window.expire_at, " ".join(charge.held), self.settle_id_ttl,
                                  *lease_args]
         args += codec.day_increments(usage)
-        keys, packed = self._keyset(tag, charge.window)
-        marker = self.keys.charge(tag, charge.id)  # the same hash tag: one slot, one script
-        return Eval(SETTLE, [*keys, marker], args, packed + codec.packed(marker))
+        return self._marked_eval(SETTLE, tag, charge.window, args, charge.id)
