@@ -3,6 +3,7 @@ request waits at most the store's request timeout before the outage policy appli
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from identity_middleware import IdentityMiddleware, current_identity, record_usage
-from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.admission import Admission, AdmissionRequest, Settlement, Usage
 from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
@@ -133,5 +134,25 @@ def test_a_request_while_redis_stalls_gets_the_outage_policy_within_the_request_
                 assert response.json()["error"]["type"] == "store_unavailable"
             assert client.post("/chat", json=body).json() == {"identity": "u"}  # Redis is back
         assert store.metrics("u").total_requests >= 2  # the tracked ones (a timed-out admission may count)
+    finally:
+        store.close()
+
+
+def test_concurrent_admissions_on_uvloop_with_deadlines_due_within_a_millisecond_fail_as_outages(
+        redis_url: str) -> None:
+    """uvloop hands back a plain ``Handle`` (no ``when()``) for a timer due within about 0.4 ms: a
+    second admission in the same tick must not ask the first one's timer when it is due."""
+    uvloop = pytest.importorskip("uvloop")
+    store = RedisStore.from_url(redis_url, prefix=f"uv{time.monotonic_ns()}", request_timeout=5.0)
+
+    async def admissions() -> list[object]:
+        await store.aadmit(AdmissionRequest("a"))  # connected, scripts loaded
+        store.request_timeout = 0.0002
+        return await asyncio.gather(*(store.aadmit(AdmissionRequest("a")) for _ in range(8)),
+                                    return_exceptions=True)
+
+    try:
+        outcomes = uvloop.run(admissions())
+        assert all(isinstance(outcome, (Admission, StoreUnavailable)) for outcome in outcomes), outcomes
     finally:
         store.close()

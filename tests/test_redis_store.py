@@ -472,3 +472,30 @@ async def test_scripts_are_reloaded_on_the_multiplexed_connection(make_store: Ma
     assert (await store.aadmit(AdmissionRequest("a"))).identity == admission.identity
     metrics = await store.ametrics("a")
     assert metrics.total_requests == 3 and metrics.total_cost == Decimal("0.000000015")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["memory", "redis", "redis-cluster"])
+async def test_a_client_sees_its_own_previous_request_on_the_async_path(make_store: MakeStore, kind: str) -> None:
+    """Once a response has ended, the next admission of that identity in the process counts its usage."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from identity_middleware import IdentityMiddleware, record_usage
+
+    async def chat(request: Request) -> JSONResponse:
+        record_usage("0.01")
+        return JSONResponse({})
+
+    store = make_store(kind)
+    await store.acreate(IdentityInput(id="u"))
+    await store.aset_budget("u", Budget(period="daily", amount="0.01"))
+    app = Starlette(routes=[Route("/chat", chat, methods=["POST"])],
+                    middleware=[Middleware(IdentityMiddleware, store=store)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        statuses = [(await client.post("/chat", json={"identity": {"id": "u"}})).status_code for _ in range(5)]
+    assert statuses == [200, 429, 429, 429, 429]

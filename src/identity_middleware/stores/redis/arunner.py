@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 
 from ...core.errors import StoreUnavailable
+from .clients import decoded
 from .loops import LoopClient
 from .resp import direct_command
 from .runner import pipeline
@@ -84,9 +85,11 @@ async def _through_redis_py(state: LoopClient, step: Step, deadline: float | Non
         except asyncio.TimeoutError:
             raise redis.exceptions.TimeoutError("no reply from redis in time") from None
     if state.limiter is None:
-        return await _aexecute(state.client, step)
-    async with state.limiter:
-        return await _aexecute(state.client, step)
+        reply = await _aexecute(state.client, step)
+    else:
+        async with state.limiter:
+            reply = await _aexecute(state.client, step)
+    return decoded(reply) if state.decode else reply
 
 
 async def _aexecute(client: Any, step: Step) -> Any:

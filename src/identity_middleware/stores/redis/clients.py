@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
@@ -27,6 +28,28 @@ def _retry() -> Retry:
     # One immediate retry on a broken connection (a server restart leaves stale pooled sockets), but
     # never on a timeout: the server may have run the script, and a second INCRBY would double count.
     return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def _aretry() -> redis.asyncio.retry.Retry:
+    """:func:`_retry` for an asyncio client (redis-py 8 warns when given the sync class)."""
+    return redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def decodes(client: SyncClient | AsyncClient) -> bool:
+    """Whether ``client`` answers in ``str`` (``decode_responses=True``); the plans' replies are
+    decoded for one that answers in ``bytes`` (redis-py's default)."""
+    return bool(client.get_connection_kwargs().get("decode_responses"))
+
+
+def decoded(reply: Any) -> Any:
+    """A reply of a client that answers in ``bytes``, as one that decodes would have given it."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [decoded(each) for each in reply]
+    if isinstance(reply, dict):
+        return {decoded(key): decoded(value) for key, value in reply.items()}
+    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +149,10 @@ class ClientSpec:
             hosts, service, extra = self._sentinel()
             sentinel = cast(Any, redis.asyncio.sentinel.Sentinel)(
                 hosts, socket_timeout=self.socket_timeout, sentinel_kwargs={"password": extra.get("password")})
-            return cast(Any, sentinel).master_for(service, retry=_retry(), **kwargs, **extra)  # type: ignore[no-any-return]
+            return cast(Any, sentinel).master_for(service, retry=_aretry(), **kwargs, **extra)  # type: ignore[no-any-return]
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
-            retry=_retry(), **kwargs)
+            retry=_aretry(), **kwargs)
         return redis.asyncio.Redis.from_pool(pool)
 
     def limiter(self) -> asyncio.Semaphore | None:

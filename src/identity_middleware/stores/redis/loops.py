@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis.asyncio.cluster
 
-from .clients import AsyncClient, ClientSpec
+from .clients import AsyncClient, ClientSpec, decodes
 from .mux import Direct
 from .steps import DOWN, unavailable
 
@@ -33,6 +33,7 @@ class LoopClient:
     flush_task: asyncio.Task[None] | None = None
     guard: AsyncGenerator[None, None] | None = None
     closed: bool = False
+    decode: bool = False  # a client from the factory that answers in bytes: its replies are decoded
 
 
 class Loops:
@@ -81,7 +82,8 @@ class Loops:
     async def _new(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
         spec = self._spec
         if self._factory is not None:
-            state = LoopClient(self._factory(), None)
+            client = self._factory()
+            state = LoopClient(client, None, decode=not decodes(client))
         else:
             assert spec is not None
             state = LoopClient(spec.async_client(), spec.limiter())

@@ -71,6 +71,9 @@ class _Mux(asyncio.Protocol):
         # One timer for the calls' own deadlines (admissions: request_timeout), at the soonest
         # pending one, instead of a timeout context per call.
         self.expiry: asyncio.TimerHandle | None = None
+        # When that timer fires (loop time): kept here, since uvloop's handle of a timer due within
+        # about a millisecond is a plain Handle without ``when()``.
+        self.expiry_at = _NEVER
 
     @property
     def alive(self) -> bool:
@@ -146,6 +149,7 @@ class _Mux(asyncio.Protocol):
                 soonest = deadline
         if soonest < _NEVER:
             self.expiry = self.loop.call_at(soonest, self._expire)
+            self.expiry_at = soonest
 
     def call(self, packed: bytes, deadline: float | None = None) -> asyncio.Future[Any]:
         """The reply of one command; ``deadline`` (loop time) fails this call alone when it passes."""
@@ -155,11 +159,11 @@ class _Mux(asyncio.Protocol):
             return future
         if deadline is None:
             deadline = _NEVER
-        elif self.expiry is None:
+        elif self.expiry is None or deadline < self.expiry_at:
+            if self.expiry is not None:
+                self.expiry.cancel()
             self.expiry = self.loop.call_at(deadline, self._expire)
-        elif deadline < self.expiry.when():
-            self.expiry.cancel()
-            self.expiry = self.loop.call_at(deadline, self._expire)
+            self.expiry_at = deadline
         if not self.out:
             self.loop.call_soon(self._write)
         self.out.append(packed)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import redis
 import redis.exceptions
 
-from .clients import SyncClient
+from .clients import SyncClient, decoded, decodes
 from .resp import direct_command
 from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
 from .wire import SyncDirect
@@ -28,6 +28,7 @@ class Runner:
         self._lock = threading.Lock()
         self._wants_direct = direct and client is None
         self._direct: SyncDirect | None = None
+        self._decode = client is not None and not decodes(client)  # a client given that answers in bytes
 
     def client(self) -> SyncClient:
         if self._client is None:
@@ -53,7 +54,7 @@ class Runner:
                 except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                     step = steps.throw(error)
                 else:
-                    step = steps.send(reply)
+                    step = steps.send(decoded(reply) if self._decode else reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         except DOWN as error:

@@ -273,19 +273,36 @@ class RedisStore(RedisBudgets, Store):
         return self._run(self._plans.admit(request, unwritten=unwritten), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
-        # Not a coroutine of its own when it need not be: with the loop's client known and no
-        # retry due, the runner's coroutine is the whole admission (one object fewer alive per
+        # Not a coroutine of its own when it need not be: with the loop's client known and nothing
+        # buffered, the runner's coroutine is the whole admission (one object fewer alive per
         # request while Redis answers; see IdentityMiddleware.__call__).
         if self._plans.leases is None:
             state = self._loops.cached()
-            if state is not None and not self._buffer.retry_due:
+            if state is not None and not self._buffer.busy:
                 return arun(state, self._plans.admit(request), self.request_timeout, landed_cancels=True)
-            return self._arun(self._plans.admit(request), deadline=self.request_timeout)
+            return self._aadmit(request)
         return self._aadmit_leased(request)
+
+    async def _aadmit(self, request: AdmissionRequest) -> Admission:
+        """An admission that counts what this process has buffered of the identity (the usage of the
+        requests whose responses ended before it), as :meth:`admit` does."""
+        state = await self._loops.get()
+        unwritten = None
+        if self._buffer.busy:
+            now = request.now if request.now is not None else datetime.now(UTC)
+            unwritten = await self._writer.abefore_admission(request.external_id, state, now, self.request_timeout)
+            if unwritten is not None:  # counted by the admission at the same instant it was looked up for
+                request = dataclasses.replace(request, now=now)
+        return await self._arun(self._plans.admit(request, unwritten=unwritten), deadline=self.request_timeout)
 
     async def _aadmit_leased(self, request: AdmissionRequest) -> Admission:
         found = await self._plans.aadmit_locally(request, self.request_timeout)
-        return found if isinstance(found, Admission) else await self._arun(found, deadline=self.request_timeout)
+        if isinstance(found, Admission):
+            return found
+        if self._buffer.busy:
+            state = await self._loops.get()
+            await self._writer.abefore_admission(request.external_id, state, datetime.now(UTC), self.request_timeout)
+        return await self._arun(found, deadline=self.request_timeout)
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer; this process's writer thread writes the buffer ``linger`` seconds later, in one

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from datetime import datetime
 
 from ...core.errors import StoreUnavailable
-from .arunner import arun
+from .arunner import arun, within
 from .background import LINGER, BackgroundWriter
 from .buffer import SettlementBuffer
 from .loops import LoopClient
@@ -17,6 +18,13 @@ from .runner import Runner
 from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")
+
+
+class _WriteFirst(enum.Enum):
+    WRITE_FIRST = enum.auto()
+
+
+WRITE_FIRST = _WriteFirst.WRITE_FIRST  # the buffer holds usage an admission must see written first
 
 
 class Writer:
@@ -49,6 +57,30 @@ class Writer:
         where model, provider or workspace budgets may apply, or with leasing): written first; or,
         for an identity whose usage is only in an open charge of this time window, that charge's
         usage, which the admission counts itself (so it needs no round trip of its own)."""
+        found = self._countable(external_id, now)
+        if found is not WRITE_FIRST:
+            return found
+        with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
+            self.flush_all(runner)
+        return None
+
+    async def abefore_admission(self, external_id: str, state: LoopClient, now: datetime,
+                                timeout: float | None) -> Unwritten | None:
+        """:meth:`before_admission` on a loop: what is written first is awaited (at most ``timeout``),
+        so a client's next request counts the one whose response just ended."""
+        found = self._countable(external_id, now)
+        if found is not WRITE_FIRST:
+            return found
+        with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
+            if timeout is None:
+                await self.aflush(state)
+            else:
+                await within(timeout, self.aflush(state))
+        return None
+
+    def _countable(self, external_id: str, now: datetime) -> Unwritten | _WriteFirst | None:
+        """What an admission of ``external_id`` at ``now`` counts of the buffer itself, or
+        :data:`WRITE_FIRST` when the buffer must be written before it."""
         buffer = self.buffer
         if not buffer.busy:
             return None
@@ -60,9 +92,7 @@ class Writer:
                     return unwritten
             elif not buffer.holds(ulid):
                 return None
-        with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
-            self.flush_all(runner)
-        return None
+        return WRITE_FIRST
 
     async def adrain(self, state: LoopClient) -> None:
         await self.buffer.adrain(lambda batch: arun(state, self.plans.settle(batch)))
