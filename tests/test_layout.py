@@ -95,9 +95,3 @@ def test_imports_point_down(layer: str) -> None:
         for target in _package_imports(path):
             top = target.split(".")[1] if "." in target else ""
             assert top in LAYERS[layer], f"{path.relative_to(PACKAGE)} imports {target}"
-
-
-def test_no_module_over_300_lines() -> None:
-    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
-            if (n := len(path.read_text().splitlines())) > 300}
-    assert long == {}

@@ -39,7 +39,7 @@ def held(identity_id: str, reservation_id: str, amount: int) -> Reservation:
 
 def test_a_buffer_holds_one_charge_per_identity_and_window_however_many_requests(plans: Plans) -> None:
     identity = new_ulid()
-    buffer = SettlementBuffer(10, plans.window_of)
+    buffer = SettlementBuffer(10, plans.records.window_of)
     for index in range(1000):
         buffer.add(Settlement(identity, usage(3, error=index % 10 == 0), None, NOW))
     buffer.add(Settlement(identity, usage(5, "claude-sonnet-4"), None, NOW + timedelta(days=1)))  # another day
@@ -56,7 +56,7 @@ def test_a_buffer_holds_one_charge_per_identity_and_window_however_many_requests
 
 def test_a_flush_seals_what_it_takes_and_later_settlements_open_a_new_charge(plans: Plans) -> None:
     identity = new_ulid()
-    buffer = SettlementBuffer(100, plans.window_of)
+    buffer = SettlementBuffer(100, plans.records.window_of)
     buffer.add(Settlement(identity, usage(1), None, NOW))
     sent: list[list[Charge]] = []
     buffer.drain(lambda batch: sent.append(list(batch)))
@@ -69,13 +69,13 @@ def test_a_flush_seals_what_it_takes_and_later_settlements_open_a_new_charge(pla
 
 def test_the_settle_call_carries_the_sums_and_every_reservation_released(plans: Plans) -> None:
     identity = new_ulid()
-    buffer = SettlementBuffer(100, plans.window_of)
+    buffer = SettlementBuffer(100, plans.records.window_of)
     buffer.add(Settlement(identity, usage(3), held(identity, "r1", 5), NOW))
     buffer.add(Settlement(identity, usage(4, error=True), held(identity, "r2", 7), NOW))
     buffer.add(Settlement(identity, Usage(cost=2, unpriced=1), None, NOW))
     (charge,) = buffer.charges()
     tag = identity_tag("a")
-    plan = plans.settle([charge])
+    plan = plans.requests.settle([charge])
     next(plan)  # the identity's hash tag looked up
     call = plan.send([[f"{identity}:{tag}"]])  # one charge: a plain script call, not a batch of one
     with pytest.raises(StopIteration) as answered:
@@ -90,7 +90,7 @@ def test_the_settle_call_carries_the_sums_and_every_reservation_released(plans: 
 
 def test_leased_costs_are_summed_per_lease_and_release_no_reservation(plans: Plans) -> None:
     identity = new_ulid()
-    buffer = SettlementBuffer(100, plans.window_of)
+    buffer = SettlementBuffer(100, plans.records.window_of)
     for cost, lease in ((3, "L1"), (4, "L1"), (5, "L2")):
         buffer.add(Settlement(identity, usage(cost), Reservation("", identity, 0, FAR, lease=lease), NOW))
     (charge,) = buffer.charges()
@@ -100,7 +100,7 @@ def test_leased_costs_are_summed_per_lease_and_release_no_reservation(plans: Pla
 def test_past_the_limit_the_oldest_charges_are_dropped_and_logged(plans: Plans,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     first, second, third = new_ulid(), new_ulid(), new_ulid()
-    buffer = SettlementBuffer(3, plans.window_of)  # charges plus the reservations they release
+    buffer = SettlementBuffer(3, plans.records.window_of)  # charges plus the reservations they release
     buffer.add(Settlement(first, usage(5), held(first, "r1", 5), NOW))  # 2
     buffer.add(Settlement(second, usage(1), None, NOW))  # 3
     for _ in range(50):
@@ -132,7 +132,7 @@ def test_a_forked_worker_makes_charge_ids_of_its_own() -> None:
 @pytest.mark.parametrize("wait", ["thread", "loop"])
 def test_a_read_waits_for_the_batch_another_flush_is_writing(plans: Plans, wait: str) -> None:
     identity = new_ulid()
-    buffer = SettlementBuffer(100, plans.window_of)
+    buffer = SettlementBuffer(100, plans.records.window_of)
     buffer.add(Settlement(identity, usage(1), None, NOW))
     writing, release, waited = threading.Event(), threading.Event(), threading.Event()
 

@@ -12,7 +12,7 @@ import redis.asyncio
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
-from identity_middleware.stores import RedisStore
+from identity_middleware.stores import RedisOptions, RedisStore
 
 CENT = to_nanos(Decimal("0.01"))
 
@@ -22,7 +22,7 @@ def test_a_client_given_works_whatever_its_decode_responses(redis_url: str, deco
     prefix = f"dec{int(decode)}"
     store = RedisStore(client=redis.Redis.from_url(redis_url, decode_responses=decode),
                        async_client_factory=lambda: redis.asyncio.Redis.from_url(redis_url, decode_responses=decode),
-                       prefix=prefix)
+                       options=RedisOptions(prefix=prefix))
     try:
         store.create(IdentityInput(id="u", display_name="Ü"))
         store.set_budget("u", Budget(period="daily", amount="0.01"))
@@ -42,7 +42,7 @@ async def test_an_async_client_from_the_factory_works_whatever_its_decode_respon
         redis_url: str, decode: bool) -> None:
     store = RedisStore(client=redis.Redis.from_url(redis_url, decode_responses=decode),
                        async_client_factory=lambda: redis.asyncio.Redis.from_url(redis_url, decode_responses=decode),
-                       prefix=f"adec{int(decode)}")
+                       options=RedisOptions(prefix=f"adec{int(decode)}"))
     try:
         await store.acreate(IdentityInput(id="u"))
         await store.aset_budget("u", Budget(period="daily", amount="0.01"))

@@ -19,7 +19,7 @@ from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.ratelimit import RateLimiter
-from identity_middleware.stores import RedisStore
+from identity_middleware.stores import RedisOptions, RedisStore
 from redis_servers import free_port, redis_unix_server, start_server, stop_servers
 
 
@@ -77,7 +77,7 @@ def test_a_unix_store_rate_limits_on_that_socket(socket_path: Path) -> None:
 def _client_store(url: str, **options: Any) -> RedisStore:
     return RedisStore(client=redis.Redis.from_url(url, decode_responses=True, **options),
                       async_client_factory=lambda: redis.asyncio.Redis.from_url(url, decode_responses=True, **options),
-                      prefix=f"given-{uuid.uuid4().hex[:12]}")
+                      options=RedisOptions(prefix=f"given-{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.mark.anyio
@@ -88,7 +88,7 @@ async def test_a_store_built_from_clients_names_their_server_for_rate_limits(red
     limiter = RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri)
     assert [await limiter.ahit("a") is not None for _ in range(3)] == [False, False, True]
     assert _limited(limiter, "b") == [False, False, True]
-    assert any("identity-middleware/a/" in key for key in store._client().scan_iter(match="LIMITS*"))
+    assert any("identity-middleware/a/" in key for key in store.client.scan_iter(match="LIMITS*"))
     await store.aclose()
 
 

@@ -65,7 +65,7 @@ def plans() -> Plans:
 
 # -- admission -----------------------------------------------------------------------------------
 def test_admitting_a_new_identity_reserves_the_estimate_and_lists_it(plans: Plans) -> None:
-    (admit, listed), admission = drive(plans.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
+    (admit, listed), admission = drive(plans.requests.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
                                        [[1, 1, record(), [daily("1")], 0, 1], 1])
     assert isinstance(admit, Eval) and admit.script is ADMIT
     assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 18
@@ -78,17 +78,17 @@ def test_admitting_a_new_identity_reserves_the_estimate_and_lists_it(plans: Plan
 
 
 def test_an_unchanged_cached_record_is_not_sent_again(plans: Plans) -> None:
-    _, first = drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
-    (again,), second = drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 0, 0, [], 0, 0]])
+    _, first = drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
+    (again,), second = drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)), [[1, 0, 0, [], 0, 0]])
     assert isinstance(again, Eval)
     assert again.args[2] == "" and again.args[11] == f"{ULID} {NOW.isoformat()}"  # no ULID, the known version
     assert second.identity is first.identity and second.reservation is None
 
 
 def test_a_cached_identity_deleted_elsewhere_is_recreated_with_a_new_ulid(plans: Plans) -> None:
-    drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
+    drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1])
     other = new_ulid()
-    (asked, again, _), admission = drive(plans.admit(AdmissionRequest("user_1", now=NOW)),
+    (asked, again, _), admission = drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)),
                                          [[3], [1, 1, record(ulid=other), [], 0, 0], 1])
     assert isinstance(asked, Eval) and isinstance(again, Eval)
     assert asked.args[2] == "" and again.args[2] not in ("", ULID)
@@ -96,7 +96,7 @@ def test_a_cached_identity_deleted_elsewhere_is_recreated_with_a_new_ulid(plans:
 
 
 def test_a_blocked_admission_names_the_budget_and_reserves_nothing(plans: Plans) -> None:
-    _, admission = drive(plans.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
+    _, admission = drive(plans.requests.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
                          [[1, 0, record(), [daily("0.20", spent="0.20")], 1, 0]])
     assert admission.blocked is not None and admission.reservation is None
     assert admission.blocked.period is Period.DAILY and admission.blocked.spent == Decimal("0.20")
@@ -104,7 +104,7 @@ def test_a_blocked_admission_names_the_budget_and_reserves_nothing(plans: Plans)
 
 
 def test_an_unknown_identity_is_not_created_when_creation_is_off(plans: Plans) -> None:
-    (admit,), admission = drive(plans.admit(AdmissionRequest("ghost", create_missing=False, now=NOW)), [[0]])
+    (admit,), admission = drive(plans.requests.admit(AdmissionRequest("ghost", create_missing=False, now=NOW)), [[0]])
     assert isinstance(admit, Eval) and admit.args[5] == 0
     assert admission.identity is None
 
@@ -123,7 +123,8 @@ def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
     def lookups_answered(step: Batch) -> list[list[str]]:  # ZRANGEBYLEX "[<ULID>:" per unknown ULID
         return [[members[lookup.args[1][1:-1]]] for lookup in step.steps if isinstance(lookup, Call)]
 
-    (lookups, batch), charged = drive(plans.settle(plans.seal(settlements)), [lookups_answered, [1, 1]])
+    charges = plans.requests.seal(settlements)
+    (lookups, batch), charged = drive(plans.requests.settle(charges), [lookups_answered, [1, 1]])
     assert isinstance(lookups, Batch) and all(isinstance(each, Call) for each in lookups.steps)
     assert isinstance(batch, Batch) and len(batch.steps) == 2  # one script call per identity
     first, second = sorted(batch.steps, key=lambda each: each.args[0] != ULID)  # type: ignore[union-attr]
@@ -137,10 +138,10 @@ def test_settlements_are_summed_per_identity_in_one_batch(plans: Plans) -> None:
 
 
 def test_known_tags_are_not_looked_up_and_deleted_identities_are_not_charged(plans: Plans) -> None:
-    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
+    drive(plans.requests.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
     gone = new_ulid()
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(gone, Usage(cost=1), None, NOW)]
-    (lookup, call), charged = drive(plans.settle(plans.seal(settlements)), [[[]], 0])
+    (lookup, call), charged = drive(plans.requests.settle(plans.requests.seal(settlements)), [[[]], 0])
     assert isinstance(lookup, Batch) and len(lookup.steps) == 1  # only the unknown ULID
     assert isinstance(call, Eval) and call.args[0] == ULID  # the known identity's charge alone
     assert charged == 0  # the script answered 0: deleted meanwhile
@@ -149,22 +150,22 @@ def test_known_tags_are_not_looked_up_and_deleted_identities_are_not_charged(pla
 def test_each_charge_carries_a_marker_key_of_its_identitys_hash_tag(plans: Plans) -> None:
     tag = identity_tag("a")
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(ULID, Usage(cost=2), None, NOW)]
-    (charge,) = plans.seal(settlements)  # one identity, one window: one charge
-    (_, call), charged = drive(plans.settle([charge]), [[[f"{ULID}:{tag}"]], 1])
+    (charge,) = plans.requests.seal(settlements)  # one identity, one window: one charge
+    (_, call), charged = drive(plans.requests.settle([charge]), [[[f"{ULID}:{tag}"]], 1])
     assert isinstance(call, Eval) and len(call.keys) == 19
     assert call.keys[18] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
-    assert call.args[8] == plans.settle_id_ttl and charged == 2
+    assert call.args[8] == plans.records.settle_id_ttl and charged == 2
     assert call.packed_keys.endswith(f"${len(call.keys[18])}\r\n{call.keys[18]}\r\n".encode())
 
 
 def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> None:
-    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])  # tag cached
-    charges = plans.seal([Settlement(ULID, Usage(cost=5), None, NOW)])
-    plan = plans.settle(charges)
+    drive(plans.requests.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])  # tag cached
+    charges = plans.requests.seal([Settlement(ULID, Usage(cost=5), None, NOW)])
+    plan = plans.requests.settle(charges)
     sent = next(plan)
     with pytest.raises(redis.exceptions.TimeoutError):
         plan.throw(redis.exceptions.TimeoutError("no reply"))  # the runner's view: outcome unknown
-    (again,), charged = drive(plans.settle(charges), [2])  # the script: applied before, a no-op
+    (again,), charged = drive(plans.requests.settle(charges), [2])  # the script: applied before, a no-op
     assert isinstance(sent, Eval) and isinstance(again, Eval)
     assert again.keys == sent.keys and again.args == sent.args
     assert charged == 1  # charged once, by the first attempt
@@ -173,14 +174,15 @@ def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> Non
 def test_charges_have_distinct_ids_per_identity_and_window(plans: Plans) -> None:
     other = new_ulid()
     tomorrow = NOW + timedelta(days=1)
-    charges = plans.seal([Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=1), None, NOW),
+    charges = plans.requests.seal([Settlement(ULID, Usage(cost=1), None, NOW),
+                                   Settlement(other, Usage(cost=1), None, NOW),
                           Settlement(ULID, Usage(cost=1), None, tomorrow), Settlement(ULID, Usage(cost=1), None, NOW)])
     assert [(charge.identity_id, charge.count) for charge in charges] == [(ULID, 2), (other, 1), (ULID, 1)]
     assert len({charge.id for charge in charges}) == 3 and all(len(charge.id) > 16 for charge in charges)
 
 
 def test_a_batch_that_met_an_outage_is_retried_as_the_same_charges(plans: Plans) -> None:
-    buffer = SettlementBuffer(100, plans.window_of)
+    buffer = SettlementBuffer(100, plans.records.window_of)
     buffer.add(Settlement(ULID, Usage(cost=1), None, NOW))
     sent: list[list[Charge]] = []
 
@@ -201,7 +203,7 @@ def test_a_batch_that_met_an_outage_is_retried_as_the_same_charges(plans: Plans)
 def test_metrics_sum_each_days_counters(plans: Plans) -> None:
     days = [["c", "100", "i", "3", "o", "4", "n", "2", "e", "1", "m:gpt", "2", "mc:gpt", "90", "mi:gpt", "3"],
             ["c", "50", "n", "1", "u", "1", "m:gpt", "1", "mc:gpt", "10", "mo:gpt", "4"], *([[]] * 28)]
-    (_, metrics_eval), metrics = drive(plans.metrics("user_1", NOW), [record(), days])
+    (_, metrics_eval), metrics = drive(plans.budgets.metrics("user_1", NOW), [record(), days])
     assert isinstance(metrics_eval, Eval) and metrics_eval.script is METRICS and len(metrics_eval.keys) == 30
     assert metrics.total_cost == Decimal("0.00000015") and metrics.total_requests == 3
     assert metrics.total_tokens == 7 and metrics.error_rate == pytest.approx(1 / 3)
@@ -212,7 +214,7 @@ def test_metrics_sum_each_days_counters(plans: Plans) -> None:
 
 
 def test_an_identity_is_found_by_ulid_when_not_by_external_id(plans: Plans) -> None:
-    steps, identity = drive(plans.retrieve(ULID), [[], [[f"{ULID}:{identity_tag('user_1')}"]], record()])
+    steps, identity = drive(plans.identities.retrieve(ULID), [[], [[f"{ULID}:{identity_tag('user_1')}"]], record()])
     assert steps[0] == Call("hgetall", (f"t:{{{identity_tag(ULID)}}}:id",))
     assert steps[2] == Call("hgetall", (f"t:{{{identity_tag('user_1')}}}:id",))
     assert identity.external_id == "user_1"
@@ -220,29 +222,29 @@ def test_an_identity_is_found_by_ulid_when_not_by_external_id(plans: Plans) -> N
 
 def test_an_unknown_id_is_not_found(plans: Plans) -> None:
     with pytest.raises(IdentityNotFound):
-        drive(plans.retrieve("nobody"), [[]])
+        drive(plans.identities.retrieve("nobody"), [[]])
 
 
 def test_creating_an_existing_identity_is_refused(plans: Plans) -> None:
     with pytest.raises(IdentityExists):
-        drive(plans.create(IdentityInput(id="user_1")), [[2]])
+        drive(plans.identities.create(IdentityInput(id="user_1")), [[2]])
 
 
 # -- NOSCRIPT ------------------------------------------------------------------------------------
 def test_a_forgotten_script_is_loaded_and_the_call_made_again(plans: Plans) -> None:
     missing = redis.exceptions.NoScriptError("No matching script")
-    steps, admission = drive(loaded(plans.admit(AdmissionRequest("user_1", now=NOW))),
+    steps, admission = drive(loaded(plans.requests.admit(AdmissionRequest("user_1", now=NOW))),
                              [missing, "sha", [1, 1, record(), [], 0, 0], 1])
     assert isinstance(steps[0], Eval) and steps[1] == Call("script_load", (ADMIT.source,)) and steps[2] == steps[0]
     assert admission.identity.id == ULID
 
 
 def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> None:
-    drive(plans.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
+    drive(plans.requests.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
     other = new_ulid()
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=2), None, NOW)]
     missing = redis.exceptions.NoScriptError("No matching script")
-    steps, charged = drive(loaded(plans.settle(plans.seal(settlements))),
+    steps, charged = drive(loaded(plans.requests.settle(plans.requests.seal(settlements))),
                            [[[f"{other}:{identity_tag('b')}"]], [1, missing], "sha", [1]])
     batch, load, retry = steps[1:]
     assert isinstance(batch, Batch) and isinstance(retry, Batch)
@@ -253,7 +255,7 @@ def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> Non
 def test_an_error_reply_in_a_batch_is_raised_from_the_plan(plans: Plans) -> None:
     wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
     other = new_ulid()
-    plan = loaded(plans.settle(plans.seal([Settlement(ULID, Usage(cost=1), None, NOW),
+    plan = loaded(plans.requests.settle(plans.requests.seal([Settlement(ULID, Usage(cost=1), None, NOW),
                                            Settlement(other, Usage(cost=1), None, NOW)])))
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         drive(plan, [[[f"{ULID}:{identity_tag('a')}"], [f"{other}:{identity_tag('b')}"]], [1, wrong]])
@@ -261,6 +263,6 @@ def test_an_error_reply_in_a_batch_is_raised_from_the_plan(plans: Plans) -> None
 
 def test_an_error_reply_to_a_lone_charge_is_raised_from_the_plan(plans: Plans) -> None:
     wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
-    plan = loaded(plans.settle(plans.seal([Settlement(ULID, Usage(cost=1), None, NOW)])))
+    plan = loaded(plans.requests.settle(plans.requests.seal([Settlement(ULID, Usage(cost=1), None, NOW)])))
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         drive(plan, [[[f"{ULID}:{identity_tag('a')}"]], wrong])

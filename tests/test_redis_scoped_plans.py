@@ -46,27 +46,27 @@ def identity_row(period: int, amount: int | str) -> list[Any]:
 
 @pytest.fixture
 def plans() -> Plans:
-    made = Plans("t", UTC, reservation_ttl=30)
-    made.global_budgets = True  # RedisStore's default
-    return made
+    return Plans("t", UTC, reservation_ttl=30, global_budgets=True)  # RedisStore's default
 
 
 def test_admission_reads_the_registry_once_a_second_and_skips_when_nothing_matches(plans: Plans) -> None:
     request = AdmissionRequest("user_1", model="anthropic/claude", now=NOW)
-    (admit, listed, defs), first = drive(plans.admit(request), [[1, 1, record(), [], 0, 0], 1, registry(MODEL)])
+    (admit, listed, defs), first = drive(plans.requests.admit(request),
+                                         [[1, 1, record(), [], 0, 0], 1, registry(MODEL)])
     assert isinstance(admit, Eval) and admit.script is ADMIT
     assert defs == Call("hgetall", ("t:{budgets}:defs",))
     assert listed == Call("zadd", ("t:identities", {f"{ULID}:{TAG}": 0}))
     assert first.allowed and first.reservation is None
-    (again,), second = drive(plans.admit(request), [[1, 0, 0, [], 0, 0]])  # the registry is fresh: one call
+    (again,), second = drive(plans.requests.admit(request), [[1, 0, 0, [], 0, 0]])  # the registry is fresh: one call
     assert isinstance(again, Eval) and second.allowed
 
 
 def test_a_matching_model_budget_is_checked_and_holds_the_estimate(plans: Plans) -> None:
     request = AdmissionRequest("user_1", model="openai/gpt-4o", estimate=500, now=NOW)
     rows = [identity_row(1, 10_000)]
-    steps, admission = drive(plans.admit(request), [[1, 1, record(), rows, 0, 1], 1, registry(MODEL, WORKSPACE),
-                                                     [[0, "0", 0, "0", 0], [0, "0", 0, "0", 0]]])
+    steps, admission = drive(plans.requests.admit(request),
+                             [[1, 1, record(), rows, 0, 1], 1, registry(MODEL, WORKSPACE),
+                              [[0, "0", 0, "0", 0], [0, "0", 0, "0", 0]]])
     batch = steps[-1]
     assert isinstance(batch, Batch) and len(batch.steps) == 2  # the model's and the workspace's, one round trip
     by_budget = {step.keys[1]: step for step in batch.steps if isinstance(step, Eval)}
@@ -83,7 +83,8 @@ def test_a_refusing_global_budget_undoes_the_identitys_admission(plans: Plans) -
     request = AdmissionRequest("user_1", model="openai/gpt-4o", estimate=500, now=NOW)
     rows = [identity_row(1, 10_000), identity_row(5, 10_000)]
     full = [1, str(10**9), 0, "0", 0]  # blocked: spent the whole amount
-    steps, admission = drive(plans.admit(request), [[1, 1, record(), rows, 0, 1], 1, registry(MODEL), [full], [1, 1]])
+    steps, admission = drive(plans.requests.admit(request),
+                             [[1, 1, record(), rows, 0, 1], 1, registry(MODEL), [full], [1, 1]])
     undo = steps[-1]
     assert isinstance(undo, Batch)
     member = next(step.args[1] for step in undo.steps if isinstance(step, Call))
@@ -98,13 +99,14 @@ def test_a_refusing_global_budget_undoes_the_identitys_admission(plans: Plans) -
 
 def test_settlement_reloads_a_stale_registry_with_the_charges_and_fires_alerts(plans: Plans) -> None:
     events: list[dict[str, Any]] = []
-    plans.notify = events.extend
-    drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1, {}])  # caches the tag
-    plans._defs_cache = None  # a second later: stale
+    plans.registry.notify = events.extend
+    # caches the tag
+    drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1, {}])
+    plans.registry.forget()  # as a second later: stale
     usage = Usage()
     usage.add(100, 40, 20, "openai/gpt-4o")
     reservation = Reservation("r1", ULID, 700, NOW + timedelta(seconds=30), ("daily",), (MODEL.id,))
-    steps, charged = drive(plans.settle(plans.seal([Settlement(ULID, usage, reservation, NOW)])),
+    steps, charged = drive(plans.requests.settle(plans.requests.seal([Settlement(ULID, usage, reservation, NOW)])),
                            [[1, registry(MODEL, WORKSPACE)], [[1, 100, 60], [1, 100, 60, "50:t"]]])
     first, second = steps
     assert isinstance(first, Batch) and isinstance(first.steps[0], Eval) and first.steps[0].script is SETTLE
@@ -124,12 +126,13 @@ def test_settlement_reloads_a_stale_registry_with_the_charges_and_fires_alerts(p
 
 def test_an_identity_budgets_alert_comes_back_from_the_settle_script(plans: Plans) -> None:
     events: list[dict[str, Any]] = []
-    plans.notify = events.extend
-    drive(plans.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1, {}])
+    plans.registry.notify = events.extend
+    drive(plans.requests.admit(AdmissionRequest("user_1", now=NOW)), [[1, 1, record(), [], 0, 0], 1, {}])
     budget = ScopedBudget(id=f"bi_{ULID}_daily", scope="identity", target="user_1", period="daily", amount="1",
                           alerts=[Alert(threshold_percent=80)], created_at=NOW, updated_at=NOW)
     fired = [1, "user_1", 1, "80", "c", 800_000_000, 0, budget.to_record()]
-    _, charged = drive(plans.settle(plans.seal([Settlement(ULID, Usage(cost=800_000_000), None, NOW)])), [fired])
+    charges = plans.requests.seal([Settlement(ULID, Usage(cost=800_000_000), None, NOW)])
+    _, charged = drive(plans.requests.settle(charges), [fired])
     assert charged == 1
     (event,) = events
     assert (event["budget_id"], event["scope"], event["consumed"], event["limit"]) == (

@@ -54,7 +54,7 @@ def make_store(sentinel_url: str) -> Iterator[MakeSentinelStore]:
 
 def test_the_url_reaches_the_master_the_sentinel_names(make_store: MakeSentinelStore, sentinel_url: str) -> None:
     store = make_store()
-    client = store._client()
+    client = store.client
     assert client.ping() is True
     assert client.info("server")["redis_mode"] == "standalone"  # the master, not the sentinel
     assert client.info("replication")["role"] == "master"
@@ -130,7 +130,7 @@ def test_rate_limit_storage_uri_drives_the_sync_rate_limiter(make_store: MakeSen
     assert exceeded is not None and 1 <= exceeded.retry_after <= 60
     # The count lives on the master the sentinel names: a second limiter (another app instance) shares it.
     assert RateLimiter("2/minute", storage_uri=store.rate_limit_storage_uri).hit(key) is not None
-    assert any("identity-middleware" in key for key in store._client().scan_iter(match="LIMITS*"))
+    assert any("identity-middleware" in key for key in store.client.scan_iter(match="LIMITS*"))
 
 
 def test_rate_limit_storage_uri_drives_the_async_rate_limiter(make_store: MakeSentinelStore) -> None:

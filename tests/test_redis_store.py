@@ -33,7 +33,7 @@ MakeStore = Callable[..., Store]
 
 
 def _redis(store: RedisStore) -> Any:
-    return store._client()
+    return store.client
 
 
 def _keys(store: RedisStore) -> dict[str, int]:
@@ -247,7 +247,7 @@ def test_outage_raises_store_unavailable_and_keeps_usage(tmp_path: Path) -> None
             store.flush()
         process = start_server(port, tmp_path)
         store.create(IdentityInput(id="a"))  # the data went with the server; the record is back
-        store._plans._tags.clear()
+        store._plans.records._tags.clear()
         identity = store.retrieve("a")
         store.settle(Settlement(identity.id, Usage(cost=3), None))
         store.flush()

@@ -64,14 +64,14 @@ def test_usage_applied_while_the_admission_was_on_its_way_is_counted_once(make_s
     store, ulid = store_with(make_store, kind, "uw-2", period="daily", amount="0.01")
     store.settle(Settlement(ulid, Usage(cost=6 * CENT // 10)))  # $0.006, buffered
     now = datetime.now(UTC)
-    write_first, unwritten = store._buffer.unwritten(ulid, store._plans.window_of(now).start)
+    write_first, unwritten = store._buffer.unwritten(ulid, store._plans.records.window_of(now).start)
     assert not write_first and unwritten is not None and unwritten.cost == 6 * CENT // 10
     store.flush()  # the writer thread lands the charge before the admission reaches Redis
     asked = AdmissionRequest("uw-2", estimate=3 * CENT // 10, now=now)  # $0.006 + $0.003 fit in $0.01
-    admission = store._runner.run(store._plans.admit(asked, unwritten=unwritten))
+    admission = store._runner.run(store._plans.requests.admit(asked, unwritten=unwritten))
     assert admission.allowed  # counted twice, $0.012 + $0.003 would not fit
     counted = AdmissionRequest("uw-2", estimate=5 * CENT // 10, now=now)  # $0.006 + $0.003 held + $0.005
-    assert store._runner.run(store._plans.admit(counted, unwritten=unwritten)).blocked is not None
+    assert store._runner.run(store._plans.requests.admit(counted, unwritten=unwritten)).blocked is not None
 
 
 @pytest.mark.parametrize("kind", KINDS)

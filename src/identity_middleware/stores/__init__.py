@@ -8,15 +8,15 @@ from .base import Store
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
-    from .redis import Lease, RedisStore
+    from .redis import Lease, RedisOptions, RedisStore
 
-__all__ = ["Lease", "MemoryStore", "RedisStore", "Store", "store_from_url"]
+__all__ = ["Lease", "MemoryStore", "RedisOptions", "RedisStore", "Store", "store_from_url"]
 
 
 def __getattr__(name: str) -> Any:
     # RedisStore (and its Lease option) is imported on first use, so the redis client stays an
     # optional dependency.
-    if name in ("Lease", "RedisStore"):
+    if name in ("Lease", "RedisOptions", "RedisStore"):
         from . import redis
 
         return getattr(redis, name)

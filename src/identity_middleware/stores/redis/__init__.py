@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .lease import Lease
+from .options import Lease, RedisOptions
 from .store import RedisStore
 
-__all__ = ["Lease", "RedisStore"]
+__all__ = ["Lease", "RedisOptions", "RedisStore"]

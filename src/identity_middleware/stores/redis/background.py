@@ -20,12 +20,12 @@ import weakref
 from collections.abc import Callable
 
 from ...core.errors import StoreUnavailable
+from .options import LINGER
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
 IDLE = 5.0  # seconds without a settlement before the thread ends
 RETRY = 0.5  # seconds between attempts while settlements wait out an outage
-LINGER = 0.05  # seconds a write waits for more settlements to share its round trip (the default)
 FULL = 64  # ... unless this many are waiting already
 
 

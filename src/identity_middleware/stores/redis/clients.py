@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import mux
+from .options import RedisOptions
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -63,6 +64,11 @@ class ClientSpec:
     socket_connect_timeout: float = 2.0
     options: tuple[tuple[str, Any], ...] = ()
     multiplex: bool = True
+
+    @classmethod
+    def of(cls, url: str, options: RedisOptions) -> ClientSpec:
+        return cls(url, options.max_connections, options.pool_timeout, options.socket_timeout,
+                   options.socket_connect_timeout, tuple(options.client_options.items()), options.multiplex)
 
     def bounded(self, timeout: float) -> ClientSpec:
         """This spec with every wait (connect, reply, a pooled connection) bounded by ``timeout``."""

@@ -1,6 +1,6 @@
 """Leasing: budget headroom this process holds in Redis, and the local admissions it covers.
 
-With ``RedisStore(lease=Lease())`` a process takes, per identity, a *lease*: a share of the headroom
+With ``RedisOptions(lease=Lease())`` a process takes, per identity, a *lease*: a share of the headroom
 no one holds, kept in Redis as one more reservation (``"<amount>:~<lease id>"`` in the reservations
 of each of the identity's budgets, scored by its expiry), so every other process's check counts it
 and it expires by itself if this process dies. Requests the lease covers are admitted here with no
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .options import Lease
 
 _generation = 0  # bumped in a forked child: a table made before the fork starts over there
 
@@ -35,32 +36,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Zero-round-trip admission for :class:`~identity_middleware.stores.RedisStore` (``lease=``).
-
-    ``fraction`` of the headroom no one holds (the least over the identity's budgets) is what one
-    grant adds to this process's lease, so grants shrink as the budget nears its limit. ``ttl``
-    (seconds) is how long a lease lives in Redis unless renewed: a process admits from it only
-    while at least half of it remains (every request so admitted stays covered that long), and
-    renews it, off the request path, in the settlement batch once a quarter has passed or when it
-    runs below half of its last grant.
-    """
-
-    fraction: float = 0.1
-    ttl: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"Lease fraction must be in (0, 1], not {self.fraction!r}")
-        if not math.isfinite(self.ttl) or self.ttl < 0.01:
-            raise ValueError(f"Lease ttl must be at least 0.01 s, not {self.ttl!r}")
-
-    @property
-    def ttl_ms(self) -> int:
-        return int(self.ttl * 1000)
 
 
 def covers(amount: int, used: int, estimate: int) -> bool:

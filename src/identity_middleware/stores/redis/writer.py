@@ -10,9 +10,10 @@ from datetime import datetime
 
 from ...core.errors import StoreUnavailable
 from .arunner import arun, within
-from .background import LINGER, BackgroundWriter
+from .background import BackgroundWriter
 from .buffer import SettlementBuffer
 from .loops import LoopClient
+from .options import LINGER
 from .plans import Plans
 from .runner import Runner
 from .unwritten import Unwritten
@@ -34,15 +35,15 @@ class Writer:
         self.buffer = buffer
         self.plans = plans
         self.runner = runner
-        leases = plans.leases
-        if leases is not None:  # a lease's renewal rides the settlement batch
-            linger = min(linger, leases.lease.ttl / 4)
+        leasing = plans.leasing
+        if leasing is not None:  # a lease's renewal rides the settlement batch
+            linger = min(linger, leasing.leases.lease.ttl / 4)
         self.background = BackgroundWriter(self.flush, buffer.__len__, linger)  # sync settles' writer thread
 
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
         runner = self.runner if runner is None else runner
-        self.buffer.drain(lambda batch: runner.run(self.plans.settle(batch)))
+        self.buffer.drain(lambda batch: runner.run(self.plans.requests.settle(batch)))
 
     def flush_all(self, runner: Runner | None = None) -> None:
         """:meth:`flush`, then wait for the batches other threads are writing (one that came back,
@@ -84,10 +85,10 @@ class Writer:
         buffer = self.buffer
         if not buffer.busy:
             return None
-        ulid = self.plans.known_ulid(external_id)
-        if ulid is not None and not self.plans.may_have_globals():  # only this identity's usage matters
-            if self.plans.leases is None:
-                write_first, unwritten = buffer.unwritten(ulid, self.plans.window_of(now).start)
+        ulid = self.plans.records.known_ulid(external_id)
+        if ulid is not None and not self.plans.registry.may_have_globals():  # only this identity's usage matters
+            if self.plans.leasing is None:
+                write_first, unwritten = buffer.unwritten(ulid, self.plans.records.window_of(now).start)
                 if not write_first:
                     return unwritten
             elif not buffer.holds(ulid):
@@ -95,7 +96,7 @@ class Writer:
         return WRITE_FIRST
 
     async def adrain(self, state: LoopClient) -> None:
-        await self.buffer.adrain(lambda batch: arun(state, self.plans.settle(batch)))
+        await self.buffer.adrain(lambda batch: arun(state, self.plans.requests.settle(batch)))
 
     def schedule(self, state: LoopClient) -> None:
         """Write the buffer on this loop's next tick (one task at a time per loop)."""
@@ -120,14 +121,16 @@ class Writer:
         self.background.stop()  # joins at most its current write
         if self.buffer.busy:
             self.flush_all()
-        with contextlib.suppress(StoreUnavailable):
-            self.runner.run(self.plans.release_leases())
+        if self.plans.leasing is not None:
+            with contextlib.suppress(StoreUnavailable):
+                self.runner.run(self.plans.leasing.release_leases())
 
     async def aclose(self, state: LoopClient) -> None:
         self.background.stop()
         await self.aflush(state)
-        with contextlib.suppress(StoreUnavailable):
-            await arun(state, self.plans.release_leases())
+        if self.plans.leasing is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await arun(state, self.plans.leasing.release_leases())
 
     async def retire(self, state: LoopClient) -> None:
         """At a loop's end (or aclose): write what is buffered before its client closes."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from ....core.admission import BudgetState, ModelUsage, Usage
-from ....core.budgets import ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
+from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
 from ....core.models import (
     BudgetStatus,
     DailyMetrics,
@@ -19,7 +20,7 @@ from ....core.models import (
     daily_from_counters,
     metrics_from_totals,
 )
-from ....core.money import from_nanos
+from ....core.money import from_nanos, to_nanos
 from ....core.periods import UTC, Period, period_bounds
 from ....core.scoped import ScopedState
 from ..keys import ONE_TIME, PERIODS
@@ -180,3 +181,46 @@ def daily(reply: Sequence[Any], today: date) -> list[DailyMetrics]:
         days.append(daily_from_counters(today - timedelta(days=offset), counters))
     days.reverse()
     return days
+
+
+# -- scoped budgets as the scripts take them ---------------------------------------------------------
+def alert_thresholds(budget: ScopedBudget) -> list[tuple[int, str, int]]:
+    """Each alert as (percent, ``c`` or ``t``, threshold): the threshold is ``ceil(percent * limit /
+    100)`` in nano-USD or tokens, computed here in integers, so that the scripts compare integers
+    below 2^53 only (exact in Lua's doubles). Alerts on a dimension without a limit are left out."""
+    amount = None if budget.amount is None else to_nanos(budget.amount)
+    found: dict[tuple[int, str, int], None] = {}
+    for alert in budget.alerts:
+        limit = amount if alert.dimension is Dimension.COST else budget.token_limit
+        if limit:
+            found[alert.threshold_percent, alert.dimension.value[0], -(-alert.threshold_percent * limit // 100)] = None
+    return list(found)
+
+
+def limits_field(budget: ScopedBudget) -> str:
+    """The ``l:<period>`` field lib.lua enforces and counts by: ``"<live>:<expiry ms>:<amount nanos>:
+    <token limit>:<requests per minute>:<alerts>"``, each alert ``<percent><c|t><threshold>``."""
+    alerts = ",".join(f"{percent}{dim}{threshold}" for percent, dim, threshold in alert_thresholds(budget))
+    parts = [int(budget.is_active), "" if budget.expires_at is None else ms(budget.expires_at),
+             "" if budget.amount is None else to_nanos(budget.amount), budget.token_limit or "",
+             budget.requests_per_minute or "", alerts]
+    return ":".join(str(part) for part in parts)
+
+
+def enforced_field(budget: ScopedBudget) -> str | None:
+    """The value of the ``<period>`` field the admission script enforces, or None (not enforced)."""
+    if budget.period.calendar is None or budget.amount is None or not budget.is_active:
+        return None
+    nanos = to_nanos(budget.amount)
+    return str(nanos) if budget.expires_at is None else f"{nanos}:{ms(budget.expires_at)}"
+
+
+def limit_args(budget: ScopedBudget) -> list[str | int]:
+    """A scoped.lua call's amount (nano-USD) and token limit arguments ('' for none)."""
+    return [to_nanos(budget.amount) if budget.amount is not None else "",
+            budget.token_limit if budget.token_limit is not None else ""]
+
+
+def expire_at(end: datetime | None) -> int:
+    """When a global budget's counters of a period ending at ``end`` expire (Unix seconds; 0: never)."""
+    return 0 if end is None else math.ceil((end + timedelta(days=1)).timestamp())

@@ -13,39 +13,45 @@ from ...base import check_limit
 from ..keys import identity_tag
 from ..steps import Batch, Call, Eval, Plan
 from . import codec
-from .base import PlanBase
+from .records import Records
 
 _LIST_CHUNK = 200  # members read per round trip when a search or tag filter skips some
 
 
-class IdentityPlans(PlanBase):
+class IdentityPlans:
+    """Identity records: create, retrieve, update, delete and list, over :class:`.records.Records`."""
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.keys = records.keys
+
     def retrieve(self, identity_id: str) -> Plan[Identity]:
-        identity, _ = yield from self.fetch(identity_id)
+        identity, _ = yield from self.records.fetch(identity_id)
         return identity
 
     def create(self, identity: IdentityInput) -> Plan[Identity]:
         changes = {name: value for name, value in identity.changes().items() if value is not None}
-        reply = yield self._write("create", identity.id, changes, codec.now_or(None))
+        reply = yield self.records.write("create", identity.id, changes, codec.now_or(None))
         if reply[0] == 2:
             raise IdentityExists(identity.id)
-        return (yield from self._indexed(reply, identity_tag(identity.id)))
+        return (yield from self.records.indexed(reply, identity_tag(identity.id)))
 
     def update(self, identity_id: str, fields: dict[str, Any]) -> Plan[Identity]:
         changes = IdentityUpdate.parse(fields).changes()
-        identity, _ = yield from self.fetch(identity_id)
+        identity, _ = yield from self.records.fetch(identity_id)
         tag = identity_tag(identity.external_id)
-        reply = yield self._write("update", identity.external_id, changes, codec.now_or(None), tag=tag)
+        reply = yield self.records.write("update", identity.external_id, changes, codec.now_or(None), tag=tag)
         if reply[0] == 0:
             raise IdentityNotFound(identity_id)
-        return self._cache(tag, codec.as_map(reply[2]))
+        return self.records.cache(tag, codec.as_map(reply[2]))
 
     def delete(self, identity_id: str) -> Plan[None]:
-        identity, tag = yield from self.fetch(identity_id)
+        identity, tag = yield from self.records.fetch(identity_id)
         # Unlisted first, then deleted: a crash in between leaves a record that admission still
         # finds, never a listed member without a record.
         yield Call("zrem", (self.keys.identities, f"{identity.id}:{tag}"))
-        self._records.pop(tag, None)
-        yield Call("delete", tuple(self.keys.all_identity_keys(tag, codec.now_or(None), self.tz)))
+        self.records.forget(tag)
+        yield Call("delete", tuple(self.keys.all_identity_keys(tag, codec.now_or(None), self.records.tz)))
 
     def list(self, limit: int, starting_after: str | None, ending_before: str | None, search: str | None,
              tags: Sequence[str] | None, include_metrics: bool, include_budgets: bool,
@@ -63,9 +69,9 @@ class IdentityPlans(PlanBase):
         steps: builtins.list[Call | Eval] = []
         for _, tag in page:
             if include_metrics:
-                steps.append(self._metrics_eval(tag, now))
+                steps.append(self.records.metrics_eval(tag, now))
             if include_budgets:
-                steps.append(self._state_eval(tag, now))
+                steps.append(self.records.state_eval(tag, now))
         replies = iter((yield Batch(steps)))
         data = []
         for identity, _ in page:
@@ -73,7 +79,7 @@ class IdentityPlans(PlanBase):
             if include_metrics:
                 extra["metrics"] = codec.metrics(next(replies))
             if include_budgets:
-                extra["budgets"] = codec.statuses(next(replies), now, self.tz)
+                extra["budgets"] = codec.statuses(next(replies), now, self.records.tz)
             data.append(identity.model_copy(update=extra))
         return IdentityPage(data=data, has_more=has_more)
 

@@ -14,15 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
-from ....core.budgets import matches_request, matching_targets
 from ....core.models import Identity, IdentityInput
 from ....core.periods import UTC
-from ..keys import identity_tag, window
+from ..keys import identity_tag
 from ..lease import Ask, Leases
 from ..scripts import LEASE
 from ..steps import Batch, Plan
 from . import codec
-from .scoped_requests import ScopedRequestPlans
+from .records import Records
+from .registry import Registry
 
 
 def unchanged(upsert: IdentityInput, identity: Identity) -> bool:
@@ -31,17 +31,21 @@ def unchanged(upsert: IdentityInput, identity: Identity) -> bool:
                for name, value in upsert.changes().items())
 
 
-class LeasePlans(ScopedRequestPlans):
-    leases: Leases | None = None
+class LeasePlans:
+    """This process's leases on the request path, over the records and the registry."""
 
-    # -- admission -------------------------------------------------------------------------------
+    def __init__(self, records: Records, registry: Registry, leases: Leases) -> None:
+        self.records = records
+        self.registry = registry
+        self.leases = leases
+
     def admit_locally(self, request: AdmissionRequest) -> Admission | None:
         """The admission this process's lease makes for ``request``, or ``None`` (ask Redis)."""
         leases = self.leases
-        if leases is None or request.refused or request.now is not None:
+        if request.refused or request.now is not None:
             return None
         tag = identity_tag(request.external_id)
-        cached = self._records.get(tag)
+        cached = self.records.cached(tag)
         if cached is None or leases.held(tag) is None:
             return None
         identity = cached[1]
@@ -49,52 +53,20 @@ class LeasePlans(ScopedRequestPlans):
             return None
         if request.upsert is not None and not unchanged(request.upsert, identity):
             return None
-        if self._globals_may_apply(request):
+        if self.registry.may_apply(request):
             return None
         held = leases.take(tag, request.estimate)
         if held is None:
             return None
         return Admission(identity, None, Reservation("", identity.id, request.estimate, _NEVER, lease=held.id))
 
-    def _globals_may_apply(self, request: AdmissionRequest, *, unknown: bool = True) -> bool:
-        """Whether a model, provider or workspace budget applies to ``request`` (or, when the
-        registry is not fresh, ``unknown``), which only the admit plan checks."""
-        if not self.global_budgets:
-            return False
-        defs = self.fresh_defs()
-        if not defs:
-            return unknown and defs is None
-        now = datetime.now(UTC)
-        targets = matching_targets(request.model, self.providers)
-        return any(budget.live(now) and matches_request(budget, request.external_id, targets)
-                   for budget in defs.values())
-
-    def sourced(self, tag: str, identity: Identity, source: str | None) -> Identity:
-        """With leasing, the cached record as the admit script left it: the script writes the
-        request's source without sending the record again, and a stale one would send every later
-        request of that source to Redis."""
-        if self.leases is None or not source or identity.last_source == source:
-            return identity
-        identity = identity.model_copy(update={"last_source": source})
-        cached = self._records.get(tag)
-        if cached is not None:
-            self._records[tag] = (cached[0], identity)
-        return identity
-
-    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Plan[Admission]:
+    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
         """:meth:`admit_locally`, waiting (up to ``timeout``) for the lease calls this loop has in
-        flight while they grow the lease; else the admit plan to run (with a lease call, unless one
-        is in flight)."""
-        found = await self._waited(request, timeout)
-        return found if isinstance(found, Admission) else self.admit(request, found, ask_lease=False)
-
-    def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True) -> Plan[Admission]:
-        raise NotImplementedError  # RequestPlans.admit
-
-    async def _waited(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
+        flight while they grow the lease; else the lease call to make with the admit plan (``None``
+        when one is in flight)."""
         leases = self.leases
         admission = self.admit_locally(request)
-        if admission is not None or leases is None:
+        if admission is not None:
             return admission
         tag = identity_tag(request.external_id)
         loop = asyncio.get_running_loop()
@@ -108,34 +80,43 @@ class LeasePlans(ScopedRequestPlans):
                 return None
         return self.lease_ask(tag, request)[0]
 
+    def sourced(self, tag: str, identity: Identity, source: str | None) -> Identity:
+        """With leasing, the cached record as the admit script left it: the script writes the
+        request's source without sending the record again, and a stale one would send every later
+        request of that source to Redis."""
+        if not source or identity.last_source == source:
+            return identity
+        identity = identity.model_copy(update={"last_source": source})
+        self.records.recache(tag, identity)
+        return identity
+
     def lease_ask(self, tag: str, request: AdmissionRequest) -> tuple[Ask | None, str]:
         """A lease call to make with this admission: take (or grow) this process's lease, unless
         a call for it is in flight; and the admit script's argument for it."""
         leases = self.leases
-        if leases is None or request.refused or request.now is not None \
-                or self._globals_may_apply(request, unknown=False):
+        if request.refused or request.now is not None \
+                or self.registry.may_apply(request, unknown=False):
             return None, ""
         return self.lease_arg(leases.ask(tag))
 
     def lease_arg(self, ask: Ask | None) -> tuple[Ask | None, str]:
-        if ask is None or self.leases is None:
+        if ask is None:
             return None, ""
         lease = self.leases.lease
         return ask, f"{int(ask.create)} {ask.lease_id} {lease.fraction} {lease.ttl_ms} {ask.give}"
 
     def lease_admitted(self, ask: Ask | None, reply: Any) -> None:
-        if ask is None or self.leases is None:
+        if ask is None:
             return
         if len(reply) > 6:
             self.leases.answered(ask, bool(int(reply[6][0])), int(reply[6][1]))
         else:
             self.leases.failed(ask)
 
-    # -- settlement ------------------------------------------------------------------------------
     def settled_locally(self, settlement: Settlement) -> None:
         """Take a leased request's cost off its lease here, before the settle call tells Redis."""
         reservation = settlement.reservation
-        if reservation is not None and reservation.lease and self.leases is not None:
+        if reservation is not None and reservation.lease:
             self.leases.settled(reservation.lease, reservation.amount, settlement.usage.cost)
 
     def lease_settle_args(self, tag: str, charged: dict[str, int]) -> tuple[Ask | None, list[str | int]]:
@@ -143,8 +124,6 @@ class LeasePlans(ScopedRequestPlans):
         -> cost), and a renewal when due. The ask returned lists the leases charged, in order;
         ``None`` when there is neither."""
         leases = self.leases
-        if leases is None:
-            return None, ["", ""]
         ask = leases.ask(tag, for_settle=True)
         if ask is None and not charged:
             return None, ["", ""]
@@ -157,7 +136,7 @@ class LeasePlans(ScopedRequestPlans):
     def lease_settle_reply(self, ask: Ask | None, reply: Any) -> Any:
         """The settle script's reply without its lease part, which is applied here."""
         leases = self.leases
-        if ask is None or leases is None:
+        if ask is None:
             return reply
         if not isinstance(reply, list):  # 0: the identity is gone, and its leases with it; 2: a retry
             for charged in ask.charged:
@@ -180,19 +159,18 @@ class LeasePlans(ScopedRequestPlans):
         return reply[:-1]
 
     def lease_failed(self, asks: Sequence[Ask | None]) -> None:
-        if self.leases is not None:
-            for ask in asks:
-                if ask is not None and ask.lease_id:
-                    self.leases.failed(ask)
+        for ask in asks:
+            if ask is not None and ask.lease_id:
+                self.leases.failed(ask)
 
-    # -- release ---------------------------------------------------------------------------------
     def release_leases(self) -> Plan[None]:
         """Give back the headroom of every lease this process holds (its leased requests settled first)."""
-        held = self.leases.drop_all() if self.leases is not None else []
+        held = self.leases.drop_all()
         if not held:
             return
         now = datetime.now(UTC)
-        steps = [self._eval(LEASE, lease.tag, window(now, self.tz), [lease.id, codec.ms(now)]) for lease in held]
+        current = self.records.window_of(now)
+        steps = [self.records.eval(LEASE, lease.tag, current, [lease.id, codec.ms(now)]) for lease in held]
         yield Batch(steps) if len(steps) > 1 else steps[0]
 
 

@@ -10,19 +10,31 @@ from typing import Any
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
 from ....core.scoped import decide_scoped
-from ..keys import Window, identity_tag, window
+from ..keys import identity_tag, window
 from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from ..unwritten import Unwritten
 from . import codec
 from .charges import Charge, Open, sum_into
+from .globals import GlobalBudgets
 from .lease import LeasePlans
+from .records import Records
+from .registry import Registry
 
 _NO_LEASE = ("", "")  # the settle script's lease arguments when there is no lease
 
 
-class RequestPlans(LeasePlans):
+class RequestPlans:
+    """Admit and settle, over the records, the registry and global budgets, and leasing when it is on."""
+
+    def __init__(self, records: Records, registry: Registry, globals_: GlobalBudgets,
+                 leasing: LeasePlans | None = None) -> None:
+        self.records = records
+        self.registry = registry
+        self.globals = globals_
+        self.leasing = leasing
+
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
               unwritten: Unwritten | None = None) -> Plan[Admission]:
         """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here);
@@ -32,15 +44,19 @@ class RequestPlans(LeasePlans):
         changes = upsert.changes() if upsert is not None else {}
         reservation_id = uuid.uuid4().hex if request.estimate > 0 else ""
         tag = identity_tag(request.external_id)
-        cached = self._records.get(tag)
+        cached = self.records.cached(tag)
         # A ULID is made only for an identity this process has not seen; for a cached one the
         # script answers {3} if it is gone after all, and the call is made again with a new ULID.
         ulid = "" if cached is not None else None
-        ask, lease = self.lease_ask(tag, request) if ask_lease else self.lease_arg(ask)
+        leasing = self.leasing
+        if leasing is None:
+            ask, lease = None, ""
+        else:
+            ask, lease = leasing.lease_ask(tag, request) if ask_lease else leasing.lease_arg(ask)
         reply: Any = ()
         try:  # the lease call is answered at the end, when the registry of global budgets is read too
             while True:
-                reply = yield self._write(
+                reply = yield self.records.write(
                     "admit", request.external_id, changes, now, may_create=upsert is not None or request.create_missing,
                     refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
                     default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
@@ -50,27 +66,26 @@ class RequestPlans(LeasePlans):
                     break
                 ulid = None
             if reply[0] == 0:
-                self._records.pop(tag, None)
+                self.records.forget(tag)
                 return Admission(None)
-            identity = self.sourced(tag, (yield from self._indexed(reply, tag, cached)), request.last_source)
+            identity = yield from self.records.indexed(reply, tag, cached)
+            if leasing is not None:
+                identity = leasing.sourced(tag, identity, request.last_source)
             if reply[4]:  # the budgets' rows are parsed only to answer a 429 or to name what a reservation holds
-                states = codec.scoped_states(codec.rows(reply[3]), identity, now, self.tz)
+                states = codec.scoped_states(codec.rows(reply[3]), identity, now, self.records.tz)
                 return Admission(identity, decide_scoped(states, request.estimate, now))
             admission = Admission(identity)
             if reply[5]:
-                expires = now + timedelta(seconds=self.reservation_ttl)
+                expires = now + timedelta(seconds=self.records.reservation_ttl)
                 periods = tuple(row.period for row in codec.rows(reply[3]) if row.amount is not None)
                 admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
                                                                   expires, periods))
-            if request.refused or not self.global_budgets or self.fresh_defs() == {}:  # none to check
+            if request.refused or not self.registry.global_budgets or self.registry.fresh_defs() == {}:  # none to check
                 return admission
-            return (yield from self.scoped_admission(admission, request, now))
+            return (yield from self.globals.scoped_admission(admission, request, now))
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
-            self.lease_admitted(ask, reply)
-
-    def window_of(self, now: datetime) -> Window:
-        """The time window a settlement at ``now`` is charged in (its charge's key, with the identity)."""
-        return window(now, self.tz)
+            if leasing is not None:
+                leasing.lease_admitted(ask, reply)
 
     def seal(self, settlements: Sequence[Settlement]) -> list[Charge]:
         """Settlements summed into charges, one per identity and time window, each with a new
@@ -78,27 +93,28 @@ class RequestPlans(LeasePlans):
         charges: Open = {}
         for settlement in settlements:
             now = codec.now_or(settlement.now)
-            sum_into(charges, settlement, window(now, self.tz), now)
+            sum_into(charges, settlement, window(now, self.records.tz), now)
         return list(charges.values())
 
     def settle(self, charges: Sequence[Charge]) -> Plan[int]:
         """Apply charges in one pipelined round trip (plus one for uncached tags), each at most once.
         Returns how many settlements were charged, now or by an earlier attempt (a deleted
         identity's are dropped, as MemoryStore does)."""
-        tags, missing = self.cached_tags(charge.identity_id for charge in charges)
+        tags, missing = self.records.cached_tags(charge.identity_id for charge in charges)
         if missing:
-            tags.update((yield from self.looked_up(missing)))
+            tags.update((yield from self.records.looked_up(missing)))
             charges = [charge for charge in charges if charge.identity_id in tags]
             if not charges:
                 return 0
-        if self.leases is None:  # no lease arguments to build, no lease replies to apply
+        leasing = self.leasing
+        if leasing is None:  # no lease arguments to build, no lease replies to apply
             return (yield from self._settle(charges, tags, None, None))
-        leased = [self.lease_settle_args(tags[charge.identity_id], charge.leased) for charge in charges]
+        leased = [leasing.lease_settle_args(tags[charge.identity_id], charge.leased) for charge in charges]
         asks = [ask for ask, _ in leased]
         try:
             return (yield from self._settle(charges, tags, [args for _, args in leased], asks))
         except BaseException:  # no answer: the lease calls may be made again
-            self.lease_failed(asks)
+            leasing.lease_failed(asks)
             raise
 
     def _settle(self, charges: Sequence[Charge], tags: dict[str, str], lease_args: Sequence[Sequence[str | int]] | None,
@@ -107,18 +123,19 @@ class RequestPlans(LeasePlans):
             lease_args = [_NO_LEASE] * len(charges)
         steps = [self._settle_eval(charge, tags[charge.identity_id], args)
                  for charge, args in zip(charges, lease_args, strict=True)]
-        defs = self.fresh_defs() if self.global_budgets else {}
+        defs = self.registry.fresh_defs() if self.registry.global_budgets else {}
         identity_replies = None
         if defs is None:  # reload the registry in the same round trip as the identities' charges
-            replies = yield Batch([*steps, self.defs_call()])
-            defs = self.keep_defs(replies[-1])
+            replies = yield Batch([*steps, self.registry.defs_call()])
+            defs = self.registry.keep_defs(replies[-1])
             identity_replies, steps = replies[:len(charges)], []
         scoped: list[tuple[ScopedBudget, str | None, datetime]] = []
         for charge in charges if defs else ():
-            cached = self._records.get(tags[charge.identity_id])
+            cached = self.records.cached(tags[charge.identity_id])
             external_id = cached[1].external_id if cached is not None else None
             now = charge.now
-            for budget, call in self.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs):
+            settles = self.globals.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs)
+            for budget, call in settles:
                 steps.append(call)
                 scoped.append((budget, external_id, now))
         if len(steps) == 1 and identity_replies is None:  # one charge alone: a plain script call
@@ -127,22 +144,24 @@ class RequestPlans(LeasePlans):
             replies = (yield Batch(steps)) if steps else []
         if identity_replies is not None:
             replies = [*identity_replies, *replies]
-        if asks is not None:
-            replies = [*(self.lease_settle_reply(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
+        if asks is not None and self.leasing is not None:
+            applied = self.leasing.lease_settle_reply
+            replies = [*(applied(ask, reply) for ask, reply in zip(asks, replies, strict=False)),
                        *replies[len(charges):]]
         events = [event for charge, reply in zip(charges, replies, strict=False)
-                  for event in self.identity_fired(reply, charge.now)]
+                  for event in self.globals.identity_fired(reply, charge.now)]
         events += [event for (budget, external_id, now), reply in zip(scoped, replies[len(charges):], strict=True)
-                   for event in self.fired(budget, reply, now, external_id)]
-        if events and self.notify is not None:
-            self.notify(events)
+                   for event in self.globals.fired(budget, reply, now, external_id)]
+        notify = self.registry.notify
+        if events and notify is not None:
+            notify(events)
         return sum(charge.count for reply, charge in zip(replies[:len(charges)], charges, strict=True)
                    if int(reply[0] if isinstance(reply, list) else reply))
 
     def _settle_eval(self, charge: Charge, tag: str, lease_args: Sequence[str | int]) -> Eval:
         usage = charge.usage
         args: list[str | int] = [charge.identity_id, usage.cost, usage.input_tokens, usage.output_tokens, charge.count,
-                                 charge.errors, charge.window.expire_at, " ".join(charge.held), self.settle_id_ttl,
-                                 *lease_args]
+                                 charge.errors, charge.window.expire_at, " ".join(charge.held),
+                                 self.records.settle_id_ttl, *lease_args]
         args += codec.day_increments(usage)
-        return self._marked_eval(SETTLE, tag, charge.window, args, charge.id)
+        return self.records.marked_eval(SETTLE, tag, charge.window, args, charge.id)

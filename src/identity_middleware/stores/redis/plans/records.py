@@ -1,4 +1,4 @@
-"""What every plan shares: locating an identity (cached hash tags) and building its script calls."""
+"""Identity records in Redis as every plan finds them: hash tags (cached), records (cached), script calls."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ from ....core.models import Budget, Identity
 from ....core.money import to_nanos
 from ...base import METRIC_DAYS
 from ..keys import KeySchema, Window, identity_tag, window
+from ..options import SETTLE_ID_TTL
 from ..scripts import ADMIT, METRICS, STATE, Script
 from ..steps import Batch, Call, Eval, Plan
 from ..unwritten import Unwritten
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
-SETTLE_ID_TTL = 600  # seconds Redis remembers an applied settle call (see RedisStore's settle_id_ttl)
 
 
-class PlanBase:
+
+class Records:
     """One key schema, timezone, reservation TTL and settle id TTL, and the caches every plan consults.
 
     The caches hold facts that never change (ULID -> hash tag) or that the scripts re-check on every
@@ -43,18 +44,31 @@ class PlanBase:
         self._records: dict[str, tuple[str, Identity]] = {}
 
     # -- locating identities ---------------------------------------------------------------------
-    def _remember(self, ulid: str, tag: str) -> None:
+    def remember(self, ulid: str, tag: str) -> None:
         with self._tags_lock:
             if len(self._tags) >= _CACHE_LIMIT:
                 self._tags.clear()
             self._tags[ulid] = tag
 
-    def _cache(self, tag: str, fields: dict[str, str]) -> Identity:
+    def cache(self, tag: str, fields: dict[str, str]) -> Identity:
         identity = codec.identity(fields)
         if len(self._records) >= _CACHE_LIMIT:
             self._records.clear()
         self._records[tag] = (codec.version(fields), identity)
         return identity
+
+    def cached(self, tag: str) -> tuple[str, Identity] | None:
+        """The record of ``tag`` as this process last saw it, with its version, or ``None``."""
+        return self._records.get(tag)
+
+    def forget(self, tag: str) -> None:
+        self._records.pop(tag, None)
+
+    def recache(self, tag: str, identity: Identity) -> None:
+        """Replace the cached record of ``tag`` (same version) by ``identity``."""
+        cached = self._records.get(tag)
+        if cached is not None:
+            self._records[tag] = (cached[0], identity)
 
     def known_ulid(self, external_id: str) -> str | None:
         """The ULID of an identity this process has admitted (cached), else ``None``."""
@@ -87,7 +101,7 @@ class PlanBase:
         for ulid, members in zip(ulids, (yield Batch(lookups)), strict=True):
             if members:
                 found[ulid] = members[0].partition(":")[2]
-                self._remember(ulid, found[ulid])
+                self.remember(ulid, found[ulid])
         return found
 
     def fetch(self, identity_id: str) -> Plan[tuple[Identity, str]]:
@@ -95,7 +109,7 @@ class PlanBase:
         tag = identity_tag(identity_id)
         fields = codec.as_map((yield Call("hgetall", (self.keys.record(tag),))))
         if fields.get("x") == identity_id:
-            self._remember(fields["u"], tag)
+            self.remember(fields["u"], tag)
             return codec.identity(fields), tag
         if is_ulid(identity_id):
             tags = yield from self.tags_of([identity_id])
@@ -106,15 +120,19 @@ class PlanBase:
                     return codec.identity(fields), tag
         raise IdentityNotFound(identity_id)
 
+    def window_of(self, now: datetime) -> Window:
+        """The time window of ``now``: the keys an identity's script calls at ``now`` take."""
+        return window(now, self.tz)
+
     # -- script calls ----------------------------------------------------------------------------
-    def _eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
+    def eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
         """A per-identity script call; its 11 keys built (and packed) once per tag and window."""
         keys, packed = self._keyset(tag, current)
         return Eval(script, keys, args, packed)
 
-    def _marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
+    def marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
                      charge_id: str) -> Eval:
-        """:meth:`_eval` with a charge's marker as its last key (the same hash tag: one slot, one script)."""
+        """:meth:`eval` with a charge's marker as its last key (the same hash tag: one slot, one script)."""
         keys, packed = self._keyset(tag, current)
         marker = self.keys.charge(tag, charge_id)
         return Eval(script, [*keys, marker], args, packed + codec.packed(marker))
@@ -130,7 +148,7 @@ class PlanBase:
             cached = self._keysets[tag] = (current, keys, packed)
         return cached[1], cached[2]
 
-    def _write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
+    def write(self, mode: str, external_id: str, changes: dict[str, Any], now: datetime, *,
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None, lease: str = "",
@@ -157,23 +175,23 @@ class PlanBase:
         if lease or unwritten is not None:
             args.append(lease)
         if unwritten is None:
-            return self._eval(ADMIT, tag, current, args)
+            return self.eval(ADMIT, tag, current, args)
         args.append(f"{unwritten.cost} {unwritten.tokens}")
-        return self._marked_eval(ADMIT, tag, current, args, unwritten.charge_id)
+        return self.marked_eval(ADMIT, tag, current, args, unwritten.charge_id)
 
-    def _indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
+    def indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from an admit script reply (``cached`` when it sent none: unchanged); a new
         one is added to the global list (its own slot, so a second step)."""
         if cached is not None and not isinstance(reply[2], (list, dict)):
             return cached[1]
-        identity = self._cache(tag, codec.as_map(reply[2]))
-        self._remember(identity.id, tag)
+        identity = self.cache(tag, codec.as_map(reply[2]))
+        self.remember(identity.id, tag)
         if reply[1]:
             yield Call("zadd", (self.keys.identities, {f"{identity.id}:{tag}": 0}))
         return identity
 
-    def _state_eval(self, tag: str, now: datetime) -> Eval:
-        return self._eval(STATE, tag, window(now, self.tz), [codec.ms(now)])
+    def state_eval(self, tag: str, now: datetime) -> Eval:
+        return self.eval(STATE, tag, window(now, self.tz), [codec.ms(now)])
 
-    def _metrics_eval(self, tag: str, now: datetime, days: int = METRIC_DAYS) -> Eval:
+    def metrics_eval(self, tag: str, now: datetime, days: int = METRIC_DAYS) -> Eval:
         return Eval(METRICS, self.keys.metric_keys(tag, now, days), [])
