@@ -39,7 +39,8 @@ def run(store_url: str, capsys: pytest.CaptureFixture[str]) -> Run:
     def invoke(*argv: str) -> tuple[int, str, str]:
         code = cli.main(["--store-url", store_url, *argv])
         captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        # The in-memory store's note has its own test; here stderr holds what the command said.
+        return code, captured.out, captured.err.replace(cli.memory_note(serving=False) + "\n", "")
 
     return invoke
 
@@ -182,6 +183,37 @@ def test_store_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.delenv(cli.STORE_URL_ENV)
     assert cli.main(["list"]) == 0
     assert seen == ["redis://example.invalid:1/0", "memory://"]
+
+
+def test_the_in_memory_default_says_on_stderr_that_nothing_persists(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(cli.STORE_URL_ENV, raising=False)
+    assert cli.main(["create", "user_1"]) == 0
+    assert cli.main(["list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.endswith("no identities\n")  # a fresh store: the first command's identity is gone
+    assert captured.err.count("note: the store is in memory (memory://): nothing persists across invocations") == 2
+    assert cli.STORE_URL_ENV in captured.err
+
+
+@pytest.mark.redis
+def test_a_redis_store_is_used_without_a_note(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--store-url", redis_url, "list", "--search", "nobody-has-this-name"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_budget_status_writes_money_and_times_as_the_admin_api_does(run: Run, store_url: str) -> None:
+    run("create", "user_1")
+    run("budget", "set", "user_1", "daily", "5")
+    run("record", "user_1", "--cost", "0.0125")
+    code, out, _ = run("budget", "status", "user_1", "--json")
+    api = json.loads(out)[0]  # the BudgetStatus JSON the admin API serves
+    assert code == 0 and api["spent"] == "0.0125" and api["resets_at"].endswith("Z")
+    code, out, _ = run("budget", "status", "user_1")
+    row = out.splitlines()[1].split()
+    assert row == ["daily", "5.00", "0.0125", "0.00", "4.9875", "0.25%", api["resets_at"]]
+    _, out, _ = run("budget", "reset", "user_1", "daily")
+    assert out == f"user_1 daily: spent 0.00 of 5.00 USD (0%), resets {api['resets_at']}\n"
 
 
 def test_serve_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch,

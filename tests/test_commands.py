@@ -68,7 +68,8 @@ def console_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
         for argv in session:
             code = cli.main(list(argv))
             captured = capsys.readouterr()
-            outcomes.append((code, captured.out, captured.err))
+            # The store is injected, so the in-memory default's note (tested in test_cli) is not this face's.
+            outcomes.append((code, captured.out, captured.err.replace(cli.memory_note(serving=False) + "\n", "")))
         return outcomes
 
     return run

@@ -8,12 +8,19 @@ import sys
 from collections.abc import Sequence
 
 from .commands import EXIT_USAGE, CommandFailed, Output, add_command, add_commands, execute
-from .stores import Store, store_from_url
+from .stores import MemoryStore, Store, store_from_url
 
 __all__ = ["main"]
 
 STORE_URL_ENV = "IDENTITY_MIDDLEWARE_STORE_URL"
 TOKEN_ENV = "IDENTITY_MIDDLEWARE_ADMIN_TOKEN"
+
+
+def memory_note(*, serving: bool) -> str:
+    """What a command on the in-memory store should know: where its data goes (stderr, not the output)."""
+    lost = "what it holds is lost when the server stops" if serving else "nothing persists across invocations"
+    return (f"note: the store is in memory (memory://): {lost}; pass --store-url or set ${STORE_URL_ENV} "
+            f"(e.g. redis://localhost:6379/0) to keep identities and budgets")
 
 
 def cmd_serve(store: Store, args: argparse.Namespace, out: Output) -> None:
@@ -60,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ImportError) as error:
         print(f"error: cannot open store {url!r}: {error}", file=err)
         return EXIT_USAGE
+    if isinstance(store, MemoryStore):
+        print(memory_note(serving=args.func is cmd_serve), file=err)
     try:
         execute(store, args, out)
     except CommandFailed as error:

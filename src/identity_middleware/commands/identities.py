@@ -83,8 +83,9 @@ def cmd_delete(store: Store, args: argparse.Namespace, out: Output) -> None:
 
 
 def _status_line(identity_id: str, status: BudgetStatus) -> str:
-    return (f"{identity_id} {status.period.value}: spent {format_usd(status.spent)} of "
-            f"{format_usd(status.amount)} USD ({status.percent:g}%), resets {status.resets_at.isoformat()}")
+    shown = status.model_dump(mode="json")  # money and times exactly as the admin API writes them
+    return (f"{identity_id} {status.period.value}: spent {shown['spent']} of {shown['amount']} USD "
+            f"({status.percent:g}%), resets {shown['resets_at']}")
 
 
 def _budget_of(store: Store, identity_id: str, period: Period) -> BudgetStatus:
@@ -128,9 +129,10 @@ def cmd_budget_status(store: Store, args: argparse.Namespace, out: Output) -> No
         say(out, f"{args.id} has no budgets")
         return
     rows = [["PERIOD", "AMOUNT", "SPENT", "RESERVED", "REMAINING", "PERCENT", "RESETS_AT"]]
-    rows += [[status.period.value, format_usd(status.amount), format_usd(status.spent), format_usd(status.reserved),
-              format_usd(status.remaining), f"{status.percent:g}%", status.resets_at.isoformat()]
-             for status in statuses]
+    for status in statuses:
+        shown = status.model_dump(mode="json")  # as the admin API writes them
+        rows.append([status.period.value, shown["amount"], shown["spent"], shown["reserved"], shown["remaining"],
+                     f"{status.percent:g}%", shown["resets_at"]])
     table(rows, {1, 2, 3, 4, 5}, out)
 
 
