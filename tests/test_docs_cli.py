@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_docs_examples import DOC_REDIS_URL, PAGES, ROOT, Example, examples
 
 pytestmark = pytest.mark.redis
@@ -87,3 +88,23 @@ def test_the_pages_commands_run_and_print_what_it_shows(page: Path, shell: dict[
             flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
             assert doctest.OutputChecker().check_output(block.output, result.stdout, flags), (
                 f"{block.name} printed:\n{result.stdout}\nthe page shows:\n{block.output}")
+
+
+def test_the_django_examples_operator_commands_run(shell: dict[str, str], tmp_path: Path) -> None:
+    """examples/django_app/README.md's ``manage.py identities`` block, on Redis, after alice's calls."""
+    page = ROOT / "examples" / "django_app" / "README.md"
+    [block] = [block for block in examples(page, "bash") if "manage.py identities" in block.code]
+    from identity_middleware import IdentityInput
+    from identity_middleware.stores import RedisStore
+
+    store = RedisStore.from_url(shell["DOCS_REDIS_URL"])
+    store.create(IdentityInput(id="alice"))  # the README's curl loop made her
+    store.close()
+    python = tmp_path / "bin" / "python"  # this interpreter (its venv has Django), as the page's `python`
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    code = block.code.replace(DOC_REDIS_URL, shell["DOCS_REDIS_URL"])
+    result = subprocess.run(["bash", "-euc", code], cwd=ROOT, env=shell, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "alice daily: spent 0.00 of 5.00 USD" in result.stdout
+    assert result.stdout.splitlines()[-1].split()[:2] == ["daily", "5.00"]

@@ -95,3 +95,24 @@ def test_the_example_runs_and_prints_what_the_page_shows(example: Example, tmp_p
         flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         assert checker.check_output(example.output, result.stdout, flags), (
             f"{example.name} printed:\n{result.stdout}\nthe page shows:\n{example.output}")
+
+
+def middleware_options() -> set[str]:
+    """The keyword options ``IdentityMiddleware`` takes: its named parameters, else ``Config``'s fields."""
+    import inspect
+
+    from identity_middleware import IdentityMiddleware
+
+    parameters = inspect.signature(IdentityMiddleware.__init__).parameters.values()
+    named = {parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY}
+    if named:
+        return named
+    from identity_middleware import Config
+
+    return set(Config.option_names())
+
+
+def test_the_options_table_names_every_middleware_option_and_no_other() -> None:
+    table = (ROOT / "docs" / "reference" / "options.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+    assert documented == middleware_options()
