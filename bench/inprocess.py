@@ -16,7 +16,7 @@ import sys
 import time
 import timeit
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.ablation:
                 print("\n".join(asyncio.run(_ablation(args))))
                 return 0
-            print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
+            print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
                   f"{platform.python_version()}, in-process (fake receive/send, no server), asyncio, process CPU "
                   f"time; {args.repeats} batches of {args.requests} requests (100 KB: "
                   f"{max(args.requests // 10, 200)}); {source_info()}", flush=True)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def _setup(args: argparse.Namespace, loop: str, http_impl: str, pinning: str) ->
     if {"flask", "django"} & set(args.scenarios):
         served.append(f"gunicorn {version('gunicorn')} 1 sync worker, wrk -c{args.wsgi_connections}")
     delay = f"; Redis behind a {args.redis_delay:g} ms-each-way delay proxy" if args.redis_delay else ""
-    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
+    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
             f"{platform.python_version()}, {len(wrk.cpus())} CPUs ({_cpu_model()}); {'; '.join(served)}; wrk "
             f"-t{args.threads} -d{args.duration}s, {args.rounds} rounds, ~1 KB JSON body; {pinning}{delay}; "
             f"{source_info()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -90,7 +90,7 @@ def store(store_kind: str, make_store: MakeStore) -> Store:
 @pytest.fixture
 def meter() -> Iterator[Meter]:
     """A tracked request's meter, bound as the current one (identity ``user_1``)."""
-    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, tzinfo=UTC)
     tracked = Meter(Identity(_id="01JD000000000000000000TEST", external_id="user_1", created=now, updated=now))
     token = bind(tracked)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -35,7 +35,7 @@ def seed(base: str, store: MemoryStore) -> None:
     rng = random.Random(12)
     # History first (MemoryStore keeps one spend counter per period: a past record after today's
     # would start it again): what the last 29 days' traffic would have left, through store.record.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for external_id, profile in PEOPLE:
         store.create(IdentityInput(id=external_id, **profile))
         for days_ago in range(1, 30):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -524,13 +525,13 @@ def test_a_percent_encoded_slash_works_under_a_mount(admin_store: Store) -> None
 def test_the_singular_budget_on_a_tie_is_the_longer_period() -> None:
     # On a month's last day the daily and the monthly budget reset at the same instant (and on
     # Dec 31 the yearly too): the one named must not depend on the day it is asked.
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from identity_middleware.admin.wire import identity_budget
     from identity_middleware.core.models import BudgetStatus, Identity
     from identity_middleware.core.periods import Period
 
-    midnight = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    midnight = datetime(2027, 1, 1, tzinfo=UTC)
     identity = Identity(id="01HZZZZZZZZZZZZZZZZZZZZZZZ", external_id="u", created=midnight, updated=midnight)
 
     def status(period: Period, resets_at: datetime) -> BudgetStatus:

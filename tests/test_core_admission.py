@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from identity_middleware.core.admission import BudgetState, ModelUsage, Usage, decide
 from identity_middleware.core.periods import Period, period_bounds
 
-UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 USD = 1_000_000_000
 

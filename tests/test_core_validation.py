@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,6 @@ from identity_middleware.core.models import (
     metrics_from_totals,
 )
 from identity_middleware.core.validation import InvalidIdentity
-
-UTC = timezone.utc
 
 
 def invalid_field(data: object, model: type[IdentityUpdate] = IdentityInput) -> str:

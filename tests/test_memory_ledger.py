@@ -70,12 +70,12 @@ EDGES = st.sampled_from([edge + step for edge in (-10_000, 0, 10_000, 20_000) fo
 
 
 @given(st.lists(st.one_of(st.integers(min_value=-30_000, max_value=30_000), EDGES), min_size=1, max_size=40),
-       st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
+       st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
 def test_the_remembered_bucket_is_the_one_the_clock_gives(offsets_ms: list[int], tz: timezone) -> None:
     """Scoped.bucket answers from the last bucket while ``now`` stays in it; in any order, in any
     zone, across bucket edges, it answers what ``bucket_of`` computes."""
     scoped = Scoped()
-    edge = datetime(2026, 11, 29, 21, 0, 0, tzinfo=timezone.utc)  # a bucket's first instant
+    edge = datetime(2026, 11, 29, 21, 0, 0, tzinfo=UTC)  # a bucket's first instant
     for offset in offsets_ms:
         now = (edge + timedelta(milliseconds=offset)).astimezone(tz)
         assert scoped.bucket(now) == bucket_of(now) == (int(edge.timestamp()) * 1000 + offset) // 10_000

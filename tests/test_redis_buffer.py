@@ -6,7 +6,7 @@ import asyncio
 import logging
 import multiprocessing
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 
 import pytest
@@ -19,7 +19,6 @@ from identity_middleware.stores.redis.plans import Charge, Plans
 from identity_middleware.stores.redis.plans.charges import charge_id
 from identity_middleware.stores.redis.steps import Eval
 
-UTC = timezone.utc
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 FAR = datetime(9999, 12, 30, tzinfo=UTC)
 

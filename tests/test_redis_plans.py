@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,6 @@ from identity_middleware.stores.redis.plans import Charge, Plans
 from identity_middleware.stores.redis.scripts import ADMIT, METRICS, SETTLE
 from identity_middleware.stores.redis.steps import Batch, Call, Eval, Plan, Step, loaded
 
-UTC = timezone.utc
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 ULID = new_ulid()
 NANOS_PER_USD = 1_000_000_000

@@ -8,7 +8,7 @@ settlement reloads a stale registry in the identity charges' round trip and fire
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from identity_middleware.stores.redis.scripts import ADMIT, SCOPED, SETTLE
 from identity_middleware.stores.redis.steps import Batch, Call, Eval
 from test_redis_plans import NOW, ULID, drive, record
 
-UTC = timezone.utc
 TAG = identity_tag("user_1")
 
 

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from identity_middleware.stores.redis.keys import identity_tag
 from identity_middleware.stores.redis.plans import SETTLE_ID_TTL
 from redis_servers import free_port, start_server, stop_servers
 
-UTC = timezone.utc
 MakeStore = Callable[..., Store]
 
 
@@ -112,7 +111,7 @@ def test_the_admission_buckets_expiry_is_set_by_a_new_bucket_not_by_every_admiss
     assert isinstance(store, RedisStore)
     client = _redis(store)
     store.set_budget(store.admit(AdmissionRequest("user_q")).identity.id, Budget(period="daily", amount="1"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.admit(AdmissionRequest("user_q", now=now))
     (key,) = [key for key in _keys(store) if key.endswith(":q")]
     assert 60_000 < client.pttl(key) <= 70_000
@@ -133,7 +132,7 @@ def test_an_admission_a_global_budget_refused_is_taken_back_and_its_hash_keeps_a
     store.create_budget(BudgetSpec(scope="workspace", period="daily", amount="0.000001"))
     store.record("user_w", cost="0.000002")
     store.flush()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     admitted = store.admit(AdmissionRequest("user_w", now=now))
     assert admitted.blocked is not None  # the identity's script counted it; the workspace refused it
     (key,) = [key for key in _keys(store) if key.endswith(":q")]

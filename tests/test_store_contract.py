@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,6 @@ from identity_middleware.core.errors import IdentityExists, IdentityNotFound
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
 from identity_middleware.stores import MemoryStore, Store
-
-UTC = timezone.utc
 
 
 @pytest.fixture
@@ -654,8 +652,8 @@ def test_identity_requests_per_minute_block_the_next_request(api: Api) -> None:
 
 def test_requests_per_minute_count_the_current_10_second_bucket_and_the_five_before(api: Api) -> None:
     api.create_budget(BudgetSpec(scope="identity", target="u", period="daily", requests_per_minute=3))
-    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
-    start = datetime.fromtimestamp(now_ms // 10_000 * 10, timezone.utc)  # a bucket's first instant
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    start = datetime.fromtimestamp(now_ms // 10_000 * 10, UTC)  # a bucket's first instant
     for _ in range(3):
         assert admit(api, "u", now=start + timedelta(seconds=1)).allowed
     assert not admit(api, "u", now=start + timedelta(seconds=59.9)).allowed  # the sixth bucket: all three count

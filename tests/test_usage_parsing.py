@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -82,7 +82,7 @@ PRICES = PriceTable({
 
 @pytest.fixture
 def meter() -> Iterator[Meter]:
-    now = datetime(2026, 11, 22, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, tzinfo=UTC)
     identity = Identity(_id="01JD000000000000000000TEST", external_id="user_1", created=now, updated=now)
     tracked = Meter(identity)
     token = bind(tracked)

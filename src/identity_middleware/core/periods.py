@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import math
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC as UTC  # re-exported: the package's one UTC
+from datetime import date, datetime, time, timedelta, tzinfo
 
 
 class Period(str, enum.Enum):
@@ -18,8 +19,6 @@ class Period(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
-
-UTC = timezone.utc
 
 
 def _first_day(period: Period, day: date) -> date:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from ...core.admission import ModelUsage, Usage
@@ -65,7 +65,7 @@ class Scoped:
         if span is not None and now.tzinfo is not None and span[0] <= now < span[1]:
             return span[2]
         bucket = bucket_of(now)
-        start = datetime.fromtimestamp(bucket * BUCKET_MS // 1000, timezone.utc)
+        start = datetime.fromtimestamp(bucket * BUCKET_MS // 1000, UTC)
         self.span = (start, start + _BUCKET, bucket)
         return bucket
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -52,11 +51,9 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """``awaitable``'s result, or :class:`StoreUnavailable` once ``seconds`` have passed (it is then
     cancelled; a multiplexed call's late reply is read and dropped, a redis-py connection closed)."""
     try:
-        if sys.version_info >= (3, 11):
-            async with asyncio.timeout(seconds):
-                return await awaitable
-        return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
         raise StoreUnavailable(f"redis: no reply within {seconds} s") from None
 
 
@@ -82,7 +79,7 @@ async def _through_redis_py(state: LoopClient, step: Step, deadline: float | Non
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
             return await asyncio.wait_for(_through_redis_py(state, step, None), left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise redis.exceptions.TimeoutError("no reply from redis in time") from None
     if state.limiter is None:
         reply = await _aexecute(state.client, step)

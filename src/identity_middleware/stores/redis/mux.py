@@ -211,7 +211,7 @@ class Direct:
                        else loop.create_connection(lambda: mux, end.host, end.port))
             try:
                 await asyncio.wait_for(connect, end.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError) as error:
                 where = end.path if end.path is not None else f"{end.host}:{end.port}"
                 raise errors.ConnectionError(f"Error connecting to {where}: {error!r}") from error
             try:
@@ -236,7 +236,7 @@ class Direct:
             return await self._connect()
         try:
             return await asyncio.wait_for(self._connect(), max(0.0, deadline - asyncio.get_running_loop().time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise errors.TimeoutError("no connection to redis in time") from None
 
     async def call(self, packed: bytes, deadline: float | None = None) -> Any:
