@@ -216,6 +216,17 @@ def test_budget_status_writes_money_and_times_as_the_admin_api_does(run: Run, st
     assert out == f"user_1 daily: spent 0.00 of 5.00 USD (0%), resets {api['resets_at']}\n"
 
 
+def test_a_redis_url_without_the_redis_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as on a machine without the extra: import fails
+    for name in [name for name in sys.modules if name.startswith("identity_middleware.stores.redis")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert cli.main(["--store-url", "redis://localhost:6379/0", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot open store 'redis://localhost:6379/0': ")
+    assert err.endswith(" (pip install 'identity-middleware[redis]')\n")
+
+
 def test_serve_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
