@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from pydantic import BaseModel, Field, field_serializer
@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field, field_serializer
 from .admission import ModelUsage
 from .money import format_usd, from_nanos
 
-__all__ = ["DailyMetrics", "Metrics", "ModelMetrics", "daily_from_counters", "metrics_from_totals"]
+__all__ = ["DailyMetrics", "HourlyMetrics", "Metrics", "ModelMetrics", "daily_from_counters", "hourly_from_counters",
+           "metrics_from_totals", "utc_hour"]
 
 
 def _usd(value: Decimal) -> str:
@@ -71,6 +72,33 @@ def daily_from_counters(day: date, counters: list[int]) -> DailyMetrics:
     cost, input_tokens, output_tokens, requests, errors = counters
     return DailyMetrics(day=day, cost=from_nanos(cost), input_tokens=input_tokens, output_tokens=output_tokens,
                         requests=requests, errors=errors)
+
+
+class HourlyMetrics(BaseModel):
+    """One UTC hour's usage of one identity (``hour``: its start, in UTC)."""
+
+    hour: datetime
+    cost: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    errors: int = 0
+
+    @field_serializer("cost")
+    def _dump_cost(self, value: Decimal) -> str:
+        return _usd(value)
+
+
+def utc_hour(now: datetime) -> datetime:
+    """The start of ``now``'s UTC hour (an aware datetime)."""
+    return now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def hourly_from_counters(hour: datetime, counters: list[int]) -> HourlyMetrics:
+    """:class:`HourlyMetrics` from one hour's ``cost (nano-USD), input, output, requests, errors``."""
+    cost, input_tokens, output_tokens, requests, errors = counters
+    return HourlyMetrics(hour=hour, cost=from_nanos(cost), input_tokens=input_tokens, output_tokens=output_tokens,
+                         requests=requests, errors=errors)
 
 
 def metrics_from_totals(cost: int, input_tokens: int, output_tokens: int, requests: int, errors: int,

@@ -10,15 +10,18 @@ from decimal import Decimal
 from typing import Any
 
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
+from ..core.metrics import HourlyMetrics
 from ..core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ..core.money import Money, to_nanos
 from ..core.ordering import IdentityOrder
 from ..core.periods import UTC, Period
+from .refusals import Refusal
 from .scoped import ScopedBudgets
 
 DEFAULT_RESERVATION_TTL = 300.0
 MAX_PAGE_SIZE = 200
 METRIC_DAYS = 30
+METRIC_HOURS = 24
 
 
 def usage_of(
@@ -43,6 +46,12 @@ def check_days(days: int) -> int:
     if not 1 <= days <= METRIC_DAYS:
         raise ValueError(f"days must be 1 to {METRIC_DAYS}")
     return days
+
+
+def check_hours(hours: int) -> int:
+    if not 1 <= hours <= METRIC_HOURS:
+        raise ValueError(f"hours must be 1 to {METRIC_HOURS}")
+    return hours
 
 
 class Store(ScopedBudgets, abc.ABC):
@@ -193,11 +202,11 @@ class Store(ScopedBudgets, abc.ABC):
         await self.aflush()
 
     @abc.abstractmethod
-    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
-        """Totals over the last 30 UTC days."""
+    def metrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
+        """Totals over the last ``days`` UTC days (1..30, default 30), per model too."""
 
     @abc.abstractmethod
-    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics: ...
+    async def ametrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics: ...
 
     # Not abstract, so a store written before it still loads; both stores here override the pair.
     def daily_metrics(
@@ -210,6 +219,26 @@ class Store(ScopedBudgets, abc.ABC):
         self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
     ) -> builtins.list[DailyMetrics]:
         raise NotImplementedError(f"{type(self).__name__} keeps no daily metrics")
+
+    # Not abstract either: a store without hourly buckets serves the dashboard's 24 hours by day.
+    def hourly_metrics(
+        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
+    ) -> builtins.list[HourlyMetrics]:
+        """The last ``hours`` UTC hours (1..24) up to ``now``, oldest first, hours without usage as zeros."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no hourly metrics")
+
+    async def ahourly_metrics(
+        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
+    ) -> builtins.list[HourlyMetrics]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no hourly metrics")
+
+    def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        """The newest budget refusals (429s), newest first: a log bounded in size and age
+        (:mod:`identity_middleware.stores.refusals`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no refusal log")
+
+    async def arecent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no refusal log")
 
     # -- the request path ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
+from typing import TypeVar
 
 from ...core.admission import BudgetState, ModelUsage
+from ...core.metrics import HourlyMetrics, hourly_from_counters, utc_hour
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
 from ...core.periods import PERIODS, Period, period_bounds, period_keys, utc_day
-from ..base import METRIC_DAYS
+from ..base import METRIC_DAYS, METRIC_HOURS
 
 _PERIOD_ORDER = {period: index for index, period in enumerate(PERIODS)}
 
@@ -23,6 +25,30 @@ class Day:
     unpriced: int = 0
     models: dict[str, ModelUsage] = field(default_factory=dict)
 
+    def add(self, cost: int, input_tokens: int, output_tokens: int, error: bool, unpriced: int) -> None:
+        self.requests += 1
+        self.errors += error
+        self.cost += cost
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.unpriced += unpriced
+
+
+_DAYS_KEPT = timedelta(days=METRIC_DAYS - 1)
+_HOURS_KEPT = timedelta(hours=METRIC_HOURS - 1)
+When = TypeVar("When", date, datetime)
+
+
+def _bucket(buckets: dict[When, Day], when: When, kept: timedelta) -> Day:
+    """The bucket of ``when``, made (and those older than ``kept`` before it dropped) when missing."""
+    bucket = buckets.get(when)
+    if bucket is None:
+        oldest = when - kept
+        for stale in [key for key in buckets if key < oldest]:
+            del buckets[stale]
+        bucket = buckets[when] = Day()
+    return bucket
+
 
 @dataclass(slots=True)
 class Account:
@@ -35,6 +61,7 @@ class Account:
     spend: list[int] = field(default_factory=lambda: [0] * len(PERIODS))
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
+    hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours (no models)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
         index = _PERIOD_ORDER[period]
@@ -89,19 +116,9 @@ class Account:
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
               error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
         """One request: into the UTC day's metrics, and its cost into every period's spend."""
-        day = utc_day(now)
-        bucket = self.days.get(day)
-        if bucket is None:
-            oldest = day - timedelta(days=METRIC_DAYS - 1)
-            for stale in [d for d in self.days if d < oldest]:
-                del self.days[stale]
-            bucket = self.days[day] = Day()
-        bucket.requests += 1
-        bucket.errors += error
-        bucket.cost += cost
-        bucket.input_tokens += input_tokens
-        bucket.output_tokens += output_tokens
-        bucket.unpriced += unpriced
+        bucket = _bucket(self.days, utc_day(now), _DAYS_KEPT)
+        bucket.add(cost, input_tokens, output_tokens, error, unpriced)
+        _bucket(self.hours, utc_hour(now), _HOURS_KEPT).add(cost, input_tokens, output_tokens, error, unpriced)
         if models:
             day_models = bucket.models
             for model, share in models.items():
@@ -122,10 +139,20 @@ class Account:
             for index in range(len(spend)):
                 spend[index] += cost
 
-    def metrics(self, now: datetime) -> Metrics:
-        """Totals over the last ``METRIC_DAYS`` UTC days up to ``now``."""
+    def hourly(self, now: datetime, hours: int) -> list[HourlyMetrics]:
+        """The last ``hours`` UTC hours up to ``now``, oldest first, zeros where nothing was counted."""
+        current = utc_hour(now)
+        result = []
+        for offset in range(hours - 1, -1, -1):
+            when = current - timedelta(hours=offset)
+            d = self.hours.get(when) or Day()
+            result.append(hourly_from_counters(when, [d.cost, d.input_tokens, d.output_tokens, d.requests, d.errors]))
+        return result
+
+    def metrics(self, now: datetime, span: int = METRIC_DAYS) -> Metrics:
+        """Totals over the last ``span`` UTC days up to ``now``."""
         today = utc_day(now)
-        oldest = today - timedelta(days=METRIC_DAYS - 1)
+        oldest = today - timedelta(days=span - 1)
         days = [d for when, d in self.days.items() if oldest <= when <= today]
         models: dict[str, ModelUsage] = {}
         for d in days:

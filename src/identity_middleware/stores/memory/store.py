@@ -11,6 +11,7 @@ from typing import Any
 
 from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ...core.budgets import ScopeKind
+from ...core.metrics import HourlyMetrics
 from ...core.models import (
     Budget,
     BudgetStatus,
@@ -24,7 +25,8 @@ from ...core.models import (
 from ...core.ordering import IdentityOrder, sorted_page
 from ...core.periods import UTC, Period
 from ...core.scoped import decide_scoped
-from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, Store, check_days, check_limit
+from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_limit
+from ..refusals import MemoryRefusalLog, Refusal, check_refusal_limit, refusal_of
 from .budgets import Scoped
 from .ledger import Account
 from .records import Records
@@ -55,6 +57,7 @@ class MemoryStore(MemoryBudgets, Store):
         self._records = Records()
         self._accounts: dict[str, Account] = {}  # ULID -> the identity's ledger
         self._scoped = Scoped()  # every scoped budget (identity ones mirrored into the ledgers)
+        self._refusals = MemoryRefusalLog()
 
     def _insert(self, identity: IdentityInput, now: datetime) -> Identity:
         record = self._records.insert(identity, now)
@@ -184,12 +187,31 @@ class MemoryStore(MemoryBudgets, Store):
         self.reset_budget(identity_id, period)
 
     # -- usage -----------------------------------------------------------------------------------
-    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+    def metrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
+        check_days(days)
         with self._lock:
-            return self._account(identity_id).metrics(_now(now))
+            return self._account(identity_id).metrics(_now(now), days)
 
-    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
-        return self.metrics(identity_id, now=now)
+    async def ametrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
+        return self.metrics(identity_id, days=days, now=now)
+
+    def hourly_metrics(
+        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
+    ) -> builtins.list[HourlyMetrics]:
+        check_hours(hours)
+        with self._lock:
+            return self._account(identity_id).hourly(_now(now), hours)
+
+    async def ahourly_metrics(
+        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
+    ) -> builtins.list[HourlyMetrics]:
+        return self.hourly_metrics(identity_id, hours=hours, now=now)
+
+    def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        return self._refusals.recent(check_refusal_limit(limit), _now(now))
+
+    async def arecent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        return self.recent_refusals(limit, now=now)
 
     def daily_metrics(
         self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
@@ -238,6 +260,7 @@ class MemoryStore(MemoryBudgets, Store):
             block = decide_scoped(states, request.estimate, now) if states else None
             if block is not None:
                 account.count(now, self.tz, error=True)
+                self._refusals.add(refusal_of(block, record.external_id, ulid, request.estimate, now))
                 return Admission(record, block)
             if request.estimate <= 0:  # nothing to hold: the request is only counted
                 self._scoped.admitted(budgets, now, None, 0, now)
