@@ -73,6 +73,7 @@ def _endpoint(api: AdminAPI, template: str) -> Callable[[Request], Awaitable[Res
             query={name: request.query_params.getlist(name) for name in request.query_params},
             authorization=request.headers.get("authorization"),
             body=body,
+            if_none_match=request.headers.get("if-none-match"),
         )
         return to_response(reply)
 

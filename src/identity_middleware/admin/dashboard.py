@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 from ..stores.base import Store
 from .auth import bearer_token_matches
-from .errors import AdminError, unauthorized
+from .errors import AdminError, Reply, unauthorized
 from .prometheus import DEFAULT_TOP, exposition, snapshot
 
-__all__ = ["CONTENT_SECURITY_POLICY", "dashboard_routes"]
+__all__ = ["CONTENT_SECURITY_POLICY", "dashboard_file", "dashboard_routes", "metrics_reply"]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -34,7 +34,8 @@ _HEADERS = {
 }
 _JS = "text/javascript; charset=utf-8"
 _FILES = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          "app.js": _JS, "identity.js": _JS, "util.js": _JS}
+          **{name: _JS for name in ("app.js", "identity.js", "util.js", "overview.js", "identities.js", "budgets.js",
+                                    "live.js")}}
 
 
 @functools.cache
@@ -42,33 +43,43 @@ def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
 
 
-def _file(name: str) -> Response:
-    return Response(_static(name), media_type=_FILES[name], headers=_HEADERS)
+def dashboard_file(name: str) -> Reply:
+    """One of the dashboard's files (``index.html`` is the page), else a 404; with the security headers."""
+    if name not in _FILES:
+        return Reply(404, b"", tuple(_HEADERS.items()))
+    return Reply(200, _static(name), (("content-type", _FILES[name]), *_HEADERS.items()))
+
+
+async def metrics_reply(store: Store, authorization: str | None, token: str | None, top: int) -> Reply:
+    """``GET /metrics``: the exposition behind ``token`` (a 501 without prometheus-client)."""
+    if not bearer_token_matches(authorization, token):
+        return unauthorized().reply()
+    try:
+        body, content_type = exposition(await snapshot(store, top))
+    except ImportError:
+        return AdminError(501, "not_implemented", "GET /metrics needs prometheus-client: "
+                                                  "pip install 'identity-middleware[metrics]'.").reply()
+    return Reply(200, body, (("content-type", content_type), ("cache-control", "no-store")))
+
+
+def _response(reply: Reply) -> Response:
+    headers = dict(reply.headers)
+    media_type = None if "content-type" in headers else "application/json" if reply.content else None
+    return Response(reply.content or None, reply.status, headers, media_type=media_type)
 
 
 async def _index(request: Request) -> Response:
-    return _file("index.html")
+    return _response(dashboard_file("index.html"))
 
 
 async def _asset(request: Request) -> Response:
     name = request.path_params["name"]
-    if name not in _FILES or name == "index.html":
-        return Response(status_code=404, headers=_HEADERS)
-    return _file(name)
+    return _response(dashboard_file("" if name == "index.html" else name))
 
 
 def _metrics_endpoint(store: Store, token: str | None, top: int) -> Route:
     async def metrics(request: Request) -> Response:
-        if not bearer_token_matches(request.headers.get("authorization"), token):
-            reply = unauthorized().reply()
-            return Response(reply.content, reply.status, dict(reply.headers), media_type="application/json")
-        try:
-            body, content_type = exposition(await snapshot(store, top))
-        except ImportError:
-            reply = AdminError(501, "not_implemented", "GET /metrics needs prometheus-client: "
-                                    "pip install 'identity-middleware[metrics]'.").reply()
-            return Response(reply.content, reply.status, media_type="application/json")
-        return Response(body, headers={"content-type": content_type, "cache-control": "no-store"})
+        return _response(await metrics_reply(store, request.headers.get("authorization"), token, top))
 
     return Route("/metrics", metrics, methods=["GET", "HEAD"])
 

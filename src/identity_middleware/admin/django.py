@@ -22,7 +22,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ..django.conf import close_stores, get_store
 from ..stores import Store
+from .dashboard import dashboard_file, metrics_reply
 from .errors import Reply, not_found
+from .prometheus import DEFAULT_TOP
 from .routes import OPENAPI_PATH, ROUTES, AdminAPI, match
 
 __all__ = ["admin_api", "close_stores", "configured_store", "urlpatterns"]
@@ -90,6 +92,7 @@ def _view(template: str) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
             query={name: values for name, values in request.GET.lists()},
             authorization=request.headers.get("Authorization"),
             body=request.body if request.method in ("POST", "PUT", "PATCH") else b"",
+            if_none_match=request.headers.get("If-None-Match"),
         )
         return _to_response(reply)
 
@@ -109,7 +112,32 @@ def _django_route(template: str) -> str:
 
 _any_route = _view(OPENAPI_PATH)  # re-routed by the raw path before it answers
 
+
+async def _dashboard(request: HttpRequest) -> HttpResponse:
+    """The Identity Analytics page at the URLconf's root (its files are relative: include() it at a path
+    ending in ``/``)."""
+    return _to_response(dashboard_file("index.html"))
+
+
+async def _asset(request: HttpRequest, name: str) -> HttpResponse:
+    return _to_response(dashboard_file("" if name == "index.html" else name))
+
+
+async def _metrics(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``, behind ``IDENTITY_MIDDLEWARE["METRICS_TOKEN"]`` when set, else the admin token;
+    ``METRICS_TOP`` identities labelled one by one (as ``create_admin_app(metrics_top=...)``)."""
+    api = admin_api()  # checks ADMIN_TOKEN is configured
+    config = _config()
+    token = config.get("METRICS_TOKEN", api.token)
+    reply = await metrics_reply(api.store, request.headers.get("Authorization"),
+                                None if token is None else str(token), int(config.get("METRICS_TOP", DEFAULT_TOP)))
+    return _to_response(reply)
+
+
 urlpatterns: list[URLPattern] = [
     *(path(_django_route(template), _view(template)) for template in [*ROUTES, OPENAPI_PATH]),
+    path("", _dashboard),
+    path("static/<str:name>", _asset),
+    path("metrics", _metrics),
     re_path(r"^(?P<rest>.*)$", csrf_exempt(_no_route)),
 ]

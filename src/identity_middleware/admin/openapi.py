@@ -14,6 +14,7 @@ from ..core.periods import Period
 from ..core.validation import MAX_METADATA_FIELDS, MAX_TAGS, MAX_TEXT_LENGTH
 from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS
 from .identities import SORT_FIELDS
+from .openapi_analytics import analytics_paths, analytics_schemas
 from .openapi_budgets import budget_paths, budget_schemas
 
 __all__ = ["MONEY_PATTERN", "openapi_document"]
@@ -259,14 +260,15 @@ def _paths() -> dict[str, Any]:
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    schemas = {**_model_schemas(), **_hand_schemas(), **budget_schemas()}
+    schemas = {**_model_schemas(), **_hand_schemas(), **budget_schemas(), **analytics_schemas()}
     schemas["Period"] = {"type": "string", "enum": [period.value for period in Period]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "identity-middleware admin API", "version": "1",
                  "description": "Identities, budgets and 30-day metrics; shaped after orq.ai /v2/identities. "
                                 "Money is a decimal string in USD."},
-        "paths": {**_paths(), **budget_paths(_operation, _error, _query)},
+        "paths": {**_paths(), **budget_paths(_operation, _error, _query),
+                  **analytics_paths(_operation, _error, _query)},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..core.models import Identity, Metrics
+from ..core.models import BudgetStatus, Identity, Metrics
 from ..stores.base import MAX_PAGE_SIZE, Store
+from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -35,6 +36,8 @@ class Snapshot:
     other: Metrics = field(default_factory=Metrics)
     other_count: int = 0
     other_blocking: int = 0
+    #: (external id, period) -> the newest logged refusal by that identity budget
+    refusals: dict[tuple[str, str], Refusal] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -45,7 +48,21 @@ def _metrics(identity: Identity) -> Metrics:
     return identity.metrics if identity.metrics is not None else Metrics()
 
 
-def _fold(identities: Sequence[Identity]) -> tuple[Metrics, int]:
+def blocks(status: BudgetStatus, refused: Refusal | None) -> bool:
+    """Whether the budget refuses requests now: used up (reservations counted), or its last refusal in
+    this period was an estimate that still does not fit (so the same request is refused again)."""
+    used = status.spent + status.reserved
+    if used >= status.amount:
+        return True
+    return (refused is not None and refused.at >= status.period_start and refused.estimate > 0
+            and used + refused.estimate > status.amount)
+
+
+def _refused(refusals: dict[tuple[str, str], Refusal], identity: Identity, status: BudgetStatus) -> Refusal | None:
+    return refusals.get((identity.external_id, status.period.value))
+
+
+def _fold(identities: Sequence[Identity], refusals: dict[tuple[str, str], Refusal]) -> tuple[Metrics, int]:
     """The summed metrics of ``identities`` and how many of their budgets block now."""
     totals = [_metrics(identity) for identity in identities]
     requests = sum(m.total_requests for m in totals)
@@ -59,7 +76,8 @@ def _fold(identities: Sequence[Identity]) -> tuple[Metrics, int]:
         output_tokens=sum(m.output_tokens for m in totals),
         total_errors=errors,
     )
-    blocking = sum(1 for identity in identities for status in identity.budgets or () if status.spent >= status.amount)
+    blocking = sum(1 for identity in identities for status in identity.budgets or ()
+                   if blocks(status, _refused(refusals, identity, status)))
     return summed, blocking
 
 
@@ -75,9 +93,23 @@ async def snapshot(store: Store, top: int = DEFAULT_TOP) -> Snapshot:
             break
         cursor = page.data[-1].id
     everyone.sort(key=lambda i: (-_metrics(i).total_cost, -_metrics(i).total_requests, i.external_id))
+    refusals = await _identity_refusals(store)
     rest = everyone[top:]
-    other, blocking = _fold(rest)
-    return Snapshot(everyone[:top], other, len(rest), blocking)
+    other, blocking = _fold(rest, refusals)
+    return Snapshot(everyone[:top], other, len(rest), blocking, refusals)
+
+
+async def _identity_refusals(store: Store) -> dict[tuple[str, str], Refusal]:
+    """The newest logged refusal of each identity budget (none from a store without a refusal log)."""
+    try:
+        logged = await store.arecent_refusals(REFUSAL_LOG_SIZE)
+    except NotImplementedError:
+        return {}
+    newest: dict[tuple[str, str], Refusal] = {}
+    for refusal in logged:  # newest first
+        if refusal.scope in (None, "identity"):
+            newest.setdefault((refusal.external_id, refusal.period), refusal)
+    return newest
 
 
 def _families(snap: Snapshot) -> Iterator[Metric]:
@@ -110,7 +142,8 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
     spent = gauge("budget_spent_usd", "Spent in the current period, in USD.", budget_labels)
     reserved = gauge("budget_reserved_usd", "Held by in-flight requests' estimates, in USD.", budget_labels)
     consumed = gauge("budget_consumed_ratio", "spent / amount in the current period (1 = exhausted).", budget_labels)
-    blocking = gauge("budget_blocking", "1 while the budget refuses requests (spent >= amount).", budget_labels)
+    blocking = gauge("budget_blocking", "1 while the budget refuses requests (spent + reserved >= amount, or "
+                                        "its last refused estimate still does not fit).", budget_labels)
     for identity in snap.top:
         for status in identity.budgets or ():
             labels = [identity.external_id, status.period.value]
@@ -118,7 +151,7 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
             spent.add_metric(labels, float(status.spent))
             reserved.add_metric(labels, float(status.reserved))
             consumed.add_metric(labels, float(status.spent / status.amount))
-            blocking.add_metric(labels, 1 if status.spent >= status.amount else 0)
+            blocking.add_metric(labels, 1 if blocks(status, _refused(snap.refusals, identity, status)) else 0)
     other_blocking = gauge("budgets_blocking_other", "Budgets refusing requests among the identities beyond the top N.")
     other_blocking.add_metric([], snap.other_blocking)
     yield from (amount, spent, reserved, consumed, blocking, other_blocking)

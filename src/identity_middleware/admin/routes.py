@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, budgets, handlers, identities
+from . import analytics, budgets, handlers, identities, overview
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, invalid_request, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
 
-__all__ = ["METHODS", "ROUTES", "AdminAPI", "Handler", "match"]
+__all__ = ["METHODS", "ROUTES", "AdminAPI", "Handler", "conditional", "match"]
 
 Handler = Callable[[Store, handlers.AdminRequest], Awaitable[Reply]]
 
@@ -41,6 +42,12 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/budgets/{budget_id}": {"GET": budgets.get_budget, "PATCH": budgets.update_budget,
                                 "DELETE": budgets.delete_budget},
     "/v2/budgets/{budget_id}/reset-consumption": {"POST": budgets.reset_consumption},
+    # The console's extensions (orq's SDK never calls them): see .overview.
+    "/v2/analytics/overview": {"GET": overview.overview},
+    "/v2/analytics/refusals": {"GET": overview.refusals},
+    "/v2/analytics/refusals/export": {"GET": overview.export_refusals},
+    "/v2/analytics/identities/count": {"GET": overview.count_identities},
+    "/v2/analytics/identities/export": {"GET": overview.export_identities},
 }
 OPENAPI_PATH = "/openapi.json"
 
@@ -72,6 +79,19 @@ def match(segments: Sequence[str]) -> tuple[str, dict[str, str]] | None:
     return None
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
+
+def conditional(reply: Reply, if_none_match: str | None) -> Reply:
+    """A 200 with its ``ETag`` (a digest of the body), or a 304 when the client holds that body already."""
+    if reply.status != 200:
+        return reply
+    etag = f'"{hashlib.blake2b(reply.content, digest_size=16).hexdigest()}"'
+    if if_none_match is not None:
+        held = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        if etag in held or "*" in held:
+            return Reply(304, b"", (("etag", etag),))
+    return Reply(reply.status, reply.content, (*reply.headers, ("etag", etag)))
+
+
 class AdminAPI:
     """Answers one admin request: checks the bearer token, picks the handler, maps domain errors to replies."""
 
@@ -85,6 +105,23 @@ class AdminAPI:
         return [*ROUTES, OPENAPI_PATH]
 
     async def handle(
+        self,
+        template: str,
+        method: str,
+        *,
+        params: Mapping[str, str],
+        query: Mapping[str, Sequence[str]],
+        authorization: str | None,
+        body: bytes = b"",
+        if_none_match: str | None = None,
+    ) -> Reply:
+        """The reply; a GET's 200 carries an ``ETag``, and is a bodiless 304 when ``if_none_match`` names it
+        (the dashboard polls with conditional requests)."""
+        reply = await self._handle(template, method, params=params, query=query, authorization=authorization,
+                                   body=body)
+        return conditional(reply, if_none_match) if method in ("GET", "HEAD") else reply
+
+    async def _handle(
         self,
         template: str,
         method: str,

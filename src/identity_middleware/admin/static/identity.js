@@ -1,25 +1,85 @@
-// One identity's page: totals, budgets as progress rings with Reset, daily spend, models, profile.
-import { $, ApiError, SOURCES, api, count, failed, fromNanos, h, identityPath, initials, nanos, percent, record, usd,
-  when } from "./util.js";
+// One identity's page: totals, budgets as progress rings with Reset, daily spend, models, profile;
+// the profile edited and the identity deleted from here.
+import { updated } from "./live.js";
+import { $, ApiError, PERIOD_NAMES as PERIODS, SOURCES, api, confirmAction, count, failed, fromNanos, h, identityPath,
+  initials, keepFocus, nanos, percent, poll, record, usd, when } from "./util.js";
 
-const PERIODS = { daily: "Daily", weekly: "Weekly", monthly: "Monthly", yearly: "Yearly" };
+let shown = null; // the identity on screen (its record as last loaded)
 
 export async function loadIdentity(id) {
   $("identity-error").textContent = "";
-  $("budget-message").textContent = "";
+  const fresh = shown?._id !== id && shown?.external_id !== id;
+  if (fresh) $("budget-message").textContent = "";
   try {
     const [identity, budgets, daily] = await Promise.all([
-      api(`${identityPath(id)}?include_metrics=true`).then(record),
-      api(`${identityPath(id)}/budgets`),
-      api(`${identityPath(id)}/metrics/daily`).catch((error) => (error instanceof ApiError ? null : Promise.reject(error))),
+      poll(`${identityPath(id)}?include_metrics=true`),
+      poll(`${identityPath(id)}/budgets`),
+      poll(`${identityPath(id)}/metrics/daily`).catch((error) => (error instanceof ApiError ? null : Promise.reject(error))),
     ]);
-    renderIdentity(identity);
-    renderBudgets(id, budgets.data);
-    renderChart(daily?.data ?? null);
-    renderModels(identity.metrics?.models);
+    shown = record(identity.data);
+    if (fresh || identity.changed) {
+      renderIdentity(shown);
+      renderModels(shown.metrics?.models);
+    }
+    if (fresh || budgets.changed) keepFocus($("budgets"), () => renderBudgets(id, budgets.data.data));
+    if (fresh || daily?.changed) renderChart(daily?.data.data ?? null);
+    updated();
   } catch (error) {
     failed(error, "identity-error");
   }
+}
+
+// -- editing and deleting -----------------------------------------------------------------------
+function openEdit() {
+  if (!shown) return;
+  for (const node of document.querySelectorAll("#edit-form .error")) node.textContent = "";
+  for (const node of document.querySelectorAll("#edit-form [aria-invalid]")) node.removeAttribute("aria-invalid");
+  $("g-display-name").value = shown.display_name ?? "";
+  $("g-email").value = shown.email ?? "";
+  $("g-tags").value = (shown.tags ?? []).join(", ");
+  $("edit-dialog").showModal();
+  $("g-display-name").focus();
+}
+
+async function submitEdit(event) {
+  event.preventDefault();
+  const body = { display_name: $("g-display-name").value.trim(), email: $("g-email").value.trim(),
+                 tags: $("g-tags").value.split(",").map((tag) => tag.trim()).filter(Boolean) };
+  try {
+    await api(identityPath(shown._id), { method: "PATCH", body });
+    $("edit-dialog").close();
+    $("budget-message").textContent = "Profile saved.";
+    await loadIdentity(shown._id);
+  } catch (error) {
+    const field = { display_name: "display-name", email: "email", tags: "tags" }[error.body?.error?.field];
+    if (!field) return failed(error, "h-form");
+    $(`g-${field}`).setAttribute("aria-invalid", "true");
+    $(`h-${field}`).textContent = error.message;
+    $(`g-${field}`).focus();
+  }
+}
+
+async function deleteIdentity() {
+  if (!shown) return;
+  const name = shown.external_id;
+  const sure = await confirmAction(`Delete ${name}?`,
+    "Its record, budgets, spend and metrics are removed for good. Its next request creates it again, empty.",
+    "Delete identity");
+  if (!sure) return $("delete-identity").focus();
+  try {
+    await api(identityPath(shown._id), { method: "DELETE" });
+    shown = null;
+    location.hash = "#/identities";
+  } catch (error) {
+    failed(error, "identity-error");
+  }
+}
+
+export function startIdentity() {
+  $("edit-identity").addEventListener("click", openEdit);
+  $("cancel-edit").addEventListener("click", () => $("edit-dialog").close());
+  $("edit-form").addEventListener("submit", submitEdit);
+  $("delete-identity").addEventListener("click", deleteIdentity);
 }
 
 function renderIdentity(identity) {
@@ -57,12 +117,17 @@ function budgetCard(id, status) {
   const period = PERIODS[status.period] ?? status.period;
   const consumed = `${status.spent} of ${status.amount} consumed, ${percent(status.percent)}`;
   const reset = async (event) => {
-    event.currentTarget.disabled = true;
+    const button = event.currentTarget;
+    const sure = await confirmAction(`Reset the ${period.toLowerCase()} budget?`,
+      `This period's spend (${status.spent}) goes back to 0.00 and what requests in flight hold is released.`, "Reset");
+    if (!sure) return button.focus();
+    button.disabled = true;
     try {
       await api(`${identityPath(id)}/budgets/${status.period}/reset`, { method: "POST" });
       const budgets = await api(`${identityPath(id)}/budgets`);
       renderBudgets(id, budgets.data);
       $("budget-message").textContent = `${period} budget reset.`;
+      $("budgets").querySelector(`[data-key="reset:${status.period}"]`)?.focus();
     } catch (error) {
       failed(error, "identity-error");
     }
@@ -76,7 +141,8 @@ function budgetCard(id, status) {
       h("p", { class: "consumed", text: consumed }),
       h("p", { class: "muted", text: `USD · resets at ${when(status.resets_at)}` }),
       nanos(status.reserved) > 0n ? h("p", { class: "muted", text: `${status.reserved} held by requests in flight` }) : null,
-      h("button", { type: "button", onclick: reset, text: "Reset" })));
+      h("button", { type: "button", onclick: reset, text: "Reset", "data-key": `reset:${status.period}`,
+                    "aria-label": `Reset ${period.toLowerCase()} budget` })));
 }
 
 function renderBudgets(id, statuses) {
@@ -116,5 +182,6 @@ function renderModels(models) {
   if ($("models").hidden) return;
   $("model-table").tBodies[0].replaceChildren(...models.map((m) => h("tr", {}, h("td", { text: m.model }),
     h("td", { class: "num", text: count(m.requests) }), h("td", { class: "num", text: usd(m.cost) }),
-    h("td", { class: "num", text: count(m.input_tokens) }), h("td", { class: "num", text: count(m.output_tokens) }))));
+    h("td", { class: "num wide-only", text: count(m.input_tokens) }),
+    h("td", { class: "num wide-only", text: count(m.output_tokens) }))));
 }

@@ -29,17 +29,76 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body } = {}) {
+// The last body and ETag of each GET: a poll sends If-None-Match and a 304 reuses the body (`changed`
+// tells the caller whether anything did, so an unchanged view is not rebuilt under the user's focus).
+const held = new Map();
+
+async function call(path, { method = "GET", body, raw } = {}) {
   const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const before = method === "GET" ? held.get(path) : undefined;
+  if (before) headers["If-None-Match"] = before.etag;
   const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, body: body === undefined ? undefined : raw ?? JSON.stringify(body),
     cache: "no-store", credentials: "omit",
   });
   if (response.status === 401) throw new Unauthorized();
+  return { response, before };
+}
+
+export async function poll(path) { // -> { data, changed }
+  const { response, before } = await call(path);
+  if (response.status === 304 && before) return { data: before.data, changed: false };
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data);
+  const etag = response.headers.get("ETag");
+  if (etag) held.set(path, { etag, data });
+  return { data, changed: true };
+}
+
+export async function api(path, options = {}) {
+  if ((options.method ?? "GET") === "GET") return (await poll(path)).data;
+  const { response } = await call(path, options);
   const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
+}
+
+// A CSV export: fetched with the token (never a URL carrying it), saved through a download link.
+export async function download(path, filename) {
+  const { response } = await call(path);
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
+  const link = h("a", { href: URL.createObjectURL(await response.blob()), download: filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+}
+
+// A destructive action asks first, in a modal dialog that names it; resolves true when confirmed.
+export function confirmAction(title, text, action) {
+  const dialog = $("confirm-dialog");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = action;
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      $("confirm-form").onsubmit = $("confirm-cancel").onclick = dialog.oncancel = null;
+      dialog.close();
+      resolve(answer);
+    };
+    $("confirm-form").onsubmit = (event) => { event.preventDefault(); done(true); };
+    $("confirm-cancel").onclick = () => done(false);
+    dialog.oncancel = (event) => { event.preventDefault(); done(false); };
+    dialog.showModal();
+    $("confirm-cancel").focus(); // the safe choice has the focus
+  });
+}
+
+// Rebuild `container` with `render()`, putting the focus back on the control it was on (same data-key).
+export function keepFocus(container, render) {
+  const key = container.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
+  render();
+  if (key) container.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
 }
 
 export const record = (data) => data.identity; // the identity routes answer {"identity": Record}
@@ -74,6 +133,9 @@ export const usd = (amount) => `$${typeof amount === "number" ? fromNanos(nanos(
 export const count = (value) => Number(value ?? 0).toLocaleString("en-US");
 export const percent = (value) => `${Number.isInteger(value) ? value : Number(value).toFixed(1)}%`;
 export const when = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+export const time = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+export const PERIOD_NAMES = { daily: "Daily", weekly: "Weekly", monthly: "Monthly", yearly: "Yearly", one_time: "One time" };
+export const levelOf = (percent) => (percent >= 100 ? "over" : percent >= 75 ? "at risk" : "ok");
 export const initials = (identity) => (identity.display_name || identity.external_id).trim().slice(0, 2).toUpperCase();
 export const identityPath = (id) => `v2/identities/${encodeURIComponent(id)}`;
 

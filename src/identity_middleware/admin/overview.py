@@ -1,0 +1,302 @@
+"""The console's admin routes beyond orq's API (``/v2/analytics/...``): the workspace overview, the refusal
+log, the identity count and CSV exports. orq's SDK never calls them.
+
+The overview is computed from what the store keeps per identity (metrics per UTC day, per UTC hour
+where the store has them, per model over whole days), so it reads every identity once per call, as
+``GET /metrics`` does: spend, requests, tokens and errors over the range, its buckets, the models,
+the top spenders (sorted here, on the server, over every identity), the budgets at or above
+:data:`AT_RISK` percent of a limit and the newest refusals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from ..core.admission import ModelUsage
+from ..core.budgets import ScopedBudget, ScopeKind
+from ..core.metrics import DailyMetrics, HourlyMetrics, Metrics
+from ..core.models import Identity
+from ..core.money import format_usd
+from ..core.periods import UTC
+from ..stores.base import MAX_PAGE_SIZE, METRIC_HOURS, Store
+from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
+from .errors import Reply, invalid_request
+from .handlers import AdminRequest
+
+__all__ = ["AT_RISK", "RANGES", "all_identities", "count_identities", "export_identities", "export_refusals",
+           "overview", "refusals"]
+
+AT_RISK = 75  # percent of a limit from which a budget is at risk
+RANGES = {"24h": 1, "7d": 7, "30d": 30}  # the range -> whole UTC days of per-model data it reads
+TOP = 10
+_CONCURRENCY = 32  # identities read at once
+T = TypeVar("T")
+
+
+async def all_identities(store: Store, *, search: str | None = None, tags: Sequence[str] | None = None,
+                         include_metrics: bool = False, include_budgets: bool = False) -> AsyncIterator[Identity]:
+    """Every identity (matching ``search``/``tags``), page by page in the store's order."""
+    cursor: str | None = None
+    while True:
+        page = await store.alist(limit=MAX_PAGE_SIZE, starting_after=cursor, search=search, tags=tags,
+                                 include_metrics=include_metrics, include_budgets=include_budgets)
+        for identity in page.data:
+            yield identity
+        if not page.has_more or not page.data:
+            return
+        cursor = page.data[-1].id
+
+
+async def _each(items: Sequence[T], read: Callable[[T], Awaitable[Any]]) -> list[Any]:
+    """``read`` of every item, at most :data:`_CONCURRENCY` at once, in order."""
+    results: list[Any] = []
+    for start in range(0, len(items), _CONCURRENCY):
+        results += await asyncio.gather(*(read(item) for item in items[start:start + _CONCURRENCY]))
+    return results
+
+
+@dataclass(slots=True)
+class _Bucket:
+    start: str
+    cost: Decimal = Decimal(0)
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    errors: int = 0
+
+    def add(self, point: DailyMetrics | HourlyMetrics) -> None:
+        self.cost += point.cost
+        self.requests += point.requests
+        self.input_tokens += point.input_tokens
+        self.output_tokens += point.output_tokens
+        self.errors += point.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "cost": format_usd(self.cost), "requests": self.requests,
+                "tokens": self.input_tokens + self.output_tokens, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "errors": self.errors}
+
+
+@dataclass(slots=True)
+class _Workspace:
+    series: dict[str, _Bucket] = field(default_factory=dict)
+    models: dict[str, ModelUsage] = field(default_factory=dict)
+    model_costs: dict[str, Decimal] = field(default_factory=dict)
+    spenders: list[tuple[Identity, _Bucket]] = field(default_factory=list)
+
+    def add(self, identity: Identity, points: Sequence[DailyMetrics | HourlyMetrics], metrics: Metrics) -> None:
+        own = _Bucket("")
+        for point in points:
+            start = _start(point)
+            self.series.setdefault(start, _Bucket(start)).add(point)
+            own.add(point)
+        if own.requests:
+            self.spenders.append((identity, own))
+        for share in metrics.models:
+            usage = self.models.setdefault(share.model, ModelUsage())
+            usage.requests += share.requests
+            usage.input_tokens += share.input_tokens
+            usage.output_tokens += share.output_tokens
+            self.model_costs[share.model] = self.model_costs.get(share.model, Decimal(0)) + share.cost
+
+
+def _start(point: DailyMetrics | HourlyMetrics) -> str:
+    if isinstance(point, HourlyMetrics):
+        return point.hour.isoformat().replace("+00:00", "Z")
+    return point.day.isoformat()
+
+
+async def _points(store: Store, identity: Identity, days: int, hourly: bool) -> Sequence[DailyMetrics | HourlyMetrics]:
+    if hourly:
+        return await store.ahourly_metrics(identity.external_id, hours=METRIC_HOURS)
+    return await store.adaily_metrics(identity.external_id, days=days)
+
+
+async def _hourly(store: Store, identities: Sequence[Identity]) -> bool:
+    """Whether the store keeps hours (else the last 24 hours are read as the last 2 UTC days)."""
+    if not identities:
+        return True
+    try:
+        await store.ahourly_metrics(identities[0].external_id, hours=1)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _range(request: AdminRequest) -> str:
+    value = request.one("range") or "7d"
+    if value not in RANGES:
+        raise invalid_request(f"range must be one of {', '.join(RANGES)}.", "range")
+    return value
+
+
+def _spender(identity: Identity, bucket: _Bucket) -> dict[str, Any]:
+    return {"_id": identity.id, "external_id": identity.external_id, "display_name": identity.display_name,
+            "cost": format_usd(bucket.cost), "requests": bucket.requests,
+            "tokens": bucket.input_tokens + bucket.output_tokens, "errors": bucket.errors}
+
+
+def _target(budget: ScopedBudget) -> str:
+    return "workspace" if budget.scope is ScopeKind.WORKSPACE else str(budget.target)
+
+
+async def _at_risk(store: Store, now: datetime) -> list[dict[str, Any]]:
+    """Live budgets at or above AT_RISK percent of their amount or token limit, fullest first."""
+    found: list[tuple[Decimal, dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        page = await store.alist_budgets(limit=MAX_PAGE_SIZE, starting_after=cursor)
+        for budget, usage in page.data:
+            if not budget.live(now):
+                continue
+            shares = []
+            if budget.amount:
+                shares.append(usage.amount * 100 / budget.amount)
+            if budget.token_limit:
+                shares.append(Decimal(usage.tokens * 100) / budget.token_limit)
+            percent = max(shares, default=Decimal(0))
+            if percent >= AT_RISK:
+                amount = None if budget.amount is None else format_usd(budget.amount)
+                found.append((percent, {
+                    "budget_id": budget.id, "scope": budget.scope.value, "target": _target(budget),
+                    "period": budget.period.value, "amount": amount,
+                    "spent": format_usd(usage.amount), "token_limit": budget.token_limit, "tokens": usage.tokens,
+                    "percent": float(round(percent, 1)), "state": "over" if percent >= 100 else "at_risk"}))
+        if not page.has_more or not page.data:
+            break
+        cursor = page.data[-1][0].id
+    found.sort(key=lambda item: (-item[0], item[1]["budget_id"]))
+    return [entry for _, entry in found]
+
+
+async def _refusals(store: Store, limit: int) -> list[Refusal]:
+    try:
+        return await store.arecent_refusals(limit)
+    except NotImplementedError:
+        return []
+
+
+async def overview(store: Store, request: AdminRequest) -> Reply:
+    """``GET /v2/analytics/overview?range=24h|7d|30d``: the workspace over the range (extension)."""
+    name = _range(request)
+    days = RANGES[name]
+    now = datetime.now(UTC)
+    identities = [identity async for identity in all_identities(store)]
+    hourly = name == "24h" and await _hourly(store, identities)
+    point_days = 2 if name == "24h" else days  # by day, the last 24 hours reach into yesterday
+
+    async def read(identity: Identity) -> tuple[Sequence[DailyMetrics | HourlyMetrics], Metrics]:
+        points = await _points(store, identity, point_days, hourly)
+        return points, await store.ametrics(identity.external_id, days=point_days)
+
+    workspace = _Workspace()
+    for identity, (points, metrics) in zip(identities, await _each(identities, read), strict=True):
+        workspace.add(identity, points, metrics)
+    series = [workspace.series[start] for start in sorted(workspace.series)]
+    totals = _Bucket("")
+    for bucket in series:
+        totals.cost += bucket.cost
+        totals.requests += bucket.requests
+        totals.input_tokens += bucket.input_tokens
+        totals.output_tokens += bucket.output_tokens
+        totals.errors += bucket.errors
+    workspace.spenders.sort(key=lambda item: (-item[1].cost, -item[1].requests, item[0].external_id))
+    models = sorted(workspace.models.items(), key=lambda item: (-workspace.model_costs[item[0]], item[0]))
+    body = {
+        "object": "overview", "range": name, "granularity": "hour" if hourly else "day",
+        "models_days": point_days,
+        "totals": {**totals.to_json(), "identities": len(identities),
+                   "error_rate": totals.errors / totals.requests if totals.requests else 0.0},
+        "series": [bucket.to_json() for bucket in series],
+        "models": [{"model": model, "requests": usage.requests, "cost": format_usd(workspace.model_costs[model]),
+                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+                   for model, usage in models],
+        "top_spenders": [_spender(identity, bucket) for identity, bucket in workspace.spenders[:TOP]],
+        "budgets_at_risk": await _at_risk(store, now),
+        "refusals": [refusal.to_json() for refusal in await _refusals(store, TOP)],
+    }
+    return Reply.json(200, body)
+
+
+def _limit(request: AdminRequest, default: int) -> int:
+    value = request.one("limit")
+    if value is None:
+        return default
+    limit = int(value) if value.isdigit() else 0
+    if not 1 <= limit <= REFUSAL_LOG_SIZE:
+        raise invalid_request(f"limit must be an integer from 1 to {REFUSAL_LOG_SIZE}.", "limit")
+    return limit
+
+
+async def refusals(store: Store, request: AdminRequest) -> Reply:
+    """``GET /v2/analytics/refusals?limit=50``: the store's refusal log, newest first (extension)."""
+    found = await _refusals(store, _limit(request, 50))
+    return Reply.json(200, {"object": "list", "data": [refusal.to_json() for refusal in found]})
+
+
+async def count_identities(store: Store, request: AdminRequest) -> Reply:
+    """``GET /v2/analytics/identities/count``: how many identities match ``search`` and ``tags``."""
+    total = 0
+    async for _ in all_identities(store, search=request.one("search") or None, tags=request.tags()):
+        total += 1
+    return Reply.json(200, {"object": "count", "total": total})
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """One CSV cell; text a spreadsheet would run as a formula starts with a quote (identity fields are user input)."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(_FORMULA) else text
+
+
+def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Reply:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows([_cell(value) for value in row] for row in rows)
+    return Reply(200, out.getvalue().encode(), (("content-type", "text/csv; charset=utf-8"),
+                                                ("content-disposition", f'attachment; filename="{name}.csv"')))
+
+
+def _tightest(identity: Identity) -> tuple[str, str, str]:
+    statuses = identity.budgets or []
+    if not statuses:
+        return "", "", ""
+    status = max(statuses, key=lambda item: item.percent)
+    state = "over" if status.percent >= 100 else "at risk" if status.percent >= AT_RISK else "ok"
+    return status.period.value, f"{status.percent}", state
+
+
+async def export_identities(store: Store, request: AdminRequest) -> Reply:
+    """``GET /v2/analytics/identities/export``: every matching identity with its 30-day numbers, as CSV."""
+    rows = []
+    async for identity in all_identities(store, search=request.one("search") or None, tags=request.tags(),
+                                         include_metrics=True, include_budgets=True):
+        metrics = identity.metrics or Metrics()
+        rows.append([identity.external_id, identity.id, identity.display_name, identity.email,
+                     " ".join(identity.tags), identity.last_source, metrics.total_requests,
+                     format_usd(metrics.total_cost), metrics.total_tokens, f"{metrics.error_rate:.4f}",
+                     *_tightest(identity)])
+    header = ["external_id", "_id", "display_name", "email", "tags", "last_source", "requests_30d", "cost_30d_usd",
+              "tokens_30d", "error_rate_30d", "tightest_budget", "tightest_budget_percent", "tightest_budget_state"]
+    return _csv("identities", header, rows)
+
+
+async def export_refusals(store: Store, request: AdminRequest) -> Reply:
+    """``GET /v2/analytics/refusals/export``: the whole refusal log as CSV, newest first."""
+    found = await _refusals(store, REFUSAL_LOG_SIZE)
+    header = ["at", "external_id", "identity_id", "budget_id", "scope", "period", "amount_usd", "spent_usd",
+              "reserved_usd", "estimate_usd"]
+    return _csv("refusals", header, ([refusal.to_json()[name] for name in
+                                      ("at", "external_id", "identity_id", "budget_id", "scope", "period", "amount",
+                                       "spent", "reserved", "estimate")] for refusal in found))
+
