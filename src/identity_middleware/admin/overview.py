@@ -25,7 +25,7 @@ from ..core.metrics import DailyMetrics, HourlyMetrics, Metrics
 from ..core.models import Identity
 from ..core.money import format_usd
 from ..core.periods import UTC
-from ..stores.base import MAX_PAGE_SIZE, METRIC_HOURS, Store
+from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS, METRIC_HOURS, Store
 from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
 from .errors import Reply, invalid_request
 from .handlers import AdminRequest
@@ -130,6 +130,17 @@ async def _hourly(store: Store, identities: Sequence[Identity]) -> bool:
     return True
 
 
+async def _ranged(store: Store, identities: Sequence[Identity]) -> bool:
+    """Whether the store sums a range of days (else the models shown are the last 30 days')."""
+    if not identities:
+        return True
+    try:
+        await store.arecent_metrics(identities[0].external_id, days=1)
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _range(request: AdminRequest) -> str:
     value = request.one("range") or "7d"
     if value not in RANGES:
@@ -192,9 +203,13 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     hourly = name == "24h" and await _hourly(store, identities)
     point_days = 2 if name == "24h" else days  # by day, the last 24 hours reach into yesterday
 
+    models_days = point_days if await _ranged(store, identities) else METRIC_DAYS
+
     async def read(identity: Identity) -> tuple[Sequence[DailyMetrics | HourlyMetrics], Metrics]:
         points = await _points(store, identity, point_days, hourly)
-        return points, await store.ametrics(identity.external_id, days=point_days)
+        if models_days == METRIC_DAYS:
+            return points, await store.ametrics(identity.external_id)
+        return points, await store.arecent_metrics(identity.external_id, days=models_days)
 
     workspace = _Workspace()
     for identity, (points, metrics) in zip(identities, await _each(identities, read), strict=True):
@@ -211,7 +226,7 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     models = sorted(workspace.models.items(), key=lambda item: (-workspace.model_costs[item[0]], item[0]))
     body = {
         "object": "overview", "range": name, "granularity": "hour" if hourly else "day",
-        "models_days": point_days,
+        "models_days": models_days,
         "totals": {**totals.to_json(), "identities": len(identities),
                    "error_rate": totals.errors / totals.requests if totals.requests else 0.0},
         "series": [bucket.to_json() for bucket in series],

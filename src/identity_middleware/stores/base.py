@@ -202,11 +202,19 @@ class Store(ScopedBudgets, abc.ABC):
         await self.aflush()
 
     @abc.abstractmethod
-    def metrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
-        """Totals over the last ``days`` UTC days (1..30, default 30), per model too."""
+    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        """Totals over the last 30 UTC days."""
 
     @abc.abstractmethod
-    async def ametrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics: ...
+    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics: ...
+
+    # Not abstract: the console reads it where a store has it (else its 30-day metrics).
+    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+        """Totals over the last ``days`` UTC days (1..30), per model too."""
+        raise NotImplementedError(f"{type(self).__name__} sums no range of days")
+
+    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+        raise NotImplementedError(f"{type(self).__name__} sums no range of days")
 
     # Not abstract, so a store written before it still loads; both stores here override the pair.
     def daily_metrics(

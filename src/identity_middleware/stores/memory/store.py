@@ -187,13 +187,20 @@ class MemoryStore(MemoryBudgets, Store):
         self.reset_budget(identity_id, period)
 
     # -- usage -----------------------------------------------------------------------------------
-    def metrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
+    def metrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        with self._lock:
+            return self._account(identity_id).metrics(_now(now))
+
+    async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
+        return self.metrics(identity_id, now=now)
+
+    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
         check_days(days)
         with self._lock:
             return self._account(identity_id).metrics(_now(now), days)
 
-    async def ametrics(self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None) -> Metrics:
-        return self.metrics(identity_id, days=days, now=now)
+    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+        return self.recent_metrics(identity_id, days=days, now=now)
 
     def hourly_metrics(
         self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
