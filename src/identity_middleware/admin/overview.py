@@ -119,23 +119,10 @@ async def _points(store: Store, identity: Identity, days: int, hourly: bool) -> 
     return await store.adaily_metrics(identity.external_id, days=days)
 
 
-async def _hourly(store: Store, identities: Sequence[Identity]) -> bool:
-    """Whether the store keeps hours (else the last 24 hours are read as the last 2 UTC days)."""
-    if not identities:
-        return True
+async def _keeps(read: Callable[[], Awaitable[object]]) -> bool:
+    """Whether the store answers ``read`` (an optional store method raises NotImplementedError)."""
     try:
-        await store.ahourly_metrics(identities[0].external_id, hours=1)
-    except NotImplementedError:
-        return False
-    return True
-
-
-async def _ranged(store: Store, identities: Sequence[Identity]) -> bool:
-    """Whether the store sums a range of days (else the models shown are the last 30 days')."""
-    if not identities:
-        return True
-    try:
-        await store.arecent_metrics(identities[0].external_id, days=1)
+        await read()
     except NotImplementedError:
         return False
     return True
@@ -200,10 +187,14 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     days = RANGES[name]
     now = datetime.now(UTC)
     identities = [identity async for identity in all_identities(store)]
-    hourly = name == "24h" and await _hourly(store, identities)
+    first = identities[0].external_id if identities else None
+    # Hours where the store keeps them (else the last 24 hours are read as the last 2 UTC days), models
+    # over the range's days where it sums a range (else over 30 days).
+    hourly = name == "24h" and (first is None or await _keeps(lambda: store.ahourly_metrics(first, hours=1)))
     point_days = 2 if name == "24h" else days  # by day, the last 24 hours reach into yesterday
 
-    models_days = point_days if await _ranged(store, identities) else METRIC_DAYS
+    ranged = first is None or await _keeps(lambda: store.arecent_metrics(first, days=1))
+    models_days = point_days if ranged else METRIC_DAYS
 
     async def read(identity: Identity) -> tuple[Sequence[DailyMetrics | HourlyMetrics], Metrics]:
         points = await _points(store, identity, point_days, hourly)
