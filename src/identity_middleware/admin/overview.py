@@ -1,5 +1,5 @@
 """The console's admin routes beyond orq's API (``/v2/analytics/...``): the workspace overview, the refusal
-log, the identity count and CSV exports. orq's SDK never calls them.
+log and the identity count (CSV exports: :mod:`.exports`). orq's SDK never calls them.
 
 The overview is computed from what the store keeps per identity (metrics per UTC day, per UTC hour
 where the store has them, per model over whole days), so it reads every identity once per call, as
@@ -11,9 +11,7 @@ the top spenders (sorted here, on the server, over every identity), the budgets 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,8 +28,7 @@ from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
 from .errors import Reply, invalid_request
 from .handlers import AdminRequest
 
-__all__ = ["AT_RISK", "RANGES", "all_identities", "count_identities", "export_identities", "export_refusals",
-           "overview", "refusals"]
+__all__ = ["AT_RISK", "RANGES", "all_identities", "count_identities", "logged_refusals", "overview", "refusals"]
 
 AT_RISK = 75  # percent of a limit from which a budget is at risk
 RANGES = {"24h": 1, "7d": 7, "30d": 30}  # the range -> whole UTC days of per-model data it reads
@@ -174,7 +171,7 @@ async def _at_risk(store: Store, now: datetime) -> list[dict[str, Any]]:
     return [entry for _, entry in found]
 
 
-async def _refusals(store: Store, limit: int) -> list[Refusal]:
+async def logged_refusals(store: Store, limit: int) -> list[Refusal]:
     try:
         return await store.arecent_refusals(limit)
     except NotImplementedError:
@@ -226,7 +223,7 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
                    for model, usage in models],
         "top_spenders": [_spender(identity, bucket) for identity, bucket in workspace.spenders[:TOP]],
         "budgets_at_risk": await _at_risk(store, now),
-        "refusals": [refusal.to_json() for refusal in await _refusals(store, TOP)],
+        "refusals": [refusal.to_json() for refusal in await logged_refusals(store, TOP)],
     }
     return Reply.json(200, body)
 
@@ -243,7 +240,7 @@ def _limit(request: AdminRequest, default: int) -> int:
 
 async def refusals(store: Store, request: AdminRequest) -> Reply:
     """``GET /v2/analytics/refusals?limit=50``: the store's refusal log, newest first (extension)."""
-    found = await _refusals(store, _limit(request, 50))
+    found = await logged_refusals(store, _limit(request, 50))
     return Reply.json(200, {"object": "list", "data": [refusal.to_json() for refusal in found]})
 
 
@@ -253,56 +250,3 @@ async def count_identities(store: Store, request: AdminRequest) -> Reply:
     async for _ in all_identities(store, search=request.one("search") or None, tags=request.tags()):
         total += 1
     return Reply.json(200, {"object": "count", "total": total})
-
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> str:
-    """One CSV cell; text a spreadsheet would run as a formula starts with a quote (identity fields are user input)."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA) else text
-
-
-def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Reply:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows([_cell(value) for value in row] for row in rows)
-    return Reply(200, out.getvalue().encode(), (("content-type", "text/csv; charset=utf-8"),
-                                                ("content-disposition", f'attachment; filename="{name}.csv"')))
-
-
-def _tightest(identity: Identity) -> tuple[str, str, str]:
-    statuses = identity.budgets or []
-    if not statuses:
-        return "", "", ""
-    status = max(statuses, key=lambda item: item.percent)
-    state = "over" if status.percent >= 100 else "at risk" if status.percent >= AT_RISK else "ok"
-    return status.period.value, f"{status.percent}", state
-
-
-async def export_identities(store: Store, request: AdminRequest) -> Reply:
-    """``GET /v2/analytics/identities/export``: every matching identity with its 30-day numbers, as CSV."""
-    rows = []
-    async for identity in all_identities(store, search=request.one("search") or None, tags=request.tags(),
-                                         include_metrics=True, include_budgets=True):
-        metrics = identity.metrics or Metrics()
-        rows.append([identity.external_id, identity.id, identity.display_name, identity.email,
-                     " ".join(identity.tags), identity.last_source, metrics.total_requests,
-                     format_usd(metrics.total_cost), metrics.total_tokens, f"{metrics.error_rate:.4f}",
-                     *_tightest(identity)])
-    header = ["external_id", "_id", "display_name", "email", "tags", "last_source", "requests_30d", "cost_30d_usd",
-              "tokens_30d", "error_rate_30d", "tightest_budget", "tightest_budget_percent", "tightest_budget_state"]
-    return _csv("identities", header, rows)
-
-
-async def export_refusals(store: Store, request: AdminRequest) -> Reply:
-    """``GET /v2/analytics/refusals/export``: the whole refusal log as CSV, newest first."""
-    found = await _refusals(store, REFUSAL_LOG_SIZE)
-    header = ["at", "external_id", "identity_id", "budget_id", "scope", "period", "amount_usd", "spent_usd",
-              "reserved_usd", "estimate_usd"]
-    return _csv("refusals", header, ([refusal.to_json()[name] for name in
-                                      ("at", "external_id", "identity_id", "budget_id", "scope", "period", "amount",
-                                       "spent", "reserved", "estimate")] for refusal in found))
-

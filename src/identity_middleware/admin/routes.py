@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, budgets, handlers, identities, overview
+from . import analytics, budgets, exports, handlers, identities, overview
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, invalid_request, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -45,9 +45,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     # The console's extensions (orq's SDK never calls them): see .overview.
     "/v2/analytics/overview": {"GET": overview.overview},
     "/v2/analytics/refusals": {"GET": overview.refusals},
-    "/v2/analytics/refusals/export": {"GET": overview.export_refusals},
+    "/v2/analytics/refusals/export": {"GET": exports.export_refusals},
     "/v2/analytics/identities/count": {"GET": overview.count_identities},
-    "/v2/analytics/identities/export": {"GET": overview.export_identities},
+    "/v2/analytics/identities/export": {"GET": exports.export_identities},
 }
 OPENAPI_PATH = "/openapi.json"
 

@@ -11,17 +11,8 @@ from typing import Any
 
 from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ...core.budgets import ScopeKind
-from ...core.metrics import HourlyMetrics
-from ...core.models import (
-    Budget,
-    BudgetStatus,
-    DailyMetrics,
-    Identity,
-    IdentityInput,
-    IdentityPage,
-    IdentityUpdate,
-    Metrics,
-)
+from ...core.metrics import DailyMetrics, HourlyMetrics, Metrics
+from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate
 from ...core.ordering import IdentityOrder, sorted_page
 from ...core.periods import UTC, Period
 from ...core.scoped import decide_scoped
@@ -202,16 +193,14 @@ class MemoryStore(MemoryBudgets, Store):
     async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
         return self.recent_metrics(identity_id, days=days, now=now)
 
-    def hourly_metrics(
-        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
-    ) -> builtins.list[HourlyMetrics]:
+    def hourly_metrics(self, identity_id: str, *, hours: int = METRIC_HOURS,
+                       now: datetime | None = None) -> builtins.list[HourlyMetrics]:
         check_hours(hours)
         with self._lock:
             return self._account(identity_id).hourly(_now(now), hours)
 
-    async def ahourly_metrics(
-        self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
-    ) -> builtins.list[HourlyMetrics]:
+    async def ahourly_metrics(self, identity_id: str, *, hours: int = METRIC_HOURS,
+                              now: datetime | None = None) -> builtins.list[HourlyMetrics]:
         return self.hourly_metrics(identity_id, hours=hours, now=now)
 
     def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
@@ -220,16 +209,14 @@ class MemoryStore(MemoryBudgets, Store):
     async def arecent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
         return self.recent_refusals(limit, now=now)
 
-    def daily_metrics(
-        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
-    ) -> builtins.list[DailyMetrics]:
+    def daily_metrics(self, identity_id: str, *, days: int = METRIC_DAYS,
+                      now: datetime | None = None) -> builtins.list[DailyMetrics]:
         check_days(days)
         with self._lock:
             return self._account(identity_id).daily(_now(now), days)
 
-    async def adaily_metrics(
-        self, identity_id: str, *, days: int = METRIC_DAYS, now: datetime | None = None
-    ) -> builtins.list[DailyMetrics]:
+    async def adaily_metrics(self, identity_id: str, *, days: int = METRIC_DAYS,
+                             now: datetime | None = None) -> builtins.list[DailyMetrics]:
         return self.daily_metrics(identity_id, days=days, now=now)
 
     # -- the request path ------------------------------------------------------------------------
