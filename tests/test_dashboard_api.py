@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import django
@@ -46,7 +46,7 @@ def refuse(store: Store, external_id: str, estimate: int = 0) -> None:
 
 
 def test_the_overview_sums_the_workspace_and_sorts_the_top_spenders(client: TestClient, store: Store) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for name, cost in (("small", "0.01"), ("big", "0.50"), ("mid", "0.20")):
         store.create(IdentityInput(id=name, display_name=name.title()))
         store.record(name, cost=Decimal(cost), input_tokens=10, output_tokens=5, model="gpt-4o", now=now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,7 @@ from identity_middleware.stores import MemoryStore, Store
 from identity_middleware.stores.refusals import REFUSAL_LOG_SIZE, REFUSAL_TTL, MemoryRefusalLog, Refusal
 
 # Redis expires counters by the wall clock, so the stores are asked at the real instant (one per run).
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 NANOS = 1_000_000_000
 # The stores that keep a refusal log and sum a range of days (RedisStore's land with its restructure).
 LOGGING_KINDS = ["memory"]

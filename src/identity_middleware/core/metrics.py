@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, Field, field_serializer
@@ -91,7 +91,7 @@ class HourlyMetrics(BaseModel):
 
 def utc_hour(now: datetime) -> datetime:
     """The start of ``now``'s UTC hour (an aware datetime)."""
-    return now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def hourly_from_counters(hour: datetime, counters: list[int]) -> HourlyMetrics:
