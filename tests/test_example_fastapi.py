@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
+import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import openai
+import pytest
 
 from example_server import SERVE_EXAMPLE, STOP_EXAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
+# A bare environment, as a new user's shell has; PYTHONPATH kept so a worktree's sources are the ones run.
+ENV = {"PATH": "/usr/bin:/bin", **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ}}
 
 
 def test_the_fastapi_demo_tracks_identities_and_answers_429() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "fastapi_app" / "demo.py")],
-                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+                            capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "alice (body identity) call 1       -> 200" in out
@@ -62,14 +74,118 @@ print(json.dumps({
 
 def test_the_openai_sdk_parses_the_examples_json_and_sse_replies() -> None:
     result = subprocess.run([sys.executable, "-c", SDK_SCRIPT, str(ROOT / "examples" / "fastapi_app")],
-                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+                            capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["created"] > 0 and report["total_tokens"] == 80 + 240
-    assert report["text"].strip() == "(local stand-in) You said: Hello there"
+    assert report["text"] == "(local stand-in) You said: Hello there"
     assert not any(report["plain_usage"]) and report["last_usage"] == 320
     # The stand-in is priced through the same machinery: 80 x $5 + 240 x $15 per million, three calls.
     assert report["models"] == [{"model": "local-stand-in-1", "cost": "0.012", "input_tokens": 240,
                                  "output_tokens": 720, "requests": 3}]
     assert report["requests"] == 3
     assert report["by_fields"] == [1, 1]  # OpenAI's `user` and `safety_identifier` name the identity
+
+
+# -- in process: the example app driven by the real openai SDK over httpx's ASGI transport ------------
+def _example() -> Any:
+    """The example's ``app`` module, imported in this process as package ``fastapi_example``."""
+    if "fastapi_example.app" not in sys.modules:
+        package = types.ModuleType("fastapi_example")
+        package.__path__ = [str(ROOT / "examples" / "fastapi_app")]
+        sys.modules["fastapi_example"] = package
+        example = importlib.import_module("fastapi_example.app")
+
+        @example.app.get("/v1/test-only/collect")
+        def collect() -> dict[str, str]:
+            """A bystander that records nothing: it runs the garbage collector inside its request."""
+            gc.collect()
+            return {}
+
+    return sys.modules["fastapi_example.app"]
+
+
+def _sdk(example: Any, **headers: str) -> openai.AsyncOpenAI:
+    transport = httpx2.ASGITransport(app=example.app)
+    return openai.AsyncOpenAI(api_key="unused", base_url="http://example/v1", max_retries=0,
+                              http_client=httpx2.AsyncClient(transport=transport, headers=headers))
+
+
+async def _leave_after_first_chunk(example: Any, external_id: str) -> None:
+    """A ``stream: true`` call whose client goes away after the first chunk: as uvicorn serves it
+    (ASGI 2.3), the next write never completes and the server reports the disconnect."""
+    gone = anyio.Event()
+    request = json.dumps({"model": "local-stand-in-1", "stream": True,
+                          "messages": [{"role": "user", "content": "Hello there"}]}).encode()
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": request, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            gone.set()
+            await anyio.sleep_forever()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "server": ("example", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(request)).encode()),
+                         (b"x-identity-id", external_id.encode())]}
+    await example.app(scope, receive, send)
+
+
+def _spend(example: Any, external_id: str) -> tuple[str, int, int]:
+    metrics = example.store.metrics(external_id)
+    return str(metrics.total_cost), metrics.total_tokens, metrics.total_requests
+
+
+@pytest.mark.anyio
+async def test_a_client_that_leaves_a_stream_early_is_charged_for_it_once_and_nobody_else_is() -> None:
+    example = _example()
+    await _leave_after_first_chunk(example, "frank")
+    assert _spend(example, "frank") == ("0.004", 320, 1)
+    async with _sdk(example, **{"X-Identity-Id": "grace"}) as bystander:
+        await bystander.get("/test-only/collect", cast_to=httpx2.Response)  # collects what frank left behind
+    assert _spend(example, "grace") == ("0", 0, 1)
+    assert _spend(example, "frank") == ("0.004", 320, 1)
+
+
+@pytest.mark.anyio
+async def test_a_stream_helper_call_after_an_early_close_is_charged_one_call() -> None:
+    example = _example()
+    await _leave_after_first_chunk(example, "heidi")
+    async with _sdk(example, **{"X-Identity-Id": "ivan"}) as client:
+        async with client.chat.completions.stream(model="local-stand-in-1",
+                                                  messages=[{"role": "user", "content": "Hello there"}]) as stream:
+            completion = await stream.get_final_completion()
+        gc.collect()
+    assert completion.choices[0].message.content == "(local stand-in) You said: Hello there"
+    assert _spend(example, "ivan") == ("0.004", 320, 1)
+    assert _spend(example, "heidi") == ("0.004", 320, 1)
+
+
+@pytest.mark.anyio
+async def test_content_parts_and_an_assistants_tool_calls_without_content_are_accepted() -> None:
+    async with _sdk(_example(), **{"X-Identity-Id": "judy"}) as client:
+        completion = await client.chat.completions.create(model="local-stand-in-1", messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Weather"}, {"type": "text", "text": "in Paris?"}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+            {"role": "user", "content": [{"type": "text", "text": "Thanks"}]}])
+    assert completion.choices[0].message.content == "(local stand-in) You said: Thanks"
+    assert completion.usage is not None and completion.usage.prompt_tokens == 40 * 7  # words of text
+
+
+@pytest.mark.anyio
+async def test_the_model_list_is_served() -> None:
+    async with _sdk(_example()) as client:
+        models = [model.id async for model in client.models.list()]
+    assert models == ["local-stand-in-1"]

@@ -23,9 +23,20 @@ STAND_IN_MODEL = "local-stand-in-1"
 PRICES = {STAND_IN_MODEL: ModelPrice.of("5.00", "15.00")}
 
 
+def text_of(message: dict[str, Any]) -> str:
+    """A message's text: its string content, or its text parts joined (none for tool calls only)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text") or "") for part in content
+                        if isinstance(part, dict) and part.get("type") == "text")
+    return ""
+
+
 def _stand_in(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    prompt_tokens = sum(len(str(message.get("content", "")).split()) for message in messages) * 40
-    last = str(messages[-1].get("content", "")) if messages else ""
+    prompt_tokens = sum(len(text_of(message).split()) for message in messages) * 40
+    last = text_of(messages[-1]) if messages else ""
     reply = f"(local stand-in) You said: {last}"
     completion_tokens = len(reply.split()) * 40
     return {
@@ -48,8 +59,9 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str
     message = completion["choices"][0]["message"]
     yield {**base, **extra, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                          "finish_reason": None}]}
-    for word in str(message["content"]).split(" "):
-        yield {**base, **extra, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+    for index, word in enumerate(str(message["content"]).split(" ")):
+        delta = {"content": word if index == 0 else " " + word}
+        yield {**base, **extra, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
     yield {**base, **extra, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     if include_usage:
         yield {**base, "choices": [], "usage": completion["usage"]}

@@ -19,6 +19,7 @@ from .usage import ModelPrice, PriceTable, parse_usage, record_usage
 
 if TYPE_CHECKING:
     from .asgi import IdentityMiddleware
+    from .flow.streams import metered_stream
     from .starlette import budgeted
     from .wsgi import IdentityWSGIMiddleware
 
@@ -44,11 +45,13 @@ __all__ = [
     "budgeted",
     "current_identity",
     "instrument",
+    "metered_stream",
     "parse_usage",
     "record_usage",
 ]
 
-_LAZY = {"IdentityMiddleware": ".asgi", "budgeted": ".starlette", "IdentityWSGIMiddleware": ".wsgi"}
+_LAZY = {"IdentityMiddleware": ".asgi", "budgeted": ".starlette", "IdentityWSGIMiddleware": ".wsgi",
+         "metered_stream": ".flow.streams"}
 
 
 def __getattr__(name: str) -> Any:

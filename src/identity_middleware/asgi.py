@@ -15,6 +15,7 @@ from .core.errors import ErrorResponse, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
+from .flow.streams import aend_streams
 from .flow.telemetry import annotate
 from .starlette import find_mark
 
@@ -94,6 +95,8 @@ class IdentityMiddleware:
                     failed = False
                 finally:
                     unbind(token)
+                    if meter.streams:  # streams the app left open are this request's: ended before it settles
+                        await aend_streams(meter)
                     error = failed or watched.status >= 400
                     if self.store.nonblocking:
                         self.flow.settle(meter, error=error)  # nothing to await: no plan, no coroutine

@@ -1,18 +1,25 @@
-"""The request being served, in one ContextVar: its meter when tracked, its id when untracked."""
+"""The request being served, in one ContextVar: its meter when tracked, its id when untracked.
+
+While the garbage collector runs finalisers, no request is current (see :data:`COLLECTING`).
+"""
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections.abc import Awaitable
+from contextlib import suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import unmetered
 from .core.admission import Reservation, Settlement, Usage
 from .core.errors import ErrorResponse
 from .core.models import Identity
 
-__all__ = ["Binding", "Meter", "Reserver", "Untracked", "bind", "current", "current_identity", "current_meter",
-           "unbind"]
+__all__ = ["COLLECTING", "Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "current",
+           "current_identity", "current_meter", "unbind"]
 
 
 class Reserver(Protocol):
@@ -22,6 +29,19 @@ class Reserver(Protocol):
     def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None: ...
 
     async def areserve(self, meter: Meter, estimate: int) -> ErrorResponse | None: ...
+
+
+class OpenStream(Protocol):
+    """A stream a request opened and has not finished (an instrumented call's, a response body).
+
+    The request ends it before it settles, so its usage is the request's: ``end()`` closes it and
+    records what it still owes (an awaitable when ``asynchronous``). See :mod:`.flow.streams`.
+    """
+
+    @property
+    def asynchronous(self) -> bool: ...
+
+    def end(self) -> Awaitable[None] | None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -41,19 +61,51 @@ class Meter:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     recorded: set[str] | None = None  # provider responses already added, by id (made on first use)
+    streams: dict[OpenStream, None] | None = None  # open streams, in the order opened (made on first use)
 
     def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None, *,
             unpriced: bool = False, key: str | None = None) -> bool:
-        """Add one LLM call; ``False`` (and nothing added) when ``key`` was added before."""
+        """Add one LLM call; ``False`` (and nothing added) when ``key`` was added before, or when
+        the request is already settled: then the call is dropped and counted as unmetered."""
         with self.lock:
-            if key is not None:
-                if self.recorded is None:
-                    self.recorded = set()
-                elif key in self.recorded:
-                    return False
-                self.recorded.add(key)
-            self.usage.add(cost, input_tokens, output_tokens, model, unpriced=unpriced)
+            if self.counted:
+                late = True
+            else:
+                late = False
+                if key is not None:
+                    if self.recorded is None:
+                        self.recorded = set()
+                    elif key in self.recorded:
+                        return False
+                    self.recorded.add(key)
+                self.usage.add(cost, input_tokens, output_tokens, model, unpriced=unpriced)
+        if late:
+            unmetered.drop(unmetered.LATE, cost, input_tokens, output_tokens, model, self.identity.external_id)
+            return False
+        return True
+
+    def open(self, stream: OpenStream) -> bool:
+        """Hold ``stream`` until it finishes or the request ends; ``False`` when the request is
+        already settled (its usage can no longer be the request's)."""
+        with self.lock:
+            if self.counted:
+                return False
+            if self.streams is None:
+                self.streams = {}
+            self.streams[stream] = None
             return True
+
+    def finished(self, stream: OpenStream) -> None:
+        """``stream`` has recorded what it owed: no longer held."""
+        with self.lock:
+            if self.streams is not None:
+                self.streams.pop(stream, None)
+
+    def take_streams(self) -> list[OpenStream]:
+        """The streams still open, handed over to be ended (the request is ending)."""
+        with self.lock:
+            found, self.streams = self.streams, None
+        return list(found) if found else []
 
     def fail(self) -> None:
         """Mark the request as an error (an LLM call failed), whatever the response status."""
@@ -82,6 +134,30 @@ class Untracked:
 Binding = Meter | Untracked
 
 _current: ContextVar[Binding | None] = ContextVar("identity_middleware.request", default=None)
+
+#: What is current while the garbage collector runs finalisers in a thread serving a tracked
+#: request: a generator or stream finalised then belongs to some earlier request, not to this
+#: bystander, so usage it records through the context is dropped (see :mod:`.unmetered`), and
+#: ``current_identity()`` is ``None``. (asyncio copies the context when it schedules an abandoned
+#: async generator's ``aclose()``, so that too runs without the bystander's meter.) Streams that
+#: carry their own meter (instrumented calls, ``metered_stream``) are not affected.
+COLLECTING = Untracked(None)
+_collecting: Token[Binding | None] | None = None
+
+
+def _guard_collection(phase: str, info: dict[str, int]) -> None:
+    # Collections never overlap (one runs at a time, process-wide), so one slot holds the token.
+    global _collecting
+    if phase == "start":
+        if type(_current.get()) is Meter:
+            _collecting = _current.set(COLLECTING)
+    elif _collecting is not None:
+        token, _collecting = _collecting, None
+        with suppress(ValueError):  # a finaliser left another context entered: nothing of ours to undo there
+            _current.reset(token)
+
+
+gc.callbacks.append(_guard_collection)
 
 
 def bind(binding: Binding) -> Token[Binding | None]:

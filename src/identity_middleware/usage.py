@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from .context import Meter, current_meter
+from . import unmetered
+from .context import COLLECTING, Meter, current, current_meter
 from .core.money import Money, cost_nanos
 from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
 
@@ -42,8 +43,10 @@ def _add(cost: Money | None, input_tokens: int, output_tokens: int, model: str |
     amount, nanos = (_ZERO, 0) if cost is None else cost_nanos(cost)
     if meter is None:
         meter = current_meter()
-    if meter is None:
-        return None
+        if meter is None:
+            if current() is COLLECTING:  # a finaliser of some other request, run in this one's context
+                unmetered.drop(unmetered.UNOWNED, nanos, input_tokens, output_tokens, model)
+            return None
     if not meter.add(nanos, input_tokens, output_tokens, model, unpriced=unpriced, key=key):
         return None
     return amount

@@ -11,7 +11,7 @@ from .context import Meter, bind, unbind
 from .core.errors import ErrorResponse
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
-from .flow.streams import MeteredIterable
+from .flow.streams import MeteredIterable, end_streams
 from .flow.telemetry import annotate
 
 if TYPE_CHECKING:
@@ -174,6 +174,7 @@ class IdentityWSGIMiddleware:
         try:
             result = self.app(environ, start)
         except BaseException:
+            end_streams(meter)
             self.flow.settle(meter, error=True)
             raise
         finally:

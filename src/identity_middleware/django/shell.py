@@ -19,7 +19,7 @@ from django.http.request import RawPostDataException, UnreadablePostError
 from ..context import Binding, Meter, bind, unbind
 from ..core.errors import ErrorResponse
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
-from ..flow.streams import AsyncMeteredIterator, MeteredIterable
+from ..flow.streams import AsyncMeteredIterator, MeteredIterable, aend_streams, end_streams
 from ..flow.telemetry import annotate
 
 __all__ = ["aserve", "error_response", "serve"]
@@ -137,11 +137,13 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
         response = call(request)
     except BaseException:
         if isinstance(binding, Meter):
+            end_streams(binding)
             flow.settle(binding, error=True)
         raise
     finally:
         unbind(token)
     if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
+        end_streams(binding)
         flow.settle(binding, error=response.status_code >= 400)
     return response
 
@@ -159,10 +161,12 @@ async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: Asyn
         response = await call(request)
     except BaseException:
         if isinstance(binding, Meter):
+            await aend_streams(binding)
             await flow.arun(flow.settlement(binding, error=True))
         raise
     finally:
         unbind(token)
     if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
+        await aend_streams(binding)
         await flow.arun(flow.settlement(binding, error=response.status_code >= 400))
     return response
