@@ -1,6 +1,13 @@
 """Scripts for a child process that serves the FastAPI example over a real socket (its modules are
 top-level ``app`` and ``model``, as when it is run; the example's directory is ``sys.argv[1]``)."""
 
+from __future__ import annotations
+
+import os
+
+# A bare environment, as a new user's shell has; PYTHONPATH kept so that a worktree's sources are the ones run.
+ENV = {"PATH": "/usr/bin:/bin", **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ}}
+
 # Defines ``app``, ``server``, ``thread`` and ``port``: uvicorn (with the app's lifespan) in a thread.
 SERVE_EXAMPLE = """
 import socket, sys, threading, time

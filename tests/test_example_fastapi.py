@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import importlib
 import json
-import os
 import subprocess
 import sys
 import types
@@ -17,11 +16,10 @@ import httpx2
 import openai
 import pytest
 
-from example_server import SERVE_EXAMPLE, STOP_EXAMPLE
+from example_server import ENV, SERVE_EXAMPLE, STOP_EXAMPLE
+from identity_middleware.context import Untracked, bind, unbind
 
 ROOT = Path(__file__).resolve().parent.parent
-# A bare environment, as a new user's shell has; PYTHONPATH kept so a worktree's sources are the ones run.
-ENV = {"PATH": "/usr/bin:/bin", **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ}}
 
 
 def test_the_fastapi_demo_tracks_identities_and_answers_429() -> None:
@@ -189,3 +187,18 @@ async def test_the_model_list_is_served() -> None:
     async with _sdk(_example()) as client:
         models = [model.id async for model in client.models.list()]
     assert models == ["local-stand-in-1"]
+
+
+@pytest.mark.anyio
+async def test_the_chat_view_answers_a_request_let_through_untracked() -> None:
+    """Under the "open" outage policy the view runs with no identity (``current_identity()`` is None)."""
+    example = _example()
+    token = bind(Untracked("zoe"))  # what the middleware binds when the store is down
+    try:
+        answer = await example.chat(example.ChatRequest(messages=[{"role": "user", "content": "Hi"}]))
+        streamed = await example.chat(example.ChatRequest(messages=[{"role": "user", "content": "Hi"}], stream=True))
+        body = b"".join([chunk async for chunk in streamed.body_iterator])
+    finally:
+        unbind(token)
+    assert answer["identity"] is None and answer["cost_usd"] is None
+    assert body.endswith(b"data: [DONE]\n\n")

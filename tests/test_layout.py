@@ -78,11 +78,12 @@ def _package_imports(path: Path) -> set[str]:
 LAYERS = {  # a module of the left may import only the packages on the right (and itself)
     "core": {"core"},
     "stores": {"core", "stores"},
-    "context": {"core"},
+    "context": {"core", "unmetered"},
+    "unmetered": {"core"},
     "flow": {"core", "context", "flow", "ratelimit", "stores", "config", "estimate"},
     "config": {"core", "stores"},
     "pricing": {"core"},
-    "usage": {"core", "context", "pricing"},
+    "usage": {"core", "context", "pricing", "unmetered"},
     "instrumentation": {"core", "context", "pricing", "usage", "instrumentation"},
 }
 

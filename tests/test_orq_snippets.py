@@ -22,7 +22,7 @@ from orq_ai_sdk import Orq, models
 
 from browser import live_server
 from conftest import MakeStore
-from example_server import SERVE_EXAMPLE, STOP_EXAMPLE
+from example_server import ENV, SERVE_EXAMPLE, STOP_EXAMPLE
 from identity_middleware.admin import create_admin_app
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.stores import Store
@@ -120,7 +120,7 @@ def test_the_readme_sdk_block_runs_against_the_fastapi_example() -> None:
     block = readme.split("<!-- orq-sdk-example -->\n```python\n", 1)[1].split("```", 1)[0]
     result = subprocess.run([sys.executable, "-c", README_RUNNER, str(ROOT / "examples" / "fastapi_app")],
                             input=block, capture_output=True, text=True, timeout=120,
-                            env={"PATH": "/usr/bin:/bin"})
+                            env=ENV)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "default" and "external_id='user123'" in lines[1] and "external_id='alice'" in lines[1]

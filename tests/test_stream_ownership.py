@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from identity_middleware import IdentityMiddleware, ModelPrice, instrument, metered_stream, record_usage
+from identity_middleware.context import Meter
 from identity_middleware.stores import Store
 from identity_middleware.unmetered import unmetered_usage
 from llm_servers import ProviderServer
@@ -250,3 +251,26 @@ async def test_a_stream_helper_after_an_abandoned_stream_is_charged_one_call(
     await client.post("/bystander", headers=BOB)
     assert await _spend(store, "bob") == (CHAT, 1500, 2)
     assert await _spend(store, "alice") == (CHAT, 1500, 1)
+
+
+def test_usage_added_after_its_request_settled_is_dropped_and_counted(meter: Meter) -> None:
+    before = unmetered_usage()
+    meter.take(error=False)
+    assert record_usage("0.25", input_tokens=7, output_tokens=3, model="late-model") is None
+    after = unmetered_usage()
+    assert (after.calls - before.calls, after.cost - before.cost, after.input_tokens - before.input_tokens,
+            after.output_tokens - before.output_tokens) == (1, Decimal("0.25"), 7, 3)
+    assert meter.usage.cost == 0
+
+
+def test_the_admin_metrics_count_the_unmetered_usage_of_the_process(meter: Meter) -> None:
+    from identity_middleware.admin.prometheus import Snapshot, exposition
+
+    meter.take(error=False)
+    record_usage("0.5", input_tokens=1, model="late-model")  # dropped: its request is settled
+    dropped = unmetered_usage()
+    assert dropped.calls >= 1
+    text = exposition(Snapshot(top=[]))[0].decode()
+    assert f"identity_middleware_unmetered_calls_total {float(dropped.calls)}" in text
+    assert f"identity_middleware_unmetered_cost_usd_total {float(dropped.cost)}" in text
+    assert f'identity_middleware_unmetered_tokens_total{{direction="input"}} {float(dropped.input_tokens)}' in text

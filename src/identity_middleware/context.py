@@ -13,10 +13,10 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import unmetered
 from .core.admission import Reservation, Settlement, Usage
 from .core.errors import ErrorResponse
 from .core.models import Identity
+from .unmetered import LATE, drop
 
 __all__ = ["COLLECTING", "Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "current",
            "current_identity", "current_meter", "unbind"]
@@ -80,7 +80,7 @@ class Meter:
                     self.recorded.add(key)
                 self.usage.add(cost, input_tokens, output_tokens, model, unpriced=unpriced)
         if late:
-            unmetered.drop(unmetered.LATE, cost, input_tokens, output_tokens, model, self.identity.external_id)
+            drop(LATE, cost, input_tokens, output_tokens, model, self.identity.external_id)
             return False
         return True
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from . import unmetered
 from .context import COLLECTING, Meter, current, current_meter
 from .core.money import Money, cost_nanos
 from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
+from .unmetered import UNOWNED, drop
 
 __all__ = ["ModelPrice", "PriceTable", "TokenUsage", "parse_usage", "record_usage"]
 
@@ -45,7 +45,7 @@ def _add(cost: Money | None, input_tokens: int, output_tokens: int, model: str |
         meter = current_meter()
         if meter is None:
             if current() is COLLECTING:  # a finaliser of some other request, run in this one's context
-                unmetered.drop(unmetered.UNOWNED, nanos, input_tokens, output_tokens, model)
+                drop(UNOWNED, nanos, input_tokens, output_tokens, model)
             return None
     if not meter.add(nanos, input_tokens, output_tokens, model, unpriced=unpriced, key=key):
         return None

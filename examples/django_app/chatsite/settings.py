@@ -30,5 +30,8 @@ IDENTITY_MIDDLEWARE = {
     "STORE_URL": os.environ.get("REDIS_URL", "memory://"),
     # Every identity the middleware creates gets a 2-cent daily budget, so a few calls show a 429.
     "DEFAULT_BUDGETS": {"daily": "0.02"},
+    # OpenAI's own end-user fields (`user`, `safety_identifier`) name the identity too, after a body
+    # `identity` object and before the header: clients of the OpenAI SDK need nothing of ours.
+    "SOURCES": ("body", "user_field", "header", "auth"),
     "RATE_LIMIT": "60/minute",
 }

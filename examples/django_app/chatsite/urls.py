@@ -8,5 +8,6 @@ from . import views
 
 urlpatterns = [
     path("v1/chat/completions", views.chat),
+    path("v1/models", views.models),
     path("identities", views.identities),
 ]

@@ -5,6 +5,8 @@ budget periods): gauges, not counters. Labels are bounded: the ``top`` identitie
 their own ``identity`` label, the others are summed under ``identity="__other__"`` (their budgets
 are counted in ``identity_middleware_budgets_blocking_other``), so a million identities make a scrape
 of ``top`` series, not a million. Each scrape reads every identity once (pages of 200).
+``identity_middleware_unmetered_*`` are counters of the scraped process: usage it dropped rather
+than charge it to the wrong identity (see :mod:`identity_middleware.unmetered`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..core.models import BudgetStatus, Identity, Metrics
 from ..stores.base import MAX_PAGE_SIZE, Store
 from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
+from ..unmetered import unmetered_usage
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -157,12 +160,29 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
     yield from (amount, spent, reserved, consumed, blocking, other_blocking)
 
 
+def _unmetered_families() -> Iterator[Metric]:
+    """This process's usage dropped rather than charged to another identity (counters since it started)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    dropped = unmetered_usage()
+    yield CounterMetricFamily(f"{_PREFIX}_unmetered_calls", "LLM calls whose usage could not be put on their own "
+                              "identity and was dropped (this process; see the log).", value=dropped.calls)
+    yield CounterMetricFamily(f"{_PREFIX}_unmetered_cost_usd", "The cost of those calls, in USD (this process).",
+                              value=float(dropped.cost))
+    tokens = CounterMetricFamily(f"{_PREFIX}_unmetered_tokens", "The tokens of those calls (this process).",
+                                 labels=["direction"])
+    tokens.add_metric(["input"], dropped.input_tokens)
+    tokens.add_metric(["output"], dropped.output_tokens)
+    yield tokens
+
+
 class _Collector:
     def __init__(self, snap: Snapshot) -> None:
         self._snap = snap
 
     def collect(self) -> Iterator[Metric]:
-        return _families(self._snap)
+        yield from _families(self._snap)
+        yield from _unmetered_families()
 
 
 def exposition(snap: Snapshot) -> tuple[bytes, str]:

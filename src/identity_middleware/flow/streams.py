@@ -39,9 +39,7 @@ def end_streams(meter: Meter) -> None:
         return
     while streams := meter.take_streams():
         for stream in streams:
-            if stream.asynchronous:
-                logger.warning("an async stream was still open when its sync request ended: its usage "
-                               "is recorded only if it is closed before the request settles")
+            if stream.asynchronous:  # it needs its event loop: what it records later is logged, unmetered
                 continue
             try:
                 stream.end()
