@@ -111,6 +111,17 @@ def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
+def own_server(directory: Path, *extra: str) -> Iterator[int]:
+    """A private redis-server in ``directory`` (one a test may stall, stop or reconfigure); yields its port."""
+    port = free_port()
+    process = start_server(port, directory, *extra)
+    try:
+        yield port
+    finally:
+        stop_servers([process])
+
+
+@contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """A standalone server on a free port in a temp dir; yields ``redis://127.0.0.1:PORT/0``."""
     require_binaries()

@@ -263,9 +263,9 @@ def check_ids(**overrides: Any) -> set[str]:
         return {message.id or "" for message in run_checks(tags=["identity_middleware"])}
 
 
-def test_a_good_configuration_passes_the_checks() -> None:
+def test_a_good_configuration_passes_the_checks(redis_url: str) -> None:
     assert check_ids(IDENTITY_MIDDLEWARE={
-        "STORE_URL": "redis://localhost:6379/0", "DEFAULT_BUDGETS": {"daily": "0.20", "monthly": 5},
+        "STORE_URL": redis_url, "DEFAULT_BUDGETS": {"daily": "0.20", "monthly": 5},
         "RATE_LIMIT": "100/minute", "RATE_LIMITS": {"vip": "10/second;1000/day"}, "ESTIMATES": {"/llm": "0.02"},
     }) == set()
 

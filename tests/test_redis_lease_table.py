@@ -6,16 +6,9 @@ import os
 
 import pytest
 
+from fake_clock import Clock
 from identity_middleware.stores.redis import Lease
 from identity_middleware.stores.redis.lease import Leases, covers
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

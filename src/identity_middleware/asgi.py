@@ -11,13 +11,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config
 from .context import bind, unbind
-from .core.errors import ErrorResponse, request_timeout
+from .core.errors import ErrorResponse, StoreMisconfigured, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .flow.streams import aend_streams
 from .flow.telemetry import annotate
 from .starlette import find_mark
+from .stores.startup import astore_ready
 
 __all__ = ["IdentityMiddleware"]
 
@@ -120,8 +121,20 @@ class IdentityMiddleware:
             await self.app(scope, receive, send)
 
     def _lifespan_send(self, send: Send) -> Send:
+        failed = False
+
         async def lifespan_send(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
+            nonlocal failed
+            if failed:
+                return  # the server has been told; what the app says of the error it raised is dropped
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await astore_ready(self.store)  # an unreachable store is logged, and the app starts
+                except StoreMisconfigured as error:  # a store that can never work stops the start, in words
+                    failed = True
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    raise  # and the app's lifespan ends (the server exits on the message above)
+            elif message["type"] == "lifespan.shutdown.complete":
                 try:
                     await self.store.aflush()  # usage held back by a batching store is written now
                 except Exception:

@@ -13,6 +13,7 @@ from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
 from .flow.streams import MeteredIterable, end_streams
 from .flow.telemetry import annotate
+from .stores.startup import store_ready
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -128,6 +129,7 @@ class IdentityWSGIMiddleware:
         self.config = Config(**options)
         self.flow = Flow(self.config)
         self.store = self.config.store
+        store_ready(self.store)  # at startup: StoreMisconfigured raised, an unreachable store logged
         self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_")
                               for name in (*self.config.header_names, SIGNATURE_HEADER)}
 

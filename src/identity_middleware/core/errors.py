@@ -15,6 +15,8 @@ __all__ = [
     "IdentityExists",
     "IdentityNotFound",
     "InvalidIdentity",
+    "StoreLate",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "budget_exceeded",
     "identity_forbidden",
@@ -37,6 +39,17 @@ class IdentityExists(ValueError):
 
 class StoreUnavailable(ConnectionError):
     """The store cannot be reached; the outage policy decides what the request gets."""
+
+
+class StoreMisconfigured(ValueError):
+    """The store cannot work as configured (a URL that names no store, a refused password, no such
+    database): said at startup, naming the URL with its password masked and the cause."""
+
+
+class StoreLate(StoreUnavailable):
+    """The store did not answer this call within its bound, but is not known to be down (a slow or
+    starved process, or the first moments of a stall): the request is refused (503), whatever the
+    outage policy, because a budget must not give way just because this process is slow."""
 
 
 class ErrorResponse:

@@ -11,8 +11,10 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 from limits import parse_many
 
+from ..core.errors import StoreMisconfigured, StoreUnavailable
 from ..core.periods import Period
-from .conf import KEYS, OTHER_KEYS, SETTING, STORE_SCHEMES
+from ..stores.urls import check_url
+from .conf import KEYS, OTHER_KEYS, SETTING, store_for_url
 
 __all__ = ["check_middleware_order", "check_settings"]
 
@@ -64,12 +66,24 @@ def _rate_limit_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
             yield _error(f"{name} = {value!r} is not a rate limit", 5, 'e.g. "100/minute" or "10/second;1000/day"')
 
 
-def _store_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
+def _store_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
+    if "STORE" in raw:
+        return
     url = raw.get("STORE_URL", "memory://")
-    scheme = str(url).split("://", 1)[0] if "://" in str(url) else None
-    if "STORE" not in raw and scheme not in STORE_SCHEMES:
-        yield _error(f"STORE_URL {url!r} has no known scheme", 2,
-                     "use memory://, redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://")
+    try:
+        check_url(url)
+    except StoreMisconfigured as error:
+        yield _error(str(error), 2, "use memory://, redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://")
+        return
+    if str(url).startswith("memory:"):
+        return
+    try:  # the store the middleware will use, asked once (a PING): is it there, does it accept us?
+        store_for_url(str(url)).check()
+    except StoreMisconfigured as error:
+        yield _error(str(error), 9)
+    except StoreUnavailable as error:
+        yield Warning(f"{error}: requests follow ON_STORE_ERROR until it answers", obj=f"settings.{SETTING}",
+                      id="identity_middleware.W002")
 
 
 def _other_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:

@@ -16,13 +16,11 @@ from ..flow import Flow
 from ..stores import Store, store_from_url
 
 __all__ = [
-    "KEYS", "OTHER_KEYS", "SETTING", "STORE_SCHEMES", "close_stores", "current_flow", "get_store",
+    "KEYS", "OTHER_KEYS", "SETTING", "close_stores", "current_flow", "get_store",
     "raw_settings", "store_for_url",
 ]
 
 SETTING = "IDENTITY_MIDDLEWARE"
-STORE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
-
 # The setting's keys: every Config option upper-cased, and STORE_URL (a store built from a URL).
 KEYS = (*(name.upper() for name in Config.option_names()), "STORE_URL")
 

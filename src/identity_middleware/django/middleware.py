@@ -7,10 +7,13 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
+from ..core.errors import StoreMisconfigured
 from ..flow import Mark
+from ..stores.startup import store_ready
 from .conf import current_flow
 from .decorators import mark_of
 from .shell import aserve, serve
@@ -42,6 +45,15 @@ class IdentityMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         self._views: dict[tuple[str, str, str], Mark] = {}
+        # Django builds its middleware when the handler is created, at startup (WSGI and ASGI alike):
+        # a store that can never work stops it there, in words; an unreachable one is logged.
+        try:
+            flow = current_flow()
+        except StoreMisconfigured:
+            raise
+        except (ImproperlyConfigured, ValueError, TypeError):
+            return  # other invalid settings: said at the first request (and by the system checks)
+        store_ready(flow.store)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:

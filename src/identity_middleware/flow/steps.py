@@ -16,6 +16,7 @@ from ..context import Meter, Untracked
 from ..core.admission import Admission, AdmissionRequest
 from ..core.errors import (
     ErrorResponse,
+    StoreLate,
     StoreUnavailable,
     budget_exceeded,
     identity_forbidden,
@@ -176,7 +177,11 @@ class Flow(Drivers):
         return None
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
-        """The outage policy: "closed" refuses with 503, "open" lets the request through untracked."""
+        """The outage policy: "closed" refuses with 503, "open" lets the request through untracked.
+        A store that is only late (:class:`StoreLate`: not known to be down) refuses with 503 under
+        any policy: a slow process must not let requests through unmetered."""
+        if isinstance(error, StoreLate):
+            return Refused(store_unavailable())
         self._outage.failed(error)
         return Refused(store_unavailable()) if self._closed else None
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import Store
 from .memory import MemoryStore
+from .urls import check_url
 
 if TYPE_CHECKING:
     from .redis import Lease, RedisOptions, RedisStore
@@ -24,8 +25,10 @@ def __getattr__(name: str) -> Any:
 
 
 def store_from_url(url: str, **options: Any) -> Store:
-    """``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``)."""
-    if url.startswith("memory://"):
+    """``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+    ``redis+cluster://``); any other is refused here with :class:`StoreMisconfigured` (a
+    ``ValueError``) naming the URL, its password masked, and what is wrong with it."""
+    if check_url(url).startswith("memory://"):
         return MemoryStore(**options)
     from .redis import RedisStore
 

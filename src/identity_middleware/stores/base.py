@@ -270,6 +270,14 @@ class Store(ScopedBudgets, abc.ABC):
     async def aflush(self) -> None:
         """Async twin of :meth:`flush`."""
 
+    def check(self) -> None:
+        """At startup: raise :class:`~identity_middleware.core.errors.StoreMisconfigured` if the
+        store cannot work as configured, :class:`StoreUnavailable` (in words) if it cannot be
+        reached now. Nothing to check by default (in memory)."""
+
+    async def acheck(self) -> None:
+        """Async twin of :meth:`check`."""
+
     def close(self) -> None:
         """Flush and release connections."""
         self.flush()

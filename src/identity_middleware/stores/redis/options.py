@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import tzinfo
 from typing import Any
 
 from ...core.periods import UTC
 from ..base import DEFAULT_RESERVATION_TTL
+from ..health import Health
 
-REQUEST_TIMEOUT = 0.25  # seconds an admission may wait for Redis before the outage policy applies
+# Seconds an admission may wait for Redis. Past it the request is refused (503) while Redis is not
+# known to be down, and meets the outage policy once it is (..health): a process starved of CPU
+# reads its replies late, and that must not let requests through unmetered.
+REQUEST_TIMEOUT = 2.0
 SETTLE_ID_TTL = 600  # seconds Redis remembers an applied settle call
 LINGER = 0.05  # seconds a sync process holds settled usage before writing it (the default)
 
@@ -46,9 +50,13 @@ class Lease:
 class RedisOptions:
     """How a :class:`~identity_middleware.stores.RedisStore` stores and reaches Redis.
 
-    ``prefix``: every key's prefix. ``request_timeout`` bounds what the store may cost a request
-    (admission; a sync settlement's write): past it, :class:`StoreUnavailable` and the middleware's
-    ``on_store_error``; ``None`` leaves only the socket timeouts. ``pending_limit``: settlements a
+    ``prefix``: every key's prefix. ``request_timeout`` (2 s) bounds how long an admission (and a
+    sync settlement's write) waits for Redis: past it the request is refused with 503 while Redis
+    is not known to be down, and meets the middleware's ``on_store_error`` once it is; ``None``
+    leaves only the socket timeouts. ``breaker``: makes the store's
+    :class:`~identity_middleware.stores.health.Health`, which decides when Redis is down (a refused
+    or reset connection at once; a run of timeouts over a second with nothing answered; then one
+    probe at a time), e.g. ``lambda: Health(cooldown=5)``. ``pending_limit``: settlements a
     process may hold unwritten (through an outage) before the oldest are dropped, with an error log.
     ``settle_id_ttl``: how long Redis remembers an applied settlement batch, so that a retry within
     it is a no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the
@@ -74,6 +82,7 @@ class RedisOptions:
     global_budgets: bool = True
     lease: Lease | None = None
     linger: float = LINGER
+    breaker: Callable[[], Health] = Health
     max_connections: int = 64
     pool_timeout: float = 10.0
     socket_timeout: float = 5.0

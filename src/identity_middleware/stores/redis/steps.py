@@ -56,6 +56,18 @@ DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.MaxConnectionsError, OSError)
 
 
+# Error replies that refuse this client, not the plan's command (a password missing or wrong, a
+# database number the server does not have): the store cannot work until it is reconfigured. They
+# reach a request as an outage (its policy, never a 500); at startup they are said in words.
+REFUSALS = ("DB index is out of range", "invalid DB index", "NOAUTH", "WRONGPASS", "unauthenticated",
+            "invalid password", "invalid username-password", "HELLO must be called", "without any password")
+
+
+def refuses_client(error: BaseException) -> bool:
+    text = str(error)
+    return any(words in text for words in REFUSALS)
+
+
 def unavailable(error: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {error}")
 
@@ -86,6 +98,8 @@ def loaded(plan: Plan[T]) -> Plan[T]:
                         yield Call("script_load", (step.script.source,))
                         reply = yield step
             except redis.exceptions.ResponseError as error:
+                if refuses_client(error):  # an outage to the caller: its runner says so
+                    raise redis.exceptions.ConnectionError(f"redis refused this client: {error}") from error
                 step = plan.throw(error)
             else:
                 step = plan.send(reply)

@@ -13,7 +13,9 @@ Reads that could see buffered usage (metrics, budget status, list, reset, delete
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
 (:mod:`.writer` drains the buffer) and are applied at most once however often they are retried.
 An admission waits at most ``request_timeout``, or not at all when a lease covers it
-(``RedisOptions(lease=Lease())``, :mod:`.lease`). Every option is a field of :class:`.options.RedisOptions`.
+(``RedisOptions(lease=Lease())``, :mod:`.lease`); past it the request is refused (:class:`StoreLate`)
+unless the store's breaker (:attr:`RedisStore.health`) says Redis is down, and only then does the
+outage policy apply (:mod:`.verdicts`). Every option is a field of :class:`.options.RedisOptions`.
 """
 
 from __future__ import annotations
@@ -21,27 +23,32 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
-from ...core.errors import StoreUnavailable
+from ...core.errors import StoreMisconfigured, StoreUnavailable
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.ordering import IdentityOrder
 from ...core.periods import UTC, Period
 from ..base import METRIC_DAYS, Store, check_days
+from ..health import Health
 from ..scoped import Notify
+from ..urls import check_url
 from . import limits_uri
 from .arunner import arun
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
+from .lease import Ask
 from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans
 from .runner import Runner
 from .steps import Plan
+from .verdicts import Verdicts
 from .writer import Writer
 
 T = TypeVar("T")
@@ -67,7 +74,10 @@ class RedisStore(Store):
         self.tz = options.tz
         self.reservation_ttl = options.reservation_ttl
         self.request_timeout = options.request_timeout
+        if url is not None and check_url(url).startswith("memory:"):
+            raise StoreMisconfigured("memory:// is not a Redis URL: use MemoryStore() or store_from_url()")
         spec = ClientSpec.of(url, options) if url is not None else None
+        self._verdicts = Verdicts(options.breaker(), options.request_timeout, url)
         self._spec = spec
         leases = None
         if options.lease is not None:
@@ -110,6 +120,11 @@ class RedisStore(Store):
         return limits_uri.from_client(self._runner.client())
 
     @property
+    def health(self) -> Health:
+        """The breaker that decides when Redis is down for the request path (:mod:`..health`)."""
+        return self._verdicts.health
+
+    @property
     def client(self) -> SyncClient:
         """The sync redis-py client this store uses (built on first use): for commands of your own
         on the same server."""
@@ -140,6 +155,20 @@ class RedisStore(Store):
         return result
 
     # -- life ------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """:meth:`.verdicts.Verdicts.check`, on a client of its own (nothing pooled is left behind
+        for a process that forks later)."""
+        runner = Runner(self._spec.sync_client) if self._spec is not None else self._runner
+        try:
+            self._verdicts.check(runner.run)
+        finally:
+            if runner is not self._runner:
+                runner.close()
+
+    async def acheck(self) -> None:
+        """:meth:`check` on this event loop's client (the connection its requests will use)."""
+        await self._verdicts.acheck(self._arun)
+
     def flush(self) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered),
         and wait for those another thread is writing."""
@@ -224,12 +253,17 @@ class RedisStore(Store):
 
     # -- the request path ------------------------------------------------------------------------
     def admit(self, request: AdmissionRequest) -> Admission:
-        """Bounded by ``request_timeout`` (then :class:`StoreUnavailable`; Redis may still apply it).
-        Usage this process has not yet written of the same identity (of any, where model, provider
-        or workspace budgets may apply) is counted, so a request sees the ones before it: by the
-        admission itself while it is an open charge of this time window, else written first."""
+        """Bounded by ``request_timeout``: past it :class:`StoreLate`, or :class:`StoreUnavailable`
+        once the store is known to be down (:attr:`health`, :mod:`.verdicts`; Redis may still apply
+        a late admission). Usage this process has not yet written of the same identity (of any,
+        where model, provider or workspace budgets may apply) is counted, so a request sees the
+        ones before it: by the admission itself while it is an open charge of this time window,
+        else written first."""
         if self._plans.leasing is not None and (admission := self._plans.leasing.admit_locally(request)) is not None:
             return admission
+        return self._verdicts.guarded(self._admit, request)
+
+    def _admit(self, request: AdmissionRequest) -> Admission:
         unwritten = None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
@@ -245,13 +279,15 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.busy:
-                return arun(state, self._plans.requests.admit(request), self.request_timeout, landed_cancels=True)
-            return self._aadmit(request)
+                admission = arun(state, self._plans.requests.admit(request), self.request_timeout, landed_cancels=True)
+                return self._verdicts.aguarded(admission)
+            return self._verdicts.aguarded(self._aadmit(request))
         return self._aadmit_leased(request)
 
     async def _aadmit(self, request: AdmissionRequest) -> Admission:
         """An admission that counts what this process has buffered of the identity (the usage of the
         requests whose responses ended before it), as :meth:`admit` does."""
+        began = time.monotonic()
         state = await self._loops.get()
         unwritten = None
         if self._buffer.busy:
@@ -259,18 +295,26 @@ class RedisStore(Store):
             unwritten = await self._writer.abefore_admission(request.external_id, state, now, self.request_timeout)
             if unwritten is not None:  # counted by the admission at the same instant it was looked up for
                 request = dataclasses.replace(request, now=now)
-        return await self._arun(self._plans.requests.admit(request, unwritten=unwritten), deadline=self.request_timeout)
+        return await self._arun(self._plans.requests.admit(request, unwritten=unwritten), deadline=self._left(began))
+
+    def _left(self, began: float) -> float | None:
+        """What is left since ``began`` of ``request_timeout``, the one bound of all an admission's
+        steps (a write first, then the admission): a timeout past it is this process's lateness."""
+        return None if self.request_timeout is None else max(0.0, self.request_timeout - (time.monotonic() - began))
 
     async def _aadmit_leased(self, request: AdmissionRequest) -> Admission:
         assert self._plans.leasing is not None
         found = await self._plans.leasing.aadmit_locally(request, self.request_timeout)
         if isinstance(found, Admission):
             return found
+        return await self._verdicts.aguarded(self._aadmit_unleased(request, found))
+
+    async def _aadmit_unleased(self, request: AdmissionRequest, found: Ask | None) -> Admission:
+        began = time.monotonic()
         if self._buffer.busy:
             state = await self._loops.get()
             await self._writer.abefore_admission(request.external_id, state, datetime.now(UTC), self.request_timeout)
-        return await self._arun(self._plans.requests.admit(request, found, ask_lease=False),
-                                deadline=self.request_timeout)
+        return await self._arun(self._plans.requests.admit(request, found, ask_lease=False), deadline=self._left(began))
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer; this process's writer thread writes the buffer ``linger`` seconds later, in one

@@ -1,0 +1,142 @@
+"""What a failed Redis call means: to the store's breaker, and to the caller of the request path.
+
+:func:`failure_of` says what the call met (refused, reset, or only late) by the exceptions redis-py,
+the socket layer and asyncio raise, walking the chain a runner wrapped them in; the breaker
+(:mod:`..health`) decides an outage from that. :class:`Verdicts` turns the failure into what the
+request meets: an outage (:class:`StoreUnavailable`, the outage policy), a late reply
+(:class:`StoreLate`, 503) or, at startup, a store that can never work (:class:`StoreMisconfigured`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import redis.exceptions
+
+from ...core.admission import Admission, AdmissionRequest
+from ...core.errors import StoreLate, StoreMisconfigured, StoreUnavailable
+from ..health import Failure, Health
+from ..urls import masked
+from .steps import Call, Plan, refuses_client
+
+__all__ = ["Verdicts", "failure_of", "refused_client"]
+
+# Said of a connection that could not be made at all (redis-py words it "Error 111 connecting ...").
+_REFUSED_WORDS = ("connection refused", "error 111 ", "name or service not known", "no route to host",
+                  "network is unreachable", "nodename nor servname")
+_TIMEOUTS = (redis.exceptions.TimeoutError, TimeoutError, asyncio.TimeoutError)
+
+
+def failure_of(error: BaseException) -> Failure:
+    """The :class:`Failure` that ``error`` (a :class:`StoreUnavailable` or what it wraps) stands for.
+
+    A timeout anywhere in the chain is ``TIMEOUT`` (a dead server or a slow process: the breaker
+    tells them apart over time), as is a full connection pool (this process's own congestion). A
+    refused connection, an unknown host, a refused password or database is ``REFUSED``; any other broken
+    connection ``RESET``. A store error raised with no cause is a deadline that passed: ``TIMEOUT``.
+    """
+    chain = _chain(error)
+    if any(isinstance(each, _TIMEOUTS) for each in chain):
+        return Failure.TIMEOUT
+    if any(isinstance(each, redis.exceptions.MaxConnectionsError) for each in chain) or any(
+            "no connection available" in str(each).lower() for each in chain):
+        return Failure.TIMEOUT
+    if refused_client(error) or any(isinstance(each, ConnectionRefusedError) for each in chain):
+        return Failure.REFUSED
+    if any(word in str(each).lower() for each in chain for word in _REFUSED_WORDS):
+        return Failure.REFUSED
+    if len(chain) == 1 and isinstance(error, StoreUnavailable):
+        return Failure.TIMEOUT
+    return Failure.RESET
+
+
+def refused_client(error: BaseException) -> bool:
+    """Whether Redis answered, refusing this client (a password missing or wrong, no such database):
+    it cannot work until it is reconfigured."""
+    return any(isinstance(each, redis.exceptions.AuthenticationError) or refuses_client(each) for each in _chain(error))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _ping() -> Plan[object]:
+    return (yield Call("ping"))
+
+
+class Verdicts:
+    """The request path's judge for one store: its breaker, its bound and its URL (masked)."""
+
+    def __init__(self, health: Health, bound: float | None, url: str | None) -> None:
+        self.health = health
+        self.bound = bound
+        self.where = masked(url) if url is not None else "the Redis client given"
+
+    def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest) -> Admission:
+        """``admit(request)`` if the breaker lets it be tried, its failure judged."""
+        if not self.health.admits():
+            raise self.down()
+        try:
+            admission = admit(request)
+        except StoreUnavailable as error:
+            # A sync call's timeout is the kernel's: no reply had come, however late the thread ran.
+            raise self.judged(error, 0.0) from error
+        self.health.answered()
+        return admission
+
+    async def aguarded(self, admission: Coroutine[Any, Any, Admission]) -> Admission:
+        """The async twin of :meth:`guarded`: ``admission`` awaited (or closed, when not tried)."""
+        if not self.health.admits():
+            admission.close()
+            raise self.down()
+        began = time.monotonic()
+        try:
+            found = await admission
+        except StoreUnavailable as error:
+            raise self.judged(error, time.monotonic() - began) from error
+        self.health.answered()
+        return found
+
+    def check(self, run: Callable[[Plan[object]], object]) -> None:
+        """At startup, one PING run with ``run``: :class:`StoreMisconfigured` when Redis refuses this
+        client (a password missing or wrong, no such database), :class:`StoreUnavailable` when it
+        cannot be reached now; both name the URL (password masked) and the cause."""
+        try:
+            run(_ping())
+        except StoreUnavailable as error:
+            raise self.at_startup(error) from error
+
+    async def acheck(self, arun: Callable[[Plan[object]], Awaitable[object]]) -> None:
+        try:
+            await arun(_ping())
+        except StoreUnavailable as error:
+            raise self.at_startup(error) from error
+
+    def down(self) -> StoreUnavailable:
+        """What a call meets while the breaker is open: it is not tried."""
+        cause = self.health.cause.value if self.health.cause is not None else "down"
+        return StoreUnavailable(f"redis: down ({cause}); not tried again until a probe is answered")
+
+    def judged(self, error: StoreUnavailable, waited: float) -> StoreUnavailable:
+        """``error`` as the request path meets it, after ``waited`` seconds (0: not measured): an
+        outage when the breaker opens (or is open), else only this call's lateness (:class:`StoreLate`)."""
+        late = waited - self.bound if self.bound is not None and waited else 0.0
+        if self.health.failed(failure_of(error), late=late):
+            return error
+        return StoreLate(f"{error}; redis is not known to be down, so the request is refused, not let through")
+
+    def at_startup(self, error: StoreUnavailable) -> StoreUnavailable | StoreMisconfigured:
+        """``error`` met by the startup check, in words that name the URL and the cause."""
+        cause = str(error).removeprefix("redis: ")
+        if refused_client(error):
+            return StoreMisconfigured(f"identity store {self.where}: Redis refused this client ({cause}); "
+                                      "check the password and the database number in the URL")
+        return StoreUnavailable(f"identity store {self.where} cannot be reached ({cause})")
