@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .context import current_identity
-from .core.errors import IdentityExists, IdentityNotFound, StoreUnavailable
+from .core.errors import IdentityExists, IdentityNotFound, StoreLate, StoreMisconfigured, StoreUnavailable
 from .core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
+from .core.outage import Allowance
 from .core.periods import Period
 from .core.validation import InvalidIdentity
 from .instrumentation import instrument
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allowance",
     "Budget",
     "BudgetStatus",
     "Config",
@@ -41,6 +43,8 @@ __all__ = [
     "ModelPrice",
     "Period",
     "PriceTable",
+    "StoreLate",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "budgeted",
     "current_identity",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from .core.models import Budget
 from .core.money import to_nanos
+from .core.outage import OutagePolicy, is_policy
 from .stores.base import Store
 from .stores.memory import MemoryStore
 
@@ -16,7 +17,6 @@ __all__ = ["AUTO", "DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config
 DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
 DEFAULT_SOURCES = ("body", "header", "auth")
 SOURCES = ("body", "header", "auth", "user_field")
-OutagePolicy = Literal["open", "closed"]
 AUTO = -1  # an estimate of "auto": priced from the request body when the request comes
 
 
@@ -68,8 +68,9 @@ class Config:
             object.__setattr__(self, "store", MemoryStore())
         if not isinstance(self.store, Store):
             raise TypeError(f"store must be a Store (MemoryStore(), RedisStore.from_url(...)), not {self.store!r}")
-        if self.on_store_error not in ("open", "closed"):
-            raise ValueError('on_store_error must be "open" or "closed"')
+        if not is_policy(self.on_store_error):
+            raise ValueError('on_store_error must be "open", "closed", an Allowance, or a callable '
+                             "(external_id, request) -> one of those")
         if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
             raise ValueError("max_body_size must be a non-negative number of bytes")
         if isinstance(self.header_names, str):

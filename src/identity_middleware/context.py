@@ -58,6 +58,7 @@ class Meter:
     budgeted: bool = False  # the view's mark (estimate, identity requirement) was applied at admission
     counted: bool = False  # the store has this request already: settled, or counted when blocked
     reserver: Reserver | None = None
+    allowance: int | None = None  # admitted by the local allowance in an outage: the estimate held there
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     recorded: set[str] | None = None  # provider responses already added, by id (made on first use)

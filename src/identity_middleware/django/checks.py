@@ -12,6 +12,7 @@ from django.utils.module_loading import import_string
 from limits import parse_many
 
 from ..core.errors import StoreMisconfigured, StoreUnavailable
+from ..core.outage import is_policy
 from ..core.periods import Period
 from ..stores.urls import check_url
 from .conf import KEYS, OTHER_KEYS, SETTING, store_for_url
@@ -92,8 +93,9 @@ def _other_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
             yield Warning(f"unknown key {key!r} in settings.{SETTING}", obj=f"settings.{SETTING}",
                           hint=f"known keys: {', '.join(sorted([*KEYS, *OTHER_KEYS]))}",
                           id="identity_middleware.W001")
-    if raw.get("ON_STORE_ERROR", "open") not in ("open", "closed"):
-        yield _error('ON_STORE_ERROR must be "open" or "closed"', 6)
+    if not is_policy(raw.get("ON_STORE_ERROR", "open")):
+        yield _error('ON_STORE_ERROR must be "open", "closed", an Allowance, or a callable '
+                     "(external_id, request) -> one of those", 6)
     for key in ("RESOLVER", "STORE"):
         value = raw.get(key)
         if isinstance(value, str):

@@ -26,6 +26,7 @@ from ..core.errors import (
     rate_limited,
     store_unavailable,
 )
+from ..core.outage import Allowance
 from ..core.resolve import (
     Resolved,
     identity_from_header,
@@ -36,6 +37,7 @@ from ..core.resolve import (
 )
 from ..core.signing import SIGNATURE_HEADER, signature_problem
 from ..core.validation import InvalidIdentity
+from .allowance import AllowanceLedger, choose
 from .drivers import Drivers
 from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
 from .outage import OutageLog
@@ -62,8 +64,9 @@ class Flow(Drivers):
         self.config = config
         self.store = config.store
         self._estimates = sorted(config.estimates.items(), key=lambda item: len(item[0]), reverse=True)
+        self._allowances = AllowanceLedger()
         self._outage = OutageLog()
-        self._closed = config.on_store_error == "closed"
+        self._policy = config.on_store_error
         self._required = config.require_identity
         self._sources = config.sources
         self._may_act_for = config.may_act_for
@@ -146,9 +149,11 @@ class Flow(Drivers):
                 asked.model = model_from_body(request.body)
             admission: Admission = yield Admit(asked)
         except StoreUnavailable as error:
-            return self._unavailable(error) or Untracked(resolved.external_id)
+            return self._during_outage(error, resolved.external_id, request, estimate, mark is not None)
         if self._outage.down:
             self._outage.ok()
+        if self._allowances.requests:  # the outage is over: what was admitted meanwhile is being written
+            self._allowances.ended()
         identity = admission.identity
         if identity is None:  # unknown, and not created (create_missing=False)
             return Refused(identity_required()) if required else Untracked(resolved.external_id)
@@ -176,14 +181,34 @@ class Flow(Drivers):
                 return Resolved(external_id, "header")
         return None
 
-    def _unavailable(self, error: StoreUnavailable) -> Refused | None:
-        """The outage policy: "closed" refuses with 503, "open" lets the request through untracked.
-        A store that is only late (:class:`StoreLate`: not known to be down) refuses with 503 under
-        any policy: a slow process must not let requests through unmetered."""
+    def _during_outage(self, error: StoreUnavailable, external_id: str, request: Request, estimate: int,
+                       budgeted: bool) -> Outcome:
+        """The outage policy for this identity (:mod:`.allowance`): "closed" refuses with 503, "open"
+        lets the request through untracked (the view sees ``current_identity()`` as ``None``), an
+        :class:`Allowance` meters it locally while its amount lasts, then refuses. A store that is
+        only late (:class:`StoreLate`: not known to be down) refuses with 503 under any policy: a
+        slow process must not let requests through unmetered."""
         if isinstance(error, StoreLate):
             return Refused(store_unavailable())
         self._outage.failed(error)
-        return Refused(store_unavailable()) if self._closed else None
+        policy = choose(self._policy, external_id, request)
+        if policy == "open":
+            return Untracked(external_id)
+        if isinstance(policy, Allowance):
+            identity = self.store.known_identity(external_id)
+            if identity is not None and self._allowances.admit(external_id, max(estimate, 0), policy):
+                return Tracked(Meter(identity, None, budgeted=budgeted, reserver=self, allowance=max(estimate, 0)))
+        return Refused(store_unavailable())
+
+    def _unavailable(self, error: StoreUnavailable) -> Refused | None:
+        """A view's own reservation meeting an outage: refused (503) unless the policy is "open"
+        for everyone; a request already admitted by an allowance keeps to what it held."""
+        if isinstance(error, StoreLate) or self._policy != "open":
+            if not isinstance(error, StoreLate):
+                self._outage.failed(error)
+            return Refused(store_unavailable())
+        self._outage.failed(error)
+        return None
 
     # -- a view's own estimate, when admission could not see its mark -----------------------------
     def reservation(self, meter: Meter, estimate: int) -> Plan[ErrorResponse | None]:
@@ -209,12 +234,15 @@ class Flow(Drivers):
         settlement = meter.take(error)
         if settlement is None:
             return
+        if meter.allowance is not None:
+            self._allowances.settled(meter.identity.external_id, meter.allowance, settlement.usage.cost)
         try:
             yield Settle(settlement)
         except StoreUnavailable as failure:
             self._outage.failed(failure)  # the store keeps what it could not write, and retries
         else:
-            self._outage.ok()
+            if meter.allowance is None:  # an allowance's is buffered until the store answers: no sign it is back
+                self._outage.ok()
 
     def settle(self, meter: Meter, *, error: bool) -> None:
         """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
@@ -223,12 +251,14 @@ class Flow(Drivers):
         settlement = meter.take(error)
         if settlement is None:
             return
+        if meter.allowance is not None:
+            self._allowances.settled(meter.identity.external_id, meter.allowance, settlement.usage.cost)
         try:
             self.store.settle(settlement)
         except StoreUnavailable as failure:
             self._outage.failed(failure)
         else:
-            if self._outage.down:
+            if self._outage.down and meter.allowance is None:
                 self._outage.ok()
 
     # -- a Reserver, for a view's own estimate --------------------------------------------------------

@@ -270,6 +270,11 @@ class Store(ScopedBudgets, abc.ABC):
     async def aflush(self) -> None:
         """Async twin of :meth:`flush`."""
 
+    def known_identity(self, external_id: str) -> Identity | None:
+        """The identity as this process last saw it, with no round trip (``None`` if it has not, or
+        does not keep them): what an outage's local allowance meters a request with."""
+        return None
+
     def check(self) -> None:
         """At startup: raise :class:`~identity_middleware.core.errors.StoreMisconfigured` if the
         store cannot work as configured, :class:`StoreUnavailable` (in words) if it cannot be

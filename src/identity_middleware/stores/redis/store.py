@@ -42,6 +42,7 @@ from . import limits_uri
 from .arunner import arun
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
+from .keys import identity_tag
 from .lease import Ask
 from .loops import LoopClient, Loops
 from .options import RedisOptions
@@ -123,6 +124,10 @@ class RedisStore(Store):
     def health(self) -> Health:
         """The breaker that decides when Redis is down for the request path (:mod:`..health`)."""
         return self._verdicts.health
+
+    def known_identity(self, external_id: str) -> Identity | None:
+        cached = self._plans.records.cached(identity_tag(external_id))
+        return cached[1] if cached is not None else None
 
     @property
     def client(self) -> SyncClient:
