@@ -311,6 +311,8 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from identity_middleware.stores.redis.options import REQUEST_TIMEOUT
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     parser.add_argument("drills", nargs="*", help=f"which of {', '.join(DRILLS)} (default: all)")
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name}: done at {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print(table(rows))
     print(f"\n{time.monotonic() - started:.0f} s; 16 keep-alive clients, cost ${COST} per request, "
-          f"store request_timeout 0.25 s (default), socket_timeout {SOCKET_TIMEOUT} s")
+          f"store request_timeout {REQUEST_TIMEOUT} s (default), socket_timeout {SOCKET_TIMEOUT} s")
 
 
 if __name__ == "__main__":

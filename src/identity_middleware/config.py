@@ -45,6 +45,10 @@ class Config:
     rate_limit: str | None = None  # e.g. "100/minute" or "10/second;1000/day", per identity
     rate_limits: Mapping[str, str] = field(default_factory=dict)  # external id -> its own limit
     rate_limit_strategy: str = "moving-window"
+    # While the store is down: "open" (through untracked: current_identity() is None in the view),
+    # "closed" (503), Allowance("0.50") (metered locally up to that much per identity and process),
+    # or (external_id, request) -> one of those; see flow/allowance.py. A store that is only slow is
+    # not down: a late admission is a 503 whatever this says.
     on_store_error: OutagePolicy = "open"
     create_missing: bool = True  # create a header/auth identity on its first request
     estimates: Mapping[str, int] = field(default_factory=dict)  # path prefix -> nano-USD to reserve

@@ -181,6 +181,12 @@ def current_meter() -> Meter | None:
 
 
 def current_identity() -> Identity | None:
-    """The identity of the request being served, or ``None`` outside a tracked request."""
+    """The identity of the request being served, or ``None`` outside a tracked request.
+
+    ``None`` also inside a request the middleware let through untracked: one that named no
+    identity (when none is required), or, with the store down under ``on_store_error="open"``, one
+    that did (:func:`current` then says who: ``Untracked(external_id)``). View code must handle it
+    (``identity.external_id if identity else None``); ``on_store_error="closed"`` or an
+    ``Allowance`` never runs a view untracked for a named identity."""
     found = _current.get()
     return found.identity if type(found) is Meter else None
