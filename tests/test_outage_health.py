@@ -1,11 +1,15 @@
-"""The store's breaker (stores/health.py) fed events on a fake clock: what makes a store down, and back."""
+"""The store's breaker (stores/health.py) fed events on a fake clock: what makes a store down, and back;
+and what a Redis failure counts as (stores/redis/verdicts.py)."""
 
 from __future__ import annotations
 
 import pytest
+import redis.exceptions
 
 from fake_clock import Clock
+from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.stores.health import Failure, Health, State
+from identity_middleware.stores.redis.verdicts import failure_of
 
 
 @pytest.fixture
@@ -153,3 +157,27 @@ def test_by_default_a_refused_connection_is_probed_at_once_and_a_stall_after_the
 def test_nonsense_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Health(**options)  # type: ignore[arg-type]
+
+
+# -- what a Redis failure says about the store (stores/redis/verdicts.py) ----------------------------
+def _wrapped(error: BaseException) -> StoreUnavailable:
+    try:
+        raise StoreUnavailable(f"redis: {error}") from error
+    except StoreUnavailable as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(("error", "failure"), [
+    (redis.exceptions.TimeoutError("Timeout reading from socket"), Failure.TIMEOUT),
+    (redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), Failure.REFUSED),
+    (redis.exceptions.AuthenticationError("invalid username-password pair"), Failure.REFUSED),
+    (redis.exceptions.ConnectionError("redis refused this client: ERR DB index is out of range"), Failure.REFUSED),
+    (redis.exceptions.ConnectionError("Connection reset by peer"), Failure.RESET),
+    (redis.exceptions.ConnectionError("No connection available."), Failure.TIMEOUT),  # this process's own pool
+])
+def test_redis_failures_are_classified(error: BaseException, failure: Failure) -> None:
+    assert failure_of(_wrapped(error)) is failure
+
+
+def test_a_deadline_that_passed_is_a_timeout() -> None:
+    assert failure_of(StoreUnavailable("redis: no reply within 2.0 s")) is Failure.TIMEOUT
