@@ -29,7 +29,8 @@ function render(data) {
     h("td", { class: "num", text: usd(row.cost) }), h("td", { class: "num", text: count(row.requests) }))));
   $("top-empty").hidden = data.top_spenders.length > 0;
   $("risk-list").replaceChildren(...data.budgets_at_risk.map((budget) => h("li", {},
-    h("div", {}, h("span", { class: "name", text: budget.target }),
+    h("div", {}, h("a", { class: "name", text: budget.target,
+                          href: budget.scope === "identity" ? `#/identity/${encodeURIComponent(budget.target)}` : "#/budgets" }),
       h("span", { class: "muted", text: ` · ${budget.scope} · ${PERIOD_NAMES[budget.period] ?? budget.period}` })),
     h("span", { class: `state ${budget.state === "over" ? "over" : "at-risk"}`,
                 text: `${percent(budget.percent)} · ${budget.state === "over" ? "over" : "at risk"}` }))));
