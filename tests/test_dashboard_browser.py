@@ -527,3 +527,40 @@ def test_no_serious_or_critical_accessibility_violation_on_any_page(browser: Any
             check(page, f"budgets ({scheme}, {width})")
             page.get_by_role("button", name="New budget").click()
             check(page, f"new budget form ({scheme}, {width})")
+
+
+# -- Django ---------------------------------------------------------------------------------------
+class _DjangoURLConf:
+    urlpatterns: list[Any] = []
+
+
+def test_the_console_works_where_django_serves_it(browser: Any) -> None:
+    import django
+    from django.apps import apps
+    from django.conf import settings
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import override_settings
+    from django.urls import include, path
+
+    from identity_middleware.admin.django import close_stores
+
+    if not settings.configured:
+        settings.configure(SECRET_KEY="console-tests", INSTALLED_APPS=[], MIDDLEWARE=[], DATABASES={}, USE_TZ=True)
+    if not apps.ready:
+        django.setup()
+    _DjangoURLConf.urlpatterns = [path("admin-api/", include("identity_middleware.admin.django"))]
+    close_stores()
+    config = {"STORE_URL": "memory://", "ADMIN_TOKEN": TOKEN}
+    settings_ = override_settings(ROOT_URLCONF=_DjangoURLConf, MIDDLEWARE=[], ALLOWED_HOSTS=["127.0.0.1"],
+                                  IDENTITY_MIDDLEWARE=config)
+    with settings_, live_server(ASGIHandler()) as url, open_page(browser, f"{url}/admin-api/") as page:
+        sign_in(page)
+        expect(page.get_by_role("heading", level=1, name="Overview")).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^Updated "))).to_be_visible()
+        go(page, "Budgets")
+        page.get_by_role("button", name="New budget").click()
+        dialog(page).get_by_label("Scope").select_option(label="Workspace")
+        dialog(page).get_by_label("Amount").fill("5")
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.get_by_role("row", name=re.compile("Workspace"))).to_contain_text("$5.00")
+    close_stores()
