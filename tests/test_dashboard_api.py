@@ -197,3 +197,9 @@ def test_django_answers_conditional_gets_and_the_overview(django_client: Client)
     again = django_client.get("/admin-api/v2/analytics/overview?range=30d",
                               headers={**auth, "If-None-Match": first["etag"]})
     assert again.status_code == 304
+
+
+def test_an_unknown_or_empty_range_is_a_400_naming_the_field(client: TestClient) -> None:
+    for value in ("", "1y"):
+        reply = client.get(f"/v2/analytics/overview?range={value}", headers=AUTH)
+        assert reply.status_code == 400 and reply.json()["error"]["field"] == "range"

@@ -126,7 +126,9 @@ async def _keeps(read: Callable[[], Awaitable[object]]) -> bool:
 
 
 def _range(request: AdminRequest) -> str:
-    value = request.one("range") or "7d"
+    value = request.one("range")
+    if value is None:
+        return "7d"
     if value not in RANGES:
         raise invalid_request(f"range must be one of {', '.join(RANGES)}.", "range")
     return value
