@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from .core.money import to_nanos
+from .core.resolve import UNREADABLE_JSON
 from .pricing import CallUsage, Prices, price
 
 __all__ = ["BYTES_PER_TOKEN", "estimate_from_body"]
@@ -54,7 +55,7 @@ def estimate_from_body(body: bytes, prices: Prices | None = None) -> int | None:
         model = _decode_any(request.model) if bytes(request.model) != b"null" else None
         output = (_positive_int(request.max_completion_tokens) or _positive_int(request.max_tokens)
                   or _positive_int(request.max_output_tokens))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNREADABLE_JSON:  # not JSON we can read (malformed, out of range, nested too deep)
         return None
     if not isinstance(model, str) or not model or output is None:
         return None

@@ -32,7 +32,7 @@ _decode_orq = msgspec.json.Decoder(_Orq).decode
 _decode_any = msgspec.json.Decoder().decode
 # What decoding hostile JSON raises: malformed or invalid UTF-8 (DecodeError), numbers out of range
 # (ValidationError), nesting deeper than the decoder's stack (RecursionError).
-_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
+UNREADABLE_JSON = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
 
 # The same callers send the same identity JSON again and again: its validated form is kept by its
 # exact bytes (an IdentityInput is never mutated), so repeat requests skip the model validation.
@@ -69,13 +69,13 @@ def identity_from_body(body: bytes) -> IdentityInput | None:
         return None
     try:
         envelope = _decode_envelope(body)
-    except _UNREADABLE:
+    except UNREADABLE_JSON:
         return None  # not JSON we can read: the app gets it as it came, the identity comes from elsewhere
     raw = bytes(envelope.identity)
     if raw == b"null" and bytes(envelope.orq) != b"null":
         try:
             raw = bytes(_decode_orq(envelope.orq).identity)
-        except _UNREADABLE:
+        except UNREADABLE_JSON:
             return None  # ``orq`` is not an object: nothing of ours in it
     if raw == b"null":
         return None
@@ -84,7 +84,7 @@ def identity_from_body(body: bytes) -> IdentityInput | None:
         return found
     try:
         value = _decode_any(raw)
-    except _UNREADABLE as error:
+    except UNREADABLE_JSON as error:
         raise InvalidIdentity("identity", f"identity is not readable JSON ({error})") from None
     if not isinstance(value, dict):
         raise InvalidIdentity("identity", "identity must be an object")
@@ -162,7 +162,10 @@ _decode_user_metadata = msgspec.json.Decoder(_UserMetadata).decode
 def _user_field(raw: msgspec.Raw, field: str) -> str | None:
     if bytes(raw) == b"null":
         return None
-    value = _decode_any(raw)
+    try:
+        value = _decode_any(raw)
+    except UNREADABLE_JSON:  # 1e400, a 4,301-digit number, invalid UTF-8, nesting too deep
+        raise InvalidIdentity(field, f"{field} is not a readable JSON string") from None
     if not isinstance(value, str):
         raise InvalidIdentity(field, f"{field} must be a string")
     value = value.strip()
@@ -177,14 +180,14 @@ def identity_from_user_field(body: bytes) -> str | None:
         return None
     try:
         fields = _decode_user_fields(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except UNREADABLE_JSON:
+        return None  # not JSON we can read: the app gets it as it came, the identity comes from elsewhere
     found = _user_field(fields.safety_identifier, "safety_identifier") or _user_field(fields.user, "user")
     if found is not None or bytes(fields.metadata) == b"null":
         return found
     try:
         metadata = _decode_user_metadata(fields.metadata)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except UNREADABLE_JSON:
         return None  # `metadata` is not an object: nothing of ours in it
     return _user_field(metadata.user_id, "metadata.user_id")
 
@@ -208,7 +211,7 @@ def model_from_body(body: bytes) -> str | None:
         if bytes(raw)[:1] != b'"':
             return None
         model = _decode_text(raw).strip()
-    except (*_UNREADABLE, TypeError):
+    except (*UNREADABLE_JSON, TypeError):
         return None
     if not model or len(model) > MODEL_MAX or any(ord(char) < 32 or ord(char) == 127 for char in model):
         return None

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 __all__ = ["SIGNATURE_HEADER", "SIGNATURE_WINDOW", "sign", "signature_problem"]
 
 SIGNATURE_HEADER = "X-Identity-Signature"
 SIGNATURE_WINDOW = 300  # seconds a signature stays valid, either side of now (clock skew included)
+# What a well-formed header holds, checked before any arithmetic or comparison: a timestamp of at
+# most 15 ASCII digits (a 400-digit one overflows a float) and a 64-digit hex MAC (compare_digest
+# refuses non-ASCII text).
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_MAC = re.compile(r"[0-9a-fA-F]{64}")
+_MALFORMED = "malformed (expected t=<unix seconds>,v1=<hex>)"
 
 
 def _mac(key: bytes, timestamp: int, external_id: str) -> str:
@@ -35,13 +42,13 @@ def signature_problem(key: str | bytes, external_id: str, header: str | None, no
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         fields.setdefault(name, value)
-    try:
-        timestamp = int(fields.get("t", ""))
-    except ValueError:
-        return "malformed (expected t=<unix seconds>,v1=<hex>)"
+    text, mac = fields.get("t", ""), fields.get("v1", "")
+    if not _TIMESTAMP.fullmatch(text) or not _MAC.fullmatch(mac):
+        return _MALFORMED
+    timestamp = int(text)
     if abs(now - timestamp) > window:
         return f"stale (older than {window} s) or from the future"
     raw = key.encode() if isinstance(key, str) else key
-    if not hmac.compare_digest(fields.get("v1", ""), _mac(raw, timestamp, external_id)):
+    if not hmac.compare_digest(mac.lower(), _mac(raw, timestamp, external_id)):
         return "wrong signature"
     return None
