@@ -111,7 +111,9 @@ def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:
     if block.token_limit is not None:
         body["error"]["token_limit"] = block.token_limit
         body["error"]["tokens"] = block.tokens
-    return ErrorResponse(429, body, [("retry-after", str(block.retry_after))])
+    # A budget resets in hours, not seconds: the OpenAI and Anthropic SDKs (and agents on them)
+    # retry a 429 unless told not to, and they honour this header. The status stays 429 (orq's).
+    return ErrorResponse(429, body, [("retry-after", str(block.retry_after)), ("x-should-retry", "false")])
 
 
 def rate_limited(external_id: str, limit: str, retry_after: int, headers: list[tuple[str, str]]) -> ErrorResponse:
