@@ -10,10 +10,10 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 from .ids import new_ulid
-from .money import limit_amount, to_nanos
+from .money import format_usd, limit_amount, to_decimal, to_nanos
 from .periods import Period, period_bounds, period_key
 
 __all__ = [
@@ -105,10 +105,17 @@ class Alert(BaseModel):
     dimension: Dimension = Dimension.COST
 
 
-def _amount(value: object) -> Decimal | None:
+def _amount(value: object, info: ValidationInfo) -> Decimal | None:
     if value is None:
         return None
+    if isinstance(value, str) and info.context == _RECORD:
+        # Our own record: written in plain notation (see BudgetSpec._plain_amount), or by an older
+        # version as str(Decimal) ("1E-9"), which the API's text pattern refuses.
+        value = to_decimal(value)
     return limit_amount(value)
+
+
+_RECORD = {"record": True}  # the validation context of a stored budget read back
 
 
 class BudgetChanges(BaseModel):
@@ -126,7 +133,7 @@ class BudgetChanges(BaseModel):
     clear_expires_at: bool = False
     clear_alerts: bool = False
 
-    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v: _amount(v)))
+    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
 
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set
@@ -148,7 +155,12 @@ class BudgetSpec(BaseModel):
     expires_at: datetime | None = None
     alerts: tuple[Alert, ...] = ()
 
-    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v: _amount(v)))
+    _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
+
+    @field_serializer("amount", when_used="json")
+    def _plain_amount(self, amount: Decimal | None) -> str | None:
+        # Plain notation, as the amount's text pattern requires: str(Decimal) writes 1E-9.
+        return None if amount is None else format_usd(amount)
 
     @model_validator(mode="after")
     def _scope_and_limits(self) -> BudgetSpec:
@@ -202,7 +214,7 @@ class ScopedBudget(BudgetSpec):
 
     @classmethod
     def from_record(cls, text: str | bytes) -> ScopedBudget:
-        return cls.model_validate_json(text)
+        return cls.model_validate_json(text, context=_RECORD)
 
 
 @dataclass(frozen=True, slots=True)
