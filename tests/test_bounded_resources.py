@@ -1,4 +1,5 @@
-"""Memory and time per caller stay bounded: idle rate-limit windows are reclaimed, a trickled body gets 408."""
+"""Memory and time per caller stay bounded: idle rate-limit windows are reclaimed a few per request
+(never all at once inside one), a trickled body gets 408."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import anyio
 import pytest
 
 from identity_middleware import IdentityMiddleware
-from identity_middleware.ratelimit import RateLimiter
+from identity_middleware.ratelimit import SWEEP_SLICE, RateLimiter
 from identity_middleware.stores import MemoryStore
+
+IDLE = 10_000  # ids idle for longer than their window, waiting to be swept
 
 
 def test_idle_ids_rate_limit_windows_are_reclaimed() -> None:
@@ -37,6 +40,42 @@ def test_recently_seen_ids_survive_a_sweep() -> None:
     limiter.hit("new")
     limiter.sweep(time.monotonic() + 1)
     assert limiter.tracked_ids == 1 and limiter.hit("new") is not None
+
+
+def test_a_hit_clears_at_most_a_slice_of_idle_ids() -> None:
+    now = [0.0]
+    limiter = RateLimiter("100/minute", clock=lambda: now[0])
+    for index in range(IDLE):
+        limiter.hit(f"idle-{index}")
+    now[0] += 61  # every one of them idle for longer than the window
+    for count in range(1, 50):
+        limiter.hit(f"new-{count}")  # one new id, and at most SWEEP_SLICE idle ones cleared per hit
+        assert limiter.tracked_ids == IDLE + count - SWEEP_SLICE * count
+
+
+def test_the_sweep_of_idle_ids_keeps_up_a_slice_at_a_time() -> None:
+    now = [0.0]
+    limiter = RateLimiter("100/minute", clock=lambda: now[0])
+    for index in range(IDLE):
+        limiter.hit(f"idle-{index}")
+    now[0] += 61
+    hits = -(-IDLE // (SWEEP_SLICE - 1))  # each hit adds one id and clears SWEEP_SLICE
+    for count in range(hits):
+        limiter.hit(f"new-{count}")
+    assert limiter.tracked_ids == hits  # only the ids of the last window are left
+    assert limiter.hit("idle-0") is None  # its window went with it
+
+
+def test_an_id_seen_again_is_not_swept_with_the_idle_ones() -> None:
+    now = [0.0]
+    limiter = RateLimiter("1/minute", clock=lambda: now[0])
+    limiter.hit("old")
+    limiter.hit("regular")
+    now[0] += 50
+    assert limiter.hit("regular") is not None  # still in its window: refused, and seen again
+    now[0] += 20  # "old" idle for 70 s, "regular" for 20 s
+    limiter.sweep(now[0])
+    assert limiter.tracked_ids == 1 and limiter.hit("regular") is not None
 
 
 @pytest.mark.anyio
