@@ -64,11 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = getattr(args, "store_url", None) or os.environ.get(STORE_URL_ENV) or "memory://"
     try:
         store = store_from_url(url)
-    except ImportError as error:
-        extra = " (pip install 'identity-middleware[redis]')" if error.name == "redis" else ""
-        print(f"error: cannot open store {url!r}: {error}{extra}", file=err)
-        return EXIT_USAGE
-    except ValueError as error:
+    except (ValueError, ImportError) as error:  # a missing extra's error names what to install
         print(f"error: cannot open store {url!r}: {error}", file=err)
         return EXIT_USAGE
     if isinstance(store, MemoryStore):

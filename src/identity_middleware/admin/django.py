@@ -14,18 +14,21 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import unquote
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, path, re_path
-from django.views.decorators.csrf import csrf_exempt
+from ..extras import requires_extra
 
-from ..django.conf import close_stores, get_store
-from ..stores import Store
-from .dashboard import dashboard_file, metrics_reply
-from .errors import Reply, not_found
-from .prometheus import DEFAULT_TOP
-from .routes import OPENAPI_PATH, ROUTES, AdminAPI, match
+with requires_extra("django", "identity_middleware.admin.django"):
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.http import HttpRequest, HttpResponse
+    from django.urls import URLPattern, path, re_path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from ..django.conf import close_stores, get_store
+    from ..stores import Store
+    from .dashboard import dashboard_file, metrics_reply
+    from .errors import Reply, not_found
+    from .prometheus import DEFAULT_TOP
+    from .routes import OPENAPI_PATH, ROUTES, AdminAPI, match
 
 __all__ = ["admin_api", "close_stores", "configured_store", "urlpatterns"]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .options import Lease, RedisOptions
-from .store import RedisStore
+from ...extras import requires_extra
+
+with requires_extra("redis", "RedisStore"):
+    from .options import Lease, RedisOptions
+    from .store import RedisStore
 
 __all__ = ["Lease", "RedisOptions", "RedisStore"]
