@@ -18,12 +18,12 @@ IDLE = 10_000  # ids idle for longer than their window, waiting to be swept
 
 
 def test_idle_ids_rate_limit_windows_are_reclaimed() -> None:
-    limiter = RateLimiter("2/second;100/minute")
+    limiter = RateLimiter("2/second;2/minute")
     ids = [uuid.uuid4().hex for _ in range(5000)]
     for external_id in ids:
         limiter.hit(external_id)
     limiter.hit(ids[0])
-    assert limiter.hit(ids[0]) is not None  # the third hit in a second is refused
+    assert limiter.hit(ids[0]) is not None  # the third hit in a minute is refused, however slow the host
     assert limiter.tracked_ids == 5000
     now = time.monotonic()
     limiter.sweep(now + 30)  # idle for less than the longest window (a minute): kept
