@@ -11,13 +11,13 @@ import types
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx2
 import openai
 import pytest
 
 from example_server import ENV, SERVE_EXAMPLE, STOP_EXAMPLE
 from identity_middleware.context import Untracked, bind, unbind
+from leaving_client import leave_after_first_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,32 +110,10 @@ def _sdk(example: Any, **headers: str) -> openai.AsyncOpenAI:
 
 
 async def _leave_after_first_chunk(example: Any, external_id: str) -> None:
-    """A ``stream: true`` call whose client goes away after the first chunk: as uvicorn serves it
-    (ASGI 2.3), the next write never completes and the server reports the disconnect."""
-    gone = anyio.Event()
-    request = json.dumps({"model": "local-stand-in-1", "stream": True,
-                          "messages": [{"role": "user", "content": "Hello there"}]}).encode()
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": request, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and message.get("body"):
-            gone.set()
-            await anyio.sleep_forever()
-
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "root_path": "", "server": ("example", 80), "client": ("127.0.0.1", 5000),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(request)).encode()),
-                         (b"x-identity-id", external_id.encode())]}
-    await example.app(scope, receive, send)
+    body = json.dumps({"model": "local-stand-in-1", "stream": True,
+                       "messages": [{"role": "user", "content": "Hello there"}]}).encode()
+    first = await leave_after_first_chunk(example.app, "/v1/chat/completions", body, {"X-Identity-Id": external_id})
+    assert first.startswith(b"data: {")
 
 
 def _spend(example: Any, external_id: str) -> tuple[str, int, int]:

@@ -17,13 +17,14 @@ import openai
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from identity_middleware import IdentityMiddleware, ModelPrice, instrument, metered_stream, record_usage
+from identity_middleware import IdentityMiddleware, ModelPrice, budgeted, instrument, metered_stream, record_usage
 from identity_middleware.context import Meter
 from identity_middleware.stores import Store
 from identity_middleware.unmetered import unmetered_usage
+from leaving_client import leave_after_first_chunk
 from llm_servers import ProviderServer
 
 pytestmark = pytest.mark.anyio
@@ -70,6 +71,15 @@ def _clients(server: ProviderServer) -> dict[str, Any]:
 
 def _body() -> Iterator[bytes]:
     """A response body that meters its call when it ends, as the FastAPI example's SSE body does."""
+    try:
+        yield b"data: one\n\n"
+        yield b"data: two\n\n"
+    finally:
+        record_usage(BODY_COST, input_tokens=640, model="body-model")
+
+
+async def _async_body() -> AsyncIterator[bytes]:
+    """:func:`_body` as an async generator (how a view relays an async LLM stream)."""
     try:
         yield b"data: one\n\n"
         yield b"data: two\n\n"
@@ -143,6 +153,10 @@ def _app(store: Store, clients: dict[str, Any]) -> Starlette:
         held.append(cycle)
         return JSONResponse({})
 
+    @budgeted()
+    async def budgeted_body(request: Request) -> Response:
+        return StreamingResponse(_async_body(), media_type="text/event-stream")  # a plain async generator
+
     async def helper(request: Request) -> Response:
         async with clients["aopenai"].chat.completions.stream(model="slow-gpt-4o-mini", messages=HI) as stream:
             async for _event in stream:
@@ -162,6 +176,7 @@ def _app(store: Store, clients: dict[str, Any]) -> Starlette:
         Route("/sync-abandon/{kind}", sync_abandon, methods=["POST"]),
         Route("/body-abandon/{kind}", body_abandon, methods=["POST"]),
         Route("/helper", helper, methods=["POST"]),
+        Route("/budgeted-body", budgeted_body, methods=["POST"]),
         Route("/bystander", bystander, methods=["POST"]),
     ])
     app.add_middleware(IdentityMiddleware, store=store)
@@ -169,16 +184,20 @@ def _app(store: Store, clients: dict[str, Any]) -> Starlette:
 
 
 @pytest.fixture
-async def client(store: Store, server: ProviderServer) -> AsyncIterator[httpx.AsyncClient]:
+async def app(store: Store, server: ProviderServer) -> AsyncIterator[Starlette]:
     held.clear()
     clients = _clients(server)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(store, clients)),
-                                 base_url="http://test") as client:
-        yield client
+    yield _app(store, clients)
     held.clear()
     for name in ("openai", "anthropic"):
         clients[name].close()
         await clients[f"a{name}"].close()
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
 
 
 async def _spend(store: Store, external_id: str) -> tuple[Decimal, int, int]:
@@ -244,6 +263,14 @@ async def test_usage_a_plain_body_records_when_collected_in_another_request_is_d
     assert "usage not metered" in caplog.text
 
 
+async def test_a_budgeted_views_streamed_body_left_by_its_client_is_charged_to_its_request_once(
+        app: Starlette, client: httpx.AsyncClient, store: Store) -> None:
+    assert await leave_after_first_chunk(app, "/budgeted-body", b"{}", ALICE) == b"data: one\n\n"
+    await client.post("/bystander", headers=BOB)
+    assert await _spend(store, "alice") == (BODY_COST, 640, 1)
+    assert await _spend(store, "bob") == (Decimal(0), 0, 1)
+
+
 async def test_a_stream_helper_after_an_abandoned_stream_is_charged_one_call(
         client: httpx.AsyncClient, store: Store) -> None:
     await client.post("/async-abandon/openai", headers=ALICE)
@@ -274,3 +301,39 @@ def test_the_admin_metrics_count_the_unmetered_usage_of_the_process(meter: Meter
     assert f"identity_middleware_unmetered_calls_total {float(dropped.calls)}" in text
     assert f"identity_middleware_unmetered_cost_usd_total {float(dropped.cost)}" in text
     assert f'identity_middleware_unmetered_tokens_total{{direction="input"}} {float(dropped.input_tokens)}' in text
+
+
+# -- a WSGI app (Flask): the request's end is its response iterable's close -----------------------
+def test_a_stream_a_flask_view_abandoned_is_charged_to_its_request_once(store: Store, server: ProviderServer) -> None:
+    from flask import Flask
+
+    from identity_middleware import IdentityWSGIMiddleware
+
+    sdk = instrument(openai.OpenAI(api_key="sk-test", base_url=f"{server.url}/v1", max_retries=0), prices=PRICES)
+    flask_app = Flask(__name__)
+
+    @flask_app.post("/abandon")
+    def abandon() -> dict[str, str]:
+        items = iter(sdk.chat.completions.create(model="slow-gpt-4o-mini", messages=HI, stream=True))
+        next(items)
+        held.append(items)
+        return {}
+
+    @flask_app.post("/bystander")
+    def bystander() -> dict[str, str]:
+        held.clear()
+        gc.collect()
+        return {}
+
+    flask_app.wsgi_app = IdentityWSGIMiddleware(flask_app.wsgi_app, store=store)  # type: ignore[method-assign]
+    client = flask_app.test_client()
+    try:
+        # buffered: the response iterable is read and closed, as a WSGI server does
+        assert client.post("/abandon", headers=ALICE, buffered=True).status_code == 200
+        assert client.post("/bystander", headers=BOB, buffered=True).status_code == 200
+    finally:
+        held.clear()
+        sdk.close()
+    store.flush()
+    assert [(m.total_cost, m.total_tokens, m.total_requests) for m in map(store.metrics, ("alice", "bob"))] == \
+        [(CHAT, 1500, 1), (Decimal(0), 0, 1)]

@@ -7,13 +7,14 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar, cast
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match
 from starlette.types import Scope
 
 from .core.errors import ErrorResponse
 from .core.money import Money, to_nanos
 from .flow.outcome import Mark, aenter_view, enter_view
+from .flow.streams import metered_stream
 
 __all__ = ["MARK", "budgeted", "find_mark", "mark_of"]
 
@@ -47,12 +48,23 @@ def as_response(error: ErrorResponse) -> Response:
                     headers={name: value for name, value in error.headers if name != "content-length"})
 
 
+def _owned(response: Any) -> Any:
+    """A ``StreamingResponse``'s body as a stream of the request being served (:func:`metered_stream`)."""
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = metered_stream(response.body_iterator)
+    return response
+
+
 def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
     """Mark a Starlette/FastAPI endpoint as LLM-calling: ``@budgeted(estimate="0.02")``.
 
     ``IdentityMiddleware`` sees the mark when it routes the request, so the estimate is reserved
     (and the identity required) in the same admission, before the view runs. Where it could not
     see it (an app without a Starlette router), the view reserves the estimate itself on entry.
+    A ``StreamingResponse`` the view returns gets a body that belongs to its request
+    (:func:`~identity_middleware.metered_stream`): usage an async body records, even after its
+    client left, lands on this request, once. Starlette iterates a sync body in worker threads,
+    beyond this reach: pass it through ``metered_stream()`` yourself when building the response.
     """
     auto = estimate == "auto"
     mark = Mark(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto)
@@ -64,7 +76,7 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 refusal = await aenter_view(mark)
                 if refusal is not None:
                     return as_response(refusal)
-                return await func(*args, **kwargs)
+                return _owned(await func(*args, **kwargs))
 
             wrapper: Callable[..., Any] = async_view
         else:
@@ -73,7 +85,7 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 refusal = enter_view(mark)
                 if refusal is not None:
                     return as_response(refusal)
-                return func(*args, **kwargs)
+                return _owned(func(*args, **kwargs))
 
             wrapper = sync_view
         setattr(wrapper, MARK, mark)

@@ -2,14 +2,13 @@
 that run with its meter bound (``metered_stream``), and bodies that settle the request when they end.
 
 A stream's usage is its own request's, whatever context finalises it. Every stream that can owe
-usage (an instrumented call's stream, a body wrapped by :func:`metered_stream`) takes its
-request's meter when it is created and is held by the meter until it finishes. A request's
-settlement waits for them: the shell calls :func:`end_streams` (sync) or :func:`aend_streams`
-(async) just before it settles, which closes each stream still open with its meter bound, so
-what it owes (read to its end for an instrumented call) lands on the request before the request
-is committed, once. Usage that still arrives after the settlement (a stream created or finalised
-later, e.g. by a task that outlived the request) cannot be the request's any more: it is dropped
-and counted as unmetered (:mod:`identity_middleware.unmetered`), never put on another identity.
+usage (an instrumented call's, a :func:`metered_stream` body) takes its request's meter when it
+is created and is held by the meter until it finishes. A request's settlement waits for them:
+the shell calls :func:`end_streams` / :func:`aend_streams` just before it settles, which closes
+each stream still open with its meter bound, so what it owes (read to its end for an
+instrumented call) lands on the request before it is committed, once. Usage that arrives after
+the settlement (a stream finalised later, a task that outlived its request) is dropped and
+counted as unmetered (:mod:`identity_middleware.unmetered`), never put on another identity.
 """
 
 from __future__ import annotations
@@ -126,7 +125,10 @@ class MeteredBody(_Owned, Iterator[T]):
 
     def __del__(self) -> None:
         if not self._ended:
-            self.close()
+            try:
+                self.close()
+            except Exception:  # a finaliser has no caller to tell
+                logger.exception("closing a response body left open failed")
 
 
 class AsyncMeteredBody(_Owned, AsyncIterator[T]):
