@@ -1,6 +1,6 @@
 """The request being served, in one ContextVar: its meter when tracked, its id when untracked.
 
-While the garbage collector runs finalisers, no request is current (see :data:`COLLECTING`).
+While the garbage collector runs finalisers, no meter is current (see :func:`collecting`).
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Awaitable
-from contextlib import suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import Protocol
 
 from .core.admission import Reservation, Settlement, Usage
@@ -18,8 +18,8 @@ from .core.errors import ErrorResponse
 from .core.models import Identity
 from .unmetered import LATE, drop
 
-__all__ = ["COLLECTING", "Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "current",
-           "current_identity", "current_meter", "unbind"]
+__all__ = ["Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "collecting",
+           "current", "current_identity", "current_meter", "unbind"]
 
 
 class Reserver(Protocol):
@@ -59,7 +59,9 @@ class Meter:
     counted: bool = False  # the store has this request already: settled, or counted when blocked
     reserver: Reserver | None = None
     allowance: int | None = None  # admitted by the local allowance in an outage: the estimate held there
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant: a stream of this request finalised by a collection that starts inside a locked
+    # section (at an allocation, before Python 3.12) adds to the meter from the same thread.
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     recorded: set[str] | None = None  # provider responses already added, by id (made on first use)
     streams: dict[OpenStream, None] | None = None  # open streams, in the order opened (made on first use)
@@ -136,29 +138,29 @@ Binding = Meter | Untracked
 
 _current: ContextVar[Binding | None] = ContextVar("identity_middleware.request", default=None)
 
-#: What is current while the garbage collector runs finalisers in a thread serving a tracked
-#: request: a generator or stream finalised then belongs to some earlier request, not to this
-#: bystander, so usage it records through the context is dropped (see :mod:`.unmetered`), and
-#: ``current_identity()`` is ``None``. (asyncio copies the context when it schedules an abandoned
-#: async generator's ``aclose()``, so that too runs without the bystander's meter.) Streams that
-#: carry their own meter (instrumented calls, ``metered_stream``) are not affected.
-COLLECTING = Untracked(None)
-_collecting: Token[Binding | None] | None = None
+# The thread whose garbage collection is running finalisers, while it runs them. A generator or
+# stream finalised then belongs to some earlier request, not to the bystander request this thread
+# serves: usage it records through the context is dropped and counted (see :mod:`.unmetered`),
+# and ``current_identity()`` is ``None`` there. A plain flag, not a ContextVar set: setting a
+# ContextVar inside a collection can crash CPython before 3.12 (gh-148891, a collection may run
+# inside another ContextVar.set). Not covered: asyncio schedules an abandoned async generator's
+# ``aclose()`` in the context current when it was collected, to run later; streams that carry
+# their own meter (instrumented calls, ``metered_stream``, ``@budgeted`` streaming bodies) are
+# ended by their request instead.
+_collector: int | None = None
 
 
 def _guard_collection(phase: str, info: dict[str, int]) -> None:
-    # Collections never overlap (one runs at a time, process-wide), so one slot holds the token.
-    global _collecting
-    if phase == "start":
-        if type(_current.get()) is Meter:
-            _collecting = _current.set(COLLECTING)
-    elif _collecting is not None:
-        token, _collecting = _collecting, None
-        with suppress(ValueError):  # a finaliser left another context entered: nothing of ours to undo there
-            _current.reset(token)
+    global _collector  # collections never overlap, process-wide: one slot
+    _collector = get_ident() if phase == "start" else None
 
 
 gc.callbacks.append(_guard_collection)
+
+
+def collecting() -> bool:
+    """Whether this thread is running the garbage collector's finalisers now."""
+    return _collector is not None and _collector == get_ident()
 
 
 def bind(binding: Binding) -> Token[Binding | None]:
@@ -176,8 +178,11 @@ def current() -> Binding | None:
 
 
 def current_meter() -> Meter | None:
+    """The meter of the tracked request being served (``None`` in a finaliser the collector runs)."""
     found = _current.get()
-    return found if type(found) is Meter else None
+    if type(found) is not Meter or (_collector is not None and collecting()):
+        return None
+    return found
 
 
 def current_identity() -> Identity | None:
@@ -188,5 +193,5 @@ def current_identity() -> Identity | None:
     that did (:func:`current` then says who: ``Untracked(external_id)``). View code must handle it
     (``identity.external_id if identity else None``); ``on_store_error="closed"`` or an
     ``Allowance`` never runs a view untracked for a named identity."""
-    found = _current.get()
-    return found.identity if type(found) is Meter else None
+    found = current_meter()
+    return found.identity if found is not None else None

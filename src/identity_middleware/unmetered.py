@@ -36,7 +36,7 @@ class UnmeteredUsage:
     output_tokens: int = 0
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a finaliser run by a collection inside the locked section may drop too
 _calls = _cost = _input = _output = 0
 
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar, overload
 
-from ..context import Meter, bind, current_meter, unbind
+from ..context import Meter, bind, collecting, current_meter, unbind
 from .steps import Flow
 
 __all__ = ["AsyncMeteredIterator", "MeteredIterable", "aend_streams", "end_streams", "metered_stream"]
@@ -124,9 +124,17 @@ class MeteredBody(_Owned, Iterator[T]):
         self.close()
 
     def __del__(self) -> None:
+        # Its request ends it; this is the fallback. Inside a collection no ContextVar is set (see
+        # context.collecting): what the body records there is counted as unmetered.
         if not self._ended:
             try:
-                self.close()
+                if collecting():
+                    self._done()
+                    close = getattr(self._iterator if self._iterator is not None else self._content, "close", None)
+                    if close is not None:
+                        close()
+                else:
+                    self.close()
             except Exception:  # a finaliser has no caller to tell
                 logger.exception("closing a response body left open failed")
 
@@ -173,7 +181,7 @@ class AsyncMeteredBody(_Owned, AsyncIterator[T]):
         return self.aclose()
 
     def __del__(self) -> None:
-        if not self._ended:
+        if not self._ended and not collecting():
             # Let go of the content with the meter bound: an async generator dropped here is handed
             # to its event loop's finaliser, which runs its ``aclose()`` in the context current now.
             token = bind(self._meter)
