@@ -69,6 +69,13 @@ def record_usage(
     is recorded at cost 0 and counted as unpriced. A response an instrumented client already
     recorded is not counted again. Returns the cost recorded, or ``None`` outside a tracked
     request (where it does nothing) or for a response already recorded.
+
+    It records on the request whose context runs it. A streaming response body that records when
+    it ends (in a ``finally``) should be passed through :func:`~identity_middleware.metered_stream`,
+    which runs it, and ends it, as its own request's whoever finalises it. Usage that cannot be
+    put on its own request (recorded after that request settled, or from a finaliser the garbage
+    collector runs while another request is served) is dropped, logged and counted as unmetered
+    (:func:`identity_middleware.unmetered.unmetered_usage`), never put on another identity.
     """
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError("cost and token counts must not be negative")

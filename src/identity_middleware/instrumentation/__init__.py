@@ -64,7 +64,9 @@ def instrument(client: C, *, hash_identity: bool = False, prices: Prices | None 
     """Instrument ``client`` in place and return it (instrumenting twice changes nothing).
 
     Inside a tracked request each call records its usage once (streams from their final usage,
-    read to the end when the consumer stops early), priced by ``prices`` (per-model overrides)
+    read to the end when the consumer stops early: closed, left with ``break``, abandoned; a
+    stream still open when its request ends is ended then, before the request settles, so its
+    usage is that request's whatever context finalises it), priced by ``prices`` (per-model overrides)
     else by genai-prices; a failed call marks the request as an error at no cost. The identity is
     passed on as ``safety_identifier`` (OpenAI) or ``metadata.user_id`` (Anthropic), as a SHA-256
     hex digest with ``hash_identity=True`` (or when longer than OpenAI's 64 characters). Copies
