@@ -35,7 +35,9 @@ COST = 120_000
 def _store(url: str, multiplex: bool) -> RedisStore:
     """A store with the multiplexed path on or off (the code before the off switch is measured by
     turning its eligibility check off, so ``--at``-style comparisons with old revisions still run)."""
-    if "multiplex" in inspect.signature(RedisStore.from_url).parameters:
+    import identity_middleware.stores as stores
+
+    if "multiplex" in inspect.signature(RedisStore.from_url).parameters or hasattr(stores, "RedisOptions"):
         return RedisStore.from_url(url, prefix="idm-mux-bench", multiplex=multiplex)
     from identity_middleware.stores.redis import mux  # type: ignore[attr-defined]
 

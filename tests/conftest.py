@@ -16,6 +16,9 @@ from identity_middleware.stores import MemoryStore, Store
 from redis_servers import redis_cluster, redis_server
 
 STORE_KINDS = ("memory", "redis", "redis-cluster")
+# Every configuration the store contract runs on: Redis through redis-py alone, with the accelerated
+# transports (the default where the URL allows them), with leasing, and the Cluster (redis-py).
+CONTRACT_KINDS = ("memory", "redis", "redis-plain", "redis-leased", "redis-cluster")
 
 MakeStore = Callable[..., Store]
 
@@ -57,10 +60,14 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
     def make(kind: str = "memory", **options: Any) -> Store:
         if kind == "memory":
             store: Store = MemoryStore(**options)
-        elif kind in ("redis", "redis-cluster"):
-            from identity_middleware.stores import RedisStore
+        elif kind in ("redis", "redis-plain", "redis-leased", "redis-cluster"):
+            from identity_middleware.stores import Lease, RedisStore
 
-            url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
+            url = request.getfixturevalue("redis_cluster_url" if kind == "redis-cluster" else "redis_url")
+            if kind == "redis-plain":
+                options.setdefault("multiplex", False)
+            if kind == "redis-leased":
+                options.setdefault("lease", Lease())
             options.setdefault("prefix", f"t{uuid.uuid4().hex[:12]}")
             # The suite shares a 2-core machine with its own Redis Cluster: a cold connection can take
             # longer than the production bound. Tests of that bound (test_redis_stall.py) set their own.

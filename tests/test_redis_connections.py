@@ -55,7 +55,7 @@ async def test_a_unix_url_writes_to_that_socket_and_nowhere_else(socket_path: Pa
     try:
         store.create(IdentityInput(id="sync"))
         assert (await store.aadmit(AdmissionRequest("async"))).identity is not None
-        assert ((await store._loop()).direct is not None) is multiplex  # both async paths take the socket
+        assert store.accelerated is multiplex  # both async paths take the socket
         assert {identity.external_id for identity in (await store.alist()).data} == {"sync", "async"}
     finally:
         await store.aclose()
@@ -177,7 +177,7 @@ async def test_the_direct_paths_authenticate_and_select_the_urls_db(tmp_path: Pa
         try:
             assert store.admit(AdmissionRequest("sync")).identity is not None  # a thread's plain socket
             assert (await store.aadmit(AdmissionRequest("async"))).identity is not None  # the multiplexed one
-            assert store._request_runner._direct is not None and (await store._loop()).direct is not None
+            assert store.accelerated
         finally:
             await store.aclose()
         with redis.Redis(port=port, password="secret", db=3, decode_responses=True) as client:

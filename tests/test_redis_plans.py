@@ -19,7 +19,7 @@ from identity_middleware.stores.redis.buffer import SettlementBuffer
 from identity_middleware.stores.redis.keys import identity_tag
 from identity_middleware.stores.redis.plans import Charge, Plans
 from identity_middleware.stores.redis.scripts import ADMIT, METRICS, SETTLE
-from identity_middleware.stores.redis.steps import Batch, Call, Eval, Plan, Step, loaded
+from identity_middleware.stores.redis.steps import Batch, Call, Eval, Plan, Step
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 ULID = new_ulid()
@@ -227,41 +227,3 @@ def test_an_unknown_id_is_not_found(plans: Plans) -> None:
 def test_creating_an_existing_identity_is_refused(plans: Plans) -> None:
     with pytest.raises(IdentityExists):
         drive(plans.identities.create(IdentityInput(id="user_1")), [[2]])
-
-
-# -- NOSCRIPT ------------------------------------------------------------------------------------
-def test_a_forgotten_script_is_loaded_and_the_call_made_again(plans: Plans) -> None:
-    missing = redis.exceptions.NoScriptError("No matching script")
-    steps, admission = drive(loaded(plans.requests.admit(AdmissionRequest("user_1", now=NOW))),
-                             [missing, "sha", [1, 1, record(), [], 0, 0], 1])
-    assert isinstance(steps[0], Eval) and steps[1] == Call("script_load", (ADMIT.source,)) and steps[2] == steps[0]
-    assert admission.identity.id == ULID
-
-
-def test_only_the_forgotten_calls_of_a_batch_are_sent_again(plans: Plans) -> None:
-    drive(plans.requests.admit(AdmissionRequest("a", now=NOW)), [[1, 1, record("a"), [], 0, 0], 1])
-    other = new_ulid()
-    settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(other, Usage(cost=2), None, NOW)]
-    missing = redis.exceptions.NoScriptError("No matching script")
-    steps, charged = drive(loaded(plans.requests.settle(plans.requests.seal(settlements))),
-                           [[[f"{other}:{identity_tag('b')}"]], [1, missing], "sha", [1]])
-    batch, load, retry = steps[1:]
-    assert isinstance(batch, Batch) and isinstance(retry, Batch)
-    assert load == Call("script_load", (SETTLE.source,)) and list(retry.steps) == [batch.steps[1]]
-    assert charged == 2
-
-
-def test_an_error_reply_in_a_batch_is_raised_from_the_plan(plans: Plans) -> None:
-    wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
-    other = new_ulid()
-    plan = loaded(plans.requests.settle(plans.requests.seal([Settlement(ULID, Usage(cost=1), None, NOW),
-                                           Settlement(other, Usage(cost=1), None, NOW)])))
-    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-        drive(plan, [[[f"{ULID}:{identity_tag('a')}"], [f"{other}:{identity_tag('b')}"]], [1, wrong]])
-
-
-def test_an_error_reply_to_a_lone_charge_is_raised_from_the_plan(plans: Plans) -> None:
-    wrong = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
-    plan = loaded(plans.requests.settle(plans.requests.seal([Settlement(ULID, Usage(cost=1), None, NOW)])))
-    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-        drive(plan, [[[f"{ULID}:{identity_tag('a')}"]], wrong])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.connection import Encoder, PythonRespSerializer
 
-from identity_middleware.stores.redis.resp import pack, pack_eval
+from identity_middleware.stores.redis.accelerated.resp import pack, pack_eval
 from identity_middleware.stores.redis.scripts import SETTLE
 from identity_middleware.stores.redis.steps import Eval
 

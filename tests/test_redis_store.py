@@ -385,8 +385,7 @@ async def test_admissions_survive_a_server_restart_and_time_out_when_it_hangs(tm
     try:
         results = await asyncio.gather(*(store.aadmit(AdmissionRequest(f"u{n}")) for n in range(20)))
         assert all(result.identity is not None for result in results)
-        state = await store._loop()
-        assert state.direct is not None  # the multiplexed path is the one measured here
+        assert store.accelerated  # the multiplexed path is the one tested here
         stop_servers([process])
         with pytest.raises(StoreUnavailable):
             await store.aadmit(AdmissionRequest("u1"))
@@ -418,7 +417,7 @@ def test_sync_admissions_on_the_plain_socket_survive_a_restart_and_time_out_when
         for thread in threads:
             thread.join()
         assert {identity.external_id for identity in store.list(limit=20).data} == {f"u{n}" for n in range(8)}
-        assert store._request_runner._direct is not None  # script calls took the per-thread sockets
+        assert store.accelerated  # script calls took the per-thread sockets
         stop_servers([process])
         with pytest.raises(StoreUnavailable):
             store.admit(AdmissionRequest("u1"))
@@ -462,7 +461,7 @@ async def test_scripts_are_reloaded_on_the_multiplexed_connection(make_store: Ma
     assert isinstance(store, RedisStore)
     admission = await store.aadmit(AdmissionRequest("a"))
     assert admission.identity is not None
-    assert (await store._loop()).direct is not None
+    assert store.accelerated
     _redis(store).script_flush()
     for _ in range(3):
         await store.asettle(Settlement(admission.identity.id, Usage(cost=5), None))

@@ -30,7 +30,7 @@ from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
-from .steps import Landed
+from .transport import Landed
 from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -18,8 +19,8 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import mux
 from .options import RedisOptions
+from .transport import RedisPy, SyncTransport
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -34,23 +35,6 @@ def _retry() -> Retry:
 def _aretry() -> redis.asyncio.retry.Retry:
     """:func:`_retry` for an asyncio client (redis-py 8 warns when given the sync class)."""
     return redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-
-
-def decodes(client: SyncClient | AsyncClient) -> bool:
-    """Whether ``client`` answers in ``str`` (``decode_responses=True``); the plans' replies are
-    decoded for one that answers in ``bytes`` (redis-py's default)."""
-    return bool(client.get_connection_kwargs().get("decode_responses"))
-
-
-def decoded(reply: Any) -> Any:
-    """A reply of a client that answers in ``bytes``, as one that decodes would have given it."""
-    if isinstance(reply, bytes):
-        return reply.decode()
-    if isinstance(reply, list):
-        return [decoded(each) for each in reply]
-    if isinstance(reply, dict):
-        return {decoded(key): decoded(value) for key, value in reply.items()}
-    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +74,13 @@ class ClientSpec:
 
     @property
     def multiplexed(self) -> bool:
-        """Whether async script calls may take :mod:`.mux`: it speaks plain RESP over TCP or a unix
-        socket with AUTH and SELECT, so only a URL that asks for nothing more (no TLS, Sentinel,
-        Cluster, client options, or URL options beyond the db and password) qualifies."""
+        """Whether the accelerated transports (:mod:`.accelerated`) serve this store: they speak plain
+        RESP over TCP or a unix socket with AUTH and SELECT and parse with hiredis, so only a URL that
+        asks for nothing more (no TLS, Sentinel, Cluster, client options, or URL options beyond the
+        db and password), with hiredis installed, qualifies."""
         query = set(parse_qs(urlsplit(self.url).query))
-        return (self.multiplex and mux.available and self.scheme in ("redis", "unix") and not self.options
-                and query <= {"db", "password"})
+        return (self.multiplex and self.scheme in ("redis", "unix") and not self.options
+                and query <= {"db", "password"} and importlib.util.find_spec("hiredis") is not None)
 
     def _plain_url(self) -> str:
         """The URL redis-py understands: ``redis+cluster://`` -> ``redis://``; ``unix://`` as it is."""
@@ -142,6 +127,16 @@ class ClientSpec:
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
             retry=_retry(), **kwargs)
         return redis.Redis.from_pool(pool)  # owns the pool: close() disconnects it
+
+    def sync_transport(self) -> SyncTransport:
+        """The sync transport: redis-py's, or the socket path (:mod:`.accelerated.wire`) where it serves."""
+        client = self.sync_client()
+        transport = RedisPy(client)
+        if self.multiplexed and isinstance(client, redis.Redis):
+            from .accelerated.wire import WireTransport  # loaded only when on
+
+            return WireTransport(transport)
+        return transport
 
     def async_client(self) -> AsyncClient:
         """A client bound to the running event loop (redis.asyncio pools cannot cross loops)."""

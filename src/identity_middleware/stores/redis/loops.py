@@ -18,22 +18,19 @@ from dataclasses import dataclass
 
 import redis.asyncio.cluster
 
-from .clients import AsyncClient, ClientSpec, decodes
-from .mux import Direct
-from .steps import DOWN, unavailable
+from .clients import AsyncClient, ClientSpec
+from .transport import DOWN, AsyncRedisPy, AsyncTransport, unavailable
 
 
 @dataclass(eq=False)
 class LoopClient:
-    """One event loop's async client, its Cluster connection gate, multiplexed connection and flush task."""
+    """One event loop's async client, the transport over it, and its flush task."""
 
     client: AsyncClient
-    limiter: asyncio.Semaphore | None  # a Cluster's pools raise when full: calls queue here instead
-    direct: Direct | None = None
+    transport: AsyncTransport
     flush_task: asyncio.Task[None] | None = None
     guard: AsyncGenerator[None, None] | None = None
     closed: bool = False
-    decode: bool = False  # a client from the factory that answers in bytes: its replies are decoded
 
 
 class Loops:
@@ -81,14 +78,19 @@ class Loops:
 
     async def _new(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
         spec = self._spec
+        transport: AsyncTransport
         if self._factory is not None:
             client = self._factory()
-            state = LoopClient(client, None, decode=not decodes(client))
+            transport = AsyncRedisPy(client)
         else:
             assert spec is not None
-            state = LoopClient(spec.async_client(), spec.limiter())
-            if spec.multiplexed and isinstance(state.client, redis.asyncio.Redis):
-                state.direct = Direct(state.client.connection_pool)
+            client = spec.async_client()
+            transport = AsyncRedisPy(client, spec.limiter())
+            if spec.multiplexed and isinstance(client, redis.asyncio.Redis):
+                from .accelerated.mux import MuxTransport  # loaded only when on
+
+                transport = MuxTransport(transport)
+        state = LoopClient(client, transport)
         if isinstance(state.client, redis.asyncio.cluster.RedisCluster):
             # Learn the slot map once, before many coroutines race to (redis-py then opens and
             # uses half-set-up connections concurrently under load).
@@ -119,9 +121,7 @@ class Loops:
             await self._retire(state)
         finally:
             state.closed = True
-            if state.direct is not None:
-                await state.direct.release()
-            await state.client.aclose()
+            await state.transport.aclose()
 
     async def close(self, state: LoopClient) -> None:
         """Retire and close the running loop's client now (it is rebuilt if the loop calls again)."""

@@ -1,107 +1,107 @@
-"""Runs plans on a sync redis-py client: a step is one command, one script call or one pipeline."""
+"""Drives plans over a transport (:mod:`.transport`): sync on a thread, async on the running loop.
+
+A plan is a generator: it yields a step, the runner has the transport execute it and sends the
+reply back, or throws the reply's error (a ``ResponseError``) in at the ``yield``. Connection
+trouble never reaches a plan: it is raised as :class:`StoreUnavailable`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import redis
 import redis.exceptions
 
-from .clients import SyncClient, decoded, decodes
-from .resp import direct_command
-from .steps import DOWN, Batch, Call, Eval, Plan, Step, loaded, unavailable
-from .wire import SyncDirect
+from ...core.errors import StoreUnavailable
+from .steps import Plan
+from .transport import DOWN, AsyncTransport, Landed, SyncTransport, refused, unavailable
 
 T = TypeVar("T")
 
 
 class Runner:
-    """Drives plans on one thread-safe sync client, built on first use (a client given is used as is).
-    With ``direct``, script calls take a plain socket per thread (:mod:`.wire`), the rest the client."""
+    """Drives plans on one thread-safe sync transport, built on first use."""
 
-    def __init__(self, build: Callable[[], SyncClient] | None, client: SyncClient | None = None, *,
-                 direct: bool = False) -> None:
+    def __init__(self, build: Callable[[], SyncTransport], *, owned: bool = True) -> None:
+        """``owned``: :meth:`close` closes the transport (not one over a client passed in)."""
         self._build = build
-        self._client = client
+        self._owned = owned
+        self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
-        self._wants_direct = direct and client is None
-        self._direct: SyncDirect | None = None
-        self._decode = client is not None and not decodes(client)  # a client given that answers in bytes
 
-    def client(self) -> SyncClient:
-        if self._client is None:
+    @property
+    def transport(self) -> SyncTransport:
+        if self._transport is None:
             with self._lock:
-                if self._client is None:
-                    assert self._build is not None
-                    client = self._build()
-                    if self._wants_direct and isinstance(client, redis.Redis):
-                        self._direct = SyncDirect(client.connection_pool)
-                    self._client = client
-        return self._client
+                if self._transport is None:
+                    self._transport = self._build()
+        return self._transport
 
     def run(self, plan: Plan[T]) -> T:
         """The plan's result; connection trouble raised as :class:`StoreUnavailable`."""
-        steps = loaded(plan)
         try:
-            step = next(steps)
-            client = self.client()
-            direct = self._direct
+            step = next(plan)
+            execute = self.transport.execute
             while True:
                 try:
-                    reply = execute(client, step) if direct is None else direct_execute(direct, client, step)
+                    reply = execute(step)
                 except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
-                    step = steps.throw(error)
+                    if (outage := refused(error)) is not None:
+                        raise outage from error
+                    step = plan.throw(error)
                 else:
-                    step = steps.send(decoded(reply) if self._decode else reply)
+                    step = plan.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         except DOWN as error:
             raise unavailable(error) from error
 
     def close(self) -> None:
-        """Release the connections of a client built here (a client given stays open)."""
-        if self._direct is not None:
-            self._direct.close()
-        if self._client is not None and self._build is not None:
-            self._client.close()
-            self._client = None
+        """Release the connections of a transport built here (a client given stays open)."""
+        transport, self._transport = self._transport, None
+        if transport is not None and self._owned:
+            transport.close()
 
 
-def execute(client: Any, step: Step) -> Any:
-    if isinstance(step, Call):
-        return getattr(client, step.method)(*step.args)
-    if isinstance(step, Eval):
-        return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
-    return pipeline(client, step).execute(raise_on_error=False)
+async def arun(transport: AsyncTransport, plan: Plan[T], timeout: float | None = None, *,
+               landed_cancels: bool = False) -> T:
+    """The plan's result; connection trouble raised as :class:`StoreUnavailable` (the twin of
+    :meth:`Runner.run`). :class:`.transport.Landed` passes through for the caller to judge (a
+    flush), or with ``landed_cancels`` is the cancellation it is (a read, an admission). With
+    ``timeout``, the whole plan must be answered within that many seconds."""
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    aexecute = transport.aexecute
+    try:
+        step = next(plan)
+        while True:
+            try:
+                reply = await aexecute(step, deadline)
+            except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
+                if (outage := refused(error)) is not None:
+                    raise outage from error
+                step = plan.throw(error)
+            else:
+                step = plan.send(reply)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    except DOWN as error:
+        raise unavailable(error) from error
+    except Landed:  # the batch was answered, but the caller was cancelled meanwhile
+        if landed_cancels:
+            raise asyncio.CancelledError from None
+        raise
 
 
-def direct_execute(direct: SyncDirect, client: Any, step: Step) -> Any:
-    if not isinstance(step, Batch):
-        packed = direct_command(step)
-        if packed is not None:
-            return direct.call(packed)
-    else:
-        commands = [direct_command(each) for each in step.steps]
-        if None not in commands:
-            return direct.call_many(commands)  # type: ignore[arg-type]
-    return execute(client, step)
-
-
-def pipeline(client: Any, batch: Batch) -> Any:
-    """A redis-py pipeline (sync or async) holding the batch's commands, not yet executed."""
-    pipe = client.pipeline(transaction=False)
-    for step in batch.steps:
-        queue(pipe, step)
-    return pipe
-
-
-def queue(pipe: Any, step: Call | Eval) -> None:
-    if isinstance(step, Call):
-        getattr(pipe, step.method)(*step.args)
-    else:
-        # execute_command, not evalsha: cluster pipelines refuse the named method but route
-        # EVALSHA by its keys when given as a raw command.
-        pipe.execute_command("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
-
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, or :class:`StoreUnavailable` once ``seconds`` have passed (it is then
+    cancelled)."""
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                return await awaitable
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise StoreUnavailable(f"redis: no reply within {seconds} s") from None

@@ -1,4 +1,4 @@
-"""The Lua scripts, loaded once from the package and called by SHA (EVALSHA, reloaded on NOSCRIPT)."""
+"""The Lua scripts, read once from the package and called by SHA (each transport reloads one Redis forgot)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,4 @@ STATE = _load("state", with_lib=True)
 LEASE = _load("lease", with_lib=True)
 METRICS = _load("metrics", with_lib=False)
 SCOPED = _load("scoped", with_lib=False)
+ALL = (ADMIT, SETTLE, STATE, LEASE, METRICS, SCOPED)

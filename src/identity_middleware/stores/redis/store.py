@@ -39,7 +39,6 @@ from ..health import Health
 from ..scoped import Notify
 from ..urls import check_url
 from . import limits_uri
-from .arunner import arun
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .keys import identity_tag
@@ -47,8 +46,9 @@ from .lease import Ask
 from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans
-from .runner import Runner
+from .runner import Runner, arun
 from .steps import Plan
+from .transport import RedisPy
 from .verdicts import Verdicts
 from .writer import Writer
 
@@ -87,13 +87,15 @@ class RedisStore(Store):
             leases = Leases(options.lease)
         self._plans = plans = Plans(options.prefix, options.tz, options.reservation_ttl, options.settle_id_ttl,
                                     global_budgets=options.global_budgets, leases=leases)
-        direct = spec is not None and spec.multiplexed
-        self._runner = Runner(spec.sync_client if spec is not None else None, client, direct=direct)
-        # The request path's sync calls (admit, settle) go through a client whose every wait is
-        # bounded by request_timeout; a client passed in is used as it is.
-        self._request_runner = self._runner
-        if spec is not None and options.request_timeout is not None:
-            self._request_runner = Runner(spec.bounded(options.request_timeout).sync_client, direct=direct)
+        if spec is None:
+            given = client
+            self._runner = self._request_runner = Runner(lambda: RedisPy(given), owned=False)
+        else:
+            self._runner = self._request_runner = Runner(spec.sync_transport)
+            # The request path's sync calls (admit, settle) go through a client whose every wait
+            # is bounded by request_timeout; a client passed in is used as it is.
+            if options.request_timeout is not None:
+                self._request_runner = Runner(spec.bounded(options.request_timeout).sync_transport)
         self._buffer = SettlementBuffer(options.pending_limit, plans.records.window_of,
                                         plans.leasing.settled_locally if plans.leasing is not None else _nothing)
         self._writer = Writer(self._buffer, plans, self._runner, options.linger)
@@ -118,7 +120,13 @@ class RedisStore(Store):
         """The same server as a ``limits`` storage URI, so rate limits live beside the budgets."""
         if self._spec is not None:
             return limits_uri.from_url(self._spec.url)
-        return limits_uri.from_client(self._runner.client())
+        return limits_uri.from_client(self.client)
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether the accelerated transports (:mod:`.accelerated`) carry this store's script calls:
+        ``RedisOptions.multiplex`` and a URL they can serve."""
+        return self._spec is not None and self._spec.multiplexed
 
     @property
     def health(self) -> Health:
@@ -133,7 +141,7 @@ class RedisStore(Store):
     def client(self) -> SyncClient:
         """The sync redis-py client this store uses (built on first use): for commands of your own
         on the same server."""
-        return self._runner.client()
+        return self._runner.transport.client  # type: ignore[no-any-return]
 
     # -- running plans ---------------------------------------------------------------------------
 
@@ -154,7 +162,7 @@ class RedisStore(Store):
         state = await self._loops.get()
         if flush_first and (self._buffer.busy or (state.flush_task is not None and not state.flush_task.done())):
             await self._writer.aflush(state)
-        result = await arun(state, plan, deadline, landed_cancels=True)
+        result = await arun(state.transport, plan, deadline, landed_cancels=True)
         if self._buffer.retry_due and self._buffer:
             self._writer.schedule(state)
         return result
@@ -163,7 +171,7 @@ class RedisStore(Store):
     def check(self) -> None:
         """:meth:`.verdicts.Verdicts.check`, on a client of its own (nothing pooled is left behind
         for a process that forks later)."""
-        runner = Runner(self._spec.sync_client) if self._spec is not None else self._runner
+        runner = Runner(self._spec.sync_transport) if self._spec is not None else self._runner
         try:
             self._verdicts.check(runner.run)
         finally:
@@ -284,8 +292,8 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.busy:
-                admission = arun(state, self._plans.requests.admit(request), self.request_timeout, landed_cancels=True)
-                return self._verdicts.aguarded(admission)
+                plan = self._plans.requests.admit(request)
+                return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True))
             return self._verdicts.aguarded(self._aadmit(request))
         return self._aadmit_leased(request)
 

@@ -20,7 +20,8 @@ from ...core.admission import Admission, AdmissionRequest
 from ...core.errors import StoreLate, StoreMisconfigured, StoreUnavailable
 from ..health import Failure, Health
 from ..urls import masked
-from .steps import Call, Plan, refuses_client
+from .steps import Call, Plan
+from .transport import refuses_client
 
 __all__ = ["Verdicts", "failure_of", "refused_client"]
 

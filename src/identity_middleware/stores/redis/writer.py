@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import enum
 import logging
+import threading
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ...core.errors import StoreUnavailable
-from .arunner import arun, within
-from .background import BackgroundWriter
 from .buffer import SettlementBuffer
 from .loops import LoopClient
 from .options import LINGER
 from .plans import Plans
-from .runner import Runner
+from .runner import Runner, arun, within
 from .unwritten import Unwritten
+
+if TYPE_CHECKING:
+    from .background import BackgroundWriter
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
@@ -38,7 +41,24 @@ class Writer:
         leasing = plans.leasing
         if leasing is not None:  # a lease's renewal rides the settlement batch
             linger = min(linger, leasing.leases.lease.ttl / 4)
-        self.background = BackgroundWriter(self.flush, buffer.__len__, linger)  # sync settles' writer thread
+        self.linger = linger
+        self._thread: BackgroundWriter | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def background(self) -> BackgroundWriter:
+        """The writer thread of sync settles, made by the first one (an async store never has one)."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    from .background import BackgroundWriter
+
+                    self._thread = BackgroundWriter(self.flush, self.buffer.__len__, self.linger)
+        return self._thread
+
+    def _stop_background(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()  # joins at most its current write
 
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
@@ -96,7 +116,7 @@ class Writer:
         return WRITE_FIRST
 
     async def adrain(self, state: LoopClient) -> None:
-        await self.buffer.adrain(lambda batch: arun(state, self.plans.requests.settle(batch)))
+        await self.buffer.adrain(lambda batch: arun(state.transport, self.plans.requests.settle(batch)))
 
     def schedule(self, state: LoopClient) -> None:
         """Write the buffer on this loop's next tick (one task at a time per loop)."""
@@ -118,7 +138,7 @@ class Writer:
     def close(self) -> None:
         """At the store's end: write the buffer, then give the leases' headroom back (if Redis does
         not answer, they expire by themselves)."""
-        self.background.stop()  # joins at most its current write
+        self._stop_background()
         if self.buffer.busy:
             self.flush_all()
         if self.plans.leasing is not None:
@@ -126,11 +146,11 @@ class Writer:
                 self.runner.run(self.plans.leasing.release_leases())
 
     async def aclose(self, state: LoopClient) -> None:
-        self.background.stop()
+        self._stop_background()
         await self.aflush(state)
         if self.plans.leasing is not None:
             with contextlib.suppress(StoreUnavailable):
-                await arun(state, self.plans.leasing.release_leases())
+                await arun(state.transport, self.plans.leasing.release_leases())
 
     async def retire(self, state: LoopClient) -> None:
         """At a loop's end (or aclose): write what is buffered before its client closes."""

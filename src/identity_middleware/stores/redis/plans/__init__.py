@@ -13,17 +13,20 @@ with :mod:`.globals` (model, provider and workspace budgets on the request path)
 from __future__ import annotations
 
 from datetime import tzinfo
+from typing import TYPE_CHECKING
 
-from ..lease import Leases
 from ..options import SETTLE_ID_TTL
 from .budgets import BudgetPlans
 from .charges import Charge
 from .globals import GlobalBudgets
 from .identities import IdentityPlans
-from .lease import LeasePlans
 from .records import Records
 from .registry import Registry
 from .requests import RequestPlans
+
+if TYPE_CHECKING:  # leasing is loaded only when it is on
+    from ..lease import Leases
+    from .lease import LeasePlans
 
 __all__ = ["SETTLE_ID_TTL", "Charge", "Plans"]
 
@@ -37,6 +40,10 @@ class Plans:
         self.registry = Registry(self.records.keys, tz, global_budgets)
         self.identities = IdentityPlans(self.records)
         self.budgets = BudgetPlans(self.records, self.registry)
-        self.leasing = LeasePlans(self.records, self.registry, leases) if leases is not None else None
+        self.leasing: LeasePlans | None = None
+        if leases is not None:
+            from .lease import LeasePlans
+
+            self.leasing = LeasePlans(self.records, self.registry, leases)
         self.requests = RequestPlans(self.records, self.registry, GlobalBudgets(self.records, self.registry),
                                      self.leasing)

@@ -5,22 +5,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
 from ....core.scoped import decide_scoped
 from ..keys import identity_tag, window
-from ..lease import Ask
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from ..unwritten import Unwritten
 from . import codec
 from .charges import Charge, Open, sum_into
 from .globals import GlobalBudgets
-from .lease import LeasePlans
 from .records import Records
 from .registry import Registry
+
+if TYPE_CHECKING:  # leasing is loaded only when it is on
+    from ..lease import Ask
+    from .lease import LeasePlans
 
 _NO_LEASE = ("", "")  # the settle script's lease arguments when there is no lease
 

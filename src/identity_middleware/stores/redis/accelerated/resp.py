@@ -1,4 +1,4 @@
-"""Commands in the Redis protocol (RESP), for the multiplexed connection (:mod:`.mux`)."""
+"""Commands in the Redis protocol (RESP), error replies as redis-py raises them, and where to connect."""
 
 from __future__ import annotations
 
@@ -6,15 +6,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .steps import Call, Eval
+import redis.exceptions as errors
 
-__all__ = ["Endpoint", "direct_command", "pack", "pack_eval"]
+from ..scripts import ALL
+from ..steps import Call, Eval
 
-hiredis: Any
-try:
-    import hiredis
-except ImportError:
-    hiredis = None
+__all__ = ["LOAD_SCRIPTS", "Endpoint", "direct_command", "pack", "pack_eval", "reply_error"]
+
+import hiredis
+
+_pack_command: Any = hiredis.pack_command  # its stub takes a 1-tuple; it takes any tuple of arguments
+
+# Error replies as redis-py raises them (its own table is private): NOSCRIPT told apart (to reload),
+# and LOADING / auth refusals counted as outages, as they are through redis-py.
+_ERRORS: dict[str, type[errors.RedisError]] = {
+    "NOSCRIPT": errors.NoScriptError, "LOADING": errors.BusyLoadingError, "READONLY": errors.ReadOnlyError,
+    "NOAUTH": errors.AuthenticationError, "WRONGPASS": errors.AuthenticationError,
+    "NOPERM": errors.NoPermissionError, "OOM": errors.OutOfMemoryError,
+}
+
+
+def reply_error(message: str) -> errors.RedisError:
+    code, _, rest = message.partition(" ")
+    kind = _ERRORS.get(code)
+    return kind(rest) if kind is not None else errors.ResponseError(message)
 
 
 def pack(args: Sequence[str | int]) -> bytes:
@@ -51,8 +66,8 @@ def pack_eval(step: Eval) -> bytes:
     head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
         3 + len(step.keys) + len(step.args), step.script.sha.encode(), len(nkeys), nkeys)
     try:
-        args = hiredis.pack_command(tuple(step.args))  # "*N\r\n" then the arguments: the count is ours
-    except (AttributeError, TypeError):  # no hiredis, or an argument it does not take (a bool)
+        args = _pack_command(tuple(step.args))  # "*N\r\n" then the arguments: the count is ours
+    except TypeError:  # an argument it does not take (a bool)
         args = pack(step.args)
     return b"".join([head, step.packed_keys, args[args.index(b"\n") + 1:]])
 
@@ -85,3 +100,13 @@ class Endpoint:
         if self.db:
             commands.append(pack(("SELECT", self.db)))
         return commands
+
+
+def _load_scripts() -> bytes:
+    return b"".join(pack(("SCRIPT", "LOAD", script.source)) for script in ALL)
+
+
+#: Every script of the store loaded, in one write: what a connection sends when Redis answers
+#: NOSCRIPT (a restart, ``SCRIPT FLUSH``, a failover), before it sends that command again.
+LOAD_SCRIPTS = _load_scripts()
+SCRIPT_COUNT = len(ALL)

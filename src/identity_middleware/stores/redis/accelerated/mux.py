@@ -1,11 +1,10 @@
-"""One multiplexed connection per event loop for script calls to a plain standalone Redis.
+"""The multiplexed async transport: one connection per event loop for a plain standalone Redis.
 
 Calls made in the same loop tick go out in one write and their replies (RESP is FIFO) complete
 their futures in order, parsed by hiredis: no pool condition, readiness probe, per-call timeout
 contexts or per-argument encoder on the hot path. ``bench/redis_mux.py`` measures what that gains
-over redis-py (about 4x at 32 requests in flight, 1.7x at one). RedisStore uses it only where it
-applies (``redis://`` or ``unix://`` with nothing but a db and password, no client options,
-hiredis installed, ``multiplex=True``); everything else goes through redis-py. Only public APIs:
+over redis-py. :class:`MuxTransport` sends script calls and ``HGETALL`` this way and everything else
+through redis-py's transport (:class:`..transport.AsyncRedisPy`). Only public APIs:
 ``hiredis.Reader``, redis-py's exception classes and its pool's ``connection_kwargs``.
 """
 
@@ -18,37 +17,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis.exceptions as errors
 
-from .resp import Endpoint
-from .steps import Landed
+from ..steps import Batch, Step
+from ..transport import AsyncRedisPy, Landed
+from .resp import LOAD_SCRIPTS, SCRIPT_COUNT, Endpoint, direct_command, reply_error
 
-__all__ = ["Direct", "available"]
-
-hiredis: Any
-try:
-    import hiredis
-except ImportError:  # the direct path needs it; without it every call takes the redis-py path
-    hiredis = None
-
-available = hiredis is not None
-
-# Error replies as redis-py raises them (its own table is private): the store needs NOSCRIPT told
-# apart (to reload), and LOADING / auth refusals to count as outages, as they do through redis-py.
-_ERRORS: dict[str, type[errors.RedisError]] = {
-    "NOSCRIPT": errors.NoScriptError, "LOADING": errors.BusyLoadingError, "READONLY": errors.ReadOnlyError,
-    "NOAUTH": errors.AuthenticationError, "WRONGPASS": errors.AuthenticationError,
-    "NOPERM": errors.NoPermissionError, "OOM": errors.OutOfMemoryError,
-}
-
+__all__ = ["Direct", "MuxTransport"]
 
 _NEVER = math.inf
-
-
-def reply_error(message: str) -> errors.RedisError:
-    code, _, rest = message.partition(" ")
-    kind = _ERRORS.get(code)
-    return kind(rest) if kind is not None else errors.ResponseError(message)
 
 
 class _Mux(asyncio.Protocol):
@@ -63,6 +41,8 @@ class _Mux(asyncio.Protocol):
         # Calls awaiting their reply, in order, with their socket deadlines and their own deadlines
         # (loop time), side by side: floats are no objects for the garbage collector to track.
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # What each call sent, to send again once after a NOSCRIPT reply (b"": sent again already).
+        self.sent: collections.deque[bytes] = collections.deque()
         self.socket_deadlines: collections.deque[float] = collections.deque()
         self.deadlines: collections.deque[float] = collections.deque()
         self.out: builtins.list[bytes] = []
@@ -91,14 +71,26 @@ class _Mux(asyncio.Protocol):
                 self._fail(errors.ConnectionError("redis sent a reply nobody asked for"))
                 return
             future = waiters.popleft()
+            sent = self.sent.popleft()
             self.socket_deadlines.popleft()
-            self.deadlines.popleft()
+            deadline = self.deadlines.popleft()
             if future.done():
                 continue  # its caller was cancelled
+            if isinstance(reply, errors.NoScriptError) and sent:
+                self._reload(future, sent, deadline)  # Redis forgot the scripts: loaded, then sent again
+                continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    def _reload(self, future: asyncio.Future[Any], sent: bytes, deadline: float) -> None:
+        for _ in range(SCRIPT_COUNT):
+            self._queue(self.loop.create_future(), b"", _NEVER)
+        self.out.append(LOAD_SCRIPTS)
+        self._queue(future, b"", deadline)
+        self.out.append(sent)
+        self._write()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(errors.ConnectionError(f"connection to redis lost: {exc or 'closed by server'}"))
@@ -113,6 +105,7 @@ class _Mux(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         waiters, self.waiters = self.waiters, collections.deque()
+        self.sent.clear()
         self.socket_deadlines.clear()
         self.deadlines.clear()
         for future in waiters:
@@ -167,7 +160,13 @@ class _Mux(asyncio.Protocol):
         if not self.out:
             self.loop.call_soon(self._write)
         self.out.append(packed)
+        self._queue(future, packed, deadline)
+        return future
+
+    def _queue(self, future: asyncio.Future[Any], packed: bytes, deadline: float) -> None:
+        """Await the reply of a command written (or about to be) after every one before it."""
         self.waiters.append(future)
+        self.sent.append(packed)
         self.deadlines.append(deadline)
         if self.timeout is None:
             self.socket_deadlines.append(0.0)
@@ -175,7 +174,6 @@ class _Mux(asyncio.Protocol):
             self.socket_deadlines.append(self.loop.time() + self.timeout)
             if self.watchdog is None:
                 self.watchdog = self.loop.call_later(self.timeout, self._check)
-        return future
 
     def close(self) -> None:
         self._fail(errors.ConnectionError("closed"))
@@ -250,8 +248,9 @@ class Direct:
         return await (await self._connected(deadline)).call(packed, deadline)  # one immediate retry
 
     async def call_many(self, packed: Sequence[bytes], deadline: float | None = None) -> builtins.list[Any]:
-        """Several calls in one write; each reply or its error, in order. Not retried (some may
-        have run): a broken connection raises, as a failed pipeline does."""
+        """Several calls in one write; their replies, in order (the first error reply raised once
+        all are in). Not retried (some may have run): a broken connection raises, as a failed
+        pipeline does."""
         mux = await self._connected(deadline)
         futures = [mux.call(command, deadline) for command in packed]
         results: builtins.list[Any] = []
@@ -273,6 +272,9 @@ class Direct:
                 results.append(error)
         if down is not None:
             raise down
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # as the reference transport raises a batch's first error reply
         return results
 
     async def release(self) -> None:
@@ -280,3 +282,35 @@ class Direct:
         if self.mux is not None:
             self.mux.close()
             self.mux = None
+
+
+class MuxTransport:
+    """The async transport of one loop over :class:`Direct`: script calls and ``HGETALL`` (a batch
+    of them too) multiplexed, everything else through ``fallback``, redis-py's transport of the
+    same loop (whose client :class:`Direct` takes its connection parameters from)."""
+
+    def __init__(self, fallback: AsyncRedisPy) -> None:
+        self.fallback = fallback
+        self.direct = Direct(fallback.client.connection_pool)
+
+    def aexecute(self, step: Step, deadline: float | None) -> Any:
+        # The multiplexed call's own awaitable, with no coroutine of ours in between: every
+        # admission's path.
+        if not isinstance(step, Batch):
+            packed = direct_command(step)
+            if packed is not None:
+                return self.direct.call(packed, deadline)
+        else:
+            commands = [direct_command(each) for each in step.steps]
+            if None not in commands:
+                return self.direct.call_many(commands, deadline)  # type: ignore[arg-type]
+        return self._through_redis_py(step, deadline)
+
+    async def _through_redis_py(self, step: Step, deadline: float | None) -> Any:
+        return await self.fallback.aexecute(step, deadline)
+
+    async def aclose(self) -> None:
+        try:
+            await self.direct.release()
+        finally:
+            await self.fallback.aclose()

@@ -1,12 +1,12 @@
-"""Script calls of sync threads to a plain standalone Redis over one plain socket per thread.
+"""The sync socket transport: script calls of each thread over a plain socket to a plain standalone Redis.
 
-The sync twin of :mod:`.mux`: where that applies (the same URL rules, hiredis installed,
-``multiplex=True``), a thread's script calls skip redis-py's pool, per-argument encoder and
-response callbacks: the command is packed once (:mod:`.resp`), written with one ``sendall`` and
-its reply parsed by hiredis. The redis-py rules are kept: the socket timeout bounds every wait (a
-timed-out connection is closed, never reused: its reply may still come), and a broken connection
-is retried once, at once, on a new one; a timeout never. Connections are per thread and per
-process (a forked child opens its own); ``close()`` closes them all.
+The sync twin of :mod:`.mux`: a thread's script calls skip redis-py's pool, per-argument encoder
+and response callbacks: the command is packed once (:mod:`.resp`), written with one ``sendall`` and
+its reply parsed by hiredis; everything else goes through redis-py's transport. The redis-py rules
+are kept: the socket timeout bounds every wait (a timed-out connection is closed, never reused: its
+reply may still come), and a broken connection is retried once, at once, on a new one; a timeout
+never. A NOSCRIPT reply has every script loaded and the command sent again, once. Connections are
+per thread and per process (a forked child opens its own); ``close()`` closes them all.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis.exceptions as errors
 
-from .mux import hiredis, reply_error
-from .resp import Endpoint
+from ..steps import Batch, Step
+from ..transport import RedisPy
+from .resp import LOAD_SCRIPTS, SCRIPT_COUNT, Endpoint, direct_command, reply_error
 
-__all__ = ["SyncDirect"]
+__all__ = ["SyncDirect", "WireTransport"]
 
 
 class _Connection:
@@ -43,7 +45,7 @@ class _Connection:
         except OSError as error:
             raise errors.ConnectionError(f"Error connecting to {where}: {error!r}") from error
         self.sock.settimeout(end.timeout)
-        self.reader = hiredis.Reader(encoding="utf-8", replyError=reply_error)
+        self.reader: Any = hiredis.Reader(encoding="utf-8", replyError=reply_error)  # its stub: no bytearray
         self.buffer = bytearray(65536)
         try:
             hello = end.hello()
@@ -55,11 +57,22 @@ class _Connection:
             raise
 
     def exchange(self, commands: Sequence[bytes]) -> list[Any]:
-        """Send the commands in one write and read one reply each (an error reply in its place)."""
+        """Send the commands in one write and read one reply each (an error reply in its place);
+        those answered NOSCRIPT are sent again, once, after every script is loaded."""
+        replies = self._exchange(commands)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, errors.NoScriptError)]
+        if missing:
+            again = self._exchange([LOAD_SCRIPTS, *(commands[index] for index in missing)], SCRIPT_COUNT - 1)
+            for index, reply in zip(missing, again[SCRIPT_COUNT:], strict=True):
+                replies[index] = reply
+        return replies
+
+    def _exchange(self, commands: Sequence[bytes], extra: int = 0) -> list[Any]:
+        """``extra``: replies beyond one per command (a command that holds several)."""
         try:
             self.sock.sendall(b"".join(commands))
             replies: list[Any] = []
-            while len(replies) < len(commands):
+            while len(replies) < len(commands) + extra:
                 reply = self.reader.gets()
                 if reply is not False:
                     replies.append(reply)
@@ -124,3 +137,38 @@ class SyncDirect:
         for connection in connections:
             if connection.pid == pid:
                 connection.close()
+
+
+class WireTransport:
+    """The sync transport over :class:`SyncDirect`: script calls and ``HGETALL`` (a batch of them too)
+    on the thread's socket, everything else through ``fallback``, redis-py's transport (whose
+    client's pool gives the connection parameters)."""
+
+    def __init__(self, fallback: RedisPy) -> None:
+        self.fallback = fallback
+        self.direct = SyncDirect(fallback.client.connection_pool)
+
+    @property
+    def client(self) -> Any:
+        return self.fallback.client
+
+    def execute(self, step: Step) -> Any:
+        if not isinstance(step, Batch):
+            packed = direct_command(step)
+            if packed is not None:
+                return self.direct.call(packed)
+        else:
+            commands = [direct_command(each) for each in step.steps]
+            if None not in commands:
+                replies = self.direct.call_many(commands)  # type: ignore[arg-type]
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply  # as the reference transport raises a batch's first error reply
+                return replies
+        return self.fallback.execute(step)
+
+    def close(self) -> None:
+        try:
+            self.direct.close()
+        finally:
+            self.fallback.close()

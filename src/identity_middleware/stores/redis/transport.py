@@ -1,0 +1,227 @@
+"""The transport seam: how a plan's steps reach Redis, and the reference transport, redis-py's public API.
+
+A transport executes one :class:`.steps.Step` and returns its reply (a batch: the list of its
+replies), or raises: a ``ResponseError`` (a reply; the plan may handle it) or connection trouble
+(:func:`unavailable` turns it into :class:`StoreUnavailable`). The runners (:mod:`.runner`) drive
+plans over any transport; the store picks one per client (cf. httpx's ``BaseTransport``).
+
+The reference, :class:`RedisPy` and :class:`AsyncRedisPy`, is redis-py's public API: scripts through
+``register_script`` (its ``Script`` reloads one Redis forgot: a restart, ``SCRIPT FLUSH``, a
+failover), pipelines for batches, and the client's pools and retries. The accelerated transports
+(:mod:`.accelerated`: one multiplexed connection per event loop, a plain socket per thread) speak
+the protocol themselves and are loaded only when ``RedisOptions.multiplex`` is on and the URL
+allows them.
+
+This module is also the one place that classifies transport errors: :data:`DOWN` is what means
+"Redis is not there" (as opposed to a reply Redis would give again), and :func:`unavailable` is
+where the store decides it is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+import redis.exceptions
+
+from ...core.errors import StoreUnavailable
+from .scripts import Script
+from .steps import Batch, Call, Eval, Step
+
+# What means "Redis is not there" (as opposed to a reply Redis will give again).
+DOWN: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+    redis.exceptions.MaxConnectionsError, OSError)
+
+
+# Error replies that refuse this client, not the plan's command (a password missing or wrong, a
+# database number the server does not have): the store cannot work until it is reconfigured. They
+# reach a request as an outage (its policy, never a 500); at startup they are said in words.
+REFUSALS = ("DB index is out of range", "invalid DB index", "NOAUTH", "WRONGPASS", "unauthenticated",
+            "invalid password", "invalid username-password", "HELLO must be called", "without any password")
+
+
+def refuses_client(error: BaseException) -> bool:
+    text = str(error)
+    return any(words in text for words in REFUSALS)
+
+
+def refused(error: redis.exceptions.ResponseError) -> redis.exceptions.ConnectionError | None:
+    """An error reply that refuses this client, as the outage it is to the caller (else ``None``:
+    a reply the plan may handle)."""
+    if refuses_client(error):
+        return redis.exceptions.ConnectionError(f"redis refused this client: {error}")
+    return None
+
+
+def unavailable(error: BaseException) -> StoreUnavailable:
+    """The store's outage, from a transport error in :data:`DOWN`: where the store decides it is
+    unavailable (what the outage means to a request: :mod:`.verdicts` and :mod:`..health`)."""
+    return StoreUnavailable(f"redis: {error}")
+
+
+class Landed(Exception):
+    """A cancelled batch whose commands were all applied: its caller is cancelled all the same, but
+    must not write it again (see :meth:`.accelerated.mux.Direct.call_many`)."""
+
+
+class SyncTransport(Protocol):
+    @property
+    def client(self) -> Any:
+        """The redis-py client under it (for commands of the store's user)."""
+
+    def execute(self, step: Step) -> Any:
+        """The step's reply; a batch's reply is the list of its replies (an error reply raised)."""
+
+    def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    def aexecute(self, step: Step, deadline: float | None) -> Awaitable[Any]:
+        """The step's reply, to await; past ``deadline`` (loop time) a ``redis.exceptions.TimeoutError``."""
+
+    async def aclose(self) -> None: ...
+
+
+def decodes(client: Any) -> bool:
+    """Whether ``client`` answers in ``str`` (``decode_responses=True``); the replies of one that
+    answers in ``bytes`` (redis-py's default) are decoded here, so any client works."""
+    return bool(client.get_connection_kwargs().get("decode_responses"))
+
+
+def decoded(reply: Any) -> Any:
+    """A reply of a client that answers in ``bytes``, as one that decodes would have given it."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [decoded(each) for each in reply]
+    if isinstance(reply, dict):
+        return {decoded(key): decoded(value) for key, value in reply.items()}
+    return reply
+
+
+def pipeline(client: Any, batch: Batch) -> Any:
+    """A redis-py pipeline (sync or async) holding the batch's commands, not yet executed."""
+    pipe = client.pipeline(transaction=False)
+    for step in batch.steps:
+        if isinstance(step, Call):
+            getattr(pipe, step.method)(*step.args)
+        else:
+            # execute_command, not evalsha: cluster pipelines refuse the named method but route
+            # EVALSHA by its keys when given as a raw command.
+            pipe.execute_command("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+    return pipe
+
+
+def _missing_scripts(replies: list[Any]) -> list[int]:
+    return [index for index, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+
+
+def _raise_first_error(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+class _Scripts:
+    """redis-py ``Script`` objects of one client, by script (``register_script``: made once each)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._made: dict[str, Any] = {}
+
+    def __call__(self, script: Script) -> Any:
+        found = self._made.get(script.sha)
+        if found is None:
+            found = self._made[script.sha] = self.client.register_script(script.source)
+        return found
+
+
+class RedisPy:
+    """The reference sync transport over a redis-py client (standalone, Sentinel or Cluster).
+
+    A pipelined batch whose replies include NOSCRIPT has those scripts loaded and those commands
+    sent again, here: redis-py leaves that to the caller on a Cluster pipeline, and on a plain one
+    checks ``SCRIPT EXISTS`` before every batch (a round trip per flush)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.decode = not decodes(client)
+        self.scripts = _Scripts(client)
+
+    def execute(self, step: Step) -> Any:
+        client = self.client
+        if isinstance(step, Call):
+            reply = getattr(client, step.method)(*step.args)
+        elif isinstance(step, Eval):
+            reply = self.scripts(step.script)(step.keys, step.args, client)
+        else:
+            replies = pipeline(client, step).execute(raise_on_error=False)
+            missing = _missing_scripts(replies)
+            if missing:
+                again = [step.steps[index] for index in missing]
+                for script in {each.script: None for each in again if isinstance(each, Eval)}:
+                    client.script_load(script.source)
+                for index, reply in zip(missing, pipeline(client, Batch(again)).execute(raise_on_error=False),
+                                        strict=True):
+                    replies[index] = reply
+            reply = _raise_first_error(replies)
+        return decoded(reply) if self.decode else reply
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncRedisPy:
+    """The reference async transport over one event loop's redis-py asyncio client; ``limiter``
+    queues calls where the client's pools would raise when full (the async Cluster's)."""
+
+    def __init__(self, client: Any, limiter: asyncio.Semaphore | None = None) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.decode = not decodes(client)
+        self.scripts = _Scripts(client)
+
+    async def aexecute(self, step: Step, deadline: float | None) -> Any:
+        if deadline is None:
+            return await self._limited(step)
+        if deadline <= asyncio.get_running_loop().time():
+            raise redis.exceptions.TimeoutError("no reply from redis within the request timeout")
+        try:
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout_at(deadline):
+                    return await self._limited(step)
+            return await asyncio.wait_for(self._limited(step), deadline - asyncio.get_running_loop().time())
+        except asyncio.TimeoutError:
+            raise redis.exceptions.TimeoutError("no reply from redis within the request timeout") from None
+
+    async def _limited(self, step: Step) -> Any:
+        if self.limiter is None:
+            reply = await self._execute(step)
+        else:
+            async with self.limiter:
+                reply = await self._execute(step)
+        return decoded(reply) if self.decode else reply
+
+    async def _execute(self, step: Step) -> Any:
+        client = self.client
+        if isinstance(step, Call):
+            return await getattr(client, step.method)(*step.args)
+        if isinstance(step, Eval):
+            return await self.scripts(step.script)(step.keys, step.args, client)
+        replies = await pipeline(client, step).execute(raise_on_error=False)
+        missing = _missing_scripts(replies)
+        if missing:
+            again = [step.steps[index] for index in missing]
+            for script in {each.script: None for each in again if isinstance(each, Eval)}:
+                await client.script_load(script.source)
+            for index, reply in zip(missing, await pipeline(client, Batch(again)).execute(raise_on_error=False),
+                                    strict=True):
+                replies[index] = reply
+        return _raise_first_error(replies)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
