@@ -21,7 +21,8 @@ from .serve import default_http, default_loop
 from .servers import SCENARIOS, SERVED_BY, App, Options, Server
 
 KINDS = ("memory", "redis", "redis-lease")  # --store all
-MORE_KINDS = ("free",)  # named only: bench/free_store.py, the middleware with a store that costs nothing
+MORE_KINDS = ("free", "redis-plain")  # named only: bench/free_store.py (a store that costs nothing); Redis
+# through redis-py alone (multiplex=False: no accelerated transport)
 
 
 def _cpu_model() -> str:

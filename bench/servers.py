@@ -20,6 +20,7 @@ from .wrk import Run, pinned
 
 REPO = Path(__file__).resolve().parent.parent
 LEASE_ENV = "IDM_BENCH_LEASE"  # bench/apps.py passes lease= to RedisStore when it is "1"
+PLAIN_ENV = "IDM_BENCH_PLAIN"  # ... and multiplex=False (redis-py's transport alone) when this is "1"
 PREFIX_ENV = "IDM_BENCH_PREFIX"
 SCENARIOS = ("asgi", "llm", "flask", "django")
 SERVED_BY = {"asgi": "uvicorn", "llm": "uvicorn", "flask": "gunicorn", "django": "gunicorn"}
@@ -30,7 +31,7 @@ class App:
     """One measured app: a scenario (framework and view), a store kind, and the src/ it runs."""
 
     scenario: str  # asgi (Starlette micro view), llm (Starlette forwarding to an upstream), flask, django
-    kind: str  # bare, memory, redis, redis-lease
+    kind: str  # bare, memory, redis, redis-lease, redis-plain
     revision: str | None = None  # run.py --before: the old revision's short sha
 
     @property
@@ -78,6 +79,9 @@ def _command(app: App, port: int, options: Options) -> tuple[list[str], dict[str
     if app.kind == "redis-lease":
         env[LEASE_ENV] = "1"
         env[PREFIX_ENV] += "-lease"
+    if app.kind == "redis-plain":
+        env[PLAIN_ENV] = "1"
+        env[PREFIX_ENV] += "-plain"
     if app.scenario in ("asgi", "llm"):
         command = [sys.executable, "-m", "bench.serve", "--app", env["IDM_BENCH_APP"], "--port", str(port),
                    "--loop", options.loop, "--http", options.http]
@@ -153,8 +157,10 @@ def lease_unsupported(before: Path | None = None) -> str | None:
     """
     if LEASE_ENV not in (REPO / "bench" / "apps.py").read_text():
         return f"bench/apps.py does not read {LEASE_ENV} yet"
-    probe = ("import inspect\nfrom identity_middleware.stores import RedisStore\n"
-             "print(any('lease' in inspect.signature(f).parameters for f in (RedisStore, RedisStore.from_url)))")
+    probe = ("import inspect\nimport identity_middleware.stores as stores\n"
+             "from identity_middleware.stores import RedisStore\n"
+             "print(hasattr(stores, 'RedisOptions') or any('lease' in inspect.signature(f).parameters"
+             " for f in (RedisStore, RedisStore.from_url)))")
     env = dict(os.environ)
     if before is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(before / "src"), str(REPO)])

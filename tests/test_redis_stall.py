@@ -48,7 +48,7 @@ def test_sync_settlements_that_timed_out_while_redis_slept_count_once(port: int)
                 store.settle(Settlement(ulid, Usage(cost=MILLI), None))
                 with pytest.raises(StoreUnavailable):
                     store.flush()
-            assert len(store._buffer) == 2
+            assert store.buffered == 2
         assert day_requests(port, store, "a") >= 2  # Redis applied (at least) the first timed-out write
         store.flush()  # the retry: both charges were recorded, so nothing is added
         metrics = store.metrics("a")

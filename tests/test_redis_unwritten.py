@@ -17,6 +17,10 @@ from identity_middleware.core.budgets import BudgetSpec
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.core.periods import UTC
 from identity_middleware.stores import RedisStore, Store
+from identity_middleware.stores.redis.plans import Plans
+from identity_middleware.stores.redis.runner import Runner
+from identity_middleware.stores.redis.transport import RedisPy
+from identity_middleware.stores.redis.unwritten import Unwritten
 from test_redis_lease import script_calls
 
 MakeStore = Callable[..., Store]
@@ -61,17 +65,20 @@ def test_buffered_usage_is_counted_by_the_admission_without_a_write(make_store: 
 @pytest.mark.parametrize("kind", KINDS)
 def test_usage_applied_while_the_admission_was_on_its_way_is_counted_once(make_store: MakeStore,
                                                                           kind: str) -> None:
+    """The race driven step by step, with the store's plans over redis-py: the admission was built
+    with the open charge's usage, and the charge lands before the admission reaches Redis."""
     store, ulid = store_with(make_store, kind, "uw-2", period="daily", amount="0.01")
-    store.settle(Settlement(ulid, Usage(cost=6 * CENT // 10)))  # $0.006, buffered
+    plans = Plans(store.prefix, UTC, store.reservation_ttl)
+    runner = Runner(lambda: RedisPy(store.client), owned=False)
+    assert runner.run(plans.requests.admit(AdmissionRequest("uw-2"))).allowed  # the record cached here too
     now = datetime.now(UTC)
-    write_first, unwritten = store._buffer.unwritten(ulid, store._plans.records.window_of(now).start)
-    assert not write_first and unwritten is not None and unwritten.cost == 6 * CENT // 10
-    store.flush()  # the writer thread lands the charge before the admission reaches Redis
+    (charge,) = plans.requests.seal([Settlement(ulid, Usage(cost=6 * CENT // 10), None, now)])  # $0.006
+    unwritten = Unwritten(charge.usage.cost, 0, charge.id)  # what the admission counts itself
+    assert runner.run(plans.requests.settle([charge])) == 1  # ... and the charge lands first
     asked = AdmissionRequest("uw-2", estimate=3 * CENT // 10, now=now)  # $0.006 + $0.003 fit in $0.01
-    admission = store._runner.run(store._plans.requests.admit(asked, unwritten=unwritten))
-    assert admission.allowed  # counted twice, $0.012 + $0.003 would not fit
+    assert runner.run(plans.requests.admit(asked, unwritten=unwritten)).allowed  # twice, $0.015 would not
     counted = AdmissionRequest("uw-2", estimate=5 * CENT // 10, now=now)  # $0.006 + $0.003 held + $0.005
-    assert store._runner.run(store._plans.requests.admit(counted, unwritten=unwritten)).blocked is not None
+    assert runner.run(plans.requests.admit(counted, unwritten=unwritten)).blocked is not None
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import tzinfo
@@ -71,6 +72,9 @@ class RedisOptions:
     accelerated transports (one multiplexed connection per event loop, a plain socket per thread;
     see :mod:`.transports`) where the URL allows them; off, everything goes through redis-py.
     ``client_options`` go to the redis-py clients as they are.
+
+    ``clock``: the monotonic clock (seconds) the store's caches and leases run on (how long the
+    registry of global budgets is trusted, when a lease expires); a test may pass one it moves.
     """
 
     prefix: str = "idm"
@@ -89,6 +93,7 @@ class RedisOptions:
     socket_connect_timeout: float = 2.0
     multiplex: bool = True
     client_options: Mapping[str, Any] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         if not self.prefix or "{" in self.prefix or "}" in self.prefix:

@@ -84,9 +84,10 @@ class RedisStore(Store):
         if options.lease is not None:
             from .lease import Leases
 
-            leases = Leases(options.lease)
+            leases = Leases(options.lease, options.clock)
         self._plans = plans = Plans(options.prefix, options.tz, options.reservation_ttl, options.settle_id_ttl,
-                                    global_budgets=options.global_budgets, leases=leases)
+                                    global_budgets=options.global_budgets, leases=leases,
+                                    clock=options.clock)
         if spec is None:
             given = client
             self._runner = self._request_runner = Runner(lambda: RedisPy(given), owned=False)
@@ -107,7 +108,8 @@ class RedisStore(Store):
         ``redis+cluster://host:port``; ``options`` (:class:`RedisOptions`), or its fields as keyword
         arguments (other keyword arguments go to the redis-py clients)."""
         if fields:
-            base = dataclasses.asdict(options) if options is not None else {}
+            base = {} if options is None else {each.name: getattr(options, each.name)
+                                               for each in dataclasses.fields(options)}
             options = RedisOptions.of(**{**base, **fields})
         return cls(url, options)
 
@@ -136,6 +138,12 @@ class RedisStore(Store):
     def known_identity(self, external_id: str) -> Identity | None:
         cached = self._plans.records.cached(identity_tag(external_id))
         return cached[1] if cached is not None else None
+
+    @property
+    def buffered(self) -> int:
+        """Settlements this process holds that Redis has not been sent, or not known to have applied
+        (an outage): written by the next flush, at most once each."""
+        return len(self._buffer)
 
     @property
     def client(self) -> SyncClient:

@@ -24,12 +24,12 @@ from ..steps import Batch, Step
 from ..transport import AsyncRedisPy, Landed
 from .resp import LOAD_SCRIPTS, SCRIPT_COUNT, Endpoint, direct_command, reply_error
 
-__all__ = ["Direct", "MuxTransport"]
+__all__ = ["Connection", "Direct", "MuxTransport"]
 
 _NEVER = math.inf
 
 
-class _Mux(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One connection carrying every script call of a loop: calls made in the same tick go out in
     one write, replies come back in order (RESP is FIFO) and complete their futures."""
 
@@ -181,7 +181,7 @@ class _Mux(asyncio.Protocol):
 
 class Direct:
     """Script calls of one loop on a plain standalone server, over one multiplexed connection
-    (:class:`_Mux`) instead of a pooled connection per call: no pool condition, readiness probe,
+    (:class:`Connection`) instead of a pooled connection per call: no pool condition, readiness probe,
     per-call read/write timeout contexts or per-argument encoder. The redis-py rules are kept: the
     socket timeout bounds every reply (a late one fails the connection and every call on it with
     ``TimeoutError``); a broken connection is retried once, at once, on a new one; a timeout never."""
@@ -191,11 +191,11 @@ class Direct:
         # and its idle connections are dropped when this connection finds the server restarted.
         self.pool = pool
         self.endpoint = Endpoint.of(pool)
-        self.mux: _Mux | None = None
+        self.mux: Connection | None = None
         self.gate = asyncio.Lock()
         self.closed = False
 
-    async def _connect(self) -> _Mux:
+    async def _connect(self) -> Connection:
         async with self.gate:
             mux = self.mux
             if mux is not None and mux.alive:
@@ -204,7 +204,7 @@ class Direct:
                 raise errors.ConnectionError("closed")
             loop = asyncio.get_running_loop()
             end = self.endpoint
-            mux = _Mux(loop, end.timeout)
+            mux = Connection(loop, end.timeout)
             connect = (loop.create_unix_connection(lambda: mux, end.path) if end.path is not None
                        else loop.create_connection(lambda: mux, end.host, end.port))
             try:
@@ -225,7 +225,7 @@ class Direct:
             self.mux = mux
             return mux
 
-    async def _connected(self, deadline: float | None) -> _Mux:
+    async def _connected(self, deadline: float | None) -> Connection:
         """The live connection, connecting first if needed (by ``deadline``, loop time, if given)."""
         mux = self.mux
         if mux is not None and mux.alive:

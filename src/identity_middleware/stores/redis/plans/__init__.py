@@ -12,6 +12,8 @@ with :mod:`.globals` (model, provider and workspace budgets on the request path)
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import tzinfo
 from typing import TYPE_CHECKING
 
@@ -35,9 +37,10 @@ class Plans:
     """The store's operations as plans, over one key schema, timezone and reservation TTL."""
 
     def __init__(self, prefix: str, tz: tzinfo, reservation_ttl: float, settle_id_ttl: int = SETTLE_ID_TTL, *,
-                 global_budgets: bool = False, leases: Leases | None = None) -> None:
+                 global_budgets: bool = False, leases: Leases | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.records = Records(prefix, tz, reservation_ttl, settle_id_ttl)
-        self.registry = Registry(self.records.keys, tz, global_budgets)
+        self.registry = Registry(self.records.keys, tz, global_budgets, clock)
         self.identities = IdentityPlans(self.records)
         self.budgets = BudgetPlans(self.records, self.registry)
         self.leasing: LeasePlans | None = None

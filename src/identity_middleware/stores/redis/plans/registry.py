@@ -8,7 +8,7 @@ checked and reserved atomically per budget by ``scoped.lua`` (:meth:`Registry.sc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, tzinfo
 
 from ....core.admission import AdmissionRequest
@@ -27,9 +27,11 @@ BUCKET_MS = 10_000  # usage.requests and requests_per_minute count admissions in
 class Registry:
     """The global budgets' definitions (cached), the provider map and where threshold events go."""
 
-    def __init__(self, keys: KeySchema, tz: tzinfo, global_budgets: bool = False) -> None:
+    def __init__(self, keys: KeySchema, tz: tzinfo, global_budgets: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.tz = tz
+        self.clock = clock
         #: Whether the request path consults the registry (RedisStore's ``global_budgets``); off,
         #: admission and settlement never read it.
         self.global_budgets = global_budgets
@@ -40,7 +42,7 @@ class Registry:
     def fresh_defs(self) -> dict[str, ScopedBudget] | None:
         """The cached registry while it is fresh, else None."""
         cached = self._defs_cache
-        if cached is not None and time.monotonic() - cached[0] < REFRESH:
+        if cached is not None and self.clock() - cached[0] < REFRESH:
             return cached[1]
         return None
 
@@ -63,7 +65,7 @@ class Registry:
 
     def keep_defs(self, reply: object) -> dict[str, ScopedBudget]:
         defs = {budget_id: ScopedBudget.from_record(text) for budget_id, text in codec.as_map(reply).items()}
-        self._defs_cache = (time.monotonic(), defs)
+        self._defs_cache = (self.clock(), defs)
         return defs
 
     def global_defs(self, *, fresh: bool = False) -> Plan[dict[str, ScopedBudget]]:
