@@ -8,7 +8,6 @@ trouble never reaches a plan: it is raised as :class:`StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -99,9 +98,7 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """``awaitable``'s result, or :class:`StoreUnavailable` once ``seconds`` have passed (it is then
     cancelled)."""
     try:
-        if sys.version_info >= (3, 11):
-            async with asyncio.timeout(seconds):
-                return await awaitable
-        return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
         raise StoreUnavailable(f"redis: no reply within {seconds} s") from None

@@ -1,13 +1,14 @@
 """RedisStore: the Store protocol over Redis (standalone, Sentinel, Cluster), for threads and loops.
 
-Each method runs a plan of :mod:`.plans`: sync ones with :mod:`.runner` on one thread-safe client (a
-``BlockingConnectionPool``: under load a caller waits for a connection instead of failing), async
-ones with :mod:`.arunner` on the running loop's client (:mod:`.loops`; script calls multiplexed by
-:mod:`.mux` on a plain server). Settlements go through the write-behind :mod:`.buffer`: ``asettle``
-returns at once and the loop's next tick writes everything buffered in one round trip; ``settle``
-returns at once and a writer thread (:mod:`.background`) does the same. An admission (sync or
-async) counts what this process has buffered of its identity (or writes it first), so a client's
-next request sees the one before it. The reservation stays held in Redis until then, so
+Each method runs a plan of :mod:`.plans` with :mod:`.runner` over a transport (:mod:`.transport`):
+sync ones on one thread-safe client (a ``BlockingConnectionPool``: under load a caller waits for a
+connection instead of failing), async ones on the running loop's client (:mod:`.loops`); redis-py's
+transport, or with ``multiplex`` on a plain server the accelerated ones (:mod:`.accelerated`).
+Settlements go through the write-behind :mod:`.buffer`: ``asettle`` returns at once and the loop's
+next tick writes everything buffered in one round trip; ``settle`` returns at once and a writer
+thread (:mod:`.background`) does the same. An admission (sync or async) counts what this process has
+buffered of its identity (or writes it first), so a client's next request sees the one before it.
+The reservation stays held in Redis until then, so
 ``spent + reserved <= amount`` holds throughout.
 Reads that could see buffered usage (metrics, budget status, list, reset, delete) flush first, so a
 caller sees its own writes. Outages raise :class:`StoreUnavailable`; settlements stay buffered
@@ -38,7 +39,6 @@ from ..base import METRIC_DAYS, Store, check_days
 from ..health import Health
 from ..scoped import Notify
 from ..urls import check_url
-from . import limits_uri
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .keys import identity_tag
@@ -120,6 +120,8 @@ class RedisStore(Store):
     @property
     def rate_limit_storage_uri(self) -> str:
         """The same server as a ``limits`` storage URI, so rate limits live beside the budgets."""
+        from . import limits_uri
+
         if self._spec is not None:
             return limits_uri.from_url(self._spec.url)
         return limits_uri.from_client(self.client)

@@ -20,7 +20,6 @@ where the store decides it is unavailable.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -191,11 +190,9 @@ class AsyncRedisPy:
         if deadline <= asyncio.get_running_loop().time():
             raise redis.exceptions.TimeoutError("no reply from redis within the request timeout")
         try:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout_at(deadline):
-                    return await self._limited(step)
-            return await asyncio.wait_for(self._limited(step), deadline - asyncio.get_running_loop().time())
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(deadline):
+                return await self._limited(step)
+        except TimeoutError:
             raise redis.exceptions.TimeoutError("no reply from redis within the request timeout") from None
 
     async def _limited(self, step: Step) -> Any:
