@@ -97,10 +97,10 @@ class _Connection:
 
 
 class SyncDirect:
-    """Per-thread plain connections with the parameters of redis-py's pool for the same URL."""
+    """Per-thread plain connections to ``endpoint`` (the parameters of redis-py's pool for the same URL)."""
 
-    def __init__(self, pool: Any) -> None:
-        self.endpoint = Endpoint.of(pool)
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
         self._local = threading.local()
         # Weak: a thread that ends drops its connection, which is then closed (a server that starts
         # a thread per request would otherwise keep every one of them open).
@@ -146,7 +146,7 @@ class WireTransport:
 
     def __init__(self, fallback: RedisPy) -> None:
         self.fallback = fallback
-        self.direct = SyncDirect(fallback.client.connection_pool)
+        self.direct = SyncDirect(Endpoint.of(fallback.client.connection_pool))
 
     @property
     def client(self) -> Any:
