@@ -13,6 +13,7 @@ import anyio.from_thread
 import pytest
 
 from conftest import CONTRACT_KINDS
+from fake_clock import Clock
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.budgets import Alert, BudgetChanges, BudgetExists, BudgetNotFound, BudgetSpec
 from identity_middleware.core.errors import IdentityExists, IdentityNotFound
@@ -47,19 +48,6 @@ class Api:
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every store configuration (see conftest's ``CONTRACT_KINDS``)."""
     return str(request.param)
-
-
-class Clock:
-    """A monotonic clock the test moves: what a RedisStore's caches run on (``RedisOptions.clock``)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -590,10 +578,10 @@ def test_inactive_and_expired_budgets_do_not_block(api: Api, now: datetime, cloc
     spend(api, "a", "0.01", "m")
     assert not admit(api, "a").allowed
     api.update_budget(budget.id, BudgetChanges(is_active=False))
-    clock.advance(1.1)  # a RedisStore re-reads its registry of global budgets each second
+    clock.now += 1.1  # a RedisStore re-reads its registry of global budgets each second (its clock)
     assert admit(api, "a").allowed
     api.update_budget(budget.id, BudgetChanges(is_active=True, expires_at=now - timedelta(seconds=1)))
-    clock.advance(1.1)
+    clock.now += 1.1
     assert admit(api, "a").allowed
 
 

@@ -27,7 +27,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
@@ -42,7 +42,6 @@ from ..urls import check_url
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
 from .keys import identity_tag
-from .lease import Ask
 from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans
@@ -51,6 +50,9 @@ from .steps import Plan
 from .transport import RedisPy
 from .verdicts import Verdicts
 from .writer import Writer
+
+if TYPE_CHECKING:  # leasing is loaded only when it is on
+    from .lease import Ask
 
 T = TypeVar("T")
 DailyList = builtins.list[DailyMetrics]
