@@ -190,6 +190,39 @@ async def test_an_async_streaming_response_is_settled_when_exhausted(configure: 
     assert (metrics.total_requests, metrics.total_cost) == (1, Decimal("0.004"))
 
 
+# -- streams a view left open: ended by its request, before it settles ---------------------------------------
+@pytest.fixture(scope="module")
+def provider() -> Iterator[str]:
+    from django_project import views
+    from llm_servers import ProviderServer
+
+    with ProviderServer() as server:
+        views.PROVIDER_URL = server.url
+        yield server.url
+    views.abandoned.clear()
+
+
+def test_an_llm_stream_a_sync_view_left_open_is_charged_to_its_request_once(
+        configure: Configure, store: Store, provider: str) -> None:
+    from django_project import views
+
+    assert Client(headers={"X-Identity-Id": "leaver"}).get("/abandon").status_code == 200
+    assert views.abandoned  # still open after the request: its request ended it
+    views.abandoned.clear()
+    store.flush()
+    metrics = store.metrics("leaver")
+    assert (metrics.total_cost, metrics.total_tokens, metrics.total_requests) == (Decimal("0.000285"), 1500, 1)
+
+
+@pytest.mark.anyio
+async def test_an_llm_stream_an_async_view_left_with_break_is_charged_to_its_request(
+        configure: Configure, store: Store, provider: str) -> None:
+    assert (await AsyncClient().get("/aabandon", headers={"X-Identity-Id": "abreaker"})).status_code == 200
+    await store.aflush()
+    metrics = await store.ametrics("abreaker")
+    assert (metrics.total_cost, metrics.total_tokens, metrics.total_requests) == (Decimal("0.001875"), 1370, 1)
+
+
 # -- @budgeted ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/chat", "/chat-view"])
 def test_the_decorated_estimate_is_reserved_at_admission_in_one_store_call(

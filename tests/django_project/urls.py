@@ -18,4 +18,6 @@ urlpatterns = [
     path("chat-view", views.ChatView.as_view()),
     path("indirect-chat", views.indirect_chat),
     path("echo", views.echo),
+    path("abandon", views.abandon),
+    path("aabandon", views.aabandon),
 ]

@@ -91,3 +91,36 @@ def echo(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(request.body, content_type="application/octet-stream")
     response["X-Seen-Identity"] = identity.external_id.encode().hex() if identity else "-"
     return response
+
+
+# -- views that leave an instrumented LLM stream after one item (PROVIDER_URL set by the test) -----------
+PROVIDER_URL = ""
+abandoned: list[object] = []  # kept alive past the request, as a reference cycle would keep them
+
+
+def abandon(request: HttpRequest) -> JsonResponse:
+    import openai
+
+    from identity_middleware import instrument
+
+    client = instrument(openai.OpenAI(api_key="sk-test", base_url=f"{PROVIDER_URL}/v1", max_retries=0),
+                        prices={"slow-gpt-4o-mini": ("0.15", "0.60", "0.075")})
+    items = iter(client.chat.completions.create(model="slow-gpt-4o-mini", stream=True,
+                                                messages=[{"role": "user", "content": "Hi"}]))
+    next(items)
+    abandoned.append(items)
+    return JsonResponse({})
+
+
+async def aabandon(request: HttpRequest) -> JsonResponse:
+    import anthropic
+
+    from identity_middleware import instrument
+
+    client = instrument(anthropic.AsyncAnthropic(api_key="sk-ant-test", base_url=PROVIDER_URL, max_retries=0),
+                        prices={"slow-claude-sonnet-4-6": ("3", "15", "0.30", "3.75")})
+    stream = await client.messages.create(model="slow-claude-sonnet-4-6", max_tokens=10, stream=True,
+                                          messages=[{"role": "user", "content": "Hi"}])
+    async for _event in stream:
+        break  # no close()
+    return JsonResponse({})
