@@ -217,7 +217,10 @@ def test_an_llm_stream_a_sync_view_left_open_is_charged_to_its_request_once(
 @pytest.mark.anyio
 async def test_an_llm_stream_an_async_view_left_with_break_is_charged_to_its_request(
         configure: Configure, store: Store, provider: str) -> None:
+    from django_project import views
+
     assert (await AsyncClient().get("/aabandon", headers={"X-Identity-Id": "abreaker"})).status_code == 200
+    await views.clients.pop().close()  # type: ignore[attr-defined]
     await store.aflush()
     metrics = await store.ametrics("abreaker")
     assert (metrics.total_cost, metrics.total_tokens, metrics.total_requests) == (Decimal("0.001875"), 1370, 1)

@@ -96,6 +96,7 @@ def echo(request: HttpRequest) -> HttpResponse:
 # -- views that leave an instrumented LLM stream after one item (PROVIDER_URL set by the test) -----------
 PROVIDER_URL = ""
 abandoned: list[object] = []  # kept alive past the request, as a reference cycle would keep them
+clients: list[object] = []  # closed by the test, on the event loop that served the request
 
 
 def abandon(request: HttpRequest) -> JsonResponse:
@@ -119,6 +120,7 @@ async def aabandon(request: HttpRequest) -> JsonResponse:
 
     client = instrument(anthropic.AsyncAnthropic(api_key="sk-ant-test", base_url=PROVIDER_URL, max_retries=0),
                         prices={"slow-claude-sonnet-4-6": ("3", "15", "0.30", "3.75")})
+    clients.append(client)
     stream = await client.messages.create(model="slow-claude-sonnet-4-6", max_tokens=10, stream=True,
                                           messages=[{"role": "user", "content": "Hi"}])
     async for _event in stream:
