@@ -31,8 +31,6 @@ if not apps.ready:
     django.setup()
 
 AUTH = {"Authorization": "Bearer t0ken"}
-# The stores that keep a refusal log (RedisStore's lands with its restructure).
-LOGGING_KINDS = ["memory"]
 NANOS = 1_000_000_000
 
 
@@ -89,7 +87,6 @@ def test_the_overview_lists_budgets_at_risk_fullest_first(client: TestClient, st
     assert risky[0]["scope"] == "identity" and risky[0]["amount"] == "1.00" and risky[0]["spent"] == "1.00"
 
 
-@pytest.mark.parametrize("store_kind", LOGGING_KINDS)
 def test_refusals_are_listed_newest_first_and_exported_as_csv(client: TestClient, store: Store) -> None:
     for name in ("first", "second"):
         store.create(IdentityInput(id=name))
@@ -143,7 +140,6 @@ def test_a_get_answers_304_while_the_body_has_not_changed(client: TestClient, st
     assert client.get("/v2/identities", headers={"If-None-Match": etag}).status_code == 401
 
 
-@pytest.mark.parametrize("store_kind", LOGGING_KINDS)
 def test_budget_blocking_is_1_for_an_identity_refused_because_its_estimate_no_longer_fits(
         client: TestClient, store: Store) -> None:
     store.create(IdentityInput(id="ann"))

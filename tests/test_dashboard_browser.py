@@ -19,7 +19,7 @@ import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, demo_app, live_server
 from identity_middleware import Budget, IdentityInput
 from identity_middleware.core.budgets import BudgetSpec
-from identity_middleware.stores import MemoryStore, Store
+from identity_middleware.stores import Store
 
 if not Path(CHROMIUM).exists():  # .ci/run installs it; a missing browser is a failure, not a skip
     pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", pytrace=False)
@@ -27,7 +27,6 @@ if not Path(CHROMIUM).exists():  # .ci/run installs it; a missing browser is a f
 Page = Any  # playwright.sync_api.Page
 expect = playwright_api.expect
 TOKEN = "browser-test-token"
-LOGGING_KINDS = ["memory"]  # the stores that keep a refusal log (RedisStore's lands with its restructure)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +138,6 @@ def test_the_token_stays_in_the_tab_not_in_a_url_or_cookie(page: Page) -> None:
 def test_the_overview_shows_the_workspace_its_top_spenders_budgets_at_risk_and_refusals(
         page_on_both: Page, base_on_both: str, both_stores: Store) -> None:
     page, base, store = page_on_both, base_on_both, both_stores
-    store_kind = "memory" if isinstance(store, MemoryStore) else "redis"
     chat(base, "small", cost="0.01", model="gpt-4o")
     chat(base, "big", cost="0.50", input_tokens=100, output_tokens=20, model="gpt-4o")
     chat(base, "big", fail=True)
@@ -153,9 +151,8 @@ def test_the_overview_shows_the_workspace_its_top_spenders_budgets_at_risk_and_r
     expect(top.get_by_role("link")).to_have_text(["big", "small"])  # ranked by the server
     expect(page.get_by_role("region", name="Budgets at risk")).to_contain_text(re.compile(r"big.*100% · over"))
     refusals = page.get_by_role("region", name="Recent refusals")
-    if store_kind in LOGGING_KINDS:
-        expect(refusals.get_by_role("link", name="big")).to_be_visible()
-        expect(refusals).to_contain_text("Daily identity budget")
+    expect(refusals.get_by_role("link", name="big")).to_be_visible()
+    expect(refusals).to_contain_text("Daily identity budget")
     page.get_by_label("Range").select_option(label="24 hours")
     day = page.get_by_role("img", name=re.compile(r"Spend per (hour|day) over the last 24 hours, \$0\.51"))
     expect(day).to_be_visible()

@@ -16,13 +16,6 @@ from identity_middleware.stores.refusals import REFUSAL_LOG_SIZE, REFUSAL_TTL, M
 # Redis expires counters by the wall clock, so the stores are asked at the real instant (one per run).
 NOW = datetime.now(UTC)
 NANOS = 1_000_000_000
-# The stores that keep a refusal log and sum a range of days (RedisStore's land with its restructure).
-LOGGING_KINDS = ["memory"]
-
-
-@pytest.fixture(params=LOGGING_KINDS)
-def store(request: pytest.FixtureRequest, make_store: Any) -> Store:
-    return make_store(request.param)  # type: ignore[no-any-return]
 
 
 def refused_over_budget(store: Store, external_id: str, *, estimate: int = 0, now: datetime = NOW) -> None:
@@ -101,3 +94,11 @@ def test_memory_keeps_the_last_24_hours_by_hour() -> None:
     assert (hours[-1].cost, hours[-1].errors, hours[-3].cost, hours[-3].input_tokens) == (
         Decimal("0.1"), 1, Decimal("0.2"), 3)
     assert sum(hour.requests for hour in hours) == 2
+
+
+def test_redis_keeps_the_log_in_one_expiring_list_beside_the_identities(make_store: Any) -> None:
+    store = make_store("redis")
+    refused_over_budget(store, "r")
+    key = f"{store.prefix}:refusals"
+    assert store.client.llen(key) == 1
+    assert REFUSAL_TTL.total_seconds() - 60 < store.client.ttl(key) <= REFUSAL_TTL.total_seconds()

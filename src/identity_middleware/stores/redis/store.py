@@ -37,6 +37,7 @@ from ...core.ordering import IdentityOrder
 from ...core.periods import UTC, Period
 from ..base import METRIC_DAYS, Store, check_days
 from ..health import Health
+from ..refusals import Refusal, check_refusal_limit
 from ..scoped import Notify
 from ..urls import check_url
 from .buffer import SettlementBuffer
@@ -45,6 +46,7 @@ from .keys import identity_tag
 from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans
+from .plans.refusals import logging_refusal, recent_refusals, refusal_key
 from .runner import Runner, arun
 from .steps import Plan
 from .transport import RedisPy
@@ -53,6 +55,7 @@ from .writer import Writer
 
 if TYPE_CHECKING:  # leasing is loaded only when it is on
     from .lease import Ask
+    from .unwritten import Unwritten
 
 T = TypeVar("T")
 DailyList = builtins.list[DailyMetrics]
@@ -277,6 +280,26 @@ class RedisStore(Store):
         return await self._arun(self._plans.budgets.daily_metrics(identity_id, check_days(days), now), flush_first=True)
 
     # -- the request path ------------------------------------------------------------------------
+    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+        return self._run(self._plans.budgets.metrics(identity_id, now, check_days(days)), flush_first=True)
+
+    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+        return await self._arun(self._plans.budgets.metrics(identity_id, now, check_days(days)), flush_first=True)
+
+    def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        plan = recent_refusals(refusal_key(self.prefix), check_refusal_limit(limit), now or datetime.now(UTC))
+        return self._run(plan)
+
+    async def arecent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
+        plan = recent_refusals(refusal_key(self.prefix), check_refusal_limit(limit), now or datetime.now(UTC))
+        return await self._arun(plan)
+
+    def _admission(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
+                   unwritten: Unwritten | None = None) -> Plan[Admission]:
+        """The admit plan, logging the refusal it answers with (:mod:`.plans.refusals`)."""
+        plan = self._plans.requests.admit(request, ask, ask_lease=ask_lease, unwritten=unwritten)
+        return logging_refusal(plan, refusal_key(self.prefix), request)
+
     def admit(self, request: AdmissionRequest) -> Admission:
         """Bounded by ``request_timeout``: past it :class:`StoreLate`, or :class:`StoreUnavailable`
         once the store is known to be down (:attr:`health`, :mod:`.verdicts`; Redis may still apply
@@ -295,7 +318,7 @@ class RedisStore(Store):
             unwritten = self._writer.before_admission(request.external_id, self._request_runner, now)
             if unwritten is not None:  # counted by the admission at the same instant it was looked up for
                 request = dataclasses.replace(request, now=now)
-        return self._run(self._plans.requests.admit(request, unwritten=unwritten), runner=self._request_runner)
+        return self._run(self._admission(request, unwritten=unwritten), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         # Not a coroutine of its own when it need not be: with the loop's client known and nothing
@@ -304,7 +327,7 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.busy:
-                plan = self._plans.requests.admit(request)
+                plan = self._admission(request)
                 return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True))
             return self._verdicts.aguarded(self._aadmit(request))
         return self._aadmit_leased(request)
@@ -320,7 +343,7 @@ class RedisStore(Store):
             unwritten = await self._writer.abefore_admission(request.external_id, state, now, self.request_timeout)
             if unwritten is not None:  # counted by the admission at the same instant it was looked up for
                 request = dataclasses.replace(request, now=now)
-        return await self._arun(self._plans.requests.admit(request, unwritten=unwritten), deadline=self._left(began))
+        return await self._arun(self._admission(request, unwritten=unwritten), deadline=self._left(began))
 
     def _left(self, began: float) -> float | None:
         """What is left since ``began`` of ``request_timeout``, the one bound of all an admission's
@@ -339,7 +362,7 @@ class RedisStore(Store):
         if self._buffer.busy:
             state = await self._loops.get()
             await self._writer.abefore_admission(request.external_id, state, datetime.now(UTC), self.request_timeout)
-        return await self._arun(self._plans.requests.admit(request, found, ask_lease=False), deadline=self._left(began))
+        return await self._arun(self._admission(request, found, ask_lease=False), deadline=self._left(began))
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer; this process's writer thread writes the buffer ``linger`` seconds later, in one

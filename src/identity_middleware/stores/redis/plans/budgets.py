@@ -30,7 +30,7 @@ from ....core.ids import new_ulid
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Identity, Metrics
 from ....core.money import from_nanos
 from ....core.periods import Period, period_key, utc_day
-from ...base import check_limit
+from ...base import METRIC_DAYS, check_limit
 from ...scoped import page_of
 from ..keys import ONE_TIME, identity_tag
 from ..steps import Batch, Call, Eval, Plan
@@ -145,10 +145,10 @@ class BudgetPlans:
         _, tag = yield from self.records.fetch(identity_id)
         return codec.statuses((yield self.records.state_eval(tag, moment)), moment, self.tz)
 
-    def metrics(self, identity_id: str, now: datetime | None) -> Plan[Metrics]:
+    def metrics(self, identity_id: str, now: datetime | None, days: int = METRIC_DAYS) -> Plan[Metrics]:
         moment = codec.now_or(now)
         _, tag = yield from self.records.fetch(identity_id)
-        return codec.metrics((yield self.records.metrics_eval(tag, moment)))
+        return codec.metrics((yield self.records.metrics_eval(tag, moment, days)))
 
     def daily_metrics(self, identity_id: str, days: int, now: datetime | None) -> Plan[list[DailyMetrics]]:
         moment = codec.now_or(now)
