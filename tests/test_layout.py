@@ -1,4 +1,4 @@
-"""The package's shape: shells load lazily, imports point down, modules stay small."""
+"""The package's shape: shells load lazily, imports point down, no import cycles."""
 
 from __future__ import annotations
 
@@ -96,3 +96,80 @@ def test_imports_point_down(layer: str) -> None:
         for target in _package_imports(path):
             top = target.split(".")[1] if "." in target else ""
             assert top in LAYERS[layer], f"{path.relative_to(PACKAGE)} imports {target}"
+
+
+# Module-level imports only (those inside ``if TYPE_CHECKING:`` and ``try:`` too, not those inside a
+# function, which run on first use): a module importing a package imports its ``__init__``, and
+# ``from package import name`` imports the submodule ``name`` when there is one.
+_GRAPH_SCRIPT = """
+import ast, json, sys
+from pathlib import Path
+package = Path(sys.argv[1])
+modules = {}
+for path in package.rglob("*.py"):
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    modules[".".join(parts[:-1] if path.name == "__init__.py" else parts)] = path
+
+def module_level(body):
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        for block in ("body", "orelse", "finalbody"):
+            if isinstance(node, (ast.If, ast.Try)):
+                yield from module_level(getattr(node, block, []))
+        for handler in getattr(node, "handlers", []):
+            yield from module_level(handler.body)
+
+graph = {}
+for module, path in modules.items():
+    base = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in module_level(ast.parse(path.read_text()).body):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+            continue
+        target = node.module or ""
+        if node.level:
+            root = base.rsplit(".", node.level - 1)[0] if node.level > 1 else base
+            target = f"{root}.{node.module}" if node.module else root
+        submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in modules]
+        found.update(submodules or [target])
+    graph[module] = sorted(name for name in found if name in modules and name != module)
+print(json.dumps(graph))
+"""
+
+
+def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One import cycle of ``graph``, as the modules along it, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in graph[module]:
+            if state.get(target) == 1:
+                return [*path[path.index(target):], target]
+            if target not in state and (found := visit(target)) is not None:
+                return found
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)) is not None:
+            return found
+    return None
+
+
+def test_the_module_graph_has_no_import_cycle() -> None:
+    output = subprocess.run([sys.executable, "-c", _GRAPH_SCRIPT, str(PACKAGE)], check=True,
+                            capture_output=True, text=True).stdout
+    graph: dict[str, list[str]] = json.loads(output)
+    assert len(graph) > 100  # the walk found the package
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": ["b"], "b": ["c"], "c": ["a"], "d": []}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": ["b"], "b": [], "c": ["a", "b"]}) is None

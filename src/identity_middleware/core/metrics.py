@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field, field_serializer
 
-from .admission import ModelUsage
 from .money import format_usd, from_nanos
+from .usage import ModelUsage
 
 __all__ = ["DailyMetrics", "HourlyMetrics", "Metrics", "ModelMetrics", "daily_from_counters", "hourly_from_counters",
            "metrics_from_totals", "utc_hour"]
