@@ -42,8 +42,6 @@ _CODE = {types.FunctionType: "__code__", types.CoroutineType: "cr_code", types.G
 class WaitingStore(MemoryStore):
     """A MemoryStore whose async admission waits until the test lets it go (as a request waits for Redis)."""
 
-    nonblocking = False
-
     def __init__(self) -> None:
         super().__init__()
         self.gate = asyncio.Event()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
 
 from identity_middleware import Budget, Config, IdentityMiddleware, IdentityWSGIMiddleware, Period
+from identity_middleware.config import InvalidOption
 from identity_middleware.django.conf import KEYS
+from identity_middleware.flow import Flow
 from identity_middleware.stores import MemoryStore
 
 
@@ -65,3 +68,33 @@ def test_django_settings_keys_are_the_options_upper_cased() -> None:
     assert set(KEYS) == {name.upper() for name in Config.option_names()} | {"STORE_URL"}
     config = Config.from_settings({"REQUIRE_IDENTITY": True, "MAX_BODY_SIZE": 10, "UNKNOWN": 1})
     assert config.require_identity and config.max_body_size == 10
+
+
+def test_an_invalid_option_is_named_with_what_is_wrong() -> None:
+    with pytest.raises(InvalidOption) as raised:
+        Config.of(default_budgets={"daily": "ten dollars"}, rate_limit="lots")
+    assert [(problem.option, problem.where) for problem in raised.value.problems] == [
+        ("default_budgets", "['daily']"), ("rate_limit", "")]
+    assert "default_budgets['daily']" in str(raised.value) and "'ten dollars'" in str(raised.value)
+
+
+def test_building_the_options_leaves_the_store_as_it_was() -> None:
+    store = MemoryStore()
+    Config(store=store, providers={"gpt-4o": "openai"}, notifiers={"ops": lambda event: None})
+    assert store.providers == {} and store.notify is None
+
+
+def test_two_apps_on_one_store_each_keep_their_providers_and_alerts() -> None:
+    store = MemoryStore()
+    first: list[dict[str, object]] = []
+    second: list[dict[str, object]] = []
+    one = Flow(Config(store=store, providers={"gpt-4o": "openai"}, notifiers={"a": first.append}))
+    two = Flow(Config(store=store, providers={"claude-3": "anthropic"}, notifiers={"b": second.append}))
+    assert store.providers == {"gpt-4o": "openai", "claude-3": "anthropic"}
+    assert store.notify is not None
+    store.notify([{"notifier_ids": ["a"], "budget_id": "x"}, {"notifier_ids": ["b"], "budget_id": "y"}])
+    assert one.store is two.store is store  # both flows alive: the store holds their hooks weakly
+    deadline = time.monotonic() + 5
+    while (len(first), len(second)) != (1, 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [event["budget_id"] for event in first] == ["x"] and [event["budget_id"] for event in second] == ["y"]

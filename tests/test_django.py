@@ -20,6 +20,7 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django_project.auth import session_cookie  # noqa: E402
 from django_project.settings import AUTH, IDENTITY, SITE  # noqa: E402
 from identity_middleware import Budget, IdentityInput  # noqa: E402
+from identity_middleware.config import Config, InvalidOption  # noqa: E402
 from identity_middleware.stores import Store  # noqa: E402
 
 KINDS = ("memory", "redis")
@@ -304,6 +305,25 @@ def test_a_good_configuration_passes_the_checks(redis_url: str) -> None:
         "STORE_URL": redis_url, "DEFAULT_BUDGETS": {"daily": "0.20", "monthly": 5},
         "RATE_LIMIT": "100/minute", "RATE_LIMITS": {"vip": "10/second;1000/day"}, "ESTIMATES": {"/llm": "0.02"},
     }) == set()
+
+
+def test_the_list_form_of_default_budgets_passes_the_checks() -> None:
+    assert check_ids(IDENTITY_MIDDLEWARE={"DEFAULT_BUDGETS": [{"period": "daily", "amount": "0.20"}]}) == set()
+
+
+@pytest.mark.parametrize("config", [
+    {"DEFAULT_BUDGETS": {"daily": "ten dollars", "hourly": "1"}, "RATE_LIMIT": "lots"},
+    {"SOURCES": ["cookie"], "MAX_BODY_SIZE": -1, "ESTIMATES": {"/llm": "x"}},
+    {"NOTIFIERS": {"ops": "ftp://x"}, "ON_STORE_ERROR": "maybe", "REQUIRE_IDENTITY": "yes"},
+])
+def test_the_checks_report_what_config_refuses(config: dict[str, Any]) -> None:
+    with override_settings(IDENTITY_MIDDLEWARE=config):
+        reported = {message.msg for message in run_checks(tags=["identity_middleware"])}
+    with pytest.raises(InvalidOption) as raised:
+        Config.from_settings(config)
+    assert reported == {f"{problem.option.upper()}{problem.where}: {problem.message}"
+                        for problem in raised.value.problems}
+    assert len(reported) >= 2
 
 
 @pytest.mark.parametrize(("config", "expected"), [

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Config
-from .context import bind, unbind
+from .config import Config, InvalidOption, Options
 from .core.errors import ErrorResponse, StoreMisconfigured, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
-from .flow.streams import aend_streams
+from .flow.life import RequestLife
 from .flow.telemetry import annotate
 from .starlette import find_mark
 from .stores.startup import astore_ready
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["IdentityMiddleware"]
 
@@ -47,7 +50,7 @@ async def _send_error(send: Send, error: ErrorResponse) -> None:
 
 class IdentityMiddleware:
     """Add to any ASGI app: ``app.add_middleware(IdentityMiddleware, store=...)``; the keyword
-    options are :class:`~identity_middleware.config.Config`'s.
+    options are :class:`~identity_middleware.config.Options` (typed: a type checker lists them).
 
     Per request: the identity comes from the JSON body (``identity`` / ``orq.identity``), an
     identity header, or the auth context (``scope["user"]``, then ``resolver(scope)``); it is
@@ -57,16 +60,27 @@ class IdentityMiddleware:
     ``max_body_size`` are read, and they are replayed to the app unchanged; everything else
     streams through untouched. Websocket and lifespan scopes pass through (the store is flushed
     at lifespan shutdown).
+
+    Invalid options raise :class:`~identity_middleware.config.InvalidOption` where the app is
+    built. Starlette builds its middleware on the first ASGI call (the lifespan's), where a
+    server may take an exception for "lifespan unsupported" and serve on: there the error is
+    reported as ``lifespan.startup.failed``, so the server stops at startup with the message.
     """
 
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, **options: Unpack[Options]) -> None:
         self.app = app
-        self.config = Config(**options)
+        self.invalid: InvalidOption | None = None
+        try:
+            self.config = Config.of(**options)
+        except InvalidOption as error:
+            if not _serving():
+                raise
+            self.invalid = error  # reported at lifespan startup (and raised by any request)
+            self.config = Config()
         self.flow = Flow(self.config)
         self.store = self.config.store
         self._header_keys = {name: name.lower().encode("latin-1")
                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
-        self._shield_settle = not self.store.settles_before_await
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
 
@@ -75,6 +89,8 @@ class IdentityMiddleware:
         # while it waits (for Redis, for the app) is one more for the garbage collector to promote
         # and, at its next full collection, to walk (see bench/README.md, "Garbage collection").
         if scope["type"] == "http":
+            if self.invalid is not None:
+                raise self.invalid
             try:
                 body, receive = await self._read_body(scope, receive)
             except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
@@ -82,44 +98,30 @@ class IdentityMiddleware:
                 return
             lookup = _Lookup(self._header_keys, self.config.resolver, scope)
             plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope)))
-            auth = lookup.auth if self.flow.wants_auth else None
-            outcome = self.flow.run(plan, auth) if self.flow.admits_without_await else await self.flow.arun(plan, auth)
+            outcome = await self.flow.arun(plan, lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
-            if isinstance(outcome, Tracked):  # the app runs metered; its usage is settled once it ends
-                meter = outcome.meter
-                scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
-                watched = _StatusSend(send)
-                token = bind(meter)
-                failed = True
-                try:
-                    await self.app(scope, receive, watched)
-                    failed = False
-                finally:
-                    unbind(token)
-                    if meter.streams:  # streams the app left open are this request's: ended before it settles
-                        await aend_streams(meter)
-                    error = failed or watched.status >= 400
-                    if self.store.nonblocking:
-                        self.flow.settle(meter, error=error)  # nothing to await: no plan, no coroutine
-                    elif self._shield_settle:
-                        # A client that disconnects cancels the request, never its accounting.
-                        with anyio.CancelScope(shield=True):
-                            await self.flow.arun(self.flow.settlement(meter, error=error))
-                    else:  # taken before any await: nothing to shield
-                        await self.flow.arun(self.flow.settlement(meter, error=error))
-            elif isinstance(outcome, Refused):
+            if isinstance(outcome, Refused):
                 await _send_error(send, outcome.error)
+                return
+            if isinstance(outcome, Tracked):
+                life = RequestLife(self.flow, outcome.meter)
+                scope["state"] = {**scope.get("state", {}), "identity": outcome.meter.identity}
+                async with life:
+                    await self.app(scope, receive, _StatusSend(send, life))
+                await life.asettle()
             else:
-                token = bind(outcome)
-                try:
+                async with RequestLife(self.flow, outcome):
                     await self.app(scope, receive, send)
-                finally:
-                    unbind(token)
         elif scope["type"] == "lifespan":
+            if self.invalid is not None:  # the server stops here, with the options' problems
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": str(self.invalid)})
+                raise self.invalid  # as Starlette's router does after a failed startup
             await self.app(scope, receive, self._lifespan_send(send))
         else:
             await self.app(scope, receive, send)
 
+    # -- the app's life: options refused at startup, pending usage flushed at shutdown ---------------
     def _lifespan_send(self, send: Send) -> Send:
         failed = False
 
@@ -223,18 +225,28 @@ class _Replay:
 
 
 class _StatusSend:
-    """The app's ``send``: passes every message on and remembers the response status (500 until sent)."""
+    """The app's ``send``: passes every message on and tells the request's life the status it answered."""
 
-    __slots__ = ("send", "status")
+    __slots__ = ("life", "send")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, life: RequestLife) -> None:
         self.send = send
-        self.status = 500
+        self.life = life
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.status = message["status"]
+            self.life.status = message["status"]
         await self.send(message)
+
+
+def _serving() -> bool:
+    """Whether an event loop runs here: the middleware is being built by an app already serving
+    (Starlette builds its middleware stack on the first ASGI call)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class _Lookup:

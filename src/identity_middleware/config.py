@@ -1,106 +1,137 @@
-"""The middleware's options: declared once, validated once, shared by every shell and Django settings."""
+"""The middleware's options: declared once (typed), validated once, shared by every shell and Django settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from .core.models import Budget
-from .core.money import to_nanos
+from .core.money import Money, to_nanos
 from .core.outage import OutagePolicy, is_policy
-from .stores.base import Store
-from .stores.memory import MemoryStore
 
-__all__ = ["AUTO", "DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "OutagePolicy"]
+if TYPE_CHECKING:
+    from .stores.base import Store
+
+__all__ = ["AUTO", "DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "InvalidOption", "Options",
+           "OutagePolicy", "Problem", "Source", "problems"]
 
 DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
-DEFAULT_SOURCES = ("body", "header", "auth")
-SOURCES = ("body", "header", "auth", "user_field")
+Source = Literal["body", "header", "auth", "user_field"]
+DEFAULT_SOURCES: tuple[Source, ...] = ("body", "header", "auth")
+SOURCES: tuple[Source, ...] = ("body", "header", "auth", "user_field")
 AUTO = -1  # an estimate of "auto": priced from the request body when the request comes
+RATE_LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
+Notifier = str | Callable[[dict[str, Any]], object]
 
 
-def estimate_nanos(amount: object) -> int:
-    """An estimate as nano-USD, or :data:`AUTO` for ``"auto"``."""
-    if amount == "auto":
-        return AUTO
-    return to_nanos(amount)  # type: ignore[arg-type]
+class Options(TypedDict, total=False):
+    """The keyword options of ``IdentityMiddleware`` and ``IdentityWSGIMiddleware`` as a user writes
+    them (``**options: Unpack[Options]``: type checkers and IDEs list them, a misspelt one is an
+    error). Django's ``settings.IDENTITY_MIDDLEWARE`` takes the same, upper-cased. :class:`Config`
+    holds them validated and normalised."""
+
+    store: Store | None  # MemoryStore() when not given
+    require_identity: bool
+    header_names: Sequence[str]
+    max_body_size: int
+    default_budgets: Mapping[str, Money] | Iterable[Budget | Mapping[str, Any]] | None  # {"daily": "0.20"}
+    rate_limit: str | None  # e.g. "100/minute" or "10/second;1000/day", per identity
+    rate_limits: Mapping[str, str] | None  # external id -> its own limit
+    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"]
+    # While the store is down: "open" (through untracked: current_identity() is None in the view),
+    # "closed" (503), Allowance("0.50") (metered locally up to that much per identity and process),
+    # or (external_id, request) -> one of those; see flow/allowance.py. A store that is only slow is
+    # not down: a late admission is a 503 whatever this says.
+    on_store_error: OutagePolicy
+    create_missing: bool  # create a header/auth identity on its first request
+    estimates: Mapping[str, Money] | None  # path prefix -> USD to reserve, or "auto"
+    resolver: Callable[[Any], object] | None  # (scope | environ | request) -> id, IdentityInput or None
+    sources: Sequence[Source]  # who may name an identity, first that yields wins (see SECURITY.md)
+    may_act_for: Callable[[str, str], bool] | None  # (authenticated principal, claimed id) -> allowed
+    signing_key: str | bytes | None  # identity headers only with a valid X-Identity-Signature
+    body_timeout: float | None  # seconds to read a JSON body we sniff; then 408 (ASGI)
+    prices: Any  # app prices for estimate="auto": a PriceTable or {model: (input, output) USD per 1M tokens}
+    providers: Mapping[str, str] | None  # the provider of model names without a "provider/" prefix
+    notifiers: Mapping[str, Notifier] | None  # budget alerts: notifier id -> URL (signed POST) or callable
+    notifier_secret: str | bytes | None
+
+
+class Problem(NamedTuple):
+    """One invalid option: the option's name (and where in it), what is wrong, and the number of
+    the Django system check that reports it (``identity_middleware.E00n``)."""
+
+    option: str
+    where: str  # within the option: "['daily']", "[0]", or ""
+    message: str
+    check: int = 9
+
+    def __str__(self) -> str:
+        return f"{self.option}{self.where}: {self.message}"
+
+
+class InvalidOption(TypeError, ValueError):
+    """Options that cannot work, raised where the app is built; names each invalid option."""
+
+    def __init__(self, found: Sequence[Problem]) -> None:
+        self.problems = tuple(found)
+        super().__init__("invalid identity middleware option" + ("s: " if len(found) > 1 else ": ")
+                         + "; ".join(map(str, found)))
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every option of ``IdentityMiddleware``, ``IdentityWSGIMiddleware`` and Django's
-    ``settings.IDENTITY_MIDDLEWARE`` (keys are the names upper-cased: ``REQUIRE_IDENTITY``).
+    """Every option, validated and normalised (``default_budgets`` as ``Budget`` objects,
+    ``estimates`` as nano-USD, sequences as tuples). Building one has no side effect: the store it
+    is given is used as it is. Shells build it with :meth:`of` from their keyword options; Django
+    with :meth:`from_settings` (keys are the names upper-cased: ``REQUIRE_IDENTITY``)."""
 
-    The shells take these as keyword arguments. Convenient spellings are normalised here, once:
-    ``default_budgets`` as ``Budget`` objects, dicts or ``{"daily": "0.20"}``; ``estimates`` as
-    ``{path prefix: USD}`` with USD a ``Decimal``, ``str`` or number (kept as nano-USD).
-    """
-
-    store: Store = field(default_factory=MemoryStore)
+    store: Store = field(default_factory=lambda: _memory_store())
     require_identity: bool = False
     header_names: tuple[str, ...] = DEFAULT_HEADER_NAMES
     max_body_size: int = 1_048_576
     default_budgets: tuple[Budget, ...] = ()
-    rate_limit: str | None = None  # e.g. "100/minute" or "10/second;1000/day", per identity
-    rate_limits: Mapping[str, str] = field(default_factory=dict)  # external id -> its own limit
+    rate_limit: str | None = None
+    rate_limits: Mapping[str, str] = field(default_factory=dict)
     rate_limit_strategy: str = "moving-window"
     # While the store is down: "open" (through untracked: current_identity() is None in the view),
     # "closed" (503), Allowance("0.50") (metered locally up to that much per identity and process),
     # or (external_id, request) -> one of those; see flow/allowance.py. A store that is only slow is
     # not down: a late admission is a 503 whatever this says.
     on_store_error: OutagePolicy = "open"
-    create_missing: bool = True  # create a header/auth identity on its first request
-    estimates: Mapping[str, int] = field(default_factory=dict)  # path prefix -> nano-USD to reserve
-    resolver: Callable[[Any], object] | None = None  # (scope | environ | request) -> id, IdentityInput or None
-    # Who may name an identity (see SECURITY.md): the sources accepted, first that yields wins;
-    # "user_field" is OpenAI's `safety_identifier`/`user` and Anthropic's `metadata.user_id` in the body.
-    sources: tuple[str, ...] = DEFAULT_SOURCES
-    may_act_for: Callable[[str, str], bool] | None = None  # (authenticated principal, claimed id) -> allowed
-    signing_key: str | bytes | None = None  # identity headers only with a valid X-Identity-Signature
-    body_timeout: float | None = 30.0  # seconds to read a JSON body we sniff; then 408 (ASGI)
-    # App prices for estimate="auto" (PriceTable or {model: (input, output) USD per 1M tokens}); else genai-prices.
+    create_missing: bool = True
+    estimates: Mapping[str, int] = field(default_factory=dict)  # path prefix -> nano-USD (or AUTO)
+    resolver: Callable[[Any], object] | None = None
+    sources: tuple[Source, ...] = DEFAULT_SOURCES
+    may_act_for: Callable[[str, str], bool] | None = None
+    signing_key: str | bytes | None = None
+    body_timeout: float | None = 30.0
     prices: Any = None
-    # Model and provider budgets: the provider of model names without a "provider/" prefix.
-    providers: Mapping[str, str] = field(default_factory=dict)  # e.g. {"gpt-4o": "openai"}
-    # Budget threshold alerts: notifier id -> URL (signed JSON POST) or callable(event).
-    notifiers: Mapping[str, Any] = field(default_factory=dict)
+    providers: Mapping[str, str] = field(default_factory=dict)
+    notifiers: Mapping[str, Notifier] = field(default_factory=dict)
     notifier_secret: str | bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.store is None:
-            object.__setattr__(self, "store", MemoryStore())
-        if not isinstance(self.store, Store):
-            raise TypeError(f"store must be a Store (MemoryStore(), RedisStore.from_url(...)), not {self.store!r}")
-        if not is_policy(self.on_store_error):
-            raise ValueError('on_store_error must be "open", "closed", an Allowance, or a callable '
-                             "(external_id, request) -> one of those")
-        if not isinstance(self.max_body_size, int) or self.max_body_size < 0:
-            raise ValueError("max_body_size must be a non-negative number of bytes")
-        if isinstance(self.header_names, str):
-            raise ValueError("header_names is a list or tuple of names")
-        if isinstance(self.sources, str) or not self.sources or not set(self.sources) <= set(SOURCES) \
-                or len(set(self.sources)) != len(tuple(self.sources)):
-            raise ValueError(f"sources: one or more of {SOURCES}, each once, in the order they are tried")
-        if self.may_act_for is not None and not callable(self.may_act_for):
-            raise TypeError("may_act_for must be callable: (principal, claimed) -> bool")
-        if self.body_timeout is not None and not self.body_timeout > 0:
-            raise ValueError("body_timeout must be a positive number of seconds (or None: no limit)")
-        if self.resolver is not None and not callable(self.resolver):
-            raise TypeError("resolver must be callable")
-        object.__setattr__(self, "header_names", tuple(self.header_names))
-        object.__setattr__(self, "sources", tuple(self.sources))
-        object.__setattr__(self, "default_budgets", _budgets(self.default_budgets))
-        object.__setattr__(self, "rate_limits", dict(self.rate_limits or {}))
-        object.__setattr__(self, "estimates", {path: estimate_nanos(amount)
-                                               for path, amount in (self.estimates or {}).items()})
-        object.__setattr__(self, "providers", dict(self.providers or {}))
-        object.__setattr__(self, "notifiers", dict(self.notifiers or {}))
-        if self.providers or self.notifiers:
-            from .stores.notifiers import Notifiers
+        found: list[Problem] = []
+        for option in fields(self):
+            normalise = _NORMALISE.get(option.name)
+            if normalise is None:
+                continue
+            try:
+                object.__setattr__(self, option.name, normalise(getattr(self, option.name)))
+            except _Invalid as error:
+                found.extend(error.problems(option.name))
+        if found:
+            raise InvalidOption(found)
 
-            notify = Notifiers(self.notifiers, self.notifier_secret) if self.notifiers else None
-            self.store.configure_budgets(providers=self.providers or None, notify=notify)
+    @classmethod
+    def of(cls, **options: Any) -> Config:
+        """From a shell's keyword options; an unknown option is an :class:`InvalidOption` naming it."""
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise InvalidOption([Problem(name, "", f"no such option (options: {', '.join(cls.option_names())})")
+                                 for name in unknown])
+        return cls(**options)
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -115,11 +146,222 @@ class Config:
         return cls(**{**options, **given})
 
 
-def _budgets(value: object) -> tuple[Budget, ...]:
+def problems(options: Mapping[str, object]) -> list[Problem]:
+    """What :class:`Config` would refuse in ``options`` (by lower-case option name), without
+    building anything: Django's system checks report these, the shells raise them."""
+    found: list[Problem] = []
+    for name, value in options.items():
+        normalise = _NORMALISE.get(name)
+        if normalise is None:
+            continue
+        try:
+            normalise(value)
+        except _Invalid as error:
+            found.extend(error.problems(name))
+    return found
+
+
+# -- one normaliser per option: the value as Config keeps it, or _Invalid saying why ----------------
+class _Invalid(Exception):
+    """An option's problems, each ``(where within the option, message, check)``."""
+
+    def __init__(self, *found: tuple[str, str, int]) -> None:
+        super().__init__(found)
+        self.found = found
+
+    def problems(self, option: str) -> Iterator[Problem]:
+        for where, message, check in self.found:
+            yield Problem(option, where, message, check)
+
+
+def _invalid(message: str, check: int = 9, where: str = "") -> _Invalid:
+    return _Invalid((where, message, check))
+
+
+def _memory_store() -> Store:
+    from .stores.memory import MemoryStore  # loaded only by apps that use it
+    return MemoryStore()
+
+
+def _store(value: object) -> object:
+    from .stores.base import Store
+    if value is None:
+        return _memory_store()
+    if not isinstance(value, Store):
+        raise _invalid(f"a Store (MemoryStore(), RedisStore.from_url(...)), not {value!r}")
+    return value
+
+
+def _flag(value: object) -> object:
+    if not isinstance(value, bool):
+        raise _invalid(f"True or False, not {value!r}")
+    return value
+
+
+def _max_body_size(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _invalid(f"a non-negative number of bytes, not {value!r}")
+    return value
+
+
+def _header_names(value: object) -> object:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable) \
+            or not all(isinstance(name, str) and name for name in value):
+        raise _invalid(f"a list or tuple of header names, not {value!r}")
+    return tuple(value)
+
+
+def _sources(value: object) -> object:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise _invalid(f"a list or tuple of {', '.join(SOURCES)}, not {value!r}")
+    sources = tuple(value)
+    if not sources or not set(sources) <= set(SOURCES) or len(set(sources)) != len(sources):
+        raise _invalid(f"one or more of {', '.join(SOURCES)}, each once, in the order they are tried; not {value!r}")
+    return sources
+
+
+def _on_store_error(value: object) -> object:
+    if not is_policy(value):
+        raise _invalid(f'"open", "closed", an Allowance, or a callable (external_id, request) -> one of those; '
+                       f"not {value!r}", 6)
+    return value
+
+
+def _callable(value: object) -> object:
+    if value is not None and not callable(value):
+        raise _invalid(f"a callable (or None), not {value!r}")
+    return value
+
+
+def _secret(value: object) -> object:
+    if value is not None and (not isinstance(value, str | bytes) or not value):
+        raise _invalid("a non-empty str or bytes (or None)")
+    return value
+
+
+def _body_timeout(value: object) -> object:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+        raise _invalid(f"a positive number of seconds (or None: no limit), not {value!r}")
+    return value
+
+
+def _mapping(value: object, what: str) -> Mapping[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _invalid(f"a dict of {what}, not {value!r}")
+    return value
+
+
+def _default_budgets(value: object) -> object:
+    from pydantic import ValidationError
     if value is None:
         return ()
     if isinstance(value, Mapping):
-        return tuple(Budget(period=period, amount=amount) for period, amount in value.items())
-    if not isinstance(value, Iterable) or isinstance(value, str | bytes):
-        raise TypeError("default_budgets: Budget objects, dicts, or a {period: amount} mapping")
-    return tuple(item if isinstance(item, Budget) else Budget.model_validate(item) for item in value)
+        items: list[tuple[str, object]] = [(f"[{period!r}]", {"period": period, "amount": amount})
+                                           for period, amount in value.items()]
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        items = [(f"[{index}]", item) for index, item in enumerate(value)]
+    else:
+        raise _invalid('a {period: amount} dict (e.g. {"daily": "0.20"}), or a list of Budget objects or dicts', 3)
+    budgets: list[Budget] = []
+    found: list[tuple[str, str, int]] = []
+    for where, item in items:
+        if isinstance(item, Budget):
+            budgets.append(item)
+            continue
+        try:
+            budgets.append(Budget.model_validate(item))
+        except ValidationError as error:
+            for detail in error.errors():
+                field_name = str(detail["loc"][0]) if detail["loc"] else ""
+                given = item.get(field_name) if isinstance(item, Mapping) else item
+                found.append((where, f"{field_name} {given!r}: {detail['msg']}", 4 if field_name == "amount" else 3))
+    if found:
+        raise _Invalid(*found)
+    return tuple(budgets)
+
+
+def _estimates(value: object) -> object:
+    estimates: dict[str, int] = {}
+    found: list[tuple[str, str, int]] = []
+    for path, amount in _mapping(value, "path prefix to USD").items():
+        try:
+            estimates[path] = AUTO if amount == "auto" else to_nanos(amount)
+        except (TypeError, ValueError) as error:
+            found.append((f"[{path!r}]", f'{amount!r}: a USD amount or "auto" ({error})', 4))
+    if found:
+        raise _Invalid(*found)
+    return estimates
+
+
+def _rate_limit_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f'a rate limit like "100/minute" or "10/second;1000/day", not {value!r}'
+    from limits import parse_many  # only apps that rate limit load limits
+    try:
+        parse_many(value)
+    except ValueError:
+        return f'{value!r} is not a rate limit: e.g. "100/minute" or "10/second;1000/day"'
+    return None
+
+
+def _rate_limit(value: object) -> object:
+    problem = None if value is None else _rate_limit_problem(value)
+    if problem is not None:
+        raise _invalid(problem, 5)
+    return value
+
+
+def _rate_limits(value: object) -> object:
+    limits = dict(_mapping(value, "identity id to rate limit"))
+    found = [(f"[{key!r}]", problem, 5) for key, limit in limits.items()
+             if (problem := _rate_limit_problem(limit)) is not None]
+    if found:
+        raise _Invalid(*found)
+    return limits
+
+
+def _strategy(value: object) -> object:
+    if value not in RATE_LIMIT_STRATEGIES:
+        raise _invalid(f"one of {', '.join(RATE_LIMIT_STRATEGIES)}, not {value!r}", 5)
+    return value
+
+
+def _providers(value: object) -> object:
+    providers = dict(_mapping(value, "model name to provider"))
+    if not all(isinstance(key, str) and isinstance(name, str) for key, name in providers.items()):
+        raise _invalid('a dict of model name to provider, e.g. {"gpt-4o": "openai"}')
+    return providers
+
+
+def _notifiers(value: object) -> object:
+    notifiers = dict(_mapping(value, "notifier id to URL or callable"))
+    found = [(f"[{name!r}]", "an http(s) URL or a callable", 9) for name, target in notifiers.items()
+             if not callable(target) and not (isinstance(target, str) and target.startswith(("http://", "https://")))]
+    if found:
+        raise _Invalid(*found)
+    return notifiers
+
+
+_NORMALISE: dict[str, Callable[[object], object]] = {
+    "store": _store,
+    "require_identity": _flag,
+    "header_names": _header_names,
+    "max_body_size": _max_body_size,
+    "default_budgets": _default_budgets,
+    "rate_limit": _rate_limit,
+    "rate_limits": _rate_limits,
+    "rate_limit_strategy": _strategy,
+    "on_store_error": _on_store_error,
+    "create_missing": _flag,
+    "estimates": _estimates,
+    "resolver": _callable,
+    "sources": _sources,
+    "may_act_for": _callable,
+    "signing_key": _secret,
+    "body_timeout": _body_timeout,
+    "providers": _providers,
+    "notifiers": _notifiers,
+    "notifier_secret": _secret,
+}

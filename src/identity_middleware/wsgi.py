@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .config import Config
-from .context import Meter, bind, unbind
+from .config import Config, Options
 from .core.errors import ErrorResponse
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
-from .flow.streams import MeteredIterable, end_streams
+from .flow.life import RequestLife
+from .flow.streams import MeteredIterable
 from .flow.telemetry import annotate
 from .stores.startup import store_ready
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
 
 __all__ = ["ENVIRON_KEY", "IdentityWSGIMiddleware", "MeteredIterable", "ReplayedInput"]
 
@@ -121,12 +122,13 @@ class IdentityWSGIMiddleware:
     ``environ["identity_middleware.identity"]`` and ``current_identity()``, and the usage recorded
     with ``record_usage`` is committed once when the server closes the response iterable. Only
     JSON bodies up to ``max_body_size`` are read, and they are replayed to the app byte for byte.
-    Uses the store's sync operations: no event loop per request.
+    Uses the store's sync operations: no event loop per request. The keyword options are
+    :class:`~identity_middleware.config.Options`; invalid ones raise ``InvalidOption`` here.
     """
 
-    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+    def __init__(self, app: WSGIApplication, **options: Unpack[Options]) -> None:
         self.app = app
-        self.config = Config(**options)
+        self.config = Config.of(**options)
         self.flow = Flow(self.config)
         self.store = self.config.store
         store_ready(self.store)  # at startup: StoreMisconfigured raised, an unreachable store logged
@@ -153,32 +155,20 @@ class IdentityWSGIMiddleware:
         annotate(outcome)
         if isinstance(outcome, Refused):
             return _send_error(start_response, outcome.error)
-        if isinstance(outcome, Tracked):
-            environ[ENVIRON_KEY] = outcome.meter.identity
-            return self._tracked(outcome.meter, environ, start_response)
-        environ[ENVIRON_KEY] = None
-        token = bind(outcome)
-        try:
-            return self.app(environ, start_response)
-        finally:
-            unbind(token)
-
-    def _tracked(self, meter: Meter, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        status = 500  # an app that never starts a response failed
+        if not isinstance(outcome, Tracked):
+            environ[ENVIRON_KEY] = None
+            with RequestLife(self.flow, outcome):
+                return self.app(environ, start_response)
+        meter = outcome.meter
+        environ[ENVIRON_KEY] = meter.identity
+        life = RequestLife(self.flow, meter)
 
         def start(status_line: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None,
                   /) -> Callable[[bytes], object]:
-            nonlocal status
-            status = int(status_line.split(" ", 1)[0])
+            life.answered(int(status_line.split(" ", 1)[0]))
             return start_response(status_line, headers, exc_info)
 
-        token = bind(meter)
-        try:
+        with life:
             result = self.app(environ, start)
-        except BaseException:
-            end_streams(meter)
-            self.flow.settle(meter, error=True)
-            raise
-        finally:
-            unbind(token)
-        return MeteredIterable(result, meter, self.flow, lambda: status >= 400)
+        # The response ends when the server closes its iterable: settled then (PEP 3333).
+        return MeteredIterable(result, meter, self.flow, lambda: life.failed)

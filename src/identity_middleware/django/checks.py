@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
-from limits import parse_many
 
+from ..config import problems
 from ..core.errors import StoreMisconfigured, StoreUnavailable
-from ..core.outage import is_policy
-from ..core.periods import Period
 from ..stores.urls import check_url
 from .conf import KEYS, OTHER_KEYS, SETTING, store_for_url
 
@@ -28,43 +25,16 @@ def _error(message: str, number: int, hint: str | None = None) -> Error:
     return Error(message, hint=hint, obj=f"settings.{SETTING}", id=f"identity_middleware.E{number:03d}")
 
 
-def _amount_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        return "is not a decimal string or number"
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return "is not a decimal string or number"
-    return None if amount.is_finite() and amount > 0 else "must be greater than 0"
-
-
-def _budget_errors(budgets: object) -> Iterable[Error]:
-    if not isinstance(budgets, Mapping):
-        yield _error("DEFAULT_BUDGETS must be a dict of period to amount", 3, 'e.g. {"daily": "0.20"}')
-        return
-    periods = [period.value for period in Period]
-    for period, amount in budgets.items():
-        if period not in periods:
-            yield _error(f"DEFAULT_BUDGETS has an unknown period {period!r}", 3, f"one of {', '.join(periods)}")
-        problem = _amount_problem(amount)
-        if problem is not None:
-            yield _error(f"DEFAULT_BUDGETS[{period!r}] = {amount!r} {problem}", 4)
-
-
-def _rate_limit_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
-    limits = {"RATE_LIMIT": raw.get("RATE_LIMIT")}
-    overrides = raw.get("RATE_LIMITS") or {}
-    if not isinstance(overrides, Mapping):
-        yield _error("RATE_LIMITS must be a dict of identity id to rate limit", 5)
-        overrides = {}
-    limits.update({f"RATE_LIMITS[{key!r}]": value for key, value in overrides.items()})
-    for name, value in limits.items():
-        if value is None:
-            continue
-        try:
-            parse_many(str(value))
-        except ValueError:
-            yield _error(f"{name} = {value!r} is not a rate limit", 5, 'e.g. "100/minute" or "10/second;1000/day"')
+def _option_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
+    """The options' validation, the one :class:`~identity_middleware.config.Config` runs, each
+    problem reported under its check number. ``STORE`` and ``RESOLVER`` may be dotted paths or
+    factories here: :func:`_other_errors` imports them, and building a store is no check's job."""
+    options = {key.lower(): value for key, value in raw.items() if key not in ("STORE", "RESOLVER")}
+    resolver = raw.get("RESOLVER")
+    if resolver is not None and not isinstance(resolver, str):
+        options["resolver"] = resolver
+    for problem in problems(options):
+        yield _error(f"{problem.option.upper()}{problem.where}: {problem.message}", problem.check)
 
 
 def _store_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
@@ -93,9 +63,6 @@ def _other_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
             yield Warning(f"unknown key {key!r} in settings.{SETTING}", obj=f"settings.{SETTING}",
                           hint=f"known keys: {', '.join(sorted([*KEYS, *OTHER_KEYS]))}",
                           id="identity_middleware.W001")
-    if not is_policy(raw.get("ON_STORE_ERROR", "open")):
-        yield _error('ON_STORE_ERROR must be "open", "closed", an Allowance, or a callable '
-                     "(external_id, request) -> one of those", 6)
     for key in ("RESOLVER", "STORE"):
         value = raw.get(key)
         if isinstance(value, str):
@@ -103,11 +70,6 @@ def _other_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
                 import_string(value)
             except ImportError as error:
                 yield _error(f"{key} {value!r} cannot be imported: {error}", 7)
-    estimates = raw.get("ESTIMATES") or {}
-    for path, amount in (estimates.items() if isinstance(estimates, Mapping) else []):
-        problem = _amount_problem(amount)
-        if problem is not None:
-            yield _error(f"ESTIMATES[{path!r}] = {amount!r} {problem}", 4)
 
 
 @register(TAG)
@@ -117,8 +79,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         return []
     if not isinstance(raw, Mapping):
         return [_error(f"settings.{SETTING} must be a dict", 1)]
-    return [*_store_errors(raw), *_budget_errors(raw.get("DEFAULT_BUDGETS") or {}),
-            *_rate_limit_errors(raw), *_other_errors(raw)]
+    return [*_store_errors(raw), *_option_errors(raw), *_other_errors(raw)]
 
 
 @register(TAG)

@@ -7,11 +7,9 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
-from ..core.errors import StoreMisconfigured
 from ..flow import Mark
 from ..stores.startup import store_ready
 from .conf import current_flow
@@ -46,14 +44,9 @@ class IdentityMiddleware:
             markcoroutinefunction(self)
         self._views: dict[tuple[str, str, str], Mark] = {}
         # Django builds its middleware when the handler is created, at startup (WSGI and ASGI alike):
-        # a store that can never work stops it there, in words; an unreachable one is logged.
-        try:
-            flow = current_flow()
-        except StoreMisconfigured:
-            raise
-        except (ImproperlyConfigured, ValueError, TypeError):
-            return  # other invalid settings: said at the first request (and by the system checks)
-        store_ready(flow.store)
+        # invalid settings raise ImproperlyConfigured here, a store that can never work stops it
+        # here, in words; an unreachable one is logged.
+        store_ready(current_flow().store)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:

@@ -8,7 +8,6 @@ rest of the chain, blocking or awaiting.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
-from contextvars import Token
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,10 +15,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.http.request import RawPostDataException, UnreadablePostError
 
-from ..context import Binding, Meter, bind, unbind
+from ..context import Meter, Untracked
 from ..core.errors import ErrorResponse
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
-from ..flow.streams import AsyncMeteredIterator, MeteredIterable, aend_streams, end_streams
+from ..flow.life import RequestLife
+from ..flow.streams import AsyncMeteredIterator, MeteredIterable
 from ..flow.telemetry import annotate
 
 __all__ = ["aserve", "error_response", "serve"]
@@ -102,24 +102,26 @@ async def _aauth(request: HttpRequest, flow: Flow) -> object:
 
 
 # -- attaching the outcome, and the end of the response ---------------------------------------------
-def _attach(request: HttpRequest, binding: Binding) -> Token[Binding | None]:
+def _life(request: HttpRequest, flow: Flow, outcome: Tracked | Untracked) -> RequestLife:
+    binding = outcome.meter if isinstance(outcome, Tracked) else outcome
     request.identity = binding.identity if isinstance(binding, Meter) else None  # type: ignore[attr-defined]
-    return bind(binding)
+    return RequestLife(flow, binding)
 
 
-def _settles_later(response: HttpResponseBase, meter: Meter, flow: Flow) -> bool:
+def _settles_later(response: HttpResponseBase, life: RequestLife) -> bool:
     """Hand a streaming response's settlement to its content; ``False`` for a complete response."""
-    if not isinstance(response, StreamingHttpResponse):
+    meter = life.meter
+    if meter is None or not isinstance(response, StreamingHttpResponse):
         return False
 
     def failed() -> bool:
-        return response.status_code >= 400
+        return life.failed
 
     content = response.streaming_content
     if isinstance(content, AsyncIterable):
-        response.streaming_content = AsyncMeteredIterator(content, meter, flow, failed)
+        response.streaming_content = AsyncMeteredIterator(content, meter, life.flow, failed)
     else:
-        response.streaming_content = MeteredIterable(content, meter, flow, failed)
+        response.streaming_content = MeteredIterable(content, meter, life.flow, failed)
     return True
 
 
@@ -131,20 +133,11 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
     annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
-    binding = outcome.meter if isinstance(outcome, Tracked) else outcome
-    token = _attach(request, binding)
-    try:
+    with _life(request, flow, outcome) as life:
         response = call(request)
-    except BaseException:
-        if isinstance(binding, Meter):
-            end_streams(binding)
-            flow.settle(binding, error=True)
-        raise
-    finally:
-        unbind(token)
-    if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
-        end_streams(binding)
-        flow.settle(binding, error=response.status_code >= 400)
+    life.answered(response.status_code)
+    if not _settles_later(response, life):
+        life.settle()
     return response
 
 
@@ -155,18 +148,9 @@ async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: Asyn
     annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
-    binding = outcome.meter if isinstance(outcome, Tracked) else outcome
-    token = _attach(request, binding)
-    try:
+    async with _life(request, flow, outcome) as life:
         response = await call(request)
-    except BaseException:
-        if isinstance(binding, Meter):
-            await aend_streams(binding)
-            await flow.arun(flow.settlement(binding, error=True))
-        raise
-    finally:
-        unbind(token)
-    if isinstance(binding, Meter) and not _settles_later(response, binding, flow):
-        await aend_streams(binding)
-        await flow.arun(flow.settlement(binding, error=response.status_code >= 400))
+    life.answered(response.status_code)
+    if not _settles_later(response, life):
+        await life.asettle()
     return response

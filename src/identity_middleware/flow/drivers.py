@@ -69,13 +69,9 @@ class Drivers:
             reply, failure = None, None
             try:
                 if type(effect) is Admit:
-                    store = self.store  # a nonblocking store's sync form is called directly: no coroutine
-                    reply = store.admit(effect.request) if store.nonblocking else await store.aadmit(effect.request)
+                    reply = await self.store.aadmit(effect.request)
                 elif type(effect) is Settle:
-                    if self.store.nonblocking:
-                        self.store.settle(effect.settlement)
-                    else:
-                        await self.store.asettle(effect.settlement)
+                    await self.store.asettle(effect.settlement)
                 elif type(effect) is HitLimit:
                     assert self.limiter is not None
                     reply = await self.limiter.ahit(effect.external_id)

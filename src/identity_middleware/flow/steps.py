@@ -82,9 +82,11 @@ class Flow(Drivers):
             self.limiter = RateLimiter(config.rate_limit, config.rate_limits,
                                        storage_uri=config.store.rate_limit_storage_uri,
                                        strategy=config.rate_limit_strategy)
-        # Whether admission has nothing to await (a nonblocking store, no rate limiter, no resolver
-        # that may be async), so an async shell may drive it with run(), without a coroutine.
-        self.admits_without_await = self.store.nonblocking and self.limiter is None and config.resolver is None
+        if config.providers or config.notifiers:
+            from ..stores.notifiers import Notifiers  # alerts are loaded only by apps that send them
+
+            notify = Notifiers(config.notifiers, config.notifier_secret) if config.notifiers else None
+            self.store.register_budget_hooks(self, config.providers, notify)
 
     def estimate_for(self, path: str) -> int:
         """The configured estimate of the longest path prefix matching ``path`` (0 when none)."""
@@ -239,15 +241,15 @@ class Flow(Drivers):
         try:
             yield Settle(settlement)
         except StoreUnavailable as failure:
-            self._outage.failed(failure)  # the store keeps what it could not write, and retries
+            self._settle_failed(failure)
         else:
             if meter.allowance is None:  # an allowance's is buffered until the store answers: no sign it is back
                 self._outage.ok()
 
     def settle(self, meter: Meter, *, error: bool) -> None:
         """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
-        performed in place with the store's sync ``settle`` (a WSGI or sync Django request, or a
-        nonblocking store's under ASGI). Per request, driving a plan costs more than the rest."""
+        performed in place with the store's sync ``settle``. Per request, driving a plan costs
+        more than the rest."""
         settlement = meter.take(error)
         if settlement is None:
             return
@@ -256,10 +258,26 @@ class Flow(Drivers):
         try:
             self.store.settle(settlement)
         except StoreUnavailable as failure:
-            self._outage.failed(failure)
+            self._settle_failed(failure)
         else:
             if self._outage.down and meter.allowance is None:
                 self._outage.ok()
+
+    async def asettle(self, meter: Meter, *, error: bool) -> None:
+        """:meth:`settle` with the store's ``asettle``."""
+        settlement = meter.take(error)
+        if settlement is None:
+            return
+        try:
+            await self.store.asettle(settlement)
+        except StoreUnavailable as failure:
+            self._settle_failed(failure)
+        else:
+            if self._outage.down:
+                self._outage.ok()
+
+    def _settle_failed(self, failure: StoreUnavailable) -> None:
+        self._outage.failed(failure)  # the store keeps what it could not write, and retries
 
     # -- a Reserver, for a view's own estimate --------------------------------------------------------
     def reserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:

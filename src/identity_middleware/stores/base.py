@@ -65,12 +65,6 @@ class Store(ScopedBudgets, abc.ABC):
 
     tz: tzinfo = UTC
     reservation_ttl: float = DEFAULT_RESERVATION_TTL
-    #: ``True`` when ``asettle`` takes the settlement before its first ``await`` (in memory, or
-    #: into a write buffer), so a cancelled request cannot lose it and needs no cancel shield.
-    settles_before_await: bool = False
-    #: ``True`` when the sync operations never block (no I/O, microseconds under a lock): an async
-    #: caller may call them directly instead of awaiting their async twins (``MemoryStore``).
-    nonblocking: bool = False
 
     # -- identities ------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -261,7 +255,9 @@ class Store(ScopedBudgets, abc.ABC):
         """Commit one request's usage exactly once and release its reservation."""
 
     @abc.abstractmethod
-    async def asettle(self, settlement: Settlement) -> None: ...
+    async def asettle(self, settlement: Settlement) -> None:
+        """Takes ``settlement`` before its first ``await`` (in memory, or into a write buffer), so
+        that a request cancelled while this runs (a client that went away) cannot lose its usage."""
 
     # -- life ------------------------------------------------------------------------------------
     def flush(self) -> None:

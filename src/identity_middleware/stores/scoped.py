@@ -10,12 +10,24 @@ updates the identity budget of ``u`` for ``daily``, and a daily identity budget 
 from __future__ import annotations
 
 import builtins
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
 
 Notify = Callable[[builtins.list[dict[str, Any]]], None]
+
+
+class _FanOut:
+    """Threshold events to every registered receiver (each delivers to the notifier ids it knows)."""
+
+    def __init__(self, receivers: tuple[Notify, ...]) -> None:
+        self.receivers = receivers
+
+    def __call__(self, events: builtins.list[dict[str, Any]]) -> None:
+        for receiver in self.receivers:
+            receiver(events)
 
 
 def _missing(store: object) -> NotImplementedError:
@@ -36,11 +48,30 @@ class ScopedBudgets:
         return True
 
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
-        """Set by the middleware's ``Config``: the provider map and where threshold events go."""
+        """Set the provider map and where threshold events go (a middleware registers its own with
+        :meth:`register_budget_hooks` instead)."""
         if providers is not None:
             self.providers = dict(providers)
         if notify is not None:
             self.notify = notify
+
+    def register_budget_hooks(self, owner: object, providers: Mapping[str, str], notify: Notify | None) -> None:
+        """A middleware's ``providers`` and alert receiver, beside those of every other middleware
+        over this store: apps may share one store, and none replaces another's. ``owner`` (the
+        middleware's flow) registering again replaces its own; its entry goes when it does."""
+        hooks: weakref.WeakKeyDictionary[object, tuple[dict[str, str], Notify | None]] | None = \
+            self.__dict__.get("_budget_hooks")
+        if hooks is None:
+            hooks = self.__dict__["_budget_hooks"] = weakref.WeakKeyDictionary()
+        hooks[owner] = (dict(providers), notify)
+        merged: dict[str, str] = {}
+        receivers: list[Notify] = []
+        for owned, receiver in list(hooks.values()):
+            merged.update(owned)
+            if receiver is not None:
+                receivers.append(receiver)
+        self.configure_budgets(providers=merged, notify=receivers[0] if len(receivers) == 1 else
+                               _FanOut(tuple(receivers)) if receivers else None)
 
     def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
         """Store a new budget; :class:`BudgetExists` when its (scope, target, period) has one.

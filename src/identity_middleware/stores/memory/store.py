@@ -38,8 +38,6 @@ class MemoryStore(MemoryBudgets, Store):
     stores a new copy), so readers get them without copying.
     """
 
-    settles_before_await = True
-    nonblocking = True
 
     def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL) -> None:
         self.tz = tz

@@ -64,7 +64,6 @@ DailyList = builtins.list[DailyMetrics]
 class RedisStore(Store):
     """Identities, budgets and metrics in Redis, shared by every app instance (see module docs)."""
 
-    settles_before_await = True  # asettle buffers before it awaits anything
 
     def __init__(self, url: str | None = None, options: RedisOptions | None = None, *,
                  client: SyncClient | None = None, async_client_factory: Callable[[], AsyncClient] | None = None

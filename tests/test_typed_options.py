@@ -1,0 +1,104 @@
+"""The middleware's options are typed: the documented usage passes ``mypy --strict``, a misspelt option fails it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DOCUMENTED = '''
+from __future__ import annotations
+
+from fastapi import FastAPI
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
+from starlette.requests import HTTPConnection
+
+from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, budgeted, current_identity
+from identity_middleware.stores import MemoryStore
+
+
+class MyAuth(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        return AuthCredentials(["authenticated"]), SimpleUser("jane")
+
+
+store = MemoryStore()
+
+# FastAPI: the README's quick start
+app = FastAPI()
+app.add_middleware(IdentityMiddleware, store=MemoryStore(), default_budgets={"daily": "1.00"})
+app.add_middleware(IdentityMiddleware, store=store, sources=("auth",), require_identity=True)
+app.add_middleware(IdentityMiddleware, store=store, may_act_for=lambda principal, claimed: principal == "ops")
+app.add_middleware(IdentityMiddleware, store=store, providers={"gpt-4o": "openai"},
+                   notifiers={"ops": "https://hooks.example.com/budget"}, notifier_secret="secret")
+app.add_middleware(AuthenticationMiddleware, backend=MyAuth())
+
+
+@app.post("/v1/chat/completions")
+@budgeted(estimate="0.02")
+async def chat(body: dict[str, object]) -> dict[str, object]:
+    identity = current_identity()
+    return {"for": identity.external_id if identity is not None else None}
+
+
+# Starlette
+site = Starlette(middleware=[
+    Middleware(IdentityMiddleware, store=store, rate_limit="100/minute", estimates={"/v1": "auto"}),
+])
+
+# Flask (Flask types wsgi_app as a method: its own documented ProxyFix wrapping needs the same ignore)
+flask_app = Flask(__name__)
+flask_app.wsgi_app = IdentityWSGIMiddleware(  # type: ignore[method-assign]
+    flask_app.wsgi_app, store=store, default_budgets={"monthly": "10.00"}, estimates={"/chat": "0.02"})
+
+# Django settings
+INSTALLED_APPS = ["django.contrib.auth", "identity_middleware.django"]
+MIDDLEWARE = [
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "identity_middleware.django.IdentityMiddleware",
+]
+IDENTITY_MIDDLEWARE = {"STORE_URL": "redis://localhost:6379/0", "DEFAULT_BUDGETS": {"daily": "0.20"}}
+'''
+
+MISSPELT = '''
+from __future__ import annotations
+
+from fastapi import FastAPI
+from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware
+
+app = FastAPI()
+app.add_middleware(IdentityMiddleware, requre_identity=True)
+app.add_middleware(IdentityMiddleware, on_store_error="opne")
+IdentityWSGIMiddleware(lambda environ, start: [], default_budget={"daily": "1"})
+'''
+
+
+def _mypy(tmp_path: Path, source: str) -> list[str]:
+    """mypy --strict (the project's configuration, plugins included) on ``source``: its error lines."""
+    path = tmp_path / "usage.py"
+    path.write_text(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--strict",
+         "--cache-dir", str(ROOT / ".mypy_cache"), str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return [line for line in result.stdout.splitlines() if line.startswith(str(path)) and ": error:" in line]
+
+
+@pytest.mark.slow
+def test_the_documented_usage_passes_mypy_strict(tmp_path: Path) -> None:
+    assert _mypy(tmp_path, DOCUMENTED) == []
+
+
+@pytest.mark.slow
+def test_a_misspelt_or_mistyped_option_is_a_mypy_error(tmp_path: Path) -> None:
+    errors = _mypy(tmp_path, MISSPELT)
+    assert len(errors) == 3, errors
+    assert 'requre_identity' in errors[0] and 'on_store_error' in errors[1] and 'default_budget' in errors[2]
