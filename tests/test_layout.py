@@ -19,14 +19,74 @@ def _imports_in_fresh_interpreter(code: str) -> set[str]:
     return set(output.split())
 
 
+# A Flask app serving a request, and a Django site serving one (sync and async), as users write them.
+_FLASK_REQUEST = """
+from flask import Flask
+from identity_middleware import IdentityWSGIMiddleware, current_identity, record_usage
+from identity_middleware.stores import MemoryStore
+app = Flask(__name__)
+app.wsgi_app = IdentityWSGIMiddleware(app.wsgi_app, store=MemoryStore(), default_budgets={"daily": "1"})
+@app.post("/chat")
+def chat():
+    record_usage("0.01")
+    return {"for": current_identity().external_id}
+response = app.test_client().post("/chat", json={"identity": {"id": "u"}})
+assert response.json == {"for": "u"}, response.data
+"""
+
+_DJANGO_REQUEST = """
+import asyncio
+import django
+from django.conf import settings
+settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["testserver"], SECRET_KEY="x",
+                   INSTALLED_APPS=["identity_middleware.django"],
+                   MIDDLEWARE=["identity_middleware.django.IdentityMiddleware"],
+                   IDENTITY_MIDDLEWARE={"DEFAULT_BUDGETS": [{"period": "daily", "amount": "1"}]})
+django.setup()
+from django.http import JsonResponse
+from django.test import AsyncClient, Client
+from django.urls import path
+from identity_middleware import current_identity, record_usage
+def chat(request):
+    record_usage("0.01")
+    return JsonResponse({"for": current_identity().external_id})
+async def achat(request):
+    record_usage("0.01")
+    return JsonResponse({"for": current_identity().external_id})
+urlpatterns = [path("chat", chat), path("achat", achat)]
+assert Client().post("/chat", {"identity": {"id": "u"}}, content_type="application/json").json() == {"for": "u"}
+response = asyncio.run(AsyncClient().post("/achat", {"identity": {"id": "u"}}, content_type="application/json"))
+assert response.json() == {"for": "u"}
+"""
+
+
 @pytest.mark.parametrize("code", [
     "import identity_middleware",
     "from identity_middleware import IdentityWSGIMiddleware, record_usage, current_identity, Config",
     "from identity_middleware.stores import MemoryStore, RedisStore",
-])
-def test_the_core_surface_does_not_import_starlette_anyio_or_limits(code: str) -> None:
+    _FLASK_REQUEST,
+    _DJANGO_REQUEST,
+], ids=["import", "wsgi-names", "stores", "flask-request", "django-requests"])
+def test_the_core_surface_and_flask_and_django_do_not_import_starlette_anyio_or_limits(code: str) -> None:
     loaded = _imports_in_fresh_interpreter(code)
     assert not {"starlette", "anyio", "limits"} & loaded
+
+
+def test_the_package_import_loads_the_core_types_only() -> None:
+    loaded = {name for name in _imports_in_fresh_interpreter("import identity_middleware")
+              if name.startswith("identity_middleware")}
+    assert loaded == {"identity_middleware", "identity_middleware.context", "identity_middleware.core",
+                      *(f"identity_middleware.core.{name}" for name in (
+                          "admission", "budgets", "errors", "ids", "metrics", "models", "money", "periods",
+                          "usage", "validation"))}
+
+
+@pytest.mark.parametrize("name", ["Config", "record_usage", "instrument", "PriceTable", "IdentityWSGIMiddleware"])
+def test_every_public_name_resolves_on_first_use(name: str) -> None:
+    import identity_middleware
+
+    assert name in identity_middleware.__all__
+    assert getattr(identity_middleware, name).__name__ == name
 
 
 def test_the_asgi_middleware_loads_on_first_use() -> None:

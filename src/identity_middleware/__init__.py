@@ -1,27 +1,29 @@
 """identity-middleware: per-identity LLM usage, metrics and period budgets for Python web apps.
 
-The framework shells load on first use (``IdentityMiddleware`` and ``budgeted`` bring Starlette,
-``IdentityWSGIMiddleware`` only the flow), so a Flask or Django app never imports Starlette.
+``import identity_middleware`` loads the core types (identities, budgets, metrics, errors) and
+``current_identity``; everything else loads on first use (PEP 562): the framework shells
+(``IdentityMiddleware`` and ``budgeted`` bring Starlette, ``IdentityWSGIMiddleware`` only the
+flow), ``Config``, usage recording and instrumentation. A Flask or Django app never imports Starlette.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Config
 from .context import current_identity
 from .core.errors import IdentityExists, IdentityNotFound, StoreLate, StoreMisconfigured, StoreUnavailable
 from .core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
 from .core.outage import Allowance
 from .core.periods import Period
 from .core.validation import InvalidIdentity
-from .instrumentation import instrument
-from .usage import ModelPrice, PriceTable, parse_usage, record_usage
 
 if TYPE_CHECKING:
     from .asgi import IdentityMiddleware
+    from .config import Config
     from .flow.streams import metered_stream
+    from .instrumentation import instrument
     from .starlette import budgeted
+    from .usage import ModelPrice, PriceTable, parse_usage, record_usage
     from .wsgi import IdentityWSGIMiddleware
 
 __version__ = "0.1.0"
@@ -55,7 +57,8 @@ __all__ = [
 ]
 
 _LAZY = {"IdentityMiddleware": ".asgi", "budgeted": ".starlette", "IdentityWSGIMiddleware": ".wsgi",
-         "metered_stream": ".flow.streams"}
+         "Config": ".config", "instrument": ".instrumentation", "ModelPrice": ".usage", "PriceTable": ".usage",
+         "parse_usage": ".usage", "record_usage": ".usage", "metered_stream": ".flow.streams"}
 
 
 def __getattr__(name: str) -> Any:
