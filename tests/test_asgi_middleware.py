@@ -30,6 +30,7 @@ from identity_middleware import (
     current_identity,
     record_usage,
 )
+from identity_middleware.config import InvalidOption
 from identity_middleware.core.admission import Admission, AdmissionRequest, Settlement
 from identity_middleware.stores import MemoryStore
 
@@ -743,3 +744,32 @@ def test_a_cancelled_request_is_still_metered(kind: str, make_store: Any) -> Non
     anyio.run(main)
     metrics = store.metrics("cancelled")
     assert (metrics.total_cost, metrics.total_requests, metrics.error_rate) == (Decimal("0.05"), 1, 1.0)
+
+
+def test_an_invalid_option_fails_where_the_app_is_built() -> None:
+    with pytest.raises(InvalidOption, match=r"default_budgets\['daily'\]"):
+        IdentityMiddleware(Starlette(), default_budgets={"daily": "ten dollars"})
+
+
+def test_an_invalid_option_added_to_fastapi_stops_the_lifespan_startup() -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_middleware(IdentityMiddleware, store=MemoryStore(), default_budgets={"daily": "ten dollars"})
+    messages: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        incoming = [{"type": "lifespan.startup"}]
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        with pytest.raises(InvalidOption):  # uvicorn stops on the failed startup ("Application startup failed")
+            await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+
+    anyio.run(main)
+    assert [message["type"] for message in messages] == ["lifespan.startup.failed"]
+    assert "default_budgets['daily']" in messages[0]["message"]

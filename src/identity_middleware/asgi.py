@@ -16,6 +16,7 @@ from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .flow.life import RequestLife
+from .flow.notices import Notices
 from .flow.telemetry import annotate
 from .starlette import find_mark
 from .stores.startup import astore_ready
@@ -96,7 +97,7 @@ class IdentityMiddleware:
             except TimeoutError:  # a body trickled slower than body_timeout is not held open without end
                 await _send_error(send, request_timeout(self.config.body_timeout or 0))
                 return
-            lookup = _Lookup(self._header_keys, self.config.resolver, scope)
+            lookup = _Lookup(self._header_keys, self.config.resolver, scope, self.flow.notices)
             plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope)))
             outcome = await self.flow.arun(plan, lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
@@ -253,12 +254,14 @@ class _Lookup:
     """One request's header lookup (the flow's ``Request.header``, by the configured names' keys)
     and auth lookup (Starlette's authenticated user, else the app's resolver)."""
 
-    __slots__ = ("keys", "resolver", "scope")
+    __slots__ = ("keys", "notices", "resolver", "scope")
 
-    def __init__(self, keys: dict[str, bytes], resolver: Callable[[Scope], object] | None, scope: Scope) -> None:
+    def __init__(self, keys: dict[str, bytes], resolver: Callable[[Scope], object] | None, scope: Scope,
+                 notices: Notices) -> None:
         self.keys = keys
         self.resolver = resolver
         self.scope = scope
+        self.notices = notices
 
     def __call__(self, name: str) -> str | None:
         key = self.keys[name]
@@ -268,7 +271,12 @@ class _Lookup:
         return None
 
     def auth(self) -> object:
-        found = _user_id(self.scope.get("user"))
+        scope = self.scope
+        if "user" not in scope and self.resolver is None:
+            self.notices.no_authenticated_user(
+                'scope["user"]', "add Starlette's AuthenticationMiddleware so that it runs before "
+                "IdentityMiddleware (add it after: the last added runs first)")
+        found = _user_id(scope.get("user"))
         if found is None and self.resolver is not None:
             return self.resolver(self.scope)  # may be awaitable: the driver awaits it
         return found

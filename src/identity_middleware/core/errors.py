@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,11 +77,19 @@ def invalid_identity(error: InvalidIdentity) -> ErrorResponse:
     return ErrorResponse(400, _error("invalid_identity", error.message, field=error.field))
 
 
-def identity_required() -> ErrorResponse:
-    return ErrorResponse(401, _error(
-        "identity_required",
-        "This endpoint requires an identity: send an identity object in the JSON body or an identity header.",
-    ))
+_SENT_BY = {"body": "an identity object in the JSON body", "header": "an identity header",
+            "user_field": "the provider's user field in the JSON body (safety_identifier, user, metadata.user_id)"}
+
+
+def identity_required(sources: Sequence[str] = ("body", "header", "auth")) -> ErrorResponse:
+    """401, saying how this app lets a request name its identity (``sources``, in order)."""
+    sent = [_SENT_BY[source] for source in sources if source in _SENT_BY]
+    if sent:
+        how = "send " + " or ".join(sent)
+    else:  # the authentication of the request alone names it
+        how = ("only the request's authentication names it here (sign in); an identity in the body or a "
+               "header is not accepted")
+    return ErrorResponse(401, _error("identity_required", f"This endpoint requires an identity: {how}."))
 
 
 def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:

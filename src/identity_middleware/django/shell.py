@@ -85,7 +85,14 @@ def _username(user: Any) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _no_user(request: HttpRequest, flow: Flow) -> None:
+    if flow.config.resolver is None and not hasattr(request, "user"):
+        flow.notices.no_authenticated_user("request.user", 'add "django.contrib.auth" to INSTALLED_APPS and '
+                                           "AuthenticationMiddleware to MIDDLEWARE, before IdentityMiddleware")
+
+
 def _auth(request: HttpRequest, flow: Flow) -> object:
+    _no_user(request, flow)
     found = _username(getattr(request, "user", None))
     if found is None and flow.config.resolver is not None:
         return flow.config.resolver(request)
@@ -93,6 +100,7 @@ def _auth(request: HttpRequest, flow: Flow) -> object:
 
 
 async def _aauth(request: HttpRequest, flow: Flow) -> object:
+    _no_user(request, flow)
     auser = getattr(request, "auser", None)  # AuthenticationMiddleware (Django >= 5) loads it without blocking
     user = await auser() if auser is not None else await sync_to_async(lambda: getattr(request, "user", None))()
     found = _username(user)

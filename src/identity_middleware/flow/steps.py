@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..config import AUTO
 from ..context import Meter, Untracked
-from ..core.admission import Admission, AdmissionRequest
+from ..core.admission import Admission, AdmissionRequest, Settlement
 from ..core.errors import (
     ErrorResponse,
     StoreLate,
@@ -40,6 +40,7 @@ from ..core.validation import InvalidIdentity
 from .allowance import AllowanceLedger, choose
 from .drivers import Drivers
 from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
+from .notices import Notices
 from .outage import OutageLog
 from .outcome import ANONYMOUS, Outcome, Refused, Tracked
 from .request import Request
@@ -67,7 +68,9 @@ class Flow(Drivers):
         self._allowances = AllowanceLedger()
         self._outage = OutageLog()
         self._policy = config.on_store_error
+        self.notices = Notices()  # configuration mistakes seen while serving, said once
         self._required = config.require_identity
+        self._identity_required = identity_required(config.sources)
         self._sources = config.sources
         self._may_act_for = config.may_act_for
         # Whether a plan may ask for the auth lookup: a shell need not make one otherwise.
@@ -125,7 +128,7 @@ class Flow(Drivers):
         mark = request.mark
         required = self._required or (mark is not None and mark.require_identity)
         if resolved is None:
-            return Refused(identity_required()) if required else ANONYMOUS
+            return Refused(self._identity_required) if required else ANONYMOUS
         estimate = mark.estimate if mark is not None else 0
         auto = mark is not None and mark.auto
         if not estimate and not auto and self._estimates:
@@ -158,7 +161,7 @@ class Flow(Drivers):
             self._allowances.ended()
         identity = admission.identity
         if identity is None:  # unknown, and not created (create_missing=False)
-            return Refused(identity_required()) if required else Untracked(resolved.external_id)
+            return Refused(self._identity_required) if required else Untracked(resolved.external_id)
         if admission.blocked is not None:
             return Refused(budget_exceeded(identity.external_id, admission.blocked))
         return Tracked(Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self))
@@ -230,42 +233,36 @@ class Flow(Drivers):
             meter.reservation = admission.reservation
         return None
 
-    # -- settlement ------------------------------------------------------------------------------
+    # -- settlement: the plan, and its one effect performed in place (sync or async) ---------------------
     def settlement(self, meter: Meter, *, error: bool) -> Plan[None]:
         """Commit the request's usage exactly once (later calls do nothing)."""
-        settlement = meter.take(error)
+        settlement = self._take(meter, error)
         if settlement is None:
             return
-        if meter.allowance is not None:
-            self._allowances.settled(meter.identity.external_id, meter.allowance, settlement.usage.cost)
         try:
             yield Settle(settlement)
         except StoreUnavailable as failure:
             self._settle_failed(failure)
         else:
-            if meter.allowance is None:  # an allowance's is buffered until the store answers: no sign it is back
-                self._outage.ok()
+            self._settled(meter)
 
     def settle(self, meter: Meter, *, error: bool) -> None:
         """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
         performed in place with the store's sync ``settle``. Per request, driving a plan costs
         more than the rest."""
-        settlement = meter.take(error)
+        settlement = self._take(meter, error)
         if settlement is None:
             return
-        if meter.allowance is not None:
-            self._allowances.settled(meter.identity.external_id, meter.allowance, settlement.usage.cost)
         try:
             self.store.settle(settlement)
         except StoreUnavailable as failure:
             self._settle_failed(failure)
         else:
-            if self._outage.down and meter.allowance is None:
-                self._outage.ok()
+            self._settled(meter)
 
     async def asettle(self, meter: Meter, *, error: bool) -> None:
         """:meth:`settle` with the store's ``asettle``."""
-        settlement = meter.take(error)
+        settlement = self._take(meter, error)
         if settlement is None:
             return
         try:
@@ -273,8 +270,20 @@ class Flow(Drivers):
         except StoreUnavailable as failure:
             self._settle_failed(failure)
         else:
-            if self._outage.down:
-                self._outage.ok()
+            self._settled(meter)
+
+    def _take(self, meter: Meter, error: bool) -> Settlement | None:
+        """The request's settlement, the first time only; a request an allowance admitted gives
+        back what it held of the allowance."""
+        settlement = meter.take(error)
+        if settlement is not None and meter.allowance is not None:
+            self._allowances.settled(meter.identity.external_id, meter.allowance, settlement.usage.cost)
+        return settlement
+
+    def _settled(self, meter: Meter) -> None:
+        # An allowance's settlement is buffered until the store answers: no sign that it is back.
+        if self._outage.down and meter.allowance is None:
+            self._outage.ok()
 
     def _settle_failed(self, failure: StoreUnavailable) -> None:
         self._outage.failed(failure)  # the store keeps what it could not write, and retries
