@@ -22,7 +22,7 @@ from .starlette import find_mark
 from .stores.startup import astore_ready
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing import Unpack
 
 __all__ = ["IdentityMiddleware"]
 

@@ -16,9 +16,10 @@ from .flow.telemetry import annotate
 from .stores.startup import store_ready
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from typing_extensions import Unpack
 
 __all__ = ["ENVIRON_KEY", "IdentityWSGIMiddleware", "MeteredIterable", "ReplayedInput"]
 
