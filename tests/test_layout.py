@@ -75,11 +75,9 @@ def test_the_core_surface_and_flask_and_django_do_not_import_starlette_anyio_or_
 def test_the_package_import_loads_the_core_types_only() -> None:
     loaded = {name for name in _imports_in_fresh_interpreter("import identity_middleware")
               if name.startswith("identity_middleware")}
-    assert loaded == {"identity_middleware", "identity_middleware.context", "identity_middleware.unmetered",
-                      "identity_middleware.core",
-                      *(f"identity_middleware.core.{name}" for name in (
-                          "admission", "budgets", "errors", "ids", "metrics", "models", "money", "periods",
-                          "usage", "validation"))}
+    beyond_core = {name for name in loaded if not name.startswith("identity_middleware.core")}
+    assert beyond_core == {"identity_middleware", "identity_middleware.context", "identity_middleware.unmetered"}
+    assert {"identity_middleware.core.models", "identity_middleware.core.errors"} <= loaded
 
 
 @pytest.mark.parametrize("name", ["Config", "record_usage", "instrument", "PriceTable", "IdentityWSGIMiddleware"])
