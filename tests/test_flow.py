@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -185,15 +186,17 @@ def test_store_down_closed_policy_refuses_503(drive: Drive) -> None:
 
 
 # -- settlement -----------------------------------------------------------------------------------
-# The settlement plan driven sync and async, and Flow.settle (the same steps in one call, the sync
-# shells' and a nonblocking store's path): every case holds for all three.
+# The settlement plan driven sync and async, and Flow.settle / Flow.asettle (the same steps in one
+# call, the shells' path through RequestLife): every case holds for all four.
 Settle = Callable[[Flow, Meter, bool], None]
 
 
-@pytest.fixture(params=["sync plan", "async plan", "Flow.settle"])
+@pytest.fixture(params=["sync plan", "async plan", "Flow.settle", "Flow.asettle"])
 def settle(request: pytest.FixtureRequest) -> Settle:
     if request.param == "Flow.settle":
         return lambda flow, meter, error: flow.settle(meter, error=error)
+    if request.param == "Flow.asettle":
+        return lambda flow, meter, error: asyncio.run(flow.asettle(meter, error=error))
     drive = _sync if request.param == "sync plan" else _async
     return lambda flow, meter, error: drive(flow, flow.settlement(meter, error=error))
 
