@@ -51,7 +51,7 @@ from .runner import Runner, arun
 from .steps import Plan
 from .transport import RedisPy
 from .verdicts import Verdicts
-from .writer import Writer
+from .writer import WRITE_FIRST, Writer
 
 if TYPE_CHECKING:  # leasing is loaded only when it is on
     from .lease import Ask
@@ -321,12 +321,21 @@ class RedisStore(Store):
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         # Not a coroutine of its own when it need not be: with the loop's client known and nothing
-        # buffered, the runner's coroutine is the whole admission (one object fewer alive per
-        # request while Redis answers; see IdentityMiddleware.__call__).
+        # to write first, the runner's coroutine is the whole admission (one object fewer alive per
+        # request while Redis answers; see IdentityMiddleware.__call__), the buffered usage of the
+        # identity, if any, counted by the admission itself.
         if self._plans.leasing is None:
             state = self._loops.cached()
-            if state is not None and not self._buffer.busy:
-                plan = self._admission(request)
+            if state is not None and not self._buffer.retry_due:
+                unwritten = None
+                if self._buffer.busy:
+                    now = request.now if request.now is not None else datetime.now(UTC)
+                    found = self._writer.countable(request.external_id, now)
+                    if found is WRITE_FIRST:
+                        return self._verdicts.aguarded(self._aadmit(request))
+                    if found is not None:  # counted at the instant it was looked up for
+                        unwritten, request = found, dataclasses.replace(request, now=now)
+                plan = self._admission(request, unwritten=unwritten)
                 return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True))
             return self._verdicts.aguarded(self._aadmit(request))
         return self._aadmit_leased(request)

@@ -78,7 +78,7 @@ class Writer:
         where model, provider or workspace budgets may apply, or with leasing): written first; or,
         for an identity whose usage is only in an open charge of this time window, that charge's
         usage, which the admission counts itself (so it needs no round trip of its own)."""
-        found = self._countable(external_id, now)
+        found = self.countable(external_id, now)
         if found is not WRITE_FIRST:
             return found
         with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
@@ -89,7 +89,7 @@ class Writer:
                                 timeout: float | None) -> Unwritten | None:
         """:meth:`before_admission` on a loop: what is written first is awaited (at most ``timeout``),
         so a client's next request counts the one whose response just ended."""
-        found = self._countable(external_id, now)
+        found = self.countable(external_id, now)
         if found is not WRITE_FIRST:
             return found
         with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
@@ -99,7 +99,7 @@ class Writer:
                 await within(timeout, self.aflush(state))
         return None
 
-    def _countable(self, external_id: str, now: datetime) -> Unwritten | _WriteFirst | None:
+    def countable(self, external_id: str, now: datetime) -> Unwritten | _WriteFirst | None:
         """What an admission of ``external_id`` at ``now`` counts of the buffer itself, or
         :data:`WRITE_FIRST` when the buffer must be written before it."""
         buffer = self.buffer
