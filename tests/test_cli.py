@@ -268,4 +268,6 @@ def test_serve_answers_http_with_the_token_from_the_environment() -> None:
             server.wait(timeout=10)
         assert server.stdout is not None and server.stderr is not None
         server.stdout.close()
+        said = server.stderr.read().decode()
         server.stderr.close()
+    assert said.startswith("note: the store is in memory (memory://): what it holds is lost when the server stops")
