@@ -98,18 +98,10 @@ def test_the_example_runs_and_prints_what_the_page_shows(example: Example, tmp_p
 
 
 def middleware_options() -> set[str]:
-    """The keyword options ``IdentityMiddleware`` takes: its named parameters, else ``Config``'s fields."""
-    import inspect
+    """The keyword options ``IdentityMiddleware`` takes: the ``Options`` TypedDict its ``**options`` unpack."""
+    from identity_middleware.config import Options
 
-    from identity_middleware import IdentityMiddleware
-
-    parameters = inspect.signature(IdentityMiddleware.__init__).parameters.values()
-    named = {parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY}
-    if named:
-        return named
-    from identity_middleware import Config
-
-    return set(Config.option_names())
+    return set(Options.__annotations__)
 
 
 def test_the_options_table_names_every_middleware_option_and_no_other() -> None:
