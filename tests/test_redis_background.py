@@ -22,6 +22,11 @@ def _redis(make_store: MakeStore, **options: object) -> RedisStore:
     return store
 
 
+def writer_threads() -> list[threading.Thread]:
+    """The Redis stores' writer threads alive in this process (by the name they are given)."""
+    return [thread for thread in threading.enumerate() if thread.name == "identity-middleware-redis-writer"]
+
+
 def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -91,8 +96,11 @@ def test_the_writer_thread_ends_when_idle_and_comes_back(make_store: MakeStore,
     other = _redis(make_store, prefix=app.prefix)
     identity = app.create(IdentityInput(id="bg-5"))
     monkeypatch.setattr(background, "IDLE", 0.05)
+    before = set(writer_threads())
     app.settle(Settlement(identity.id, Usage(cost=1)))
+    started = set(writer_threads()) - before
+    assert started  # this settle started the store's writer thread
     assert _wait_for(lambda: other.metrics("bg-5").total_requests == 1)
-    assert _wait_for(lambda: app._writer.background._thread is None)  # idle: ended
+    assert _wait_for(lambda: not any(thread.is_alive() for thread in started))  # idle: ended
     app.settle(Settlement(identity.id, Usage(cost=1)))  # a new thread starts
     assert _wait_for(lambda: other.metrics("bg-5").total_requests == 2)
