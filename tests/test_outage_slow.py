@@ -45,7 +45,8 @@ def app(store: RedisStore, policy: str) -> Starlette:
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
-def test_a_late_admission_is_refused_not_let_through_while_redis_is_not_known_down(port: int, policy: str) -> None:
+def test_a_late_admission_is_refused_not_let_through_while_redis_is_not_known_down(
+        port: int, policy: str, caplog: pytest.LogCaptureFixture) -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix="slow", request_timeout=0.3)
     try:
         with TestClient(app(store, policy)) as client:
@@ -56,6 +57,7 @@ def test_a_late_admission_is_refused_not_let_through_while_redis_is_not_known_do
             assert response.json()["error"]["type"] == "store_unavailable"
             assert response.headers["retry-after"] == "1"
             assert store.health.state is State.CLOSED  # one late reply: not an outage
+            assert "is not known to be down: such requests are refused (503)" in caplog.text
             assert client.post("/chat", json=BODY).json() == {"identity": "u"}
     finally:
         store.close()

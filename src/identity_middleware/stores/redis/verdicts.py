@@ -10,6 +10,7 @@ request meets: an outage (:class:`StoreUnavailable`, the outage policy), a late 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -69,6 +70,10 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+LATE_LOG_EVERY = 60.0  # seconds between warnings about late admissions
+logger = logging.getLogger("identity_middleware")
+
+
 def _ping() -> Plan[object]:
     return (yield Call("ping"))
 
@@ -80,6 +85,7 @@ class Verdicts:
         self.health = health
         self.bound = bound
         self.where = masked(url) if url is not None else "the Redis client given"
+        self._late_logged = -LATE_LOG_EVERY
 
     def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest) -> Admission:
         """``admit(request)`` if the breaker lets it be tried, its failure judged."""
@@ -132,6 +138,12 @@ class Verdicts:
         late = waited - self.bound if self.bound is not None and waited else 0.0
         if self.health.failed(failure_of(error), late=late):
             return error
+        now = time.monotonic()
+        if now - self._late_logged >= LATE_LOG_EVERY:  # a starved host refuses many: said once a minute
+            self._late_logged = now
+            logger.warning("identity store %s did not answer an admission within %s s (%s) but is not known "
+                           "to be down: such requests are refused (503), not let through", self.where, self.bound,
+                           str(error).removeprefix("redis: "))
         return StoreLate(f"{error}; redis is not known to be down, so the request is refused, not let through")
 
     def at_startup(self, error: StoreUnavailable) -> StoreUnavailable | StoreMisconfigured:
