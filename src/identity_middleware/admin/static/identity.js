@@ -6,17 +6,27 @@ import { $, ApiError, PERIOD_NAMES as PERIODS, SOURCES, api, confirmAction, coun
 
 let shown = null; // the identity on screen (its record as last loaded)
 
+// Edit and Delete act on the identity on screen: disabled until it has loaded (a click before
+// then would do nothing, or act on the identity shown before).
+function show(identity) {
+  shown = identity;
+  $("edit-identity").disabled = $("delete-identity").disabled = identity === null;
+}
+
 export async function loadIdentity(id) {
   $("identity-error").textContent = "";
   const fresh = shown?._id !== id && shown?.external_id !== id;
-  if (fresh) $("budget-message").textContent = "";
+  if (fresh) {
+    $("budget-message").textContent = "";
+    show(null);
+  }
   try {
     const [identity, budgets, daily] = await Promise.all([
       poll(`${identityPath(id)}?include_metrics=true`),
       poll(`${identityPath(id)}/budgets`),
       poll(`${identityPath(id)}/metrics/daily`).catch((error) => (error instanceof ApiError ? null : Promise.reject(error))),
     ]);
-    shown = record(identity.data);
+    show(record(identity.data));
     if (fresh || identity.changed) {
       renderIdentity(shown);
       renderModels(shown.metrics?.models);
@@ -68,7 +78,7 @@ async function deleteIdentity() {
   if (!sure) return $("delete-identity").focus();
   try {
     await api(identityPath(shown._id), { method: "DELETE" });
-    shown = null;
+    show(null);
     location.hash = "#/identities";
   } catch (error) {
     failed(error, "identity-error");
