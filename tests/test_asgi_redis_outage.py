@@ -38,6 +38,7 @@ def test_redis_outage_follows_the_policy_logs_once_and_recovers(
     try:
         with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="identity_middleware"):
             assert client.post("/chat", json=body).json() == {"identity": "u"}
+            store.flush()  # its usage is on the server that goes away, not left to the writer's timing
             stop_servers([server])
             during = [client.post("/chat", json=body) for _ in range(3)]
             if policy == "open":
