@@ -13,13 +13,15 @@ the protocol themselves and are loaded only when ``RedisOptions.multiplex`` is o
 allows them.
 
 This module is also the one place that classifies transport errors: :data:`DOWN` is what means
-"Redis is not there" (as opposed to a reply Redis would give again), and :func:`unavailable` is
+"Redis is not there" (as opposed to a reply Redis would give again), :data:`UNSERVED` the replies
+that mean "not now" (NOREPLICAS, READONLY, LOADING, ...: outages too), and :func:`unavailable` is
 where the store decides it is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -47,11 +49,38 @@ def refuses_client(error: BaseException) -> bool:
     return any(words in text for words in REFUSALS)
 
 
+# Error replies that say this server cannot serve the command now, though it or the master that
+# replaces it will: a master short of the replicas ``min-replicas-to-write`` asks for, a replica (a
+# demoted master), a server loading its data, a Cluster or a master that is down, a slot being moved.
+# An outage like a lost connection: the outage policy answers, settlements stay buffered (the
+# charge markers make their retry safe). Inside a script the code comes with the script's words.
+UNSERVED = ("NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_UNSERVED_WORDS = re.compile(r"(?<![A-Za-z])(?:" + "|".join(UNSERVED) + r")\b")
+# redis-py's classes for some of them (most specific first), whose text it strips of the code.
+_UNSERVED_KINDS: tuple[tuple[type[redis.exceptions.RedisError], str], ...] = (
+    (redis.exceptions.ReadOnlyError, "READONLY"), (redis.exceptions.BusyLoadingError, "LOADING"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"), (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"))
+
+
+def unserved(error: BaseException) -> str | None:
+    """The code of a reply of a server that cannot serve the command now (see :data:`UNSERVED`), else ``None``."""
+    for kind, code in _UNSERVED_KINDS:
+        if isinstance(error, kind):
+            return code
+    found = _UNSERVED_WORDS.search(str(error))
+    return found.group(0) if found is not None else None
+
+
 def refused(error: redis.exceptions.ResponseError) -> redis.exceptions.ConnectionError | None:
-    """An error reply that refuses this client, as the outage it is to the caller (else ``None``:
-    a reply the plan may handle)."""
+    """An error reply that refuses this client, or one of a server that cannot serve it now
+    (:func:`unserved`), as the outage it is to the caller (else ``None``: a reply the plan may handle)."""
     if refuses_client(error):
         return redis.exceptions.ConnectionError(f"redis refused this client: {error}")
+    if (code := unserved(error)) is not None:
+        text = str(error)
+        return redis.exceptions.ConnectionError(
+            f"redis cannot serve this now: {text if text.startswith(code) else f'{code} {text}'}")
     return None
 
 
