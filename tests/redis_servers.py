@@ -254,3 +254,64 @@ def redis_unix_server() -> Iterator[Path]:
             yield socket_path
         finally:
             stop_servers([process])
+
+
+@contextlib.contextmanager
+def redis_sentinel_with_replica(service: str = "mymaster") -> Iterator[tuple[str, int, int, int]]:
+    """A master, its replica and one Sentinel (quorum 1) on free ports, for failovers.
+
+    Yields ``(redis+sentinel://127.0.0.1:SENTINEL_PORT/SERVICE, sentinel_port, master_port,
+    replica_port)``; every process is stopped on exit."""
+    require_binaries()
+    with tempfile.TemporaryDirectory(prefix="idm-failover-") as root:
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            directories = [Path(root) / name for name in ("master", "replica", "sentinel")]
+            for directory in directories:
+                directory.mkdir()
+            master_port, replica_port = free_port(), free_port()
+            processes.append(start_server(master_port, directories[0]))
+            processes.append(start_server(replica_port, directories[1],
+                                          "--replicaof", "127.0.0.1", str(master_port)))
+            deadline = time.monotonic() + 30
+            while "master_link_status:up" not in _cli(replica_port, "INFO", "replication"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync with its master")
+                time.sleep(0.05)
+            sentinel_port = free_port()
+            sentinel = start_sentinel(sentinel_port, directories[2], master_port, service)
+            processes.append(sentinel)
+            _wait_sentinel_master(sentinel_port, service, master_port, sentinel, directories[2] / "sentinel.log")
+            while "slaves=1" not in _cli(sentinel_port, "INFO", "sentinel"):  # it must know the replica to fail over
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sentinel did not discover the replica")
+                time.sleep(0.05)
+            yield f"redis+sentinel://127.0.0.1:{sentinel_port}/{service}", sentinel_port, master_port, replica_port
+        finally:
+            stop_servers(processes)
+
+
+def sentinel_failover(sentinel_port: int, service: str, to_port: int) -> None:
+    """``SENTINEL FAILOVER service``; returns once the sentinel names ``127.0.0.1:to_port`` the master
+    (the old master may still take writes until the sentinel reconfigures it as a replica)."""
+    deadline = time.monotonic() + 60
+    while "OK" not in _cli(sentinel_port, "SENTINEL", "FAILOVER", service):
+        if time.monotonic() > deadline:  # refused while the sentinel still learns the replica's state
+            raise RuntimeError("the sentinel refused SENTINEL FAILOVER")
+        time.sleep(0.2)
+    while _cli(sentinel_port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service).split() != ["127.0.0.1", str(to_port)]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sentinel did not switch {service} to port {to_port}")
+        time.sleep(0.05)
+
+
+def wait_role(port: int, role: str) -> None:
+    """Until the server on ``port`` reports ``role`` (``master`` / ``slave``) with its link up."""
+    deadline = time.monotonic() + 60
+    while True:
+        info = _cli(port, "INFO", "replication")
+        if f"role:{role}" in info and (role == "master" or "master_link_status:up" in info):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server on port {port} did not become {role}:\n{info}")
+        time.sleep(0.05)

@@ -2,7 +2,9 @@
 
 A plan is a generator: it yields a step, the runner has the transport execute it and sends the
 reply back, or throws the reply's error (a ``ResponseError``) in at the ``yield``. Connection
-trouble never reaches a plan: it is raised as :class:`StoreUnavailable`.
+trouble never reaches a plan: it is raised as :class:`StoreUnavailable`, as are the replies that
+mean "not now" (:data:`.transport.UNSERVED`); on ``READONLY`` the transport's connections are
+dropped first, so the next call finds the master.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import redis.exceptions
 
 from ...core.errors import StoreUnavailable
 from .steps import Plan
-from .transport import DOWN, AsyncTransport, Landed, SyncTransport, refused, unavailable
+from .transport import DOWN, AsyncTransport, Landed, SyncTransport, demoted, refused, unavailable
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ class Runner:
                     reply = execute(step)
                 except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                     if (outage := refused(error)) is not None:
+                        if demoted(error):
+                            self.transport.demoted()
                         raise outage from error
                     step = plan.throw(error)
                 else:
@@ -80,6 +84,8 @@ async def arun(transport: AsyncTransport, plan: Plan[T], timeout: float | None =
                 reply = await aexecute(step, deadline)
             except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
                 if (outage := refused(error)) is not None:
+                    if demoted(error):
+                        await transport.ademoted()
                     raise outage from error
                 step = plan.throw(error)
             else:

@@ -72,6 +72,11 @@ def unserved(error: BaseException) -> str | None:
     return found.group(0) if found is not None else None
 
 
+def demoted(error: BaseException) -> bool:
+    """Whether ``error`` is ``READONLY``: the server written to is a replica now (a demoted master)."""
+    return unserved(error) == "READONLY"
+
+
 def refused(error: redis.exceptions.ResponseError) -> redis.exceptions.ConnectionError | None:
     """An error reply that refuses this client, or one of a server that cannot serve it now
     (:func:`unserved`), as the outage it is to the caller (else ``None``: a reply the plan may handle)."""
@@ -103,12 +108,19 @@ class SyncTransport(Protocol):
     def execute(self, step: Step) -> Any:
         """The step's reply; a batch's reply is the list of its replies (an error reply raised)."""
 
+    def demoted(self) -> None:
+        """The server answered ``READONLY`` (a master demoted to replica): drop every connection, so
+        the next one finds the master (a Sentinel pool asks Sentinel; a host name is resolved again)."""
+
     def close(self) -> None: ...
 
 
 class AsyncTransport(Protocol):
     def aexecute(self, step: Step, deadline: float | None) -> Awaitable[Any]:
         """The step's reply, to await; past ``deadline`` (loop time) a ``redis.exceptions.TimeoutError``."""
+
+    async def ademoted(self) -> None:
+        """:meth:`SyncTransport.demoted`, on this loop."""
 
     async def aclose(self) -> None: ...
 
@@ -199,6 +211,11 @@ class RedisPy:
             reply = _raise_first_error(replies)
         return decoded(reply) if self.decode else reply
 
+    def demoted(self) -> None:
+        pool = getattr(self.client, "connection_pool", None)  # a Cluster's nodes follow MOVED themselves
+        if pool is not None:
+            pool.disconnect()
+
     def close(self) -> None:
         self.client.close()
 
@@ -248,6 +265,11 @@ class AsyncRedisPy:
                                     strict=True):
                 replies[index] = reply
         return _raise_first_error(replies)
+
+    async def ademoted(self) -> None:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
 
     async def aclose(self) -> None:
         await self.client.aclose()

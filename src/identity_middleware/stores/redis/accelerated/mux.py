@@ -309,6 +309,12 @@ class MuxTransport:
     async def _through_redis_py(self, step: Step, deadline: float | None) -> Any:
         return await self.fallback.aexecute(step, deadline)
 
+    async def ademoted(self) -> None:
+        mux = self.direct.mux
+        if mux is not None:
+            mux.close()  # the next call connects again (and drops the pool's idle connections)
+        await self.fallback.ademoted()
+
     async def aclose(self) -> None:
         try:
             await self.direct.release()

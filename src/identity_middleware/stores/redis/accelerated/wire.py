@@ -167,6 +167,12 @@ class WireTransport:
                 return replies
         return self.fallback.execute(step)
 
+    def demoted(self) -> None:
+        try:
+            self.direct.close()
+        finally:
+            self.fallback.demoted()
+
     def close(self) -> None:
         try:
             self.direct.close()

@@ -1,0 +1,142 @@
+"""A demoted master is not written to: READONLY drops the store's connections to it, and usage recorded
+before and after a Sentinel failover (``SENTINEL FAILOVER``) is all in the new master, once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.errors import StoreUnavailable
+from identity_middleware.core.models import Budget, IdentityInput
+from identity_middleware.core.money import to_nanos
+from identity_middleware.stores import RedisStore
+from redis_servers import own_server, redis_sentinel_with_replica, sentinel_failover, wait_role
+
+CENT = to_nanos("0.01")
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> Iterator[int]:
+    """The port of a replica (of a master on another port): what a demoted master is. It holds
+    identity ``u``, with a budget."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "r").mkdir()
+    with own_server(tmp_path / "m") as master, own_server(tmp_path / "r") as port:
+        with redis.Redis(port=port) as admin:
+            admin.replicaof("127.0.0.1", master)
+        wait_role(port, "slave")
+        on_master = RedisStore.from_url(f"redis://127.0.0.1:{master}/0")
+        on_master.create(IdentityInput(id="u"))
+        on_master.set_budget("u", Budget(period="daily", amount="1.00"))
+        on_master.close()
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1
+        yield port
+
+
+def clients_of_others(port: int) -> int:
+    """Ordinary client connections to the server on ``port``, other than the one asking."""
+    with redis.Redis(port=port) as admin:
+        return len(admin.client_list(_type="normal")) - 1
+
+
+def all_closed(port: int) -> bool:
+    """Whether the server on ``port`` sees every other client connection closed (a close reaches it
+    within moments: asked again until then, for at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while clients_of_others(port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return clients_of_others(port) == 0
+
+
+@pytest.mark.parametrize("multiplex", [False, True])
+def test_a_store_that_meets_readonly_drops_its_connections_to_that_server(replica: int, multiplex: bool) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{replica}/0", multiplex=multiplex, linger=60.0)
+    try:
+        store.settle(Settlement(store.retrieve("u").id, Usage(cost=CENT), None))
+        assert clients_of_others(replica) >= 1
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            store.flush()
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            store.admit(AdmissionRequest("u", estimate=CENT))
+        assert all_closed(replica)
+        assert store.buffered == 1  # kept for the master
+    finally:
+        with contextlib.suppress(StoreUnavailable):  # what is buffered cannot be written at close
+            store.close()
+
+
+@pytest.mark.parametrize("multiplex", [False, True])
+def test_an_async_store_that_meets_readonly_drops_its_connections_to_that_server(
+        replica: int, multiplex: bool) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{replica}/0", multiplex=multiplex)
+
+    async def main() -> None:
+        await store.asettle(Settlement((await store.aretrieve("u")).id, Usage(cost=CENT), None))
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            await store.aflush()
+        await asyncio.sleep(0)  # a transport closes its socket on the loop's next turn
+        assert all_closed(replica)
+        assert store.buffered == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        with contextlib.suppress(StoreUnavailable):
+            store.close()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[tuple[str, int, int, int]]:
+    """A master, its replica and a Sentinel: (url, sentinel port, master port, replica port)."""
+    with redis_sentinel_with_replica() as found:
+        yield found
+
+
+def written(store: RedisStore) -> None:
+    """Flush until the buffer is written: the first attempt after a switch may meet the demoted master."""
+    for _ in range(3):
+        try:
+            store.flush()
+            return
+        except StoreUnavailable:
+            continue
+    store.flush()
+
+
+def test_usage_recorded_before_and_after_a_sentinel_failover_is_in_the_new_master_once(
+        sentinel: tuple[str, int, int, int]) -> None:
+    url, sentinel_port, master, replica = sentinel
+    store = RedisStore.from_url(url, linger=60.0, request_timeout=5.0)
+    try:
+        identity = store.create(IdentityInput(id="u")).id
+        store.set_budget("u", Budget(period="daily", amount="1.00"))
+        for _ in range(5):
+            admission = store.admit(AdmissionRequest("u", estimate=CENT))
+            store.settle(Settlement(identity, Usage(cost=CENT), admission.reservation))
+        written(store)
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1  # replicated before the switch (asynchronous otherwise)
+        sentinel_failover(sentinel_port, "mymaster", replica)
+        wait_role(master, "slave")  # the old master demoted: it would answer READONLY
+        for _ in range(5):
+            try:
+                admission = store.admit(AdmissionRequest("u", estimate=CENT))
+            except StoreUnavailable:  # the first call after the switch may meet the demoted master
+                admission = store.admit(AdmissionRequest("u", estimate=CENT))
+            store.settle(Settlement(identity, Usage(cost=CENT), admission.reservation))
+        written(store)
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
+        with redis.Redis(port=replica) as new_master:
+            assert new_master.info("replication")["role"] == "master"
+    finally:
+        store.close()
