@@ -310,7 +310,28 @@ class RedisStore(Store):
             return admission
         return self._verdicts.guarded(self._admit, request)
 
+    def _registry_read(self, runner: Runner) -> None:
+        """Read a stale registry of global budgets apart from the admission: if it cannot be read (on
+        a Cluster, its master is down), the last good copy serves (:mod:`.plans.registry`)."""
+        registry = self._plans.registry
+        if registry.due():
+            try:
+                runner.run(registry.refresh())
+            except StoreUnavailable:
+                registry.failed()
+
+    async def _aregistry_read(self, state: LoopClient, began: float) -> None:
+        """:meth:`_registry_read` on this loop, within half what is left of the request's bound."""
+        registry = self._plans.registry
+        if registry.due():
+            left = self._left(began)
+            try:
+                await arun(state.transport, registry.refresh(), None if left is None else left / 2, landed_cancels=True)
+            except StoreUnavailable:
+                registry.failed()
+
     def _admit(self, request: AdmissionRequest) -> Admission:
+        self._registry_read(self._request_runner)
         unwritten = None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
@@ -326,7 +347,7 @@ class RedisStore(Store):
         # identity, if any, counted by the admission itself.
         if self._plans.leasing is None:
             state = self._loops.cached()
-            if state is not None and not self._buffer.retry_due:
+            if state is not None and not self._buffer.retry_due and not self._plans.registry.due():
                 unwritten = None
                 if self._buffer.busy:
                     now = request.now if request.now is not None else datetime.now(UTC)
@@ -345,6 +366,7 @@ class RedisStore(Store):
         requests whose responses ended before it), as :meth:`admit` does."""
         began = time.monotonic()
         state = await self._loops.get()
+        await self._aregistry_read(state, began)
         unwritten = None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
@@ -367,6 +389,7 @@ class RedisStore(Store):
 
     async def _aadmit_unleased(self, request: AdmissionRequest, found: Ask | None) -> Admission:
         began = time.monotonic()
+        await self._aregistry_read(await self._loops.get(), began)
         if self._buffer.busy:
             state = await self._loops.get()
             await self._writer.abefore_admission(request.external_id, state, datetime.now(UTC), self.request_timeout)

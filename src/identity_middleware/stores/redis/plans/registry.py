@@ -3,6 +3,15 @@
 A model, provider or workspace budget's definition is in the registry (``P:{budgets}:defs``, cached
 here for :data:`REFRESH` seconds) and its counters live under its own hash tag (``P:{<budget id>}:...``):
 checked and reserved atomically per budget by ``scoped.lua`` (:meth:`Registry.scoped_eval`).
+
+Every admission needs the registry, and on a Cluster it lives on one master: so the store reads it
+before an admission once the copy is stale (:meth:`Registry.due`, :meth:`Registry.refresh`) and, when
+that read fails (the master holding it is down or failing over), keeps serving the last good copy
+(:meth:`Registry.failed`): identities on healthy masters are served as usual. The read is tried again
+:data:`REFRESH` seconds later; a copy older than :data:`STALE_LIMIT` is no longer served (the
+admission then reads the registry itself, and meets the outage). So a budget created or changed by
+another process is seen within :data:`REFRESH` seconds while the registry answers, and within
+:data:`STALE_LIMIT` seconds of its last good read while it does not.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from ..steps import Call, Eval, Plan
 from . import codec
 
 REFRESH = 1.0  # seconds a process trusts its copy of the model/provider/workspace budgets
+STALE_LIMIT = 60.0  # seconds the last good copy is served while the registry cannot be read
 BUCKET_MS = 10_000  # usage.requests and requests_per_minute count admissions in 10 s buckets
 
 
@@ -38,13 +48,36 @@ class Registry:
         self.providers: Mapping[str, str] = {}
         self.notify: Notify | None = None
         self._defs_cache: tuple[float, dict[str, ScopedBudget]] | None = None
+        self._failed_at: float | None = None  # when the last read of a stale copy failed
 
     def fresh_defs(self) -> dict[str, ScopedBudget] | None:
-        """The cached registry while it is fresh, else None."""
+        """The cached registry while it is fresh (or, after a failed read, the last good copy for
+        :data:`REFRESH` seconds more, within :data:`STALE_LIMIT`), else None."""
         cached = self._defs_cache
-        if cached is not None and self.clock() - cached[0] < REFRESH:
+        if cached is None:
+            return None
+        now = self.clock()
+        age = now - cached[0]
+        if age < REFRESH:
+            return cached[1]
+        failed = self._failed_at
+        if failed is not None and now - failed < REFRESH and age < STALE_LIMIT:
             return cached[1]
         return None
+
+    def due(self) -> bool:
+        """Whether the request path should read the registry before an admission: a copy is held
+        (else the admission reads it itself) and is stale, and no read failed within :data:`REFRESH`."""
+        return self.global_budgets and self._defs_cache is not None and self.fresh_defs() is None
+
+    def refresh(self) -> Plan[dict[str, ScopedBudget]]:
+        """Read the registry (run apart from an admission, so its failure is :meth:`failed`'s, not the request's)."""
+        return self.keep_defs((yield self.defs_call()))
+
+    def failed(self) -> None:
+        """A read of the registry failed: the last good copy is served for :data:`REFRESH` seconds more
+        (within :data:`STALE_LIMIT` of its read), then the read is tried again."""
+        self._failed_at = self.clock()
 
     def may_have_globals(self) -> bool:
         """Whether model, provider or workspace budgets may apply (unknown until the registry is read)."""
@@ -66,6 +99,7 @@ class Registry:
     def keep_defs(self, reply: object) -> dict[str, ScopedBudget]:
         defs = {budget_id: ScopedBudget.from_record(text) for budget_id, text in codec.as_map(reply).items()}
         self._defs_cache = (self.clock(), defs)
+        self._failed_at = None
         return defs
 
     def global_defs(self, *, fresh: bool = False) -> Plan[dict[str, ScopedBudget]]:
@@ -77,6 +111,7 @@ class Registry:
     def forget(self) -> None:
         """Read the registry again before the next request that needs it (a budget changed here)."""
         self._defs_cache = None
+        self._failed_at = None
 
     def matching_globals(self, identity: str | None, model: str | None, now: datetime) -> Plan[list[ScopedBudget]]:
         """The live global budgets a request of ``identity`` for ``model`` falls under."""
