@@ -3,8 +3,8 @@
 A plan is a generator: it yields a step, the runner has the transport execute it and sends the
 reply back, or throws the reply's error (a ``ResponseError``) in at the ``yield``. Connection
 trouble never reaches a plan: it is raised as :class:`StoreUnavailable`, as are the replies that
-mean "not now" (:data:`.transport.UNSERVED`); on ``READONLY`` the transport's connections are
-dropped first, so the next call finds the master.
+mean "not now" (:data:`.transport.UNSERVED`); on ``READONLY`` or ``NOREPLICAS`` the transport's
+connections are dropped first, so the next call finds the master.
 """
 
 from __future__ import annotations

@@ -73,8 +73,11 @@ def unserved(error: BaseException) -> str | None:
 
 
 def demoted(error: BaseException) -> bool:
-    """Whether ``error`` is ``READONLY``: the server written to is a replica now (a demoted master)."""
-    return unserved(error) == "READONLY"
+    """Whether ``error`` says the server written to is not a master that can take writes: ``READONLY``
+    (a replica now, a demoted master) or ``NOREPLICAS`` (a master whose replica was just promoted
+    in its place, or that lost its replicas): its connections are dropped, so the next one asks
+    where the master is (on a plain URL it reconnects to the same address: one probe at a time)."""
+    return unserved(error) in ("READONLY", "NOREPLICAS")
 
 
 def refused(error: redis.exceptions.ResponseError) -> redis.exceptions.ConnectionError | None:
@@ -109,8 +112,8 @@ class SyncTransport(Protocol):
         """The step's reply; a batch's reply is the list of its replies (an error reply raised)."""
 
     def demoted(self) -> None:
-        """The server answered ``READONLY`` (a master demoted to replica): drop every connection, so
-        the next one finds the master (a Sentinel pool asks Sentinel; a host name is resolved again)."""
+        """The server answered ``READONLY`` or ``NOREPLICAS`` (:func:`demoted`): drop every connection,
+        so the next one finds the master (a Sentinel pool asks Sentinel; a host name is resolved again)."""
 
     def close(self) -> None: ...
 

@@ -130,6 +130,14 @@ class SyncDirect:
             raise reply
         return reply
 
+    def drop(self) -> None:
+        """Close this thread's connection (the next call connects again); other threads' are left
+        to meet what this one met themselves."""
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            self._local.connection = None
+            connection.close()
+
     def close(self) -> None:
         with self._lock:
             connections, self._open = list(self._open), weakref.WeakSet()
@@ -169,7 +177,7 @@ class WireTransport:
 
     def demoted(self) -> None:
         try:
-            self.direct.close()
+            self.direct.drop()
         finally:
             self.fallback.demoted()
 
