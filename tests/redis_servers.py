@@ -291,15 +291,22 @@ def redis_sentinel_with_replica(service: str = "mymaster") -> Iterator[tuple[str
             stop_servers(processes)
 
 
+def _sentinel_master_port(sentinel_port: int, service: str) -> str:
+    fields = _cli(sentinel_port, "SENTINEL", "MASTER", service).split()
+    return dict(zip(fields[::2], fields[1::2], strict=False)).get("port", "")
+
+
 def sentinel_failover(sentinel_port: int, service: str, to_port: int) -> None:
-    """``SENTINEL FAILOVER service``; returns once the sentinel names ``127.0.0.1:to_port`` the master
-    (the old master may still take writes until the sentinel reconfigures it as a replica)."""
+    """``SENTINEL FAILOVER service``; returns once the sentinel has switched ``service`` to
+    ``127.0.0.1:to_port`` (``SENTINEL MASTER``, what clients read; ``GET-MASTER-ADDR-BY-NAME`` names the
+    promoted replica earlier). The old master may still take writes until the sentinel reconfigures
+    it as a replica, seconds later."""
     deadline = time.monotonic() + 60
     while "OK" not in _cli(sentinel_port, "SENTINEL", "FAILOVER", service):
         if time.monotonic() > deadline:  # refused while the sentinel still learns the replica's state
             raise RuntimeError("the sentinel refused SENTINEL FAILOVER")
         time.sleep(0.2)
-    while _cli(sentinel_port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service).split() != ["127.0.0.1", str(to_port)]:
+    while _sentinel_master_port(sentinel_port, service) != str(to_port):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the sentinel did not switch {service} to port {to_port}")
         time.sleep(0.05)

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from fake_clock import Clock
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
+from identity_middleware.stores.redis.transport import MASTER_CHECK
 from redis_servers import own_server, redis_sentinel_with_replica, sentinel_failover, wait_role
 
 CENT = to_nanos("0.01")
@@ -138,5 +140,58 @@ def test_usage_recorded_before_and_after_a_sentinel_failover_is_in_the_new_maste
         assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
         with redis.Redis(port=replica) as new_master:
             assert new_master.info("replication")["role"] == "master"
+    finally:
+        store.close()
+
+
+def test_settlements_after_sentinel_names_a_new_master_go_to_it_not_to_the_old_one(
+        sentinel: tuple[str, int, int, int]) -> None:
+    url, sentinel_port, master, replica = sentinel
+    clock = Clock()
+    store = RedisStore.from_url(url, linger=60.0, request_timeout=5.0, clock=clock)
+    try:
+        identity = store.create(IdentityInput(id="u")).id
+        for _ in range(5):
+            store.settle(Settlement(identity, Usage(cost=CENT), None))
+        written(store)
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1
+        sentinel_failover(sentinel_port, "mymaster", replica)  # the old master still takes writes
+        clock.now += MASTER_CHECK  # the writer asks Sentinel again before its next batch
+        for _ in range(5):
+            store.settle(Settlement(identity, Usage(cost=CENT), None))
+        written(store)
+        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
+    finally:
+        store.close()
+
+
+def test_async_settlements_after_sentinel_names_a_new_master_go_to_it_not_to_the_old_one(
+        sentinel: tuple[str, int, int, int]) -> None:
+    url, sentinel_port, master, replica = sentinel
+    clock = Clock()
+    store = RedisStore.from_url(url, request_timeout=5.0, clock=clock)
+
+    async def main() -> None:
+        identity = (await store.acreate(IdentityInput(id="u"))).id
+        for _ in range(5):
+            await store.asettle(Settlement(identity, Usage(cost=CENT), None))
+        await store.aflush()
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1
+        sentinel_failover(sentinel_port, "mymaster", replica)
+        clock.now += MASTER_CHECK
+        for _ in range(5):
+            await store.asettle(Settlement(identity, Usage(cost=CENT), None))
+        await store.aflush()
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
+        wait_role(master, "slave")
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
     finally:
         store.close()

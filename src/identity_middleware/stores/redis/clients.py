@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -48,11 +50,13 @@ class ClientSpec:
     socket_connect_timeout: float = 2.0
     options: tuple[tuple[str, Any], ...] = ()
     multiplex: bool = True
+    clock: Callable[[], float] = time.monotonic  # how often a transport asks Sentinel where the master is
 
     @classmethod
     def of(cls, url: str, options: RedisOptions) -> ClientSpec:
         return cls(url, options.max_connections, options.pool_timeout, options.socket_timeout,
-                   options.socket_connect_timeout, tuple(options.client_options.items()), options.multiplex)
+                   options.socket_connect_timeout, tuple(options.client_options.items()), options.multiplex,
+                   options.clock)
 
     def bounded(self, timeout: float) -> ClientSpec:
         """This spec with every wait (connect, reply, a pooled connection) bounded by ``timeout``."""
@@ -131,7 +135,7 @@ class ClientSpec:
     def sync_transport(self) -> SyncTransport:
         """The sync transport: redis-py's, or the socket path (:mod:`.accelerated.wire`) where it serves."""
         client = self.sync_client()
-        transport = RedisPy(client)
+        transport = RedisPy(client, self.clock)
         if self.multiplexed and isinstance(client, redis.Redis):
             from .accelerated.wire import WireTransport  # loaded only when on
 

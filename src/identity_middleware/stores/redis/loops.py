@@ -85,7 +85,7 @@ class Loops:
         else:
             assert spec is not None
             client = spec.async_client()
-            transport = AsyncRedisPy(client, spec.limiter())
+            transport = AsyncRedisPy(client, spec.limiter(), spec.clock)
             if spec.multiplexed and isinstance(client, redis.asyncio.Redis):
                 from .accelerated.mux import MuxTransport  # loaded only when on
 

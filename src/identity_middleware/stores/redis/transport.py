@@ -21,11 +21,15 @@ where the store decides it is unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import redis.asyncio.sentinel
 import redis.exceptions
+import redis.sentinel
 
 from ...core.errors import StoreUnavailable
 from .scripts import Script
@@ -98,6 +102,10 @@ def unavailable(error: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"redis: {error}")
 
 
+# Seconds between asks of Sentinel where the master is, before a settlement batch (see RedisPy.follow_master).
+MASTER_CHECK = 1.0
+
+
 class Landed(Exception):
     """A cancelled batch whose commands were all applied: its caller is cancelled all the same, but
     must not write it again (see :meth:`.accelerated.mux.Direct.call_many`)."""
@@ -111,6 +119,10 @@ class SyncTransport(Protocol):
     def execute(self, step: Step) -> Any:
         """The step's reply; a batch's reply is the list of its replies (an error reply raised)."""
 
+    def follow_master(self) -> None:
+        """Before a settlement batch: make sure it goes to the master Sentinel names (a Sentinel
+        client only; see :meth:`RedisPy.follow_master`)."""
+
     def demoted(self) -> None:
         """The server answered ``READONLY`` or ``NOREPLICAS`` (:func:`demoted`): drop every connection,
         so the next one finds the master (a Sentinel pool asks Sentinel; a host name is resolved again)."""
@@ -121,6 +133,9 @@ class SyncTransport(Protocol):
 class AsyncTransport(Protocol):
     def aexecute(self, step: Step, deadline: float | None) -> Awaitable[Any]:
         """The step's reply, to await; past ``deadline`` (loop time) a ``redis.exceptions.TimeoutError``."""
+
+    async def afollow_master(self) -> None:
+        """:meth:`SyncTransport.follow_master`, on this loop."""
 
     async def ademoted(self) -> None:
         """:meth:`SyncTransport.demoted`, on this loop."""
@@ -190,10 +205,26 @@ class RedisPy:
     sent again, here: redis-py leaves that to the caller on a Cluster pipeline, and on a plain one
     checks ``SCRIPT EXISTS`` before every batch (a round trip per flush)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.decode = not decodes(client)
         self.scripts = _Scripts(client)
+        self.clock = clock
+        pool = getattr(client, "connection_pool", None)
+        self.sentinel_pool: Any = pool if isinstance(pool, redis.sentinel.SentinelConnectionPool) else None
+        self.master_checked = float("-inf")
+
+    def follow_master(self) -> None:
+        """Ask Sentinel where the master is, at most every :data:`MASTER_CHECK` seconds: when it names
+        another (a failover), redis-py's pool drops its idle connections (``get_master_address``),
+        so the batch goes to the new master, not to the old one, which takes writes until Sentinel
+        demotes it (seconds) and then discards them. A Sentinel that cannot be asked changes nothing."""
+        pool = self.sentinel_pool
+        if pool is None or self.clock() - self.master_checked < MASTER_CHECK:
+            return
+        self.master_checked = self.clock()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            pool.get_master_address()
 
     def execute(self, step: Step) -> Any:
         client = self.client
@@ -227,11 +258,25 @@ class AsyncRedisPy:
     """The reference async transport over one event loop's redis-py asyncio client; ``limiter``
     queues calls where the client's pools would raise when full (the async Cluster's)."""
 
-    def __init__(self, client: Any, limiter: asyncio.Semaphore | None = None) -> None:
+    def __init__(self, client: Any, limiter: asyncio.Semaphore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.limiter = limiter
         self.decode = not decodes(client)
         self.scripts = _Scripts(client)
+        self.clock = clock
+        pool = getattr(client, "connection_pool", None)
+        self.sentinel_pool: Any = pool if isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool) else None
+        self.master_checked = float("-inf")
+
+    async def afollow_master(self) -> None:
+        """:meth:`RedisPy.follow_master` on this loop."""
+        pool = self.sentinel_pool
+        if pool is None or self.clock() - self.master_checked < MASTER_CHECK:
+            return
+        self.master_checked = self.clock()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await pool.get_master_address()
 
     async def aexecute(self, step: Step, deadline: float | None) -> Any:
         if deadline is None:

@@ -63,6 +63,8 @@ class Writer:
     def flush(self, runner: Runner | None = None) -> None:
         """Write every buffered settlement (raises :class:`StoreUnavailable`; they stay buffered)."""
         runner = self.runner if runner is None else runner
+        if self.buffer:
+            runner.transport.follow_master()
         self.buffer.drain(lambda batch: runner.run(self.plans.requests.settle(batch)))
 
     def flush_all(self, runner: Runner | None = None) -> None:
@@ -116,6 +118,8 @@ class Writer:
         return WRITE_FIRST
 
     async def adrain(self, state: LoopClient) -> None:
+        if self.buffer:
+            await state.transport.afollow_master()
         await self.buffer.adrain(lambda batch: arun(state.transport, self.plans.requests.settle(batch)))
 
     def schedule(self, state: LoopClient) -> None:

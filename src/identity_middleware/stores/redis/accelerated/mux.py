@@ -309,6 +309,9 @@ class MuxTransport:
     async def _through_redis_py(self, step: Step, deadline: float | None) -> Any:
         return await self.fallback.aexecute(step, deadline)
 
+    async def afollow_master(self) -> None:
+        await self.fallback.afollow_master()  # never a Sentinel client: the multiplexed path serves plain URLs
+
     async def ademoted(self) -> None:
         mux = self.direct.mux
         if mux is not None:

@@ -175,6 +175,9 @@ class WireTransport:
                 return replies
         return self.fallback.execute(step)
 
+    def follow_master(self) -> None:
+        self.fallback.follow_master()  # never a Sentinel client: the socket path serves plain URLs
+
     def demoted(self) -> None:
         try:
             self.direct.drop()
