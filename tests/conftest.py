@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from identity_middleware.context import Meter, bind, unbind
 from identity_middleware.core.models import Identity
@@ -21,6 +22,11 @@ STORE_KINDS = ("memory", "redis", "redis-cluster")
 CONTRACT_KINDS = ("memory", "redis", "redis-plain", "redis-leased", "redis-cluster")
 
 MakeStore = Callable[..., Store]
+
+# Property tests judge what is computed, never how fast: Hypothesis's per-example deadline (200 ms)
+# fails them on a loaded 2-core host for no fault of the code.
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from identity_middleware.stores.redis.keys import identity_tag
 from redis_servers import own_server, stalled
 
 MILLI = to_nanos(Decimal("0.001"))
+STALL = 4.0  # seconds Redis sleeps: room for two 0.3 s write timeouts however slow the host is
 BOUND = 1.5  # seconds: generous against a 0.25 s timeout, far below the 2 s stall and 5 s socket timeout
 
 
@@ -43,7 +44,7 @@ def test_sync_settlements_that_timed_out_while_redis_slept_count_once(port: int)
         ulid = store.admit(AdmissionRequest("a")).identity.id
         store.settle(Settlement(ulid, Usage(cost=MILLI), None))
         store.flush()  # the settle script is loaded
-        with stalled(port, 1.5):
+        with stalled(port, STALL):
             for _ in range(2):  # each write times out (here or in the writer thread) and is kept
                 store.settle(Settlement(ulid, Usage(cost=MILLI), None))
                 with pytest.raises(StoreUnavailable):
@@ -66,7 +67,7 @@ async def test_async_settlements_that_timed_out_while_redis_slept_count_once(por
         ulid = (await store.aadmit(AdmissionRequest("a"))).identity.id
         await store.asettle(Settlement(ulid, Usage(cost=MILLI), None))
         await store.aflush()  # the settle script is loaded
-        with stalled(port, 1.5):
+        with stalled(port, STALL):
             await store.asettle(Settlement(ulid, Usage(cost=MILLI), None))
             with pytest.raises(StoreUnavailable):  # the background write timed out, and the retry too
                 await store.aflush()
