@@ -6,6 +6,7 @@ provider server, through IdentityMiddleware on a real Starlette app, on MemorySt
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -163,6 +164,23 @@ def _app(store: Store, clients: dict[str, Any]) -> Starlette:
                 break
         return JSONResponse({})
 
+    async def async_body_abandon(request: Request) -> Response:
+        body = _async_body()  # a plain async generator, as a view relaying an async stream holds one
+        await anext(body)
+        cycle: list[Any] = [body]
+        cycle.append(cycle)  # freed only by the garbage collector, as a server's abandoned body is
+        held.append(cycle)
+        return JSONResponse({})
+
+    async def async_bystander(request: Request) -> Response:
+        """:func:`bystander` on the event loop: the loop finalises what the collection found by
+        scheduling its ``aclose()``; the ticks let it run while this request is still open."""
+        held.clear()
+        gc.collect()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return JSONResponse({})
+
     def bystander(request: Request) -> Response:
         """Records nothing itself; lets go of what other requests abandoned and collects it."""
         held.clear()
@@ -178,6 +196,8 @@ def _app(store: Store, clients: dict[str, Any]) -> Starlette:
         Route("/helper", helper, methods=["POST"]),
         Route("/budgeted-body", budgeted_body, methods=["POST"]),
         Route("/bystander", bystander, methods=["POST"]),
+        Route("/async-body-abandon", async_body_abandon, methods=["POST"]),
+        Route("/async-bystander", async_bystander, methods=["POST"]),
     ])
     app.add_middleware(IdentityMiddleware, store=store)
     return app
@@ -261,6 +281,17 @@ async def test_usage_a_plain_body_records_when_collected_in_another_request_is_d
     assert (after.calls - before.calls, after.cost - before.cost) == (1, BODY_COST)
     assert await _spend(store, "alice") == (Decimal(0), 0, 1)  # its owner could not be known
     assert "usage not metered" in caplog.text
+
+
+async def test_a_plain_async_body_finalised_during_another_request_is_dropped_and_counted_not_charged_to_it(
+        client: httpx.AsyncClient, store: Store) -> None:
+    before = unmetered_usage()
+    await client.post("/async-body-abandon", headers=ALICE)
+    assert (await client.post("/async-bystander", headers=BOB)).status_code == 200
+    after = unmetered_usage()
+    assert await _spend(store, "bob") == (Decimal(0), 0, 1)
+    assert (after.calls - before.calls, after.cost - before.cost) == (1, BODY_COST)
+    assert await _spend(store, "alice") == (Decimal(0), 0, 1)  # its owner could not be known
 
 
 async def test_a_budgeted_views_streamed_body_left_by_its_client_is_charged_to_its_request_once(

@@ -11,6 +11,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config, InvalidOption, Options
+from .context import finalise_abandoned_outside_requests
 from .core.errors import ErrorResponse, StoreMisconfigured, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
@@ -105,6 +106,7 @@ class IdentityMiddleware:
                 await _send_error(send, outcome.error)
                 return
             if isinstance(outcome, Tracked):
+                finalise_abandoned_outside_requests()
                 life = RequestLife(self.flow, outcome.meter)
                 scope["state"] = {**scope.get("state", {}), "identity": outcome.meter.identity}
                 async with life:

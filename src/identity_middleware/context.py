@@ -6,9 +6,10 @@ While the garbage collector runs finalisers, no meter is current (see :func:`col
 from __future__ import annotations
 
 import gc
+import sys
 import threading
-from collections.abc import Awaitable
-from contextvars import ContextVar, Token
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextvars import Context, ContextVar, Token
 from dataclasses import dataclass, field
 from threading import get_ident
 from typing import Protocol
@@ -18,8 +19,8 @@ from .core.errors import ErrorResponse
 from .core.models import Identity
 from .unmetered import LATE, drop
 
-__all__ = ["Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "collecting",
-           "current", "current_identity", "current_meter", "unbind"]
+__all__ = ["ABANDONED", "Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "collecting",
+           "current", "current_identity", "current_meter", "finalise_abandoned_outside_requests", "unbind"]
 
 
 class Reserver(Protocol):
@@ -143,10 +144,10 @@ _current: ContextVar[Binding | None] = ContextVar("identity_middleware.request",
 # serves: usage it records through the context is dropped and counted (see :mod:`.unmetered`),
 # and ``current_identity()`` is ``None`` there. A plain flag, not a ContextVar set: setting a
 # ContextVar inside a collection can crash CPython before 3.12 (gh-148891, a collection may run
-# inside another ContextVar.set). Not covered: asyncio schedules an abandoned async generator's
-# ``aclose()`` in the context current when it was collected, to run later; streams that carry
-# their own meter (instrumented calls, ``metered_stream``, ``@budgeted`` streaming bodies) are
-# ended by their request instead.
+# inside another ContextVar.set). An abandoned async generator's ``aclose()`` is scheduled by the
+# event loop's finaliser hook in the context current when it was collected, to run later: see
+# :func:`finalise_abandoned_outside_requests`. Streams that carry their own meter (instrumented
+# calls, ``metered_stream``, ``@budgeted`` streaming bodies) are ended by their request instead.
 _collector: int | None = None
 
 
@@ -161,6 +162,40 @@ gc.callbacks.append(_guard_collection)
 def collecting() -> bool:
     """Whether this thread is running the garbage collector's finalisers now."""
     return _collector is not None and _collector == get_ident()
+
+
+# What an abandoned async generator's ``aclose()`` runs under: no request. Usage it records is
+# dropped and counted as unmetered, never put on the request its collection happened to run in.
+ABANDONED = Untracked()
+_abandoned = Context()
+_abandoned.run(_current.set, ABANDONED)  # set once, here: never inside a collection
+
+
+class _FinaliseAbandoned:
+    """An event loop's async-generator finaliser hook, run in a copy of ``_abandoned``: the loop's
+    own hook schedules ``aclose()`` in the context current when it is called, so the task it makes
+    (and the generator's ``finally``) runs as no request's. Entering a context sets no ContextVar."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: Callable[[AsyncGenerator[object, object]], object]) -> None:
+        self.hook = hook
+
+    def __call__(self, generator: AsyncGenerator[object, object]) -> None:
+        _abandoned.copy().run(self.hook, generator)
+
+
+def finalise_abandoned_outside_requests() -> None:
+    """Make the running event loop's thread finalise abandoned async generators as no request's.
+
+    asyncio (and uvloop) finalise an async generator that was dropped unfinished by scheduling its
+    ``aclose()`` in the context current when the collector found it: that of whatever request was
+    being served then, so a plain streaming body's ``finally: record_usage(...)`` would charge a
+    bystander. Called by the ASGI middleware per request; costs one hooks lookup once installed.
+    The loop restores its hooks when it stops, so each loop gets the wrapper anew."""
+    hooks = sys.get_asyncgen_hooks()
+    if hooks.finalizer is not None and type(hooks.finalizer) is not _FinaliseAbandoned:
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=_FinaliseAbandoned(hooks.finalizer))
 
 
 def bind(binding: Binding) -> Token[Binding | None]:

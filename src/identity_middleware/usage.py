@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from .context import Meter, collecting, current, current_meter
+from .context import ABANDONED, Meter, collecting, current, current_meter
 from .core.money import Money, cost_nanos
 from .pricing import CallUsage, ModelPrice, Prices, PriceTable, TokenUsage, call_usage, parse_usage, price
 from .unmetered import UNOWNED, drop
@@ -44,7 +44,8 @@ def _add(cost: Money | None, input_tokens: int, output_tokens: int, model: str |
     if meter is None:
         meter = current_meter()
         if meter is None:
-            if collecting() and type(current()) is Meter:  # some other request's finaliser, run in this one
+            found = current()
+            if found is ABANDONED or (collecting() and type(found) is Meter):  # not this request's usage
                 drop(UNOWNED, nanos, input_tokens, output_tokens, model)
             return None
     if not meter.add(nanos, input_tokens, output_tokens, model, unpriced=unpriced, key=key):

@@ -15,7 +15,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.http.request import RawPostDataException, UnreadablePostError
 
-from ..context import Meter, Untracked
+from ..context import Meter, Untracked, finalise_abandoned_outside_requests
 from ..core.errors import ErrorResponse
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from ..flow.life import RequestLife
@@ -156,6 +156,7 @@ async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: Asyn
     annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
+    finalise_abandoned_outside_requests()
     async with _life(request, flow, outcome) as life:
         response = await call(request)
     life.answered(response.status_code)
