@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from ..stores.base import METRIC_DAYS, Store
-from .errors import AdminError, Reply, invalid_request
+from .errors import AdminError, Reply
 from .handlers import AdminRequest
 
 __all__ = ["daily_metrics"]
 
 
-def _days(request: AdminRequest) -> int:
-    value = request.one("days")
-    if value is None:
-        return METRIC_DAYS
-    days = int(value) if value.isdigit() else 0
-    if not 1 <= days <= METRIC_DAYS:
-        raise invalid_request(f"days must be an integer from 1 to {METRIC_DAYS}.", "days")
-    return days
-
-
 async def daily_metrics(store: Store, request: AdminRequest) -> Reply:
     """``GET /v2/identities/{id}/metrics/daily?days=30``: one entry per UTC day, oldest first."""
-    days = _days(request)
+    days = request.count("days", METRIC_DAYS, METRIC_DAYS)
     try:
         daily = await store.adaily_metrics(request.identity_id, days=days)
     except NotImplementedError as error:

@@ -64,16 +64,20 @@ class AdminRequest:
         raise invalid_request(f"{name} must be true, false, 1 or 0.", name)
 
     def limit(self) -> int:
-        value = self.one("limit")
+        return self.count("limit", 10, MAX_PAGE_SIZE)
+
+    def count(self, name: str, default: int, most: int) -> int:
+        """The query's ``name`` as a whole number from 1 to ``most`` (``default`` when absent)."""
+        value = self.one(name)
         if value is None:
-            return 10
+            return default
         try:
-            limit = int(value)
+            number = int(value)
         except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise invalid_request(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}.", "limit")
-        return limit
+            number = 0
+        if not 1 <= number <= most:
+            raise invalid_request(f"{name} must be an integer from 1 to {most}.", name)
+        return number
 
     def cursor(self, name: str) -> str | None:
         value = self.one(name)

@@ -230,19 +230,9 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     return Reply.json(200, body)
 
 
-def _limit(request: AdminRequest, default: int) -> int:
-    value = request.one("limit")
-    if value is None:
-        return default
-    limit = int(value) if value.isdigit() else 0
-    if not 1 <= limit <= REFUSAL_LOG_SIZE:
-        raise invalid_request(f"limit must be an integer from 1 to {REFUSAL_LOG_SIZE}.", "limit")
-    return limit
-
-
 async def refusals(store: Store, request: AdminRequest) -> Reply:
     """``GET /v2/analytics/refusals?limit=50``: the store's refusal log, newest first (extension)."""
-    found = await logged_refusals(store, _limit(request, 50))
+    found = await logged_refusals(store, request.count("limit", 50, REFUSAL_LOG_SIZE))
     return Reply.json(200, {"object": "list", "data": [refusal.to_json() for refusal in found]})
 
 
