@@ -22,7 +22,7 @@ from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, curr
 from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.errors import StoreMisconfigured, StoreUnavailable
 from identity_middleware.stores import RedisStore, store_from_url
-from identity_middleware.stores.urls import masked
+from identity_middleware.stores.urls import check_url, masked
 from redis_servers import free_port, own_server
 
 PASSWORD = "s3cret-pw"
@@ -58,6 +58,8 @@ def asgi_app(store: RedisStore, policy: str = "open") -> Starlette:
     ("redis+sentinel://host:26379", "names no service"),
     ("redis:///0", "names no host"),
     ("redis://host:70000/0", "cannot be read"),
+    ("redis+sentinel://:pw@s1:26379,:26380/mymaster", "names no host"),
+    ("redis+sentinel://s1:26379,s2:70000/mymaster", "cannot be read"),
 ])
 def test_a_url_that_names_no_store_is_refused_in_words(url: str, words: str) -> None:
     with pytest.raises(StoreMisconfigured) as raised:
@@ -65,6 +67,11 @@ def test_a_url_that_names_no_store_is_refused_in_words(url: str, words: str) -> 
     assert words in str(raised.value)
     assert masked(url) in str(raised.value)
     assert ":pw@" not in str(raised.value)
+
+
+def test_a_sentinel_url_may_list_every_sentinel() -> None:
+    url = "redis+sentinel://:pw@s1:26379,s2:26380,s3:26381/mymaster"
+    assert check_url(url) == url
 
 
 def test_a_redis_store_refuses_a_memory_url() -> None:

@@ -44,7 +44,8 @@ def check_url(url: object) -> str:
         raise StoreMisconfigured(f"store URL {shown!r} has no scheme: write it as {_EXAMPLE} (or memory://)")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        hosts = _hosts(parts)
+        ports = [each.port for each in hosts]
     except ValueError as error:
         raise StoreMisconfigured(f"store URL {shown!r} cannot be read: {error}") from None
     scheme = parts.scheme.lower()
@@ -55,12 +56,22 @@ def check_url(url: object) -> str:
         if scheme == "unix" and not parts.path:
             raise StoreMisconfigured(f"store URL {shown!r} names no socket: unix:///path/to/redis.sock")
         return url
-    if not parts.hostname:
+    if not all(each.hostname for each in hosts):
         raise StoreMisconfigured(f"store URL {shown!r} names no host: {_EXAMPLE}")
-    if port is not None and not 0 < port < 65536:
-        raise StoreMisconfigured(f"store URL {shown!r}: port {port} is out of range")
+    for port in ports:
+        if port is not None and not 0 < port < 65536:
+            raise StoreMisconfigured(f"store URL {shown!r}: port {port} is out of range")
     _check_db(shown, scheme, parts)
     return url
+
+
+def _hosts(parts: SplitResult) -> list[SplitResult]:
+    """Each host the URL names, as a URL of its own: a Sentinel URL lists every Sentinel
+    (``redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster``), any other names one host."""
+    if not parts.scheme.lower().endswith("+sentinel"):
+        return [parts]
+    user, at, hosts = parts.netloc.rpartition("@")
+    return [parts._replace(netloc=f"{user}{at}{host}") for host in hosts.split(",")]
 
 
 def _check_db(shown: str, scheme: str, parts: SplitResult) -> None:
