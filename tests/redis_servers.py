@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
@@ -134,37 +135,78 @@ def redis_server() -> Iterator[str]:
             stop_servers([process])
 
 
+@dataclass
+class Cluster:
+    """A private Redis Cluster: its URL, each node's port, and the processes (by port)."""
+
+    url: str
+    ports: list[int]
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (a crash: nothing is flushed or handed over)."""
+        process = self.processes[port]
+        process.kill()
+        process.wait()
+
+    def master_of(self, slot: int) -> int:
+        """The port of the master serving ``slot``, as a live node's ``CLUSTER SLOTS`` says."""
+        import redis
+
+        for port in self.ports:
+            if self.processes[port].poll() is not None:
+                continue
+            with redis.Redis(port=port) as admin:
+                for start, end, master, *_ in admin.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return int(master[1])
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def wait_state(self, state: str) -> None:
+        """Until every live node reports ``cluster_state:<state>``."""
+        deadline = time.monotonic() + 60
+        while not all(f"cluster_state:{state}" in _cli(port, "CLUSTER", "INFO") for port in self.ports
+                      if self.processes[port].poll() is None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not reach cluster_state:{state}")
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[str]:
-    """A real Redis Cluster of ``masters`` primaries; yields ``redis+cluster://127.0.0.1:PORT``."""
+def cluster_nodes(masters: int = 3, replicas: int = 0, *extra: str) -> Iterator[Cluster]:
+    """A real Redis Cluster of ``masters`` primaries with ``replicas`` replicas each, every node
+    started with ``extra`` options (e.g. ``--cluster-require-full-coverage no``)."""
     require_binaries()
     with tempfile.TemporaryDirectory(prefix="idm-cluster-") as root:
-        processes: list[subprocess.Popen[bytes]] = []
-        ports: list[int] = []
+        cluster = Cluster("", [])
         try:
-            for index in range(masters):
+            for index in range(masters * (1 + replicas)):
                 directory = Path(root) / str(index)
                 directory.mkdir()
                 port = free_port(bus=True)
-                ports.append(port)
-                processes.append(start_server(port, directory, "--cluster-enabled", "yes",
-                                        "--cluster-config-file", "nodes.conf",
-                                        "--cluster-node-timeout", "5000"))
+                cluster.ports.append(port)
+                cluster.processes[port] = start_server(
+                    port, directory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    *(extra or ("--cluster-node-timeout", "5000")))
             result = subprocess.run(
-                [REDIS_CLI, "--cluster", "create", *[f"127.0.0.1:{port}" for port in ports],
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                [REDIS_CLI, "--cluster", "create", *[f"127.0.0.1:{port}" for port in cluster.ports],
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=60, check=False,
             )
             if result.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
-            deadline = time.monotonic() + 30
-            while not all("cluster_state:ok" in _cli(port, "CLUSTER", "INFO") for port in ports):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
-                time.sleep(0.1)
-            yield f"redis+cluster://127.0.0.1:{ports[0]}"
+            cluster.wait_state("ok")
+            cluster.url = f"redis+cluster://127.0.0.1:{cluster.ports[0]}"
+            yield cluster
         finally:
-            stop_servers(processes)
+            stop_servers([process for process in cluster.processes.values() if process.poll() is None])
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A real Redis Cluster of ``masters`` primaries; yields ``redis+cluster://127.0.0.1:PORT``."""
+    with cluster_nodes(masters) as cluster:
+        yield cluster.url
 
 
 def start_sentinel(port: int, directory: Path, master_port: int, service: str) -> subprocess.Popen[bytes]:

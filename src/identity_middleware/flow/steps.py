@@ -146,7 +146,7 @@ class Flow(Drivers):
                 if exceeded is not None:
                     asked.estimate, asked.refused = 0, True
                     yield Admit(asked)  # upserted, counted
-                    self._outage.ok()
+                    self._answered()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
             # The body's model matters only to model/provider budgets: decoded only when the store has some.
@@ -155,10 +155,9 @@ class Flow(Drivers):
             admission: Admission = yield Admit(asked)
         except StoreUnavailable as error:
             return self._during_outage(error, resolved.external_id, request, estimate, mark is not None)
-        if self._outage.down:
-            self._outage.ok()
-        if self._allowances.requests:  # the outage is over: what was admitted meanwhile is being written
-            self._allowances.ended()
+        self._answered()
+        if self._allowances.requests and not self.store.partly_down:
+            self._allowances.ended()  # the outage is over: what was admitted meanwhile is being written
         identity = admission.identity
         if identity is None:  # unknown, and not created (create_missing=False)
             return Refused(self._identity_required) if required else Untracked(resolved.external_id)
@@ -225,7 +224,7 @@ class Flow(Drivers):
         except StoreUnavailable as error:
             refused = self._unavailable(error)
             return refused.error if refused is not None else None
-        self._outage.ok()
+        self._answered()
         if admission.blocked is not None:
             meter.counted = True  # the store counted the blocked request and its error
             return budget_exceeded(meter.identity.external_id, admission.blocked)
@@ -282,7 +281,13 @@ class Flow(Drivers):
 
     def _settled(self, meter: Meter) -> None:
         # An allowance's settlement is buffered until the store answers: no sign that it is back.
-        if self._outage.down and meter.allowance is None:
+        if meter.allowance is None:
+            self._answered()
+
+    def _answered(self) -> None:
+        """The store answered: a logged outage is over, unless part of the store is still known to be
+        down (a Cluster master failing over while the others answer: ``Store.partly_down``)."""
+        if self._outage.down and not self.store.partly_down:
             self._outage.ok()
 
     def _settle_failed(self, failure: StoreUnavailable) -> None:

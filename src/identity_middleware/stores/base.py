@@ -271,6 +271,13 @@ class Store(ScopedBudgets, abc.ABC):
         does not keep them): what an outage's local allowance meters a request with."""
         return None
 
+    @property
+    def partly_down(self) -> bool:
+        """Whether the store, or a part of it, is known to be down even as a call answers (a Redis
+        Cluster master failing over while the others serve): the middleware ends an outage (its
+        "available again" line, the local allowance) only once it is not. Never, by default."""
+        return False
+
     def check(self) -> None:
         """At startup: raise :class:`~identity_middleware.core.errors.StoreMisconfigured` if the
         store cannot work as configured, :class:`StoreUnavailable` (in words) if it cannot be

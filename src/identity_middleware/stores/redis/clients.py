@@ -147,9 +147,11 @@ class ClientSpec:
         kwargs = self._kwargs()
         if self.is_cluster:
             # The async cluster raises MaxConnectionsError when a node's pool is full; the store
-            # queues on a per-loop semaphore of the same size instead (see RedisStore).
+            # queues on a per-loop semaphore of the same size instead (see RedisStore). One retry,
+            # as the sync client's: redis-py's default (10, with a backoff of up to 10 s) held a
+            # call to a master that was gone for seconds, past every request's bound.
             return redis.asyncio.cluster.RedisCluster.from_url(
-                self._plain_url(), max_connections=self.max_connections, **kwargs)
+                self._plain_url(), max_connections=self.max_connections, retry=_aretry(), **kwargs)
         if self.is_sentinel:
             hosts, service, extra = self._sentinel()
             sentinel = cast(Any, redis.asyncio.sentinel.Sentinel)(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio.cluster
 
 from .clients import AsyncClient, ClientSpec
-from .transport import DOWN, AsyncRedisPy, AsyncTransport, unavailable
+from .transport import AsyncRedisPy, AsyncTransport, down, unavailable
 
 
 @dataclass(eq=False)
@@ -99,7 +99,7 @@ class Loops:
             except BaseException as error:
                 with contextlib.suppress(Exception):
                     await state.client.aclose()
-                if isinstance(error, DOWN):
+                if down(error):
                     raise unavailable(error) from error
                 raise
         with self._lock:

@@ -2,7 +2,8 @@
 
 A plan is a generator: it yields a step, the runner has the transport execute it and sends the
 reply back, or throws the reply's error (a ``ResponseError``) in at the ``yield``. Connection
-trouble never reaches a plan: it is raised as :class:`StoreUnavailable`, as are the replies that
+trouble never reaches a plan (:func:`.transport.down`: a Cluster's unroutable moments included): it
+is raised as :class:`StoreUnavailable`, as are the replies that
 mean "not now" (:data:`.transport.UNSERVED`); on ``READONLY`` or ``NOREPLICAS`` the transport's
 connections are dropped first, so the next call finds the master.
 """
@@ -18,7 +19,7 @@ import redis.exceptions
 
 from ...core.errors import StoreUnavailable
 from .steps import Plan
-from .transport import DOWN, AsyncTransport, Landed, SyncTransport, demoted, refused, unavailable
+from .transport import FAULTS, AsyncTransport, Landed, SyncTransport, demoted, down, refused, unavailable
 
 T = TypeVar("T")
 
@@ -32,6 +33,11 @@ class Runner:
         self._owned = owned
         self._transport: SyncTransport | None = None
         self._lock = threading.Lock()
+
+    @property
+    def built(self) -> SyncTransport | None:
+        """The transport if it is built (no connection is made here)."""
+        return self._transport
 
     @property
     def transport(self) -> SyncTransport:
@@ -59,7 +65,9 @@ class Runner:
                     step = plan.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except DOWN as error:
+        except FAULTS as error:
+            if not down(error):
+                raise
             raise unavailable(error) from error
 
     def close(self) -> None:
@@ -92,7 +100,9 @@ async def arun(transport: AsyncTransport, plan: Plan[T], timeout: float | None =
                 step = plan.send(reply)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    except DOWN as error:
+    except FAULTS as error:
+        if not down(error):
+            raise
         raise unavailable(error) from error
     except Landed:  # the batch was answered, but the caller was cancelled meanwhile
         if landed_cancels:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis.cluster
+
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
 from ...core.errors import StoreMisconfigured, StoreUnavailable
@@ -48,6 +50,7 @@ from .options import RedisOptions
 from .plans import Plans
 from .plans.refusals import logging_refusal, recent_refusals, refusal_key
 from .runner import Runner, arun
+from .shards import Shards, node_of
 from .steps import Plan
 from .transport import RedisPy
 from .verdicts import Verdicts
@@ -82,8 +85,10 @@ class RedisStore(Store):
         if url is not None and check_url(url).startswith("memory:"):
             raise StoreMisconfigured("memory:// is not a Redis URL: use MemoryStore() or store_from_url()")
         spec = ClientSpec.of(url, options) if url is not None else None
-        self._verdicts = Verdicts(options.breaker(), options.request_timeout, url)
+        self._verdicts = Verdicts(Shards(options.breaker, options.clock), options.request_timeout, url)
         self._spec = spec
+        # On a Cluster, an admission is judged by the breaker of its identity's master (.shards).
+        self._sharded = spec.is_cluster if spec is not None else isinstance(client, redis.cluster.RedisCluster)
         leases = None
         if options.lease is not None:
             from .lease import Leases
@@ -138,8 +143,32 @@ class RedisStore(Store):
 
     @property
     def health(self) -> Health:
-        """The breaker that decides when Redis is down for the request path (:mod:`..health`)."""
+        """The breaker that decides when Redis is down for the request path (:mod:`..health`); on a
+        Cluster each master has its own (:mod:`.shards`), and this one judges the calls whose
+        master is not known."""
         return self._verdicts.health
+
+    @property
+    def partly_down(self) -> bool:
+        """Whether Redis, or on a Cluster one of its masters, is known to be down (a breaker open
+        that calls still meet): the middleware ends an outage (its log line, the local allowance)
+        only once it is not."""
+        return self._verdicts.shards.down
+
+    def _node(self, external_id: str) -> str | None:
+        """On a Cluster, the master serving ``external_id`` in the sync client's slot map, whose
+        breaker judges its admission (``None``: the store's breaker)."""
+        if not self._sharded:
+            return None
+        transport = self._request_runner.built
+        return None if transport is None else node_of(transport.client, external_id)
+
+    def _anode(self, external_id: str) -> str | None:
+        """:meth:`_node` in the running loop's client's slot map."""
+        if not self._sharded:
+            return None
+        state = self._loops.cached()
+        return None if state is None else node_of(state.client, external_id)
 
     def known_identity(self, external_id: str) -> Identity | None:
         cached = self._plans.records.cached(identity_tag(external_id))
@@ -308,7 +337,7 @@ class RedisStore(Store):
         else written first."""
         if self._plans.leasing is not None and (admission := self._plans.leasing.admit_locally(request)) is not None:
             return admission
-        return self._verdicts.guarded(self._admit, request)
+        return self._verdicts.guarded(self._admit, request, self._node(request.external_id))
 
     def _registry_read(self, runner: Runner) -> None:
         """Read a stale registry of global budgets apart from the admission: if it cannot be read (on
@@ -345,6 +374,7 @@ class RedisStore(Store):
         # to write first, the runner's coroutine is the whole admission (one object fewer alive per
         # request while Redis answers; see IdentityMiddleware.__call__), the buffered usage of the
         # identity, if any, counted by the admission itself.
+        node = self._anode(request.external_id) if self._sharded else None
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.retry_due and not self._plans.registry.due():
@@ -353,13 +383,14 @@ class RedisStore(Store):
                     now = request.now if request.now is not None else datetime.now(UTC)
                     found = self._writer.countable(request.external_id, now)
                     if found is WRITE_FIRST:
-                        return self._verdicts.aguarded(self._aadmit(request))
+                        return self._verdicts.aguarded(self._aadmit(request), node)
                     if found is not None:  # counted at the instant it was looked up for
                         unwritten, request = found, dataclasses.replace(request, now=now)
                 plan = self._admission(request, unwritten=unwritten)
-                return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True))
-            return self._verdicts.aguarded(self._aadmit(request))
-        return self._aadmit_leased(request)
+                return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True),
+                                               node)
+            return self._verdicts.aguarded(self._aadmit(request), node)
+        return self._aadmit_leased(request, node)
 
     async def _aadmit(self, request: AdmissionRequest) -> Admission:
         """An admission that counts what this process has buffered of the identity (the usage of the
@@ -380,12 +411,12 @@ class RedisStore(Store):
         steps (a write first, then the admission): a timeout past it is this process's lateness."""
         return None if self.request_timeout is None else max(0.0, self.request_timeout - (time.monotonic() - began))
 
-    async def _aadmit_leased(self, request: AdmissionRequest) -> Admission:
+    async def _aadmit_leased(self, request: AdmissionRequest, node: str | None) -> Admission:
         assert self._plans.leasing is not None
         found = await self._plans.leasing.aadmit_locally(request, self.request_timeout)
         if isinstance(found, Admission):
             return found
-        return await self._verdicts.aguarded(self._aadmit_unleased(request, found))
+        return await self._verdicts.aguarded(self._aadmit_unleased(request, found), node)
 
     async def _aadmit_unleased(self, request: AdmissionRequest, found: Ask | None) -> Admission:
         began = time.monotonic()

@@ -12,7 +12,8 @@ failover), pipelines for batches, and the client's pools and retries. The accele
 the protocol themselves and are loaded only when ``RedisOptions.multiplex`` is on and the URL
 allows them.
 
-This module is also the one place that classifies transport errors: :data:`DOWN` is what means
+This module is also the one place that classifies transport errors: :func:`down` (:data:`DOWN`,
+and what redis-py's Cluster client raises when it cannot route a command now) is what means
 "Redis is not there" (as opposed to a reply Redis would give again), :data:`UNSERVED` the replies
 that mean "not now" (NOREPLICAS, READONLY, LOADING, ...: outages too), and :func:`unavailable` is
 where the store decides it is unavailable.
@@ -35,10 +36,31 @@ from ...core.errors import StoreUnavailable
 from .scripts import Script
 from .steps import Batch, Call, Eval, Step
 
-# What means "Redis is not there" (as opposed to a reply Redis will give again).
+# What means "Redis is not there" (as opposed to a reply Redis will give again). On a Cluster,
+# redis-py's client also raises, when it cannot route a command now though it will once the
+# Cluster settles: SlotNotCoveredError (no node serves the slot: its master lost and not replaced,
+# or the slot being reassigned), RedisClusterUnreachableError (no node answered for the topology),
+# ClusterError ("TTL exhausted": redirections went round while slots moved). The first two are not
+# RedisErrors (see :func:`down` for their plain base class).
 DOWN: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError, redis.exceptions.RedisClusterUnreachableError,
     redis.exceptions.MaxConnectionsError, OSError)
+# What a runner catches to ask :func:`down`: DOWN, and the Cluster client's plain RedisClusterException.
+FAULTS: tuple[type[BaseException], ...] = (*DOWN, redis.exceptions.RedisClusterException)
+# The plain RedisClusterException's words for a topology the client could not read whole now (nodes
+# mid-failover disagreeing, slots not covered yet, no node reachable when the cause is not a
+# connection's); its other uses are mistakes (a command a Cluster cannot route), never outages.
+_TOPOLOGY_WORDS = ("not covered", "could not agree", "cannot be connected")
+
+
+def down(error: BaseException) -> bool:
+    """Whether ``error`` (raised by a transport) means Redis, or the part of a Cluster a command
+    needs, is not there now: an outage (:func:`unavailable`), not a mistake to raise as it is."""
+    if isinstance(error, DOWN):
+        return True
+    return isinstance(error, redis.exceptions.RedisClusterException) and any(
+        words in str(error) for words in _TOPOLOGY_WORDS)
 
 
 # Error replies that refuse this client, not the plan's command (a password missing or wrong, a
@@ -97,7 +119,7 @@ def refused(error: redis.exceptions.ResponseError) -> redis.exceptions.Connectio
 
 
 def unavailable(error: BaseException) -> StoreUnavailable:
-    """The store's outage, from a transport error in :data:`DOWN`: where the store decides it is
+    """The store's outage, from a transport error that is :func:`down`: where the store decides it is
     unavailable (what the outage means to a request: :mod:`.verdicts` and :mod:`..health`)."""
     return StoreUnavailable(f"redis: {error}")
 

@@ -2,9 +2,10 @@
 
 :func:`failure_of` says what the call met (refused, reset, or only late) by the exceptions redis-py,
 the socket layer and asyncio raise, walking the chain a runner wrapped them in; the breaker
-(:mod:`..health`) decides an outage from that. :class:`Verdicts` turns the failure into what the
-request meets: an outage (:class:`StoreUnavailable`, the outage policy), a late reply
-(:class:`StoreLate`, 503) or, at startup, a store that can never work (:class:`StoreMisconfigured`).
+(:mod:`..health`; one per Cluster master, :mod:`.shards`) decides an outage from that.
+:class:`Verdicts` turns the failure into what the request meets: an outage (:class:`StoreUnavailable`,
+the outage policy), a late reply (:class:`StoreLate`, 503) or, at startup, a store that can never
+work (:class:`StoreMisconfigured`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ...core.admission import Admission, AdmissionRequest
 from ...core.errors import StoreLate, StoreMisconfigured, StoreUnavailable
 from ..health import Failure, Health
 from ..urls import masked
+from .shards import Shards
 from .steps import Call, Plan
 from .transport import refuses_client
 
@@ -79,37 +81,43 @@ def _ping() -> Plan[object]:
 
 
 class Verdicts:
-    """The request path's judge for one store: its breaker, its bound and its URL (masked)."""
+    """The request path's judge for one store: its breakers (:mod:`.shards`: one, or one per
+    Cluster master), its bound and its URL (masked)."""
 
-    def __init__(self, health: Health, bound: float | None, url: str | None) -> None:
-        self.health = health
+    def __init__(self, shards: Shards, bound: float | None, url: str | None) -> None:
+        self.shards = shards
+        self.health = shards.store
         self.bound = bound
         self.where = masked(url) if url is not None else "the Redis client given"
         self._late_logged = -LATE_LOG_EVERY
 
-    def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest) -> Admission:
-        """``admit(request)`` if the breaker lets it be tried, its failure judged."""
-        if not self.health.admits():
-            raise self.down()
+    def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest,
+                node: str | None = None) -> Admission:
+        """``admit(request)`` if the breaker of ``node`` (the master serving the identity, on a
+        Cluster; else the store's) lets it be tried, its failure judged."""
+        health = self.shards.of(node)
+        if not health.admits():
+            raise self.down(health, node)
         try:
             admission = admit(request)
         except StoreUnavailable as error:
             # A sync call's timeout is the kernel's: no reply had come, however late the thread ran.
-            raise self.judged(error, 0.0) from error
-        self.health.answered()
+            raise self.judged(error, 0.0, health) from error
+        health.answered()
         return admission
 
-    async def aguarded(self, admission: Coroutine[Any, Any, Admission]) -> Admission:
+    async def aguarded(self, admission: Coroutine[Any, Any, Admission], node: str | None = None) -> Admission:
         """The async twin of :meth:`guarded`: ``admission`` awaited (or closed, when not tried)."""
-        if not self.health.admits():
+        health = self.shards.of(node)
+        if not health.admits():
             admission.close()
-            raise self.down()
+            raise self.down(health, node)
         began = time.monotonic()
         try:
             found = await admission
         except StoreUnavailable as error:
-            raise self.judged(error, time.monotonic() - began) from error
-        self.health.answered()
+            raise self.judged(error, time.monotonic() - began, health) from error
+        health.answered()
         return found
 
     def check(self, run: Callable[[Plan[object]], object]) -> None:
@@ -127,16 +135,18 @@ class Verdicts:
         except StoreUnavailable as error:
             raise self.at_startup(error) from error
 
-    def down(self) -> StoreUnavailable:
-        """What a call meets while the breaker is open: it is not tried."""
-        cause = self.health.cause.value if self.health.cause is not None else "down"
-        return StoreUnavailable(f"redis: down ({cause}); not tried again until a probe is answered")
+    def down(self, health: Health, node: str | None = None) -> StoreUnavailable:
+        """What a call meets while its breaker is open: it is not tried."""
+        cause = health.cause.value if health.cause is not None else "down"
+        what = "down" if node is None else f"the master at {node} is down"
+        return StoreUnavailable(f"redis: {what} ({cause}); not tried again until a probe is answered")
 
-    def judged(self, error: StoreUnavailable, waited: float) -> StoreUnavailable:
+    def judged(self, error: StoreUnavailable, waited: float, health: Health) -> StoreUnavailable:
         """``error`` as the request path meets it, after ``waited`` seconds (0: not measured): an
-        outage when the breaker opens (or is open), else only this call's lateness (:class:`StoreLate`)."""
+        outage when the call's breaker (``health``) opens or is open, else only this call's
+        lateness (:class:`StoreLate`)."""
         late = waited - self.bound if self.bound is not None and waited else 0.0
-        if self.health.failed(failure_of(error), late=late):
+        if health.failed(failure_of(error), late=late):
             return error
         now = time.monotonic()
         if now - self._late_logged >= LATE_LOG_EVERY:  # a starved host refuses many: said once a minute
