@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 from orq_ai_sdk import Orq, models
 from orq_ai_sdk.models import OrqError
@@ -17,6 +21,7 @@ from conftest import MakeStore
 from identity_middleware.admin import create_admin_app
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.stores import Store
+from sdk_calls import SdkCalls
 
 TOKEN = "budgets-admin-token"
 
@@ -36,6 +41,23 @@ def server(store: Store) -> Iterator[str]:
 @pytest.fixture
 def orq(server: str) -> Orq:
     return Orq(api_key=TOKEN, server_url=server)
+
+
+class Sdk:
+    """``orq.budgets`` and ``orq.identities``, by the sync methods or (``portal`` given) their ``*_async`` twins."""
+
+    def __init__(self, orq: Orq, portal: anyio.from_thread.BlockingPortal | None) -> None:
+        self.budgets = SdkCalls(orq.budgets, portal)
+        self.identities = SdkCalls(orq.identities, portal)
+
+
+@pytest.fixture(params=["sync", "async"])
+def sdk(request: pytest.FixtureRequest, orq: Orq) -> Iterator[Sdk]:
+    if request.param == "sync":
+        yield Sdk(orq, None)
+        return
+    with anyio.from_thread.start_blocking_portal() as portal:
+        yield Sdk(orq, portal)
 
 
 def spend(store: Store, external_id: str, cost: str, model: str | None = None, tokens: int = 0) -> None:
@@ -152,3 +174,139 @@ def test_async_methods_work_too(orq: Orq) -> None:
         assert isinstance(await orq.budgets.list_async(), models.ListBudgetsResponse)
 
     anyio.run(main)
+
+
+# -- the orq wire leftovers (issue 25): sort_by, every scope kind, one id, one uniqueness rule, alerts --
+def _expected(budgets: list[models.BudgetRestResponse], sort_by: str) -> list[str]:
+    """The order the docs promise: created/updated newest first, expiry soonest first (never last); ties by id."""
+    def micros(moment: datetime) -> int:
+        return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+    def key(budget: models.BudgetRestResponse) -> tuple[Any, ...]:
+        if sort_by == "BUDGET_SORT_FIELD_CREATED_AT":
+            return (-micros(budget.created_at), budget.budget_id)
+        if sort_by == "BUDGET_SORT_FIELD_UPDATED_AT":
+            return (-micros(budget.updated_at), budget.budget_id)
+        expires = budget.expires_at
+        return (expires is None, 0 if expires is None else micros(expires), budget.budget_id)
+
+    return [budget.budget_id for budget in sorted(budgets, key=key)]
+
+
+def _every_page(sdk: Sdk, sort_by: str, limit: int) -> list[str]:
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = sdk.budgets.list(limit=limit, sort_by=sort_by, starting_after=after)
+        assert page is not None and len(page.data) <= limit
+        seen += [budget.budget_id for budget in page.data]
+        if not page.has_more:
+            return seen
+        after = page.data[-1].budget_id
+
+
+def test_list_sorts_by_every_field_the_sdk_offers_and_pages_exactly(sdk: Sdk) -> None:
+    fields = typing.get_args(models.BudgetSortField)
+    assert len(fields) == 3  # the SDK's enum: every value is served below
+    specs: list[dict[str, Any]] = [
+        {"scope": {"identity": {"identity_external_id": "u1"}}, "limits": {"period": "BUDGET_PERIOD_MONTHLY",
+                                                                          "amount": 5}},
+        {"scope": {"model": {"model_id": "m1"}}, "limits": {"period": "BUDGET_PERIOD_DAILY", "amount": 1},
+         "expires_at": "2999-01-01T00:00:00Z"},
+        {"scope": {"provider": {"provider": "p"}}, "limits": {"period": "BUDGET_PERIOD_WEEKLY", "amount": 1},
+         "expires_at": "2998-06-01T00:00:00Z"},
+        {"scope": {"workspace": {}}, "limits": {"period": "BUDGET_PERIOD_YEARLY", "amount": 100}},
+        {"scope": {"model": {"model_id": "m2"}}, "limits": {"period": "BUDGET_PERIOD_ONE_TIME", "token_limit": 9},
+         "expires_at": "2998-01-01T00:00:00Z"},
+    ]
+    made = [sdk.budgets.create(**spec).budget.budget_id for spec in specs]
+    sdk.budgets.update(budget_id=made[0], limits={"amount": 6})  # updated order differs from created order
+    listed = sdk.budgets.list(limit=200)
+    assert listed is not None and sorted(b.budget_id for b in listed.data) == sorted(made)
+    for sort_by in fields:
+        expected = _expected(listed.data, sort_by)
+        whole = sdk.budgets.list(limit=200, sort_by=sort_by)
+        assert whole is not None and [b.budget_id for b in whole.data] == expected, sort_by
+        assert _every_page(sdk, sort_by, 2) == expected, sort_by  # forward, without gap or repeat
+        back = sdk.budgets.list(limit=2, sort_by=sort_by, ending_before=expected[3])
+        assert back is not None and [b.budget_id for b in back.data] == expected[1:3] and back.has_more
+        narrow = sdk.budgets.list(limit=200, sort_by=sort_by, scope_kind=["BUDGET_SCOPE_KIND_MODEL"])
+        assert narrow is not None and [b.budget_id for b in narrow.data] == [i for i in expected
+                                                                            if i in (made[1], made[4])]
+    expiring = sdk.budgets.list(limit=3, sort_by="BUDGET_SORT_FIELD_EXPIRES_AT")
+    assert expiring is not None and [b.budget_id for b in expiring.data] == [made[4], made[2], made[1]]
+    created = sdk.budgets.list(limit=200, sort_by="BUDGET_SORT_FIELD_CREATED_AT")
+    assert created is not None and [b.budget_id for b in created.data] == made[::-1]  # made one after another
+    updated = sdk.budgets.list(limit=1, sort_by="BUDGET_SORT_FIELD_UPDATED_AT")
+    assert updated is not None and updated.data[0].budget_id == made[0]
+
+
+def test_a_sorted_list_refuses_a_cursor_naming_no_budget(sdk: Sdk) -> None:
+    sdk.budgets.create(scope={"workspace": {}}, limits={"period": "BUDGET_PERIOD_DAILY", "amount": 1})
+    with pytest.raises(OrqError) as raised:
+        sdk.budgets.list(sort_by="BUDGET_SORT_FIELD_UPDATED_AT", starting_after="bg_gone")
+    assert raised.value.raw_response.status_code == 404
+    unsorted = sdk.budgets.list(starting_after="bg_gone")  # by id, any id is a position
+    assert unsorted is not None
+
+
+@pytest.mark.parametrize("kind", typing.get_args(models.BudgetScopeKind))
+def test_every_scope_kind_the_sdk_offers_filters_the_list(sdk: Sdk, kind: str) -> None:
+    made = sdk.budgets.create(scope={"provider": {"provider": "openai"}},
+                              limits={"period": "BUDGET_PERIOD_DAILY", "amount": 1}).budget.budget_id
+    page = sdk.budgets.list(scope_kind=[kind])
+    assert page is not None and page.has_more is False
+    assert [b.budget_id for b in page.data] == ([made] if kind == "BUDGET_SCOPE_KIND_PROVIDER" else [])
+
+
+def test_the_budget_an_identity_shows_is_the_one_the_budgets_api_serves(sdk: Sdk, store: Store) -> None:
+    from identity_middleware import Budget
+
+    made = sdk.identities.create(external_id="u7").result.identity
+    store.set_budget("u7", Budget(period="daily", amount="0.5"))
+    created = sdk.budgets.create(scope={"identity": {"identity_external_id": "u7"}},
+                                 limits={"period": "BUDGET_PERIOD_MONTHLY", "amount": 8}).budget
+    shown = sdk.identities.retrieve(id="u7", include_budget=True).identity.budget
+    assert shown is not None and shown.budget_id == created.budget_id == f"bi_{made.id}_monthly"
+    listed = sdk.identities.list(include_budget=True)
+    assert listed is not None and listed.data[0].budget is not None
+    assert listed.data[0].budget.budget_id == created.budget_id
+    fetched = sdk.budgets.get(budget_id=shown.budget_id).budget
+    assert fetched.budget_id == shown.budget_id and fetched.limits.amount == 8
+    older = sdk.budgets.get(budget_id=f"{made.id}.monthly").budget  # the id earlier versions showed
+    assert older.budget_id == created.budget_id
+    sdk.budgets.update(budget_id=f"{made.id}.daily", limits={"amount": 0.75})
+    assert store.budget_status("u7")[0].amount == Decimal("0.75")
+
+
+def test_a_second_identity_budget_of_one_period_is_a_409_and_changes_nothing(sdk: Sdk, store: Store) -> None:
+    first = sdk.budgets.create(scope={"identity": {"identity_external_id": "u8"}},
+                               limits={"period": "BUDGET_PERIOD_DAILY", "amount": 1}).budget
+    with pytest.raises(OrqError) as raised:
+        sdk.budgets.create(scope={"identity": {"identity_external_id": "u8"}},
+                           limits={"period": "BUDGET_PERIOD_DAILY", "amount": 2})
+    assert raised.value.raw_response.status_code == 409
+    assert raised.value.raw_response.json()["error"]["budget_id"] == first.budget_id
+    assert sdk.budgets.get(budget_id=first.budget_id).budget.limits.amount == 1
+    other = sdk.budgets.create(scope={"identity": {"identity_external_id": "u8"}},
+                               limits={"period": "BUDGET_PERIOD_MONTHLY", "amount": 2}).budget
+    assert other.budget_id != first.budget_id
+
+
+def test_a_tokens_alert_is_rejected_as_orq_documents(sdk: Sdk) -> None:
+    tokens = [{"threshold_percent": 80, "notifier_ids": ["ops"], "dimension": "BUDGET_ALERT_DIMENSION_TOKENS"}]
+    with pytest.raises(OrqError) as raised:
+        sdk.budgets.create(scope={"workspace": {}}, limits={"period": "BUDGET_PERIOD_DAILY", "token_limit": 100},
+                           alerts=tokens)
+    assert raised.value.raw_response.status_code == 400
+    error = raised.value.raw_response.json()["error"]
+    assert "TOKENS alert is rejected" in error["message"] and error["field"].startswith("alerts")
+    made = sdk.budgets.create(scope={"workspace": {}}, limits={"period": "BUDGET_PERIOD_DAILY", "amount": 1,
+                                                               "token_limit": 100},
+                              alerts=[{"threshold_percent": 80, "notifier_ids": ["ops"],
+                                       "dimension": "BUDGET_ALERT_DIMENSION_COST"}]).budget
+    with pytest.raises(OrqError) as raised:
+        sdk.budgets.update(budget_id=made.budget_id, alerts=tokens)
+    assert raised.value.raw_response.status_code == 400
+    kept = sdk.budgets.get(budget_id=made.budget_id).budget.alerts
+    assert kept is not None and [alert.dimension for alert in kept] == ["BUDGET_ALERT_DIMENSION_COST"]

@@ -343,3 +343,31 @@ def test_metrics_error_rate_is_zero_without_requests() -> None:
 
 def test_metrics_dump_cost_as_a_decimal_string() -> None:
     assert metrics_from_totals(1, 0, 0, 1, 0).model_dump(mode="json")["total_cost"] == "0.000000001"
+
+
+# -- budget alerts: orq's rule, "A TOKENS alert is rejected" ------------------------------------------
+def test_a_tokens_alert_is_refused_on_every_write() -> None:
+    from identity_middleware.core.budgets import Alert, BudgetChanges, BudgetSpec
+
+    tokens = {"threshold_percent": 80, "dimension": "tokens"}
+    for write in (lambda: Alert(threshold_percent=80, dimension="tokens"),
+                  lambda: BudgetSpec(scope="workspace", token_limit=10, alerts=[tokens]),
+                  lambda: BudgetChanges(alerts=[tokens])):
+        with pytest.raises(ValidationError, match="a TOKENS alert is rejected"):
+            write()
+    assert Alert(threshold_percent=80).dimension == "cost"
+
+
+def test_a_tokens_alert_an_earlier_version_stored_is_kept_through_changes() -> None:
+    import json
+
+    from identity_middleware.core.budgets import BudgetChanges, ScopedBudget
+
+    record = json.dumps({"scope": "workspace", "period": "daily", "token_limit": 10, "id": "bg_1",
+                         "alerts": [{"id": "a1", "threshold_percent": 80, "dimension": "tokens"}],
+                         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"})
+    budget = ScopedBudget.from_record(record)
+    assert [alert.dimension for alert in budget.alerts] == ["tokens"]
+    changed = budget.changed(BudgetChanges(is_active=False), datetime(2026, 1, 2, tzinfo=UTC))
+    assert changed.alerts == budget.alerts and changed.is_active is False
+    assert ScopedBudget.from_record(changed.to_record()) == changed

@@ -3,9 +3,8 @@ sync and async, against a real uvicorn server (standalone and mounted), on every
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,23 +19,12 @@ from conftest import MakeStore
 from identity_middleware.admin import create_admin_app
 from identity_middleware.core.models import Budget
 from identity_middleware.stores import Store
+from sdk_calls import SdkCalls
 
 TOKEN = "orq-admin-token"
 
 
-class Identities:
-    """``orq.identities``, called through the sync methods or (``mode="async"``) their ``*_async`` twins."""
-
-    def __init__(self, orq: Orq, portal: anyio.from_thread.BlockingPortal | None) -> None:
-        self._orq = orq
-        self._portal = portal
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if self._portal is None:
-            return getattr(self._orq.identities, name)  # type: ignore[no-any-return]
-        method = getattr(self._orq.identities, f"{name}_async")
-        portal = self._portal
-        return lambda **kwargs: portal.call(functools.partial(method, **kwargs))
+Identities = SdkCalls  # ``orq.identities``, sync or async
 
 
 @pytest.fixture(params=["standalone", "mounted"])
@@ -53,10 +41,10 @@ def server(request: pytest.FixtureRequest, store_kind: str, make_store: MakeStor
 def identities(request: pytest.FixtureRequest, server: tuple[str, Store]) -> Iterator[Identities]:
     orq = Orq(api_key=TOKEN, server_url=server[0])
     if request.param == "sync":
-        yield Identities(orq, None)
+        yield Identities(orq.identities, None)
         return
     with anyio.from_thread.start_blocking_portal() as portal:
-        yield Identities(orq, portal)
+        yield Identities(orq.identities, portal)
 
 
 def _body(error: models.OrqError) -> dict[str, Any]:
@@ -93,7 +81,7 @@ def test_retrieve_by_id_or_external_id_with_metrics_and_budget(identities: Ident
     assert full.metrics.total_cost == 0.2500001 and full.metrics.total_tokens == 7
     assert full.metrics.total_requests == 2 and full.metrics.error_rate == 0.5
     budget = full.budget
-    assert budget.budget_id == f"{made.id}.monthly"  # the identity's budget that resets last
+    assert budget.budget_id == f"bi_{made.id}_monthly"  # the identity's budget that resets last
     assert budget.limits.period == "BUDGET_PERIOD_MONTHLY" and budget.limits.amount == 10
     assert budget.scope is not None and budget.scope.identity is not None
     assert budget.scope.identity.identity_external_id == "user_2" and budget.is_active is True

@@ -15,7 +15,15 @@ import pytest
 from conftest import CONTRACT_KINDS
 from fake_clock import Clock
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
-from identity_middleware.core.budgets import Alert, BudgetChanges, BudgetExists, BudgetNotFound, BudgetSpec
+from identity_middleware.core.budgets import (
+    Alert,
+    BudgetChanges,
+    BudgetExists,
+    BudgetNotFound,
+    BudgetOrder,
+    BudgetSpec,
+    ScopedBudget,
+)
 from identity_middleware.core.errors import IdentityExists, IdentityNotFound
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
@@ -595,12 +603,74 @@ def test_an_estimate_is_held_on_a_workspace_budget_until_settled(api: Api) -> No
     assert admit(api, "b", estimate=600_000_000).allowed
 
 
-def test_one_budget_per_scope_target_and_period(api: Api) -> None:
-    api.create_budget(BudgetSpec(scope="model", target="m", period="daily", amount="1"))
-    with pytest.raises(BudgetExists):
-        api.create_budget(BudgetSpec(scope="model", target="m", period="daily", amount="2"))
-    api.create_budget(BudgetSpec(scope="model", target="m", period="monthly", amount="2"))
+@pytest.mark.parametrize("scope", ["identity", "model", "provider", "workspace"])
+def test_one_budget_per_scope_target_and_period(api: Api, scope: str) -> None:
+    target = None if scope == "workspace" else "t"
+    first = api.create_budget(BudgetSpec(scope=scope, target=target, period="daily", amount="1"))
+    with pytest.raises(BudgetExists) as raised:
+        api.create_budget(BudgetSpec(scope=scope, target=target, period="daily", amount="2"))
+    assert raised.value.args[0] == first.id
+    assert api.retrieve_budget(first.id).amount == Decimal("1")  # the first stays as it was
+    api.create_budget(BudgetSpec(scope=scope, target=target, period="monthly", amount="2"))
     assert len(api.list_budgets().data) == 2
+
+
+def _in_order(budgets: list[ScopedBudget], order: BudgetOrder) -> list[str]:
+    """The documented orders: by id; created/updated newest first; expiry soonest first, never last. Ties by id."""
+    def key(budget: ScopedBudget) -> tuple[Any, ...]:
+        if order is BudgetOrder.CREATED_AT:
+            return (-budget.created_at.timestamp(), budget.id)
+        if order is BudgetOrder.UPDATED_AT:
+            return (-budget.updated_at.timestamp(), budget.id)
+        if order is BudgetOrder.EXPIRES_AT:
+            return (budget.expires_at is None, budget.expires_at.timestamp() if budget.expires_at else 0, budget.id)
+        return (budget.id,)
+
+    return [budget.id for budget in sorted(budgets, key=key)]
+
+
+@pytest.mark.parametrize("order", list(BudgetOrder))
+def test_budgets_list_in_every_order_and_page_without_gap_or_repeat(api: Api, order: BudgetOrder) -> None:
+    far = datetime(2999, 1, 1, tzinfo=UTC)
+    made = [api.create_budget(BudgetSpec(scope="identity", target="u", period="monthly", amount="5")),
+            api.create_budget(BudgetSpec(scope="model", target="m", period="daily", amount="1", expires_at=far)),
+            api.create_budget(BudgetSpec(scope="provider", target="p", period="daily", amount="1",
+                                         expires_at=far - timedelta(days=9))),
+            api.create_budget(BudgetSpec(scope="workspace", period="yearly", amount="9")),
+            api.create_budget(BudgetSpec(scope="identity", target="v", period="one_time", token_limit=3,
+                                         expires_at=far - timedelta(days=9)))]
+    api.update_budget(made[0].id, BudgetChanges(amount="6"))
+    budgets = [api.retrieve_budget(budget.id) for budget in made]
+    expected = _in_order(budgets, order)
+    assert [budget.id for budget, _ in api.list_budgets(limit=200, order=order).data] == expected
+    seen: list[str] = []
+    after = None
+    while True:
+        page = api.list_budgets(limit=2, starting_after=after, order=order)
+        seen += [budget.id for budget, _ in page.data]
+        if not page.has_more:
+            break
+        after = page.data[-1][0].id
+    assert seen == expected
+    back = api.list_budgets(limit=2, ending_before=expected[3], order=order)
+    assert [budget.id for budget, _ in back.data] == expected[1:3] and back.has_more
+    identities = api.list_budgets(limit=200, order=order.value, scope_kinds=["identity"])
+    assert [budget.id for budget, _ in identities.data] == [i for i in expected if i in (made[0].id, made[4].id)]
+    if order is BudgetOrder.EXPIRES_AT:
+        assert expected[:3] == [*sorted([made[2].id, made[4].id]), made[1].id]
+
+
+def test_a_sorted_budget_list_refuses_a_cursor_naming_no_budget(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="workspace", period="daily", amount="1"))
+    with pytest.raises(BudgetNotFound):
+        api.list_budgets(starting_after="bg_gone", order=BudgetOrder.UPDATED_AT)
+    assert len(api.list_budgets(starting_after="bg_0").data) == 1  # by id, any id is a position
+
+
+def test_a_scope_kind_without_budgets_lists_nothing(api: Api) -> None:
+    api.create_budget(BudgetSpec(scope="workspace", period="daily", amount="1"))
+    for kinds in (["project"], ["api_key"], ["model", "provider"]):
+        assert api.list_budgets(scope_kinds=kinds).data == []
 
 
 def test_identity_budgets_are_the_per_identity_budgets(api: Api) -> None:
@@ -610,6 +680,13 @@ def test_identity_budgets_are_the_per_identity_budgets(api: Api) -> None:
     assert api.retrieve_budget(budget.id).amount == Decimal("0.7")
     page = api.list_budgets(scope_kinds=["identity"], target="u")
     assert [item.id for item, _ in page.data] == [budget.id]
+    ulid = budget.id.removeprefix("bi_").partition("_")[0]
+    assert budget.id == f"bi_{ulid}_daily" and ulid == api.retrieve("u").id
+    older = f"{ulid}.daily"  # the id an identity's budget showed in earlier versions is still read
+    assert api.retrieve_budget(older).id == budget.id
+    assert api.update_budget(older, BudgetChanges(amount="0.8")).amount == Decimal("0.8")
+    assert api.budget_usage(older) == api.budget_usage(budget.id)
+    api.reset_budget_consumption(older)
     api.delete_budget(budget.id)
     assert api.budget_status("u") == []
     with pytest.raises(BudgetNotFound):
@@ -725,14 +802,15 @@ def test_an_identity_threshold_alert_fires_once_per_period(api: Api) -> None:
     assert event["identity"] == "u" and event["notifier_ids"] == ["ops"] and event["dimension"] == "cost"
 
 
-def test_an_identity_token_alert_fires_again_after_a_reset(api: Api) -> None:
+def test_an_identity_alert_fires_again_after_a_reset(api: Api) -> None:
     events: list[dict[str, Any]] = []
     api.store.configure_budgets(notify=events.extend)
-    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", token_limit=10,
-                                          alerts=[Alert(threshold_percent=80, dimension="tokens")]))
-    spend(api, "u", "0", "m", tokens=8)
-    spend(api, "u", "0", "m", tokens=1)
-    assert [(e["dimension"], e["consumed"], e["limit"]) for e in events] == [("tokens", 8, 10)]
+    budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1",
+                                          alerts=[Alert(threshold_percent=80)]))
+    spend(api, "u", "0.8", "m")
+    spend(api, "u", "0.1", "m")
+    assert [(e["dimension"], e["consumed"], e["limit"]) for e in events] == [("cost", "0.80", "1.00")]
     api.reset_budget_consumption(budget.id)
-    spend(api, "u", "0", "m", tokens=9)
-    assert len(events) == 2 and events[1]["consumed"] == 9
+    spend(api, "u", "0.9", "m")
+    assert len(events) == 2 and events[1]["consumed"] == "0.90"
+

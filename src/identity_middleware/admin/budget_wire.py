@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..core.budgets import (
     BudgetChanges,
+    BudgetOrder,
     BudgetPeriod,
     BudgetSpec,
     BudgetUsage,
@@ -77,13 +78,27 @@ def period_of(value: object, field: str = "limits.period") -> BudgetPeriod:
         raise invalid_request(f"{field} must be one of {names}.", field) from None
 
 
+# Every scope kind of orq's ``BudgetScopeKind``: a list filtered by one that no budget has is empty.
+LISTED_KINDS = frozenset({kind.value for kind in ScopeKind} | {"project", "api_key"})
+SORT_FIELD_PREFIX = "BUDGET_SORT_FIELD_"
+SORT_FIELDS = {SORT_FIELD_PREFIX + order.name: order for order in BudgetOrder if order is not BudgetOrder.ID}
+
+
 def kind_of(value: str) -> str:
     kind = value.removeprefix(KIND_PREFIX).lower()
-    if kind in ("project", "api_key"):
-        raise invalid_request(f"{value}: project and API key budgets are not supported here.", "scope_kind")
-    if kind not in {k.value for k in ScopeKind}:
+    if kind not in LISTED_KINDS:
         raise invalid_request(f"scope_kind {value!r} is not a budget scope kind.", "scope_kind")
     return kind
+
+
+def order_of(value: str | None) -> BudgetOrder:
+    """orq's ``sort_by`` (``BUDGET_SORT_FIELD_*``); not given: by id."""
+    if value is None:
+        return BudgetOrder.ID
+    try:
+        return SORT_FIELDS[value]
+    except KeyError:
+        raise invalid_request(f"sort_by must be one of {', '.join(SORT_FIELDS)}.", "sort_by") from None
 
 
 def _scope(data: Mapping[str, Any]) -> tuple[ScopeKind, str | None]:

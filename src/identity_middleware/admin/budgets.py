@@ -7,7 +7,7 @@ from typing import Any
 from ..core.budgets import BudgetExists, BudgetNotFound, InvalidBudget
 from ..core.errors import IdentityNotFound
 from ..stores.base import Store
-from .budget_wire import budget_json, changes_from, encode, kind_of, parse_body, period_of, spec_from
+from .budget_wire import budget_json, changes_from, encode, kind_of, order_of, parse_body, period_of, spec_from
 from .errors import AdminError, Reply, invalid_request, not_found
 from .handlers import AdminRequest
 
@@ -98,6 +98,7 @@ async def list_budgets(store: Store, request: AdminRequest) -> Reply:
         is_active=None if active is None else request.flag("is_active"),
         periods=[period_of(value, "period").value for value in _values(request, "period")] or None,
         query=request.one("query") or None,
+        order=order_of(request.one("sort_by") or None),
     ))
     return _reply(200, {"object": "list", "data": [budget_json(budget, usage) for budget, usage in page.data],
                         "hasMore": page.has_more, "has_more": page.has_more})

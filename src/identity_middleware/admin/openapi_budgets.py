@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.budgets import MAX_TOKEN_LIMIT, BudgetPeriod, ScopeKind
+from ..core.budgets import MAX_TOKEN_LIMIT, BudgetPeriod
 from ..stores.base import MAX_PAGE_SIZE
+from .budget_wire import KIND_PREFIX, LISTED_KINDS, SORT_FIELDS
 
 __all__ = ["budget_paths", "budget_schemas"]
 
 _REF = "#/components/schemas/{model}"
 _PERIODS = [f"BUDGET_PERIOD_{period.name}" for period in BudgetPeriod]
-_KINDS = [f"BUDGET_SCOPE_KIND_{kind.name}" for kind in ScopeKind]  # PROJECT and API_KEY: 400
-_DIMENSIONS = ["BUDGET_ALERT_DIMENSION_COST", "BUDGET_ALERT_DIMENSION_TOKENS"]
+_KINDS = sorted(KIND_PREFIX + kind.upper() for kind in LISTED_KINDS)  # a kind no budget has lists nothing
+_DIMENSIONS = ["BUDGET_ALERT_DIMENSION_COST", "BUDGET_ALERT_DIMENSION_TOKENS"]  # TOKENS: an earlier version's
+_DIMENSIONS_IN = ["BUDGET_ALERT_DIMENSION_COST"]  # orq's rule: a TOKENS alert is rejected (400)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -45,7 +47,7 @@ def budget_schemas() -> dict[str, Any]:
     number = {"type": "number", "minimum": 0.000000001, "maximum": 1_000_000_000, "multipleOf": 0.000000001}
     alert_fields = {"threshold_percent": {"type": "integer", "minimum": 1, "maximum": 100},
                     "notifier_ids": _nullable({"type": "array", "items": {"type": "string"}}),
-                    "dimension": _nullable({"type": "string", "enum": _DIMENSIONS})}
+                    "dimension": _nullable({"type": "string", "enum": _DIMENSIONS_IN})}
     alert_in = _closed(alert_fields, ["threshold_percent"])  # ids are the server's on create
     alert_update = _closed({**alert_fields, "id": {"type": "string"}}, ["threshold_percent"])
     limits_in = _closed({"period": _nullable({"type": "string", "enum": _PERIODS}), "amount": _nullable(number),
@@ -114,8 +116,9 @@ def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
     body = {"required": True, "content": {"application/json": {"schema": _ref("UpdateScopedBudget")}}}
     return {
         "/v2/budgets": {
-            "get": operation("listScopedBudgets", "List budgets, ascending by id, with usage", {
-                "200": _json("A page of budgets.", "ScopedBudgetList"), "400": invalid}, parameters=[
+            "get": operation("listScopedBudgets", "List budgets, ascending by id unless sort_by says, with usage", {
+                "200": _json("A page of budgets.", "ScopedBudgetList"), "400": invalid,
+                "404": error("With sort_by, a cursor that names no budget (`not_found`).")}, parameters=[
                 query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 10},
                       "Page size."),
                 query("starting_after", {"type": "string"}, "The page after this budget id."),
@@ -124,7 +127,9 @@ def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
                 query("scope_target_id", {"type": "string"}, "External id, model id or provider."),
                 query("is_active", {"type": "string", "enum": ["true", "false", "1", "0"]}, "Active or not."),
                 query("period", {"type": "string", "enum": [*_PERIODS, ""]}, "Repeatable; empty: any."),
-                query("query", {"type": "string"}, "Case-insensitive substring of id, scope or target.")]),
+                query("query", {"type": "string"}, "Case-insensitive substring of id, scope or target."),
+                query("sort_by", {"type": "string", "enum": list(SORT_FIELDS)},
+                      "CREATED_AT, UPDATED_AT: newest first; EXPIRES_AT: soonest first, never last. Ties by id.")]),
             "post": operation("createScopedBudget", "Create a budget", {
                 "200": _json("The new budget.", "BudgetEnvelope"), "400": invalid,
                 "409": error("A budget for this scope, target and period exists (`budget_exists`).")},

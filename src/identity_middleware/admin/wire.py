@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from ..core.budgets import identity_budget_id
 from ..core.models import BudgetStatus, Identity, Metrics
 from ..core.money import format_usd
 from ..core.periods import PERIODS
@@ -47,14 +48,15 @@ def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dic
     longer period: the answer does not change with the day it is asked).
 
     The store keeps no budget timestamps, so ``created_at``/``updated_at`` are the identity's own
-    (the budget cannot be older than its identity). ``budget_id`` is ``<_id>.<period>``.
+    (the budget cannot be older than its identity). ``budget_id`` is the Budgets API's id of that
+    budget (``bi_<_id>_<period>``): ``orq.budgets.get`` reads it.
     """
     if not statuses:
         return None
     status = max(statuses, key=lambda item: (item.resets_at, PERIODS.index(item.period)))
     times = identity.model_dump(mode="json", include={"created", "updated"})
     return {
-        "budget_id": f"{identity.id}.{status.period.value}",
+        "budget_id": identity_budget_id(identity.id, status.period.value),
         "scope": {"identity": {"identity_external_id": identity.external_id}},
         "limits": {"period": f"BUDGET_PERIOD_{status.period.value.upper()}", "amount": status.amount},
         "is_active": True,

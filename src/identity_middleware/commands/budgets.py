@@ -11,7 +11,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from ..core.budgets import Alert, BudgetPeriod, BudgetSpec, BudgetUsage, Dimension, ScopedBudget, ScopeKind
+from ..core.budgets import Alert, BudgetPeriod, BudgetSpec, BudgetUsage, ScopedBudget, ScopeKind
 from ..core.money import format_usd
 from ..core.periods import UTC
 from ..stores import Store
@@ -28,11 +28,10 @@ def budget_json(budget: ScopedBudget, usage: BudgetUsage) -> dict[str, Any]:
 
 
 def _alert(text: str, notifiers: tuple[str, ...]) -> Alert:
-    percent, _, dimension = text.partition(":")
-    try:
-        return Alert(threshold_percent=int(percent), dimension=Dimension(dimension or "cost"), notifier_ids=notifiers)
+    try:  # alerts watch cost: orq rejects a TOKENS alert
+        return Alert(threshold_percent=int(text), notifier_ids=notifiers)
     except ValueError:
-        raise CommandFailed(f"--alert takes PERCENT (1..100) or PERCENT:tokens, got {text!r}", EXIT_USAGE) from None
+        raise CommandFailed(f"--alert takes PERCENT (1..100) of the amount, got {text!r}", EXIT_USAGE) from None
 
 
 def _all_budgets(store: Store, kinds: list[str] | None, target: str | None) -> list[tuple[ScopedBudget, BudgetUsage]]:
@@ -113,8 +112,8 @@ def add_budget_commands(commands: Subcommands, command: Define) -> None:
     create.add_argument("--amount", help="USD, e.g. 10.00")
     create.add_argument("--tokens", type=int, help="token limit")
     create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--alert", action="append", metavar="PERCENT[:tokens]",
-                        help="notify once per period at this share of the amount (or of the tokens); repeatable")
+    create.add_argument("--alert", action="append", metavar="PERCENT",
+                        help="notify once per period at this share of the amount; repeatable")
     create.add_argument("--notify", action="append", metavar="NOTIFIER_ID",
                         help="the notifier ids the alerts go to (repeatable)")
     create.add_argument("--inactive", action="store_true", help="create it switched off")

@@ -21,6 +21,7 @@ __all__ = [
     "BudgetChanges",
     "BudgetExists",
     "BudgetNotFound",
+    "BudgetOrder",
     "BudgetPeriod",
     "BudgetSpec",
     "BudgetUsage",
@@ -29,6 +30,7 @@ __all__ = [
     "ScopeKind",
     "ScopedBudget",
     "ScopedBudgetPage",
+    "canonical_budget_id",
     "identity_budget_id",
     "matching_targets",
     "provider_of",
@@ -77,6 +79,17 @@ class Dimension(str, enum.Enum):
     TOKENS = "tokens"
 
 
+class BudgetOrder(str, enum.Enum):
+    """The orders a list of budgets may take (orq's ``BudgetSortField``). ``id`` (ascending) is the
+    default; ``created_at`` and ``updated_at`` are the newest first, ``expires_at`` the soonest first
+    (budgets that never expire last). Ties go by id, so every order is total and cursors are stable."""
+
+    ID = "id"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    EXPIRES_AT = "expires_at"
+
+
 class BudgetNotFound(LookupError):
     """No budget has this id."""
 
@@ -103,6 +116,15 @@ class Alert(BaseModel):
     threshold_percent: int = Field(ge=1, le=100)
     notifier_ids: tuple[str, ...] = ()
     dimension: Dimension = Dimension.COST
+
+    @field_validator("dimension")
+    @classmethod
+    def _cost_only(cls, dimension: Dimension, info: ValidationInfo) -> Dimension:
+        # orq's rule ("A TOKENS alert is rejected"): alerts watch cost; a token limit still blocks.
+        # A budget an earlier version stored with one keeps it (its record is read as written).
+        if dimension is Dimension.TOKENS and info.context != _RECORD:
+            raise ValueError("a TOKENS alert is rejected: alerts watch cost (a token limit still blocks)")
+        return dimension
 
 
 def _amount(value: object, info: ValidationInfo) -> Decimal | None:
@@ -207,7 +229,9 @@ class ScopedBudget(BudgetSpec):
         if "period" in changes.given() and changes.period is not self.period:
             raise ValueError("the period of a budget cannot change; create another budget")
         data["updated_at"] = now
-        return ScopedBudget.model_validate(data)
+        # Read as a record: the alerts it keeps were checked when written (or are an earlier
+        # version's token alerts, which stay); new ones were checked in ``changes``.
+        return ScopedBudget.model_validate(data, context=_RECORD)
 
     def to_record(self) -> str:
         return self.model_dump_json()
@@ -238,13 +262,27 @@ def identity_budget_id(identity_ulid: str, period: BudgetPeriod | str) -> str:
 
 
 def parse_identity_budget_id(budget_id: str) -> tuple[str, BudgetPeriod] | None:
-    if not budget_id.startswith("bi_"):
-        return None
-    ulid, _, period = budget_id[3:].partition("_")
+    """The identity ULID and period of ``bi_<ULID>_<period>``, or of ``<ULID>.<period>`` (the id an
+    identity's ``budget`` showed in earlier versions: still read, never written)."""
+    if budget_id.startswith("bi_"):
+        ulid, _, period = budget_id[3:].partition("_")
+    else:
+        ulid, dot, period = budget_id.partition(".")
+        if not dot or len(ulid) != 26:
+            return None
     try:
         return ulid, BudgetPeriod(period)
     except ValueError:
         return None
+
+
+def canonical_budget_id(budget_id: str) -> str:
+    """``budget_id`` as stores write it: an identity budget's older ``<ULID>.<period>`` form as
+    ``bi_<ULID>_<period>``; any other id unchanged."""
+    if budget_id.startswith("bi_"):
+        return budget_id
+    parsed = parse_identity_budget_id(budget_id)
+    return budget_id if parsed is None else identity_budget_id(*parsed)
 
 
 def provider_of(model: str, providers: Mapping[str, str] | None = None) -> str | None:

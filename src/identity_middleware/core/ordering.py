@@ -9,10 +9,16 @@ from datetime import UTC, datetime, timedelta
 from .errors import IdentityNotFound
 from .models import Identity
 
-__all__ = ["IdentityOrder", "matches", "sorted_page"]
+__all__ = ["IdentityOrder", "matches", "micros", "sorted_page"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(moment: datetime) -> int:
+    """An aware instant in whole microseconds since the epoch (exact, unlike a float timestamp):
+    negated, it sorts newest first."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 class IdentityOrder(str, enum.Enum):
@@ -44,9 +50,7 @@ def _key(identity: Identity, order: IdentityOrder) -> tuple[object, ...]:
         name = identity.display_name
         return (name is None, (name or "").casefold(), name or "", identity.id)
     if order is IdentityOrder.UPDATED:
-        # Newest first: negate the instant, in whole microseconds (exact, unlike a float timestamp).
-        micros = (identity.updated - _EPOCH) // _MICROSECOND
-        return (-micros, identity.id)
+        return (-micros(identity.updated), identity.id)  # newest first
     return (identity.id,)
 
 

@@ -14,7 +14,17 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
+from ..core.budgets import (
+    BudgetChanges,
+    BudgetNotFound,
+    BudgetOrder,
+    BudgetSpec,
+    BudgetUsage,
+    ScopedBudget,
+    ScopedBudgetPage,
+    canonical_budget_id,
+)
+from ..core.ordering import micros
 
 Notify = Callable[[builtins.list[dict[str, Any]]], None]
 
@@ -74,15 +84,17 @@ class ScopedBudgets:
                                _FanOut(tuple(receivers)) if receivers else None)
 
     def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
-        """Store a new budget; :class:`BudgetExists` when its (scope, target, period) has one.
-        An identity budget of an unknown identity creates that identity bare."""
+        """Store a new budget; :class:`BudgetExists` when its (scope, target, period) has one, of
+        every scope (change that one with :meth:`update_budget`). An identity budget of an unknown
+        identity creates that identity bare."""
         raise _missing(self)
 
     async def acreate_budget(self, spec: BudgetSpec) -> ScopedBudget:
         raise _missing(self)
 
     def retrieve_budget(self, budget_id: str) -> ScopedBudget:
-        """The budget; :class:`BudgetNotFound` otherwise."""
+        """The budget; :class:`BudgetNotFound` otherwise. Every method taking a ``budget_id`` also
+        takes an identity budget's id in the form earlier versions showed (``<ULID>.<period>``)."""
         raise _missing(self)
 
     async def aretrieve_budget(self, budget_id: str) -> ScopedBudget:
@@ -103,14 +115,16 @@ class ScopedBudgets:
     def list_budgets(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
                      scope_kinds: Sequence[str] | None = None, target: str | None = None,
                      is_active: bool | None = None, periods: Sequence[str] | None = None,
-                     query: str | None = None) -> ScopedBudgetPage:
-        """A page of budgets ascending by id, each with its usage; cursors are budget ids."""
+                     query: str | None = None, *, order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
+        """A page of budgets in ``order`` (ascending by id unless told), each with its usage; cursors
+        are budget ids (see :func:`page_of`). A scope kind no budget has is an empty page."""
         raise _missing(self)
 
     async def alist_budgets(self, limit: int = 10, starting_after: str | None = None,
                             ending_before: str | None = None, scope_kinds: Sequence[str] | None = None,
                             target: str | None = None, is_active: bool | None = None,
-                            periods: Sequence[str] | None = None, query: str | None = None) -> ScopedBudgetPage:
+                            periods: Sequence[str] | None = None, query: str | None = None, *,
+                            order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
         raise _missing(self)
 
     def budget_usage(self, budget_id: str) -> BudgetUsage:
@@ -128,11 +142,26 @@ class ScopedBudgets:
         raise _missing(self)
 
 
+def _sort_key(budget: ScopedBudget, order: BudgetOrder) -> tuple[object, ...]:
+    if order is BudgetOrder.CREATED_AT:
+        return (-micros(budget.created_at), budget.id)
+    if order is BudgetOrder.UPDATED_AT:
+        return (-micros(budget.updated_at), budget.id)
+    if order is BudgetOrder.EXPIRES_AT:
+        expires = budget.expires_at
+        return (expires is None, 0 if expires is None else micros(expires), budget.id)
+    return (budget.id,)
+
+
 def page_of(budgets: builtins.list[ScopedBudget], limit: int, starting_after: str | None,
             ending_before: str | None, scope_kinds: Sequence[str] | None, target: str | None,
             is_active: bool | None, periods: Sequence[str] | None,
-            query: str | None) -> tuple[builtins.list[ScopedBudget], bool]:
-    """The filters and cursor paging of ``list_budgets`` over budgets sorted by id."""
+            query: str | None, order: BudgetOrder = BudgetOrder.ID) -> tuple[builtins.list[ScopedBudget], bool]:
+    """The filters, order and cursor paging of ``list_budgets`` over every budget (unfiltered).
+
+    Cursors are budget ids. In the default order (by id) any id is a position; in another order a
+    cursor must name a budget that exists (filtered out or not), else :class:`BudgetNotFound`.
+    """
     kinds = set(scope_kinds or ())
     wanted = set(periods or ())
     needle = query.casefold() if query else None
@@ -148,12 +177,23 @@ def page_of(budgets: builtins.list[ScopedBudget], limit: int, starting_after: st
             return False
         return needle is None or needle in f"{budget.id} {budget.scope.value} {budget.target or ''}".casefold()
 
-    ordered = sorted(budgets, key=lambda budget: budget.id)
-    if starting_after is not None:
-        ordered = [budget for budget in ordered if budget.id > starting_after]
-    if ending_before is not None:
-        ordered = [budget for budget in ordered if budget.id < ending_before]
-    matching = [budget for budget in ordered if keep(budget)]
+    by_id = {budget.id: budget for budget in budgets}
+
+    def bound(cursor: str | None) -> tuple[object, ...] | None:
+        if cursor is None:
+            return None
+        if order is BudgetOrder.ID:
+            return (canonical_budget_id(cursor),)
+        budget = by_id.get(canonical_budget_id(cursor))
+        if budget is None:
+            raise BudgetNotFound(cursor)
+        return _sort_key(budget, order)
+
+    low, high = bound(starting_after), bound(ending_before)
+    matching = sorted((budget for budget in budgets
+                       if (low is None or _sort_key(budget, order) > low)
+                       and (high is None or _sort_key(budget, order) < high) and keep(budget)),
+                      key=lambda budget: _sort_key(budget, order))
     if ending_before is not None and starting_after is None:
         return matching[-limit:], len(matching) > limit
     return matching[:limit], len(matching) > limit

@@ -15,6 +15,7 @@ from ...core.budgets import (
     ScopedBudget,
     ScopeKind,
     budget_bounds,
+    canonical_budget_id,
     matches_request,
     matching_targets,
 )
@@ -90,7 +91,7 @@ class Scoped:
             self.by_identity.pop(budget.target or "", None)
 
     def get(self, budget_id: str) -> ScopedBudget:
-        budget = self.defs.get(budget_id)
+        budget = self.defs.get(canonical_budget_id(budget_id))  # either id form of an identity budget
         if budget is None:
             raise BudgetNotFound(budget_id)
         return budget
@@ -98,10 +99,10 @@ class Scoped:
     def remove(self, budget_id: str) -> ScopedBudget:
         budget = self.get(budget_id)
         self._unindex(budget)
-        del self.defs[budget_id]
+        del self.defs[budget.id]
         self.keys.pop(budget.key, None)
         for table in (self.usage, self.held, self.hits):
-            table.pop(budget_id, None)
+            table.pop(budget.id, None)
         return budget
 
     def of_identity(self, external_id: str) -> list[ScopedBudget]:

@@ -11,7 +11,9 @@ from typing import Any
 
 from ...core.budgets import (
     BudgetChanges,
+    BudgetExists,
     BudgetNotFound,
+    BudgetOrder,
     BudgetPeriod,
     BudgetSpec,
     BudgetUsage,
@@ -103,6 +105,8 @@ class MemoryBudgets(ScopedBudgets):
                 if ulid is None:
                     ulid = self._insert(IdentityInput(id=spec.target), now).id
                 budget_id = identity_budget_id(ulid, spec.period)
+                if budget_id in self._scoped.defs:  # one per (identity, period), as on every scope
+                    raise BudgetExists(budget_id)
             else:
                 budget_id = f"bg_{new_ulid()}"
             budget = ScopedBudget(**spec.model_dump(), id=budget_id, created_at=now, updated_at=now)
@@ -140,18 +144,20 @@ class MemoryBudgets(ScopedBudgets):
     def list_budgets(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
                      scope_kinds: Sequence[str] | None = None, target: str | None = None,
                      is_active: bool | None = None, periods: Sequence[str] | None = None,
-                     query: str | None = None) -> ScopedBudgetPage:
+                     query: str | None = None, *, order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
         check_limit(limit)
         with self._lock:
             page, more = page_of(list(self._scoped.defs.values()), limit, starting_after, ending_before,
-                                 scope_kinds, target, is_active, periods, query)
+                                 scope_kinds, target, is_active, periods, query, BudgetOrder(order))
             return ScopedBudgetPage([(budget, self._usage(budget)) for budget in page], more)
 
     async def alist_budgets(self, limit: int = 10, starting_after: str | None = None,
                             ending_before: str | None = None, scope_kinds: Sequence[str] | None = None,
                             target: str | None = None, is_active: bool | None = None,
-                            periods: Sequence[str] | None = None, query: str | None = None) -> ScopedBudgetPage:
-        return self.list_budgets(limit, starting_after, ending_before, scope_kinds, target, is_active, periods, query)
+                            periods: Sequence[str] | None = None, query: str | None = None, *,
+                            order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
+        return self.list_budgets(limit, starting_after, ending_before, scope_kinds, target, is_active, periods, query,
+                                 order=order)
 
     def _account_of(self, budget: ScopedBudget) -> Account | None:
         if budget.scope is not ScopeKind.IDENTITY or budget.target is None:
@@ -174,11 +180,11 @@ class MemoryBudgets(ScopedBudgets):
     def reset_budget_consumption(self, budget_id: str) -> None:
         with self._lock:
             budget = self._scoped.get(budget_id)
-            self._scoped.reset(budget_id)
+            self._scoped.reset(budget.id)
             account = self._account_of(budget)
             if uses_identity_spend(budget) and account is not None and budget.period.calendar is not None:
                 account.reset(budget.period.calendar)
-            self._scoped.fired = {marker for marker in self._scoped.fired if marker[0] != budget_id}
+            self._scoped.fired = {marker for marker in self._scoped.fired if marker[0] != budget.id}
 
     async def areset_budget_consumption(self, budget_id: str) -> None:
         self.reset_budget_consumption(budget_id)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.cluster
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
-from ...core.budgets import BudgetChanges, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
+from ...core.budgets import BudgetChanges, BudgetOrder, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
 from ...core.errors import StoreMisconfigured, StoreUnavailable
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.ordering import IdentityOrder
@@ -475,17 +475,18 @@ class RedisStore(Store):
     def list_budgets(self, limit: int = 10, starting_after: str | None = None, ending_before: str | None = None,
                      scope_kinds: Sequence[str] | None = None, target: str | None = None,
                      is_active: bool | None = None, periods: Sequence[str] | None = None,
-                     query: str | None = None) -> ScopedBudgetPage:
+                     query: str | None = None, *, order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
         plan = self._plans.budgets.list_budgets(limit, starting_after, ending_before, scope_kinds, target, is_active,
-                                        periods, query)
+                                                periods, query, BudgetOrder(order))
         return self._run(plan, flush_first=True)
 
     async def alist_budgets(self, limit: int = 10, starting_after: str | None = None,
                             ending_before: str | None = None, scope_kinds: Sequence[str] | None = None,
                             target: str | None = None, is_active: bool | None = None,
-                            periods: Sequence[str] | None = None, query: str | None = None) -> ScopedBudgetPage:
+                            periods: Sequence[str] | None = None, query: str | None = None, *,
+                            order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
         plan = self._plans.budgets.list_budgets(limit, starting_after, ending_before, scope_kinds, target, is_active,
-                                        periods, query)
+                                                periods, query, BudgetOrder(order))
         return await self._arun(plan, flush_first=True)
 
     def budget_usage(self, budget_id: str) -> BudgetUsage:

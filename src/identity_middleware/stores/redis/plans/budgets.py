@@ -17,6 +17,7 @@ from ....core.budgets import (
     BudgetChanges,
     BudgetExists,
     BudgetNotFound,
+    BudgetOrder,
     BudgetSpec,
     BudgetUsage,
     ScopedBudget,
@@ -92,12 +93,13 @@ class BudgetPlans:
 
     def list_budgets(self, limit: int, starting_after: str | None, ending_before: str | None,
                      scope_kinds: Sequence[str] | None, target: str | None, is_active: bool | None,
-                     periods: Sequence[str] | None, query: str | None) -> Plan[ScopedBudgetPage]:
+                     periods: Sequence[str] | None, query: str | None,
+                     order: BudgetOrder = BudgetOrder.ID) -> Plan[ScopedBudgetPage]:
         check_limit(limit)
         with_identities = not scope_kinds or ScopeKind.IDENTITY.value in scope_kinds
         budgets = yield from self.all_budgets(target, with_identities)
         page, more = page_of(budgets, limit, starting_after, ending_before, scope_kinds, target, is_active,
-                             periods, query)
+                             periods, query, order)
         usages = yield from self._usages(page, codec.now_or(None))
         return ScopedBudgetPage(list(zip(page, usages, strict=True)), more)
 
