@@ -18,8 +18,8 @@ from .usage import ModelUsage, Usage
 if TYPE_CHECKING:
     from .models import Budget, Identity, IdentityInput
 
-__all__ = ["Admission", "AdmissionRequest", "BudgetBlock", "BudgetState", "ModelUsage", "Reservation", "Settlement",
-           "Usage", "decide"]
+__all__ = ["Admission", "AdmissionRequest", "BudgetBlock", "BudgetState", "Consumed", "ModelUsage", "Reservation",
+           "Settlement", "Usage", "decide"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,28 @@ class AdmissionRequest:
     now: datetime | None = None
     last_source: str | None = None
     model: str | None = None  # the JSON body's ``model``, for model and provider budgets
+    # Steering (``degrade=``, ``budget_headers=``): report the budgets' figures in ``Admission.consumed``;
+    # ``fallbacks``: smaller estimates (a degrade tier's each, in tier order) to admit with, the first
+    # that fits, when ``estimate`` does not (``Admission.fallback`` says which).
+    consumed: bool = False
+    fallbacks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One budget with an amount as the admission found it, before this request's reservation
+    (nano-USD): what ``degrade=`` tiers and ``budget_headers=`` read. ``key`` is the period
+    (``daily`` .. ``yearly``, ``one_time``) of the identity's own budgets, the budget id of others."""
+
+    key: str
+    used: int  # spent + reserved
+    amount: int
+    resets_at: datetime | None  # None: a one-time budget
+    period_start: datetime | None = None
+
+    def share_at_least(self, share: Decimal) -> bool:
+        """``used / amount >= share``, exactly."""
+        return self.used >= share * self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +148,8 @@ class Admission:
     identity: Identity | None
     blocked: BudgetBlock | None = None
     reservation: Reservation | None = None
+    consumed: tuple[Consumed, ...] = ()  # when asked (``AdmissionRequest.consumed``)
+    fallback: int = 0  # admitted with ``fallbacks[fallback - 1]`` instead of the estimate (0: the estimate)
 
     @property
     def allowed(self) -> bool:

@@ -259,6 +259,22 @@ class Store(ScopedBudgets, abc.ABC):
         """Takes ``settlement`` before its first ``await`` (in memory, or into a write buffer), so
         that a request cancelled while this runs (a client that went away) cannot lose its usage."""
 
+    # -- sessions (``session=``): a spend counter per identity and session value ---------------------
+    def session_cost(self, external_id: str, session: str) -> int:
+        """The session's spend so far, nano-USD (0 when unknown or expired)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no session spend")
+
+    async def asession_cost(self, external_id: str, session: str) -> int:
+        raise NotImplementedError(f"{type(self).__name__} keeps no session spend")
+
+    def add_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        """Add ``cost`` (nano-USD) to the session's spend, atomically, and keep it ``ttl`` seconds
+        from now; the new total."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no session spend")
+
+    async def aadd_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        raise NotImplementedError(f"{type(self).__name__} keeps no session spend")
+
     # -- life ------------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write out anything held back (batched commits). Nothing to do by default."""

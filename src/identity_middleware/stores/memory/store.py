@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import builtins
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from ...core.admission import Admission, AdmissionRequest, Reservation, Settlement
-from ...core.budgets import ScopeKind
+from ...core.admission import Admission, AdmissionRequest, Consumed, Reservation, Settlement
+from ...core.budgets import ScopedBudget, ScopeKind
 from ...core.metrics import DailyMetrics, HourlyMetrics, Metrics
 from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate
 from ...core.ordering import IdentityOrder, sorted_page
 from ...core.periods import UTC, Period
-from ...core.scoped import decide_scoped
+from ...core.scoped import ScopedState, decide_scoped
 from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_limit
 from ..refusals import MemoryRefusalLog, Refusal, check_refusal_limit, refusal_of
 from .budgets import Scoped
@@ -24,6 +25,7 @@ from .records import Records
 from .scoped import MemoryBudgets
 
 _BY_MODEL = (ScopeKind.MODEL, ScopeKind.PROVIDER)
+_SESSION_SWEEP = 10_000  # sessions kept before the expired ones are swept
 
 
 def _now(now: datetime | None) -> datetime:
@@ -47,6 +49,7 @@ class MemoryStore(MemoryBudgets, Store):
         self._accounts: dict[str, Account] = {}  # ULID -> the identity's ledger
         self._scoped = Scoped()  # every scoped budget (identity ones mirrored into the ledgers)
         self._refusals = MemoryRefusalLog()
+        self._sessions: dict[tuple[str, str], tuple[int, float]] = {}  # (external id, session) -> (nanos, expiry)
 
     def _insert(self, identity: IdentityInput, now: datetime) -> Identity:
         record = self._records.insert(identity, now)
@@ -248,25 +251,50 @@ class MemoryStore(MemoryBudgets, Store):
                 if self._scoped.defs else []
             if not budgets:
                 return Admission(record)
-            states = self._scoped.states(budgets, account, now, self.tz, blocking=request.estimate)
-            block = decide_scoped(states, request.estimate, now) if states else None
+            estimate, fallback = request.estimate, 0
+            consumed: tuple[Consumed, ...] = ()
+            if request.consumed or request.fallbacks:  # steering: every budget's figures, a smaller estimate
+                states, estimate, fallback, consumed = self._steered(budgets, account, request, now)
+            else:
+                states = self._scoped.states(budgets, account, now, self.tz, blocking=estimate)
+            block = decide_scoped(states, estimate, now) if states else None
             if block is not None:
                 account.count(now, self.tz, error=True)
                 self._refusals.add(refusal_of(block, record.external_id, ulid, request.estimate, now))
                 return Admission(record, block)
-            if request.estimate <= 0:  # nothing to hold: the request is only counted
+            if estimate <= 0:  # nothing to hold: the request is only counted
                 self._scoped.admitted(budgets, now, None, 0, now)
-                return Admission(record)
+                return Admission(record, consumed=consumed)
             expires = now + timedelta(seconds=self.reservation_ttl)
             reservation_id = uuid.uuid4().hex
-            held = self._scoped.admitted(budgets, now, reservation_id, request.estimate, expires)
+            held = self._scoped.admitted(budgets, now, reservation_id, estimate, expires)
             if not (account.budgets or held):
-                return Admission(record)
-            reservation = Reservation(reservation_id, ulid, request.estimate, expires,
+                return Admission(record, consumed=consumed, fallback=fallback)
+            reservation = Reservation(reservation_id, ulid, estimate, expires,
                                       tuple(p.value for p in account.budgets), held)
             if account.budgets:
-                account.reserve(reservation.id, request.estimate, expires)
-            return Admission(record, None, reservation)
+                account.reserve(reservation.id, estimate, expires)
+            return Admission(record, None, reservation, consumed, fallback)
+
+    def _steered(self, budgets: builtins.list[ScopedBudget], account: Account, request: AdmissionRequest,
+                 now: datetime) -> tuple[builtins.list[ScopedState], int, int, tuple[Consumed, ...]]:
+        """Admission for steering, as admit.lua and the global budgets' step do it on Redis: the
+        estimate is the first of the request's and its fallbacks that the identity's own budgets
+        admit; then every budget must admit that one. Answers the states that block it, the
+        estimate, which fallback it is (0: none), and every budget's figures before this request."""
+        states = self._scoped.states(budgets, account, now, self.tz)
+        consumed = tuple(Consumed(state.budget.period.value if state.budget.scope is ScopeKind.IDENTITY
+                                  else state.budget.id, state.spent + state.reserved, limit, state.end, state.start)
+                         for state in states if (limit := state.limit) is not None)
+        own = [state for state in states if state.budget.scope is ScopeKind.IDENTITY]
+        estimate, fallback = request.estimate, 0
+        if request.fallbacks and any(state.blocks(estimate) for state in own):
+            for index, smaller in enumerate(request.fallbacks, 1):
+                if not any(state.blocks(smaller) for state in own):
+                    estimate, fallback = smaller, index
+                    break
+        return [state for state in states if state.blocks(estimate)], estimate, fallback, \
+            consumed if request.consumed else ()
 
     async def aadmit(self, request: AdmissionRequest) -> Admission:
         return self.admit(request)
@@ -291,3 +319,27 @@ class MemoryStore(MemoryBudgets, Store):
 
     async def asettle(self, settlement: Settlement) -> None:
         self.settle(settlement)
+
+    # -- sessions (``session=``) -------------------------------------------------------------------
+    def session_cost(self, external_id: str, session: str) -> int:
+        with self._lock:
+            found = self._sessions.get((external_id, session))
+            if found is None or found[1] <= time.monotonic():
+                return 0
+            return found[0]
+
+    async def asession_cost(self, external_id: str, session: str) -> int:
+        return self.session_cost(external_id, session)
+
+    def add_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._sessions) >= _SESSION_SWEEP:  # expired ones go; the dict stays bounded by live ones
+                self._sessions = {key: value for key, value in self._sessions.items() if value[1] > now}
+            found = self._sessions.get((external_id, session))
+            total = cost + (found[0] if found is not None and found[1] > now else 0)
+            self._sessions[external_id, session] = (total, now + ttl)
+            return total
+
+    async def aadd_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        return self.add_session_cost(external_id, session, cost, ttl)

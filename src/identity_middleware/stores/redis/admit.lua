@@ -15,8 +15,11 @@
 --       Then, from a sync caller, its usage of the identity buffered and not yet written,
 --       "<cost nanos> <tokens>", counted as spent unless its charge's marker (KEYS[19]) says Redis
 --       has applied it meanwhile, or '' / absent.
+--       Then (steering, degrade=) smaller estimates "<nanos> <nanos> ...", in tier order, or '' /
+--       absent: when the estimate does not fit, the first of them that the budgets admit is held.
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
--- blocked, reserved[, lease_renew's reply when a lease was asked for]}; record is 0 when it equals
+-- blocked, reserved[, lease_renew's reply when a lease was asked for, or 0][, the fallback estimate
+-- admitted (1..n; 0: the estimate), when fallbacks were given]}; record is 0 when it equals
 -- the caller's cached one (ARGV 12).
 local record_key, mode = KEYS[1], ARGV[1]
 local nfields = tonumber(ARGV[13])
@@ -89,6 +92,32 @@ if buffered and buffered ~= '' and redis.call('EXISTS', KEYS[19]) == 0 then
   unwritten = {tonumber(cost), tonumber(tokens)}
 end
 local states, held, blocked, counted = budget_states(now_ms, estimate, false, unwritten)
+local fallback = 0
+local fallbacks = ARGV[source_at + 3]
+if blocked and fallbacks and fallbacks ~= '' then
+  -- Only money can be helped by a smaller estimate: a token or request limit that blocks, blocks all.
+  local function blocks(smaller)
+    for _, row in ipairs(states) do
+      if row[9] == 1 then
+        if row[2] ~= '' then
+          local used, limit = tonumber(row[3]) + row[4], tonumber(row[2])
+          if used >= limit or (smaller > 0 and used + smaller > limit) then return true end
+        end
+        if row[6] ~= '' and tonumber(row[5]) >= tonumber(row[6]) then return true end
+        if row[8] ~= '' and row[7] >= tonumber(row[8]) then return true end
+      end
+    end
+    return false
+  end
+  local index = 0
+  for smaller in string.gmatch(fallbacks, '%d+') do
+    index = index + 1
+    if not blocks(tonumber(smaller)) then
+      fallback, estimate, blocked = index, tonumber(smaller), false
+      break
+    end
+  end
+end
 if blocked then
   count_refused()
   return {1, created, record, states, 1, 0}
@@ -96,7 +125,7 @@ end
 count_admission(counted, now_ms, 1)
 local reserved = 0
 if estimate > 0 and #held > 0 then
-  local member = ARGV[8] .. ':' .. ARGV[9]
+  local member = string.format('%.0f', estimate) .. ':' .. ARGV[9]
   local expires = now_ms + tonumber(ARGV[10])
   local key_ttl = tonumber(ARGV[10]) + 60000
   for _, p in ipairs(held) do
@@ -107,8 +136,8 @@ if estimate > 0 and #held > 0 then
   end
   reserved = 1
 end
-if lid then
-  return {1, created, record, states, 0, reserved,
-          lease_renew(lid, tonumber(fraction), tonumber(ttl_ms), now_ms, create == '1')}
-end
+local renewed = 0
+if lid then renewed = lease_renew(lid, tonumber(fraction), tonumber(ttl_ms), now_ms, create == '1') end
+if fallbacks and fallbacks ~= '' then return {1, created, record, states, 0, reserved, renewed, fallback} end
+if lid then return {1, created, record, states, 0, reserved, renewed} end
 return {1, created, record, states, 0, reserved}

@@ -25,6 +25,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    u LLM calls of unpriced models; per model: m:<model> calls,
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
                                    days after the day
+    P:{T}:n:<SHA-1>         STRING a session's spend in nano-USD (``session=``; INCRBY when each of
+                                   its requests settles), keyed by the hex SHA-1 of the session
+                                   value; expires ``Session.ttl`` (24 h) after its last charge
     P:{T}:c:<charge id>     STRING "1": a settle script call (one identity's batch) was applied;
                                    set NX by that call, so sending it again is a no-op (and a
                                    sync admission that counted the charge's buffered usage
@@ -116,6 +119,11 @@ class KeySchema:
 
     def charge(self, tag: str, charge_id: str) -> str:
         return f"{self.base(tag)}:c:{charge_id}"
+
+    def session(self, tag: str, session: str) -> str:
+        """A session's spend (``session=``): the hex SHA-1 of the session value, in the identity's slot."""
+        digest = hashlib.sha1(session.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+        return f"{self.base(tag)}:n:{digest}"
 
     # -- scoped budgets (model, provider, workspace): a registry slot, and each budget its own slot --
     @property

@@ -47,7 +47,7 @@ from .clients import AsyncClient, ClientSpec, SyncClient
 from .keys import identity_tag
 from .loops import LoopClient, Loops
 from .options import RedisOptions
-from .plans import Plans
+from .plans import Plans, sessions
 from .plans.refusals import logging_refusal, recent_refusals, refusal_key
 from .runner import Runner, arun
 from .shards import Shards, node_of
@@ -437,6 +437,24 @@ class RedisStore(Store):
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""
         self._buffer.add(settlement)
         self._writer.schedule(self._loops.cached() or await self._loops.get())  # no coroutine when known
+
+    # -- sessions (``session=``): GET before an instrumented call, INCRBY + EXPIRE as a request settles --
+    def _session_key(self, external_id: str, session: str) -> str:
+        return self._plans.records.keys.session(identity_tag(external_id), session)
+
+    def session_cost(self, external_id: str, session: str) -> int:
+        return self._run(sessions.spent(self._session_key(external_id, session)), runner=self._request_runner)
+
+    async def asession_cost(self, external_id: str, session: str) -> int:
+        return await self._arun(sessions.spent(self._session_key(external_id, session)), deadline=self.request_timeout)
+
+    def add_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        return self._run(sessions.charge(self._session_key(external_id, session), cost, ttl),
+                         runner=self._request_runner)
+
+    async def aadd_session_cost(self, external_id: str, session: str, cost: int, ttl: int) -> int:
+        return await self._arun(sessions.charge(self._session_key(external_id, session), cost, ttl),
+                                deadline=self.request_timeout)
 
     # -- budgets (orq's Budgets API; an identity's own budgets) ----------------------------------------
     @property

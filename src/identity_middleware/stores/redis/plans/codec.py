@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from ....core.admission import BudgetState, ModelUsage, Usage
+from ....core.admission import BudgetState, Consumed, ModelUsage, Usage
 from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
 from ....core.models import (
     BudgetStatus,
@@ -111,6 +111,16 @@ def states(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetState]:
             start, end = period_bounds(row.period, now, tz)
             result.append(BudgetState(Period(row.period), row.amount, row.spent, row.reserved, start, end))
     return result
+
+
+def consumed(reply: Any, now: datetime, tz: tzinfo) -> tuple[Consumed, ...]:
+    """The live budgets with an amount as steering reads them (spend and reservations before this request)."""
+    found = []
+    for row in rows(reply):
+        if row.live and row.amount is not None:
+            start, end = period_bounds(row.period, now, tz) if row.period != ONE_TIME else (None, None)
+            found.append(Consumed(row.period, row.spent + row.reserved, row.amount, end, start))
+    return tuple(found)
 
 
 def statuses(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetStatus]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ....core.admission import Admission, AdmissionRequest, Reservation, Usage
+from ....core.admission import Admission, AdmissionRequest, Consumed, Reservation, Usage
 from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, matching_targets
 from ....core.scoped import ScopedState, decide_scoped, threshold_event
 from ..keys import identity_tag
@@ -57,11 +57,16 @@ class GlobalBudgets:
             states.append(ScopedState(budget, int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), start, end))
         held_ids = tuple(b.id for b, r in zip(budgets, replies, strict=True) if not r[0] and member and b.amount)
         if not any(reply[0] for reply in replies):
+            if request.consumed:  # steering: these budgets' figures too, before this request
+                admission.consumed += tuple(
+                    Consumed(state.budget.id, state.spent + state.reserved, limit, state.end, state.start)
+                    for state in states if (limit := state.limit) is not None)
             if not held_ids:
                 return admission
             base = admission.reservation
-            return Admission(identity, None, Reservation(
-                reservation_id, identity.id, request.estimate, expires, base.periods if base else (), held_ids))
+            admission.reservation = Reservation(
+                reservation_id, identity.id, request.estimate, expires, base.periods if base else (), held_ids)
+            return admission
         release = self.registry.scoped_eval
         undo: list[Call | Eval] = [release(b, "release", now, [member]) for b in budgets if b.id in held_ids]
         tag = identity_tag(identity.external_id)

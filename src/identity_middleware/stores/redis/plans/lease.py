@@ -42,7 +42,8 @@ class LeasePlans:
     def admit_locally(self, request: AdmissionRequest) -> Admission | None:
         """The admission this process's lease makes for ``request``, or ``None`` (ask Redis)."""
         leases = self.leases
-        if request.refused or request.now is not None:
+        # Steering needs the budgets' figures at admission, which only Redis has: asked there.
+        if request.refused or request.now is not None or request.consumed:
             return None
         tag = identity_tag(request.external_id)
         cached = self.records.cached(tag)
@@ -108,7 +109,7 @@ class LeasePlans:
     def lease_admitted(self, ask: Ask | None, reply: Any) -> None:
         if ask is None:
             return
-        if len(reply) > 6:
+        if len(reply) > 6 and isinstance(reply[6], list):
             self.leases.answered(ask, bool(int(reply[6][0])), int(reply[6][1]))
         else:
             self.leases.failed(ask)

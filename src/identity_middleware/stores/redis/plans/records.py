@@ -152,11 +152,12 @@ class Records:
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None, lease: str = "",
-               unwritten: Unwritten | None = None) -> Eval:
+               unwritten: Unwritten | None = None, fallbacks: tuple[int, ...] = ()) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
         (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
         lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`; ``unwritten``: usage of a
-        sync caller's open charge, counted unless its marker says Redis has applied it)."""
+        sync caller's open charge, counted unless its marker says Redis has applied it; ``fallbacks``:
+        smaller estimates to hold, the first that fits, when ``estimate`` does not)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:
@@ -172,11 +173,15 @@ class Records:
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
         args.append(last_source or "")
-        if lease or unwritten is not None:
+        if lease or unwritten is not None or fallbacks:
             args.append(lease)
+        if fallbacks:
+            args += ["" if unwritten is None else f"{unwritten.cost} {unwritten.tokens}",
+                     " ".join(map(str, fallbacks))]
+        elif unwritten is not None:
+            args.append(f"{unwritten.cost} {unwritten.tokens}")
         if unwritten is None:
             return self.eval(ADMIT, tag, current, args)
-        args.append(f"{unwritten.cost} {unwritten.tokens}")
         return self.marked_eval(ADMIT, tag, current, args, unwritten.charge_id)
 
     def indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:

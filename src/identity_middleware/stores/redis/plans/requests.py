@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -63,6 +64,7 @@ class RequestPlans:
                     refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
                     default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
                     ulid=ulid, last_source=request.last_source, lease=lease, unwritten=unwritten,
+                    fallbacks=request.fallbacks,
                 )
                 if reply[0] != 3:
                     break
@@ -77,11 +79,15 @@ class RequestPlans:
                 states = codec.scoped_states(codec.rows(reply[3]), identity, now, self.records.tz)
                 return Admission(identity, decide_scoped(states, request.estimate, now))
             admission = Admission(identity)
+            if request.consumed:  # steering: the rows as the budgets' figures
+                admission.consumed = codec.consumed(reply[3], now, self.records.tz)
+            if request.fallbacks and len(reply) > 7 and int(reply[7]):  # held a smaller estimate
+                admission.fallback = int(reply[7])
+                request = dataclasses.replace(request, estimate=request.fallbacks[admission.fallback - 1])
             if reply[5]:
                 expires = now + timedelta(seconds=self.records.reservation_ttl)
                 periods = tuple(row.period for row in codec.rows(reply[3]) if row.amount is not None)
-                admission = Admission(identity, None, Reservation(reservation_id, identity.id, request.estimate,
-                                                                  expires, periods))
+                admission.reservation = Reservation(reservation_id, identity.id, request.estimate, expires, periods)
             if request.refused or not self.registry.global_budgets or self.registry.fresh_defs() == {}:  # none to check
                 return admission
             return (yield from self.globals.scoped_admission(admission, request, now))
