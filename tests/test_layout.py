@@ -139,7 +139,8 @@ LAYERS = {  # a module of the left may import only the packages on the right (an
     "stores": {"core", "stores"},
     "context": {"core", "unmetered"},
     "unmetered": {"core"},
-    "flow": {"core", "context", "flow", "ratelimit", "stores", "config", "estimate"},
+    "flow": {"core", "context", "flow", "ratelimit", "stores", "config", "estimate", "tier_requests"},
+    "tier_requests": set(),  # a leaf: the process's count of requests per degrade tier
     "config": {"core", "stores"},
     "pricing": {"core"},
     "usage": {"core", "context", "pricing", "unmetered"},

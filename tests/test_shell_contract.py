@@ -292,10 +292,10 @@ urlpatterns = [
 ]
 
 
-def _django_client(options: dict[str, Any], asynchronous: bool, auth: bool) -> Iterator[Post]:
+def _django_client(options: dict[str, Any], asynchronous: bool, auth: bool, urlconf: str = __name__) -> Iterator[Post]:
     settings = {key.upper(): value for key, value in options.items()}
     middleware = [*([f"{__name__}.HeaderUserMiddleware"] if auth else []), SITE["MIDDLEWARE"][-1]]
-    with override_settings(**{**SITE, "ROOT_URLCONF": __name__, "IDENTITY_MIDDLEWARE": settings,
+    with override_settings(**{**SITE, "ROOT_URLCONF": urlconf, "IDENTITY_MIDDLEWARE": settings,
                               "MIDDLEWARE": middleware}):
         prefix = "/async" if asynchronous else ""
 

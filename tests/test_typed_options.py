@@ -22,6 +22,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Bas
 from starlette.requests import HTTPConnection
 
 from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, budgeted, current_identity
+from identity_middleware import Session, Tier, current_tier
 from identity_middleware.stores import MemoryStore
 
 
@@ -40,6 +41,20 @@ app.add_middleware(IdentityMiddleware, store=store, may_act_for=lambda principal
 app.add_middleware(IdentityMiddleware, store=store, providers={"gpt-4o": "openai"},
                    notifiers={"ops": "https://hooks.example.com/budget"}, notifier_secret="secret")
 app.add_middleware(AuthenticationMiddleware, backend=MyAuth())
+
+
+# Steering
+app.add_middleware(IdentityMiddleware, store=store, budget_headers=True, max_cost="1.00",
+                   degrade=[Tier(at="0.80", models={"gpt-4o": "gpt-4o-mini"}, max_tokens=256)],
+                   session=Session("2.00", header="X-Session-Id"))
+app.add_middleware(IdentityMiddleware, store=store, degrade={"monthly": [Tier(at="0.9")]})
+
+
+@app.post("/agent")
+@budgeted(max_cost="0.50")
+async def agent() -> dict[str, object]:
+    tier = current_tier()
+    return {"tier": tier.name if tier is not None else None}
 
 
 @app.post("/v1/chat/completions")

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .context import current_identity
-from .core.errors import IdentityExists, IdentityNotFound, StoreLate, StoreMisconfigured, StoreUnavailable
+from .context import current_identity, current_tier
+from .core.ceilings import Session
+from .core.errors import (
+    IdentityExists,
+    IdentityNotFound,
+    RequestBudgetExceeded,
+    StoreLate,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
 from .core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, Metrics
 from .core.outage import Allowance
 from .core.periods import Period
+from .core.tiers import Tier
 from .core.validation import InvalidIdentity
 
 if TYPE_CHECKING:
@@ -45,11 +54,15 @@ __all__ = [
     "ModelPrice",
     "Period",
     "PriceTable",
+    "RequestBudgetExceeded",
+    "Session",
     "StoreLate",
     "StoreMisconfigured",
     "StoreUnavailable",
+    "Tier",
     "budgeted",
     "current_identity",
+    "current_tier",
     "instrument",
     "metered_stream",
     "parse_usage",

@@ -12,10 +12,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config, InvalidOption, Options
 from .context import finalise_abandoned_outside_requests
-from .core.errors import ErrorResponse, StoreMisconfigured, request_timeout
+from .core.errors import ErrorResponse, RequestBudgetExceeded, StoreMisconfigured, request_timeout
 from .core.resolve import is_json_content_type
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
+from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
 from .flow.notices import Notices
 from .flow.telemetry import annotate
@@ -81,8 +82,10 @@ class IdentityMiddleware:
             self.config = Config()
         self.flow = Flow(self.config)
         self.store = self.config.store
+        session = self.config.session
         self._header_keys = {name: name.lower().encode("latin-1")
-                             for name in (*self.config.header_names, SIGNATURE_HEADER)}
+                             for name in (*self.config.header_names, SIGNATURE_HEADER,
+                                          *((session.header,) if session is not None and session.header else ()))}
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
 
@@ -109,8 +112,15 @@ class IdentityMiddleware:
                 finalise_abandoned_outside_requests()
                 life = RequestLife(self.flow, outcome.meter)
                 scope["state"] = {**scope.get("state", {}), "identity": outcome.meter.identity}
-                async with life:
-                    await self.app(scope, receive, _StatusSend(send, life))
+                reply = _HeadersSend(send, life) if self.config.budget_headers else _StatusSend(send, life)
+                try:
+                    async with life:
+                        await self.app(scope, receive, reply)
+                except RequestBudgetExceeded as error:  # a ceiling the view did not catch: 429, if still possible
+                    if reply.started:
+                        raise
+                    life.answered(429)
+                    await _send_error(send, error.response)
                 await life.asettle()
             else:
                 async with RequestLife(self.flow, outcome):
@@ -230,15 +240,47 @@ class _Replay:
 class _StatusSend:
     """The app's ``send``: passes every message on and tells the request's life the status it answered."""
 
-    __slots__ = ("life", "send")
+    __slots__ = ("life", "send", "started")
 
     def __init__(self, send: Send, life: RequestLife) -> None:
         self.send = send
         self.life = life
+        self.started = False  # the response's start was sent on
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.life.status = message["status"]
+            self.started = True
+        await self.send(message)
+
+
+class _HeadersSend(_StatusSend):
+    """``budget_headers=True``: the response's start is held until its first body message; when that
+    ends the body and no stream of the request is open (its cost is known), the budget headers
+    (:mod:`.flow.headers`) are added to it. A streamed response is passed on as it is."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, send: Send, life: RequestLife) -> None:
+        super().__init__(send, life)
+        self.held: Message | None = None
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.life.status = message["status"]
+            self.held = message
+            return
+        start = self.held
+        if start is not None:
+            self.held = None
+            meter = self.life.meter
+            if kind == "http.response.body" and not message.get("more_body", False) and meter is not None \
+                    and cost_known(meter):
+                extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in budget_headers(meter)]
+                start = {**start, "headers": [*start.get("headers", ()), *extra]}
+            self.started = True
+            await self.send(start)
         await self.send(message)
 
 

@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
+from .core.ceilings import Session, ceiling_nanos
 from .core.models import Budget
 from .core.money import Money, to_nanos
 from .core.outage import OutagePolicy, is_policy
+from .core.tiers import Degrade, Tier, degrade_of
 
 if TYPE_CHECKING:
     from .stores.base import Store
@@ -55,6 +57,13 @@ class Options(TypedDict, total=False):
     providers: Mapping[str, str] | None  # the provider of model names without a "provider/" prefix
     notifiers: Mapping[str, Notifier] | None  # budget alerts: notifier id -> URL (signed POST) or callable
     notifier_secret: str | bytes | None
+    # Steering (docs/steering.md): degrade tiers by consumed share, for the tightest budget
+    # ([Tier(...), ...]) or per budget ({"monthly": [Tier(...)]}); every request's LLM cost ceiling
+    # (USD); a session's (Session(max_cost, header=... | field=...)); RateLimit headers on answers.
+    degrade: Sequence[Tier] | Mapping[str, Sequence[Tier]] | None
+    max_cost: Money | None
+    session: Session | None
+    budget_headers: bool
 
 
 class Problem(NamedTuple):
@@ -110,6 +119,10 @@ class Config:
     providers: Mapping[str, str] = field(default_factory=dict)
     notifiers: Mapping[str, Notifier] = field(default_factory=dict)
     notifier_secret: str | bytes | None = None
+    degrade: Degrade | None = None
+    max_cost: int | None = None  # nano-USD
+    session: Session | None = None
+    budget_headers: bool = False
 
     def __post_init__(self) -> None:
         found: list[Problem] = []
@@ -344,6 +357,30 @@ def _notifiers(value: object) -> object:
     return notifiers
 
 
+def _degrade(value: object) -> object:
+    if isinstance(value, Degrade):
+        return value
+    degrade, found = degrade_of(value)
+    if found:
+        raise _Invalid(*((where, message, 9) for where, message in found))
+    return degrade
+
+
+def _max_cost(value: object) -> object:
+    if value is None:
+        return None
+    try:
+        return ceiling_nanos(value)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise _invalid(str(error), 4) from None
+
+
+def _session(value: object) -> object:
+    if value is not None and not isinstance(value, Session):
+        raise _invalid(f'a Session(max_cost, header="X-Session-Id" or field="session_id"), or None; not {value!r}')
+    return value
+
+
 _NORMALISE: dict[str, Callable[[object], object]] = {
     "store": _store,
     "require_identity": _flag,
@@ -364,4 +401,8 @@ _NORMALISE: dict[str, Callable[[object], object]] = {
     "providers": _providers,
     "notifiers": _notifiers,
     "notifier_secret": _secret,
+    "degrade": _degrade,
+    "max_cost": _max_cost,
+    "session": _session,
+    "budget_headers": _flag,
 }

@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from threading import get_ident
 from typing import Protocol
 
-from .core.admission import Reservation, Settlement, Usage
-from .core.errors import ErrorResponse
+from .core.admission import Consumed, Reservation, Settlement, Usage
+from .core.errors import ErrorResponse, RequestBudgetExceeded
 from .core.models import Identity
+from .core.money import from_nanos
+from .core.tiers import Tier
 from .unmetered import LATE, drop
 
-__all__ = ["ABANDONED", "Binding", "Meter", "OpenStream", "Reserver", "Untracked", "bind", "collecting",
-           "current", "current_identity", "current_meter", "finalise_abandoned_outside_requests", "unbind"]
+__all__ = ["ABANDONED", "Binding", "Meter", "OpenStream", "Reserver", "SessionCeiling", "Untracked", "bind",
+           "collecting", "current", "current_identity", "current_meter", "current_tier",
+           "finalise_abandoned_outside_requests", "unbind"]
 
 
 class Reserver(Protocol):
@@ -45,6 +48,19 @@ class OpenStream(Protocol):
     def end(self) -> Awaitable[None] | None: ...
 
 
+class SessionCeiling(Protocol):
+    """A request's session ceiling (``session=``): asked before each instrumented call, told the
+    request's cost when it settles (implemented by :class:`identity_middleware.flow.ceilings.Session`)."""
+
+    def check(self, meter: Meter) -> None: ...
+
+    async def acheck(self, meter: Meter) -> None: ...
+
+    def charge(self, cost: int) -> None: ...
+
+    async def acharge(self, cost: int) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Meter:
     """One tracked request: its identity, its reservation and the usage gathered so far.
@@ -66,6 +82,19 @@ class Meter:
 
     recorded: set[str] | None = None  # provider responses already added, by id (made on first use)
     streams: dict[OpenStream, None] | None = None  # open streams, in the order opened (made on first use)
+    # Steering: the degrade tier in force, the tightest budget at admission (budget headers), the
+    # request's cost ceiling (nano-USD) and its session's.
+    tier: Tier | None = None
+    budget: Consumed | None = None
+    ceiling: int | None = None
+    session: SessionCeiling | None = None
+
+    def check_ceiling(self) -> None:
+        """Before an instrumented call: :class:`RequestBudgetExceeded` once the request's recorded
+        cost has reached its ceiling (the session's is asked by the caller, sync or async)."""
+        ceiling = self.ceiling
+        if ceiling is not None and self.usage.cost >= ceiling:
+            raise RequestBudgetExceeded(from_nanos(ceiling), from_nanos(self.usage.cost))
 
     def add(self, cost: int, input_tokens: int, output_tokens: int, model: str | None, *,
             unpriced: bool = False, key: str | None = None) -> bool:
@@ -218,6 +247,14 @@ def current_meter() -> Meter | None:
     if type(found) is not Meter or (_collector is not None and collecting()):
         return None
     return found
+
+
+def current_tier() -> Tier | None:
+    """The degrade tier (``degrade=``) in force for the request being served: ``None`` outside a
+    tracked request and when its budgets reach no tier. Instrumented calls apply it themselves; a
+    view applies it to calls it makes otherwise (``tier.model(name)``, ``tier.max_tokens``)."""
+    found = current_meter()
+    return found.tier if found is not None else None
 
 
 def current_identity() -> Identity | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from .core.money import to_nanos
 from .core.resolve import UNREADABLE_JSON
+from .core.tiers import Tier
 from .pricing import CallUsage, Prices, price
 
-__all__ = ["BYTES_PER_TOKEN", "estimate_from_body"]
+__all__ = ["BYTES_PER_TOKEN", "estimate_from_body", "tier_estimates"]
 
 # Prompt tokens are estimated from the prompt's JSON size. English runs ~4 bytes a token and CJK
 # ~3 (one character, three UTF-8 bytes); 3 errs high for most prompts, as a reservation should.
@@ -41,13 +44,8 @@ def _positive_int(raw: msgspec.Raw) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def estimate_from_body(body: bytes, prices: Prices | None = None) -> int | None:
-    """Nano-USD: the prompt's estimated tokens plus ``max_completion_tokens`` / ``max_tokens`` /
-    ``max_output_tokens``, at the ``model``'s price (``prices`` first, else genai-prices).
-
-    ``None`` when it cannot tell: not a JSON object, no model, no output cap, or an unpriced model.
-    Never raises on hostile input.
-    """
+def _call(body: bytes) -> tuple[str, int, int] | None:
+    """The body's model, output cap and estimated prompt tokens; ``None`` when it cannot tell."""
     if not body:
         return None
     try:
@@ -61,9 +59,37 @@ def estimate_from_body(body: bytes, prices: Prices | None = None) -> int | None:
         return None
     prompt_bytes = sum(len(raw) for raw in (request.messages, request.input, request.prompt, request.system,
                                             request.instructions, request.tools) if bytes(raw) != b"null")
-    prompt_tokens = -(-prompt_bytes // BYTES_PER_TOKEN)
+    return model, output, -(-prompt_bytes // BYTES_PER_TOKEN)
+
+
+def _priced(model: str, prompt_tokens: int, output: int, prices: Prices | None) -> int | None:
     try:
         cost = price(CallUsage(model, prompt_tokens, output), prices)
         return None if cost is None else to_nanos(cost)
     except (ValueError, TypeError):  # an absurd max_tokens beyond any amount of money
         return None
+
+
+def estimate_from_body(body: bytes, prices: Prices | None = None) -> int | None:
+    """Nano-USD: the prompt's estimated tokens plus ``max_completion_tokens`` / ``max_tokens`` /
+    ``max_output_tokens``, at the ``model``'s price (``prices`` first, else genai-prices).
+
+    ``None`` when it cannot tell: not a JSON object, no model, no output cap, or an unpriced model.
+    Never raises on hostile input.
+    """
+    call = _call(body)
+    if call is None:
+        return None
+    model, output, prompt_tokens = call
+    return _priced(model, prompt_tokens, output, prices)
+
+
+def tier_estimates(body: bytes, tiers: Sequence[Tier], prices: Prices | None = None) -> list[int | None]:
+    """:func:`estimate_from_body` of the call as each tier would send it: its model substituted
+    (priced from the same source) and its output cap lowered to the tier's ``max_tokens``."""
+    call = _call(body)
+    if call is None:
+        return [None] * len(tiers)
+    model, output, prompt_tokens = call
+    return [_priced(tier.model(model), prompt_tokens,
+                    output if tier.max_tokens is None else min(output, tier.max_tokens), prices) for tier in tiers]

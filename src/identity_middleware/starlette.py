@@ -11,8 +11,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match
 from starlette.types import Scope
 
-from .core.errors import ErrorResponse
-from .core.money import Money, to_nanos
+from .core.errors import ErrorResponse, RequestBudgetExceeded
+from .core.money import Money
 from .flow.outcome import Mark, aenter_view, enter_view
 from .flow.streams import metered_stream
 
@@ -55,8 +55,14 @@ def _owned(response: Any) -> Any:
     return response
 
 
-def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
+def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True,
+             max_cost: Money | None = None) -> Callable[[F], F]:
     """Mark a Starlette/FastAPI endpoint as LLM-calling: ``@budgeted(estimate="0.02")``.
+
+    ``max_cost`` (USD) is a ceiling on this request's instrumented LLM calls together: once their
+    recorded cost reaches it, the next call is not sent and raises
+    :class:`~identity_middleware.RequestBudgetExceeded`; uncaught, the view answers
+    ``429 request_budget_exceeded``.
 
     ``IdentityMiddleware`` sees the mark when it routes the request, so the estimate is reserved
     (and the identity required) in the same admission, before the view runs. Where it could not
@@ -66,8 +72,7 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
     client left, lands on this request, once. Starlette iterates a sync body in worker threads,
     beyond this reach: pass it through ``metered_stream()`` yourself when building the response.
     """
-    auto = estimate == "auto"
-    mark = Mark(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto)
+    mark = Mark.of(estimate, require_identity, max_cost)
 
     def decorate(func: F) -> F:
         if inspect.iscoroutinefunction(func):
@@ -76,7 +81,10 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 refusal = await aenter_view(mark)
                 if refusal is not None:
                     return as_response(refusal)
-                return _owned(await func(*args, **kwargs))
+                try:
+                    return _owned(await func(*args, **kwargs))
+                except RequestBudgetExceeded as error:
+                    return as_response(error.response)
 
             wrapper: Callable[..., Any] = async_view
         else:
@@ -85,7 +93,10 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 refusal = enter_view(mark)
                 if refusal is not None:
                     return as_response(refusal)
-                return _owned(func(*args, **kwargs))
+                try:
+                    return _owned(func(*args, **kwargs))
+                except RequestBudgetExceeded as error:
+                    return as_response(error.response)
 
             wrapper = sync_view
         setattr(wrapper, MARK, mark)

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from .config import Config, Options
-from .core.errors import ErrorResponse
+from .core.errors import ErrorResponse, RequestBudgetExceeded
 from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
+from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
 from .flow.streams import MeteredIterable
 from .flow.telemetry import annotate
@@ -133,8 +134,10 @@ class IdentityWSGIMiddleware:
         self.flow = Flow(self.config)
         self.store = self.config.store
         store_ready(self.store)  # at startup: StoreMisconfigured raised, an unreachable store logged
+        session = self.config.session
         self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_")
-                              for name in (*self.config.header_names, SIGNATURE_HEADER)}
+                              for name in (*self.config.header_names, SIGNATURE_HEADER,
+                                           *((session.header,) if session is not None and session.header else ()))}
 
     def _request(self, environ: WSGIEnvironment) -> Request:
         def header(name: str) -> str | None:
@@ -164,12 +167,26 @@ class IdentityWSGIMiddleware:
         environ[ENVIRON_KEY] = meter.identity
         life = RequestLife(self.flow, meter)
 
+        steering = self.config.budget_headers
+        started = False
+
         def start(status_line: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None,
                   /) -> Callable[[bytes], object]:
+            nonlocal started
+            started = True
             life.answered(int(status_line.split(" ", 1)[0]))
+            # A complete body declares its length: then, with no stream of the request open, its cost is known.
+            if steering and cost_known(meter) and any(name.lower() == "content-length" for name, _ in headers):
+                headers = [*headers, *budget_headers(meter)]
             return start_response(status_line, headers, exc_info)
 
-        with life:
-            result = self.app(environ, start)
+        try:
+            with life:
+                result = self.app(environ, start)
+        except RequestBudgetExceeded as error:  # a ceiling the app did not catch: 429, if still possible
+            if started:
+                raise
+            life.answered(429)
+            return _send_error(start_response, error.response)
         # The response ends when the server closes its iterable: settled then (PEP 3333).
         return MeteredIterable(result, meter, self.flow, lambda: life.failed)

@@ -6,7 +6,9 @@ their own ``identity`` label, the others are summed under ``identity="__other__"
 are counted in ``identity_middleware_budgets_blocking_other``), so a million identities make a scrape
 of ``top`` series, not a million. Each scrape reads every identity once (pages of 200).
 ``identity_middleware_unmetered_*`` are counters of the scraped process: usage it dropped rather
-than charge it to the wrong identity (see :mod:`identity_middleware.unmetered`).
+than charge it to the wrong identity (see :mod:`identity_middleware.unmetered`);
+``identity_middleware_tier_requests_total{tier=...}`` counts the requests the scraped process
+admitted in each degrade tier (see :mod:`identity_middleware.tier_requests`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..core.models import BudgetStatus, Identity, Metrics
 from ..stores.base import MAX_PAGE_SIZE, Store
 from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
+from ..tier_requests import tier_requests
 from ..unmetered import unmetered_usage
 
 if TYPE_CHECKING:
@@ -176,6 +179,17 @@ def _unmetered_families() -> Iterator[Metric]:
     yield tokens
 
 
+def _tier_families() -> Iterator[Metric]:
+    """Requests this process admitted in each degrade tier (``degrade=``), counters since it started."""
+    from prometheus_client.core import CounterMetricFamily
+
+    tiers = CounterMetricFamily(f"{_PREFIX}_tier_requests", "Requests admitted in a degrade tier, by the tier's name "
+                                "(this process).", labels=["tier"])
+    for name, count in sorted(tier_requests().items()):
+        tiers.add_metric([name], count)
+    yield tiers
+
+
 class _Collector:
     def __init__(self, snap: Snapshot) -> None:
         self._snap = snap
@@ -183,6 +197,7 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         yield from _families(self._snap)
         yield from _unmetered_families()
+        yield from _tier_families()
 
 
 def exposition(snap: Snapshot) -> tuple[bytes, str]:

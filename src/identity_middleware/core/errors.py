@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from .admission import BudgetBlock
@@ -16,6 +17,7 @@ __all__ = [
     "IdentityExists",
     "IdentityNotFound",
     "InvalidIdentity",
+    "RequestBudgetExceeded",
     "StoreLate",
     "StoreMisconfigured",
     "StoreUnavailable",
@@ -25,6 +27,7 @@ __all__ = [
     "identity_signature_invalid",
     "invalid_identity",
     "rate_limited",
+    "request_budget_exceeded",
     "request_timeout",
     "store_unavailable",
 ]
@@ -51,6 +54,25 @@ class StoreLate(StoreUnavailable):
     """The store did not answer this call within its bound, but is not known to be down (a slow or
     starved process, or the first moments of a stall): the request is refused (503), whatever the
     outage policy, because a budget must not give way just because this process is slow."""
+
+
+class RequestBudgetExceeded(Exception):
+    """An instrumented LLM call was not sent: the request's (or its session's) recorded cost has
+    reached its ceiling (``@budgeted(max_cost=...)``, ``max_cost=``, ``session=``). A view may catch
+    it; uncaught, the middleware answers ``429 request_budget_exceeded``. ``max_cost`` and
+    ``spent`` are USD; ``session`` names the session key when the session's ceiling is the one reached."""
+
+    def __init__(self, max_cost: Decimal, spent: Decimal, session: str | None = None) -> None:
+        self.max_cost = max_cost
+        self.spent = spent
+        self.session = session
+        what = f"session {session!r}" if session is not None else "request"
+        super().__init__(f"this {what} has spent {format_usd(spent)} USD of its {format_usd(max_cost)} USD ceiling")
+
+    @property
+    def response(self) -> ErrorResponse:
+        """The ``429 request_budget_exceeded`` answer (status, headers, JSON body bytes)."""
+        return request_budget_exceeded(self)
 
 
 class ErrorResponse:
@@ -123,6 +145,16 @@ def budget_exceeded(external_id: str, block: BudgetBlock) -> ErrorResponse:
     # A budget resets in hours, not seconds: the OpenAI and Anthropic SDKs (and agents on them)
     # retry a 429 unless told not to, and they honour this header. The status stays 429 (orq's).
     return ErrorResponse(429, body, [("retry-after", str(block.retry_after)), ("x-should-retry", "false")])
+
+
+def request_budget_exceeded(error: RequestBudgetExceeded) -> ErrorResponse:
+    details: dict[str, Any] = {"max_cost": format_usd(error.max_cost), "spent": format_usd(error.spent)}
+    if error.session is not None:
+        details["session"] = error.session
+    body = _error("request_budget_exceeded", f"The {'session' if error.session is not None else 'request'}'s "
+                  f"LLM calls have spent {format_usd(error.spent)} USD of its {format_usd(error.max_cost)} USD "
+                  "ceiling; no further call is made.", **details)
+    return ErrorResponse(429, body, [("x-should-retry", "false")])
 
 
 def rate_limited(external_id: str, limit: str, retry_after: int, headers: list[tuple[str, str]]) -> ErrorResponse:

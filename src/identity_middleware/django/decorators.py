@@ -10,7 +10,8 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from ..context import current
-from ..core.money import Money, to_nanos
+from ..core.errors import RequestBudgetExceeded
+from ..core.money import Money
 from ..flow.outcome import Mark, aenter_view, enter_view
 from .conf import current_flow
 from .shell import aserve, error_response, serve
@@ -26,15 +27,17 @@ def mark_of(view: object) -> Mark | None:
     return found if isinstance(found, Mark) else None
 
 
-def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True) -> Callable[[F], F]:
+def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identity: bool = True,
+             max_cost: Money | None = None) -> Callable[[F], F]:
     """Mark a sync or async Django view as LLM-calling: ``@budgeted(estimate="0.02")``.
+
+    ``max_cost`` (USD): this request's ceiling, as for :func:`identity_middleware.budgeted`.
 
     With ``IdentityMiddleware`` installed the middleware reads the mark before the view runs and
     reserves the estimate (and requires the identity) at admission. Without it, the decorator
     runs the same request flow itself around the view, with the same settings.
     """
-    auto = estimate == "auto"
-    mark = Mark(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto)
+    mark = Mark.of(estimate, require_identity, max_cost)
 
     def decorate(func: F) -> F:
         if iscoroutinefunction(func):
@@ -46,7 +49,12 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 if current() is None:  # no middleware: the decorator runs the flow
                     return await aserve(request, current_flow(), mark, call)
                 refusal = await aenter_view(mark)
-                return error_response(refusal) if refusal is not None else await call(request)
+                if refusal is not None:
+                    return error_response(refusal)
+                try:
+                    return await call(request)
+                except RequestBudgetExceeded as error:
+                    return error_response(error.response)
 
             wrapper: Callable[..., Any] = async_view
         else:
@@ -58,7 +66,12 @@ def budgeted(estimate: Money | Literal["auto"] | None = None, *, require_identit
                 if current() is None:
                     return serve(request, current_flow(), mark, call)
                 refusal = enter_view(mark)
-                return error_response(refusal) if refusal is not None else call(request)
+                if refusal is not None:
+                    return error_response(refusal)
+                try:
+                    return call(request)
+                except RequestBudgetExceeded as error:
+                    return error_response(error.response)
 
             wrapper = sync_view
         setattr(wrapper, MARK, mark)

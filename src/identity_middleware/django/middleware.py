@@ -7,14 +7,15 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import Resolver404, resolve
 
+from ..core.errors import RequestBudgetExceeded
 from ..flow import Mark
 from ..stores.startup import store_ready
 from .conf import current_flow
 from .decorators import mark_of
-from .shell import aserve, serve
+from .shell import aserve, error_response, serve
 
 __all__ = ["IdentityMiddleware"]
 
@@ -55,6 +56,12 @@ class IdentityMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         return await aserve(request, current_flow(), self.view_of(request), self.get_response)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A request's cost ceiling the view did not catch: ``429 request_budget_exceeded``."""
+        if isinstance(exception, RequestBudgetExceeded):
+            return error_response(exception.response)
+        return None
 
     def view_of(self, request: HttpRequest) -> Mark | None:
         """The ``@budgeted`` mark of the view this request will reach.

@@ -16,8 +16,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.http.request import RawPostDataException, UnreadablePostError
 
 from ..context import Meter, Untracked, finalise_abandoned_outside_requests
-from ..core.errors import ErrorResponse
+from ..core.errors import ErrorResponse, RequestBudgetExceeded
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
+from ..flow.headers import budget_headers, cost_known
 from ..flow.life import RequestLife
 from ..flow.streams import AsyncMeteredIterator, MeteredIterable
 from ..flow.telemetry import annotate
@@ -141,9 +142,14 @@ def serve(request: HttpRequest, flow: Flow, mark: Mark | None, call: View) -> Ht
     annotate(outcome)
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
-    with _life(request, flow, outcome) as life:
-        response = call(request)
+    try:
+        with _life(request, flow, outcome) as life:
+            response = call(request)
+    except RequestBudgetExceeded as error:  # a ceiling the view did not catch (settled as an error)
+        life.answered(429)
+        return error_response(error.response)
     life.answered(response.status_code)
+    _add_budget_headers(response, life, flow)
     if not _settles_later(response, life):
         life.settle()
     return response
@@ -157,9 +163,23 @@ async def aserve(request: HttpRequest, flow: Flow, mark: Mark | None, call: Asyn
     if isinstance(outcome, Refused):
         return error_response(outcome.error)
     finalise_abandoned_outside_requests()
-    async with _life(request, flow, outcome) as life:
-        response = await call(request)
+    try:
+        async with _life(request, flow, outcome) as life:
+            response = await call(request)
+    except RequestBudgetExceeded as error:
+        life.answered(429)
+        return error_response(error.response)
     life.answered(response.status_code)
+    _add_budget_headers(response, life, flow)
     if not _settles_later(response, life):
         await life.asettle()
     return response
+
+
+def _add_budget_headers(response: HttpResponseBase, life: RequestLife, flow: Flow) -> None:
+    """``budget_headers=True``: on a complete response, its cost known (:mod:`..flow.headers`)."""
+    meter = life.meter
+    if flow.config.budget_headers and meter is not None and not isinstance(response, StreamingHttpResponse) \
+            and cost_known(meter):
+        for name, value in budget_headers(meter):
+            response[name] = value

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import StoreUnavailable
-from .effects import Admit, Effect, HitLimit, Plan, Settle
+from .effects import Admit, ChargeSession, Effect, HitLimit, Plan, Settle
 
 if TYPE_CHECKING:
     from ..ratelimit import RateLimiter
@@ -49,6 +49,8 @@ class Drivers:
                 elif type(effect) is HitLimit:
                     assert self.limiter is not None
                     reply = self.limiter.hit(effect.external_id)
+                elif type(effect) is ChargeSession:
+                    effect.session.charge(effect.cost)
                 elif auth is not None:
                     reply = auth()
                     if inspect.isawaitable(reply):
@@ -75,6 +77,8 @@ class Drivers:
                 elif type(effect) is HitLimit:
                     assert self.limiter is not None
                     reply = await self.limiter.ahit(effect.external_id)
+                elif type(effect) is ChargeSession:
+                    await effect.session.acharge(effect.cost)
                 elif auth is not None:
                     reply = auth()
                     if inspect.isawaitable(reply):

@@ -6,9 +6,10 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..context import SessionCeiling
 from ..core.admission import AdmissionRequest, Settlement
 
-__all__ = ["LOOK_UP_AUTH", "Admit", "Effect", "HitLimit", "LookUpAuth", "Plan", "Settle"]
+__all__ = ["LOOK_UP_AUTH", "Admit", "ChargeSession", "Effect", "HitLimit", "LookUpAuth", "Plan", "Settle"]
 
 T = TypeVar("T")
 
@@ -29,6 +30,14 @@ class Settle:
 
 
 @dataclass(slots=True)
+class ChargeSession:
+    """Add a settled request's cost to its session's spend (``session=``): replies ``None``."""
+
+    session: SessionCeiling
+    cost: int
+
+
+@dataclass(slots=True)
 class HitLimit:
     """Count one request against the identity's rate limits: replies a ``RateLimitExceeded`` or ``None``."""
 
@@ -42,7 +51,7 @@ class LookUpAuth:
 
 LOOK_UP_AUTH = LookUpAuth()
 
-Effect = Admit | Settle | HitLimit | LookUpAuth
+Effect = Admit | Settle | HitLimit | LookUpAuth | ChargeSession
 # A plan yields effects and receives their replies; a store outage is thrown into it as
 # StoreUnavailable at the yield that asked for the store.
 Plan = Generator[Effect, Any, T]

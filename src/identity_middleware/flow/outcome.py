@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..context import Binding, Meter, Reserver, Untracked, current
+from ..core.ceilings import ceiling_nanos
 from ..core.errors import ErrorResponse, identity_required
+from ..core.money import Money, to_nanos
 
 __all__ = ["ANONYMOUS", "Mark", "Outcome", "Refused", "Tracked", "Untracked", "ViewReservation",
            "aenter_view", "enter_view", "view_entry"]
@@ -19,6 +22,14 @@ class Mark:
     estimate: int = 0
     require_identity: bool = False
     auto: bool = False  # estimate="auto": the most the call in the body could cost (see estimate.py)
+    max_cost: int | None = None  # the request's LLM cost ceiling (nano-USD), over the middleware's
+
+    @classmethod
+    def of(cls, estimate: Money | Literal["auto"] | None, require_identity: bool, max_cost: Money | None) -> Mark:
+        """A ``@budgeted`` view's mark from the decorator's arguments (USD); invalid amounts raise ``ValueError``."""
+        auto = estimate == "auto"
+        return cls(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto,
+                   None if max_cost is None else ceiling_nanos(max_cost))
 
 
 @dataclass(slots=True)
@@ -67,6 +78,8 @@ def view_entry(binding: Binding | None, mark: Mark) -> ErrorResponse | ViewReser
     if not isinstance(binding, Meter):
         named = binding is not None and binding.external_id is not None
         return identity_required() if mark.require_identity and not named else None
+    if mark.max_cost is not None:
+        binding.ceiling = mark.max_cost
     if binding.budgeted or not mark.estimate or binding.reserver is None:
         return None
     return ViewReservation(binding, binding.reserver, mark.estimate)

@@ -36,10 +36,13 @@ from ..core.resolve import (
     resolve_body,
 )
 from ..core.signing import SIGNATURE_HEADER, signature_problem
+from ..core.tiers import Tier, tier_for, tightest
 from ..core.validation import InvalidIdentity
+from ..tier_requests import count_tier
 from .allowance import AllowanceLedger, choose
+from .ceilings import SessionSpend, session_value
 from .drivers import Drivers
-from .effects import LOOK_UP_AUTH, Admit, HitLimit, Plan, Settle
+from .effects import LOOK_UP_AUTH, Admit, ChargeSession, HitLimit, Plan, Settle
 from .notices import Notices
 from .outage import OutageLog
 from .outcome import ANONYMOUS, Outcome, Refused, Tracked
@@ -78,6 +81,11 @@ class Flow(Drivers):
         self._signing_key = config.signing_key
         self._create_missing = config.create_missing
         self._default_budgets = config.default_budgets
+        # Steering: whether admission reports the budgets' figures, and what a tracked request gets.
+        self._degrade = config.degrade
+        self._report = config.degrade is not None or config.budget_headers
+        self._steers = self._report or config.max_cost is not None or config.session is not None
+        self._session = config.session
         self.limiter: RateLimiter | None = None
         if config.rate_limit or config.rate_limits:
             from ..ratelimit import RateLimiter  # `limits` is loaded only by apps that rate limit
@@ -140,6 +148,11 @@ class Flow(Drivers):
         # create_missing, estimate, default_budgets, refused, now, last_source.
         asked = AdmissionRequest(resolved.external_id, resolved.upsert, self._create_missing, estimate,
                                  self._default_budgets, False, None, resolved.source)
+        fallback_tiers: tuple[Tier, ...] = ()
+        if self._report:
+            asked.consumed = True
+            if auto and estimate > 0 and self._degrade is not None:
+                fallback_tiers, asked.fallbacks = self._fallbacks(request.body, estimate)
         try:
             if self.limiter is not None:
                 exceeded = yield HitLimit(resolved.external_id)
@@ -163,7 +176,42 @@ class Flow(Drivers):
             return Refused(self._identity_required) if required else Untracked(resolved.external_id)
         if admission.blocked is not None:
             return Refused(budget_exceeded(identity.external_id, admission.blocked))
-        return Tracked(Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self))
+        meter = Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self)
+        if self._steers or (mark is not None and mark.max_cost is not None):  # a view's ceiling alone
+            self._steer(meter, admission, fallback_tiers, request)
+        return Tracked(meter)
+
+    def _fallbacks(self, body: bytes | None, estimate: int) -> tuple[tuple[Tier, ...], tuple[int, ...]]:
+        """The degrade tiers whose estimate of the body's call is below ``estimate``, and those
+        estimates, in tier order: the store admits with the first that fits when ``estimate`` does not."""
+        assert self._degrade is not None and body
+        from ..estimate import tier_estimates
+
+        tiers = self._degrade.tiers
+        found = [(tier, cost) for tier, cost in zip(tiers, tier_estimates(body, tiers, self.config.prices), strict=True)
+                 if cost is not None and 0 < cost < estimate]
+        return tuple(tier for tier, _ in found), tuple(cost for _, cost in found)
+
+    def _steer(self, meter: Meter, admission: Admission, fallback_tiers: tuple[Tier, ...], request: Request) -> None:
+        """The admitted request's tier, tightest budget, cost ceiling and session (see docs/steering.md)."""
+        consumed = admission.consumed
+        if self._degrade is not None:
+            tier = tier_for(consumed, self._degrade)
+            if admission.fallback:  # admitted only at a tier's estimate: at least that tier
+                chosen = fallback_tiers[admission.fallback - 1]
+                if tier is None or chosen.at > tier.at:
+                    tier = chosen
+            if tier is not None:
+                meter.tier = tier
+                count_tier(tier.name)
+        if self.config.budget_headers:
+            meter.budget = tightest(consumed)
+        mark = request.mark
+        meter.ceiling = mark.max_cost if mark is not None and mark.max_cost is not None else self.config.max_cost
+        if self._session is not None:
+            key = session_value(self._session, request)
+            if key is not None:
+                meter.session = SessionSpend(self.store, meter.identity.external_id, key, self._session)
 
     def _estimate_from(self, body: bytes | None) -> int:
         """``estimate="auto"``: the most the call in the body could cost (0 when it cannot tell)."""
@@ -201,7 +249,9 @@ class Flow(Drivers):
         if isinstance(policy, Allowance):
             identity = self.store.known_identity(external_id)
             if identity is not None and self._allowances.admit(external_id, max(estimate, 0), policy):
-                return Tracked(Meter(identity, None, budgeted=budgeted, reserver=self, allowance=max(estimate, 0)))
+                meter = Meter(identity, None, budgeted=budgeted, reserver=self, allowance=max(estimate, 0))
+                self._steer(meter, Admission(identity), (), request)  # ceilings hold; no figures, no tier
+                return Tracked(meter)
         return Refused(store_unavailable())
 
     def _unavailable(self, error: StoreUnavailable) -> Refused | None:
@@ -244,6 +294,8 @@ class Flow(Drivers):
             self._settle_failed(failure)
         else:
             self._settled(meter)
+        if meter.session is not None:
+            yield ChargeSession(meter.session, settlement.usage.cost)
 
     def settle(self, meter: Meter, *, error: bool) -> None:
         """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
@@ -258,6 +310,8 @@ class Flow(Drivers):
             self._settle_failed(failure)
         else:
             self._settled(meter)
+        if meter.session is not None:
+            meter.session.charge(settlement.usage.cost)
 
     async def asettle(self, meter: Meter, *, error: bool) -> None:
         """:meth:`settle` with the store's ``asettle``."""
@@ -270,6 +324,8 @@ class Flow(Drivers):
             self._settle_failed(failure)
         else:
             self._settled(meter)
+        if meter.session is not None:
+            await meter.session.acharge(settlement.usage.cost)
 
     def _take(self, meter: Meter, error: bool) -> Settlement | None:
         """The request's settlement, the first time only; a request an allowance admitted gives

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Meter
+from ..core.tiers import rewrite
 from ..pricing import CallUsage, call_usage
 from .calls import Options, Tap
 
@@ -43,6 +44,8 @@ class MessageTap:
 
 
 def _identify(kwargs: dict[str, Any], meter: Meter, options: Options) -> None:
+    if meter.tier is not None:  # degrade: the tier's model and max_tokens
+        rewrite(kwargs, meter.tier, "max_tokens")
     metadata = kwargs.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     if not isinstance(metadata.get("user_id"), str):

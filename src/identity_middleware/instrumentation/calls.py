@@ -58,8 +58,10 @@ def meter_failure(meter: Meter, model: Any) -> None:
 
 def wrap(method: Callable[..., Any], options: Options, prepare: Prepare, finish: Finish, *,
          asynchronous: bool) -> Callable[..., Any]:
-    """``method`` metered inside a tracked request, untouched outside one. ``prepare`` edits the
-    call's keyword arguments (identity, stream usage) and gives the stream's tap; ``finish`` meters
+    """``method`` metered inside a tracked request, untouched outside one. A request whose cost
+    (or session's) has reached its ceiling raises ``RequestBudgetExceeded`` instead of sending the
+    call. ``prepare`` edits the call's keyword arguments (identity, stream usage, the degrade
+    tier's model and output cap) and gives the stream's tap; ``finish`` meters
     the result (a response, or a stream it wraps and returns). ``asynchronous``: ``method``
     returns an awaitable (the SDKs' async methods are plain functions returning coroutines)."""
     if asynchronous:
@@ -69,6 +71,9 @@ def wrap(method: Callable[..., Any], options: Options, prepare: Prepare, finish:
             meter = current_meter()
             if meter is None:
                 return await method(*args, **kwargs)
+            meter.check_ceiling()  # RequestBudgetExceeded: the call is not sent
+            if meter.session is not None:
+                await meter.session.acheck(meter)
             tap = prepare(kwargs, meter, options)
             try:
                 result = await method(*args, **kwargs)
@@ -84,6 +89,9 @@ def wrap(method: Callable[..., Any], options: Options, prepare: Prepare, finish:
         meter = current_meter()
         if meter is None:
             return method(*args, **kwargs)
+        meter.check_ceiling()
+        if meter.session is not None:
+            meter.session.check(meter)
         tap = prepare(kwargs, meter, options)
         try:
             result = method(*args, **kwargs)

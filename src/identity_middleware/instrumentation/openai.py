@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Meter
+from ..core.tiers import rewrite
 from ..pricing import CallUsage, call_usage
 from .calls import Options, Tap, record_response
 from .streams import AsyncMeteredStream, MeteredStream
@@ -42,7 +43,9 @@ class ResponsesTap:
         return False
 
 
-def _identify(kwargs: dict[str, Any], meter: Meter, options: Options) -> None:
+def _identify(kwargs: dict[str, Any], meter: Meter, options: Options, cap: str = "max_completion_tokens") -> None:
+    if meter.tier is not None:  # degrade: the tier's model and output cap (``cap`` when the call set none)
+        rewrite(kwargs, meter.tier, cap)
     # The caller's own end-user fields win; `user` is the older name of the same thing.
     if not isinstance(kwargs.get("safety_identifier"), str) and not isinstance(kwargs.get("user"), str):
         kwargs["safety_identifier"] = options.identifier(meter)
@@ -73,7 +76,7 @@ def prepare_chat_helper(kwargs: dict[str, Any], meter: Meter, options: Options) 
 
 
 def prepare_responses(kwargs: dict[str, Any], meter: Meter, options: Options) -> Tap | None:
-    _identify(kwargs, meter, options)
+    _identify(kwargs, meter, options, "max_output_tokens")
     return ResponsesTap() if kwargs.get("stream") is True else None
 
 
