@@ -47,6 +47,7 @@ from identity_middleware import (  # noqa: E402
     Session,
     Tier,
     budgeted,
+    current_cost,
     current_tier,
     instrument,
 )
@@ -616,3 +617,24 @@ def test_an_async_call_past_the_ceiling_is_not_sent(provider: ProviderServer, me
 
     asyncio.run(main())
     assert meter.usage.cost == MINI_CALL and not meter.usage.error
+
+
+async def s_sse(request: Request) -> Response:
+    """A streamed answer whose last event carries the request's cost, once the model's stream has ended."""
+    async def events() -> Any:
+        stream = await _aopenai().chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+        async for chunk in stream:
+            yield f"data: {chunk.choices[0].delta.content or ''}\n\n".encode()
+        yield f"event: cost\ndata: {current_cost()}\n\n".encode()
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def test_a_streamed_answer_can_carry_its_cost_in_its_last_event(store: Store, provider: ProviderServer) -> None:
+    app = Starlette(routes=[Route("/sse", budgeted()(s_sse), methods=["POST"])],
+                    middleware=[Middleware(IdentityMiddleware, store=store, budget_headers=True)])
+    with TestClient(app) as client:
+        answer = client.post("/sse", headers=_as("streamer"))
+    assert answer.text.endswith("event: cost\ndata: 0.000285\n\n")
+    assert "x-request-cost" not in answer.headers and "ratelimit" not in answer.headers
+    assert current_cost() is None  # outside a request

@@ -101,3 +101,10 @@ def test_fallbacks_apply_without_the_figures(api: Api) -> None:
     _budgets(api, "0.95")
     admission = admit(api, "a", estimate=DOLLAR // 10, fallbacks=(10,))
     assert admission.allowed and admission.fallback == 1 and admission.consumed == ()
+
+
+def test_a_request_asking_for_the_figures_is_admitted_by_the_store_even_under_a_lease(api: Api) -> None:
+    _budgets(api, "0.5")
+    admit(api, "a", estimate=1_000)  # under leasing: takes a lease, then admits from it
+    found = {each.key: each for each in admit(api, "a", consumed=True).consumed}
+    assert set(found) == {"daily", "monthly"} and found["daily"].used >= 500_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .context import current_identity, current_tier
+from .context import current_cost, current_identity, current_tier
 from .core.ceilings import Session
 from .core.errors import (
     IdentityExists,
@@ -61,6 +61,7 @@ __all__ = [
     "StoreUnavailable",
     "Tier",
     "budgeted",
+    "current_cost",
     "current_identity",
     "current_tier",
     "instrument",

@@ -11,6 +11,7 @@ import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import Context, ContextVar, Token
 from dataclasses import dataclass, field
+from decimal import Decimal
 from threading import get_ident
 from typing import Protocol
 
@@ -22,7 +23,7 @@ from .core.tiers import Tier
 from .unmetered import LATE, drop
 
 __all__ = ["ABANDONED", "Binding", "Meter", "OpenStream", "Reserver", "SessionCeiling", "Untracked", "bind",
-           "collecting", "current", "current_identity", "current_meter", "current_tier",
+           "collecting", "current", "current_cost", "current_identity", "current_meter", "current_tier",
            "finalise_abandoned_outside_requests", "unbind"]
 
 
@@ -255,6 +256,13 @@ def current_tier() -> Tier | None:
     view applies it to calls it makes otherwise (``tier.model(name)``, ``tier.max_tokens``)."""
     found = current_meter()
     return found.tier if found is not None else None
+
+
+def current_cost() -> Decimal | None:
+    """The LLM cost (USD) the request being served has recorded so far: ``None`` outside a tracked
+    request. A streamed answer's last event can carry it (see docs: Steering, "Budget headers")."""
+    found = current_meter()
+    return from_nanos(found.usage.cost) if found is not None else None
 
 
 def current_identity() -> Identity | None:
