@@ -638,3 +638,18 @@ def test_a_streamed_answer_can_carry_its_cost_in_its_last_event(store: Store, pr
     assert answer.text.endswith("event: cost\ndata: 0.000285\n\n")
     assert "x-request-cost" not in answer.headers and "ratelimit" not in answer.headers
     assert current_cost() is None  # outside a request
+
+
+def test_a_plain_wsgi_app_that_lets_the_exception_through_answers_429(store: Store, provider: ProviderServer) -> None:
+    from werkzeug.test import Client as WSGIClient
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        loop()  # raises RequestBudgetExceeded at the third call
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    client = WSGIClient(IdentityWSGIMiddleware(app, store=store, max_cost="0.0005"))
+    answer = client.post("/", headers=_as("plain"))
+    assert answer.status_code == 429 and answer.json["error"]["spent"] == "0.00057"  # type: ignore[index]
+    store.flush()
+    assert (store.metrics("plain").total_errors, store.metrics("plain").total_cost) == (1, Decimal("0.00057"))
