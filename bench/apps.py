@@ -131,7 +131,8 @@ REDIS_PREFIX = os.environ.get("IDM_BENCH_PREFIX", "idm-bench")
 def redis_store(url: str) -> Store:
     """``RedisStore.from_url(url)`` under the bench's own key prefix; with ``IDM_BENCH_LEASE=1``
     the ``redis-lease`` app: leasing on (``lease=Lease()``, zero-round-trip admission); with
-    ``IDM_BENCH_PLAIN=1`` the ``redis-plain`` app: ``multiplex=False``, redis-py's transport alone."""
+    ``IDM_BENCH_PLAIN=1`` the ``redis-plain`` app: ``multiplex=False``, redis-py's transport alone; with
+    ``IDM_BENCH_INLINE=1`` the ``redis-inline`` app: ``writer_thread=False``."""
     options: dict[str, Any] = {}
     if os.environ.get("IDM_BENCH_LEASE") == "1":
         from identity_middleware.stores import Lease  # imported here: older revisions have none
@@ -139,6 +140,8 @@ def redis_store(url: str) -> Store:
         options["lease"] = Lease()
     if os.environ.get("IDM_BENCH_PLAIN") == "1":  # the redis-plain app: redis-py's transport alone
         options["multiplex"] = False
+    if os.environ.get("IDM_BENCH_INLINE") == "1":  # the redis-inline app: no writer thread
+        options["writer_thread"] = False
     store: Store = redis_store_class().from_url(url, prefix=REDIS_PREFIX, **options)
     return store
 

@@ -98,7 +98,7 @@ def sync_redis_over_memory(scenario: str, servers: Sequence[Server], connections
         return []
     lines = []
     for label, name in (("redis", "Redis"), ("redis-plain", "Redis through redis-py alone"),
-                        ("redis-lease", "Redis with leasing")):
+                        ("redis-inline", "Redis without the writer thread"), ("redis-lease", "Redis with leasing")):
         redis = by_kind.get(label)
         if redis is None:
             continue
@@ -117,7 +117,7 @@ def lease_latency(servers: Sequence[Server], delay_ms: float) -> list[str]:
     """With a delay proxy in front of Redis: each Redis app's latency, leasing on and off, against memory's."""
     lines = []
     for server in servers:
-        if server.app.kind not in ("memory", "redis", "redis-plain", "redis-lease"):
+        if server.app.kind not in ("memory", "redis", "redis-plain", "redis-inline", "redis-lease"):
             continue
         p50, p99 = _of(server, lambda run: run.p50_ms), _of(server, lambda run: run.p99_ms)
         line = f"{server.app.scenario} {server.app.label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {rps(server):,.0f} req/s"

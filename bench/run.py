@@ -21,8 +21,9 @@ from .serve import default_http, default_loop
 from .servers import SCENARIOS, SERVED_BY, App, Options, Server
 
 KINDS = ("memory", "redis", "redis-lease")  # --store all
-MORE_KINDS = ("free", "redis-plain")  # named only: bench/free_store.py (a store that costs nothing); Redis
-# through redis-py alone (multiplex=False: no accelerated transport)
+MORE_KINDS = ("free", "redis-plain", "redis-inline")  # named only: bench/free_store.py (a store that costs
+# nothing); Redis through redis-py alone (multiplex=False: no accelerated transport); Redis without the writer
+# thread (writer_thread=False: a sync settlement is written by the thread that settles it)
 
 
 def _cpu_model() -> str:

@@ -46,6 +46,19 @@ def test_a_sync_settle_lands_without_a_read_that_flushes(make_store: MakeStore) 
     assert metrics.total_cost == Decimal("0.000001") and metrics.total_tokens == 7
 
 
+def test_without_the_writer_thread_a_sync_settle_is_written_before_it_returns(make_store: MakeStore) -> None:
+    app = _redis(make_store, writer_thread=False)
+    other = _redis(make_store, prefix=app.prefix)
+    identity = app.create(IdentityInput(id="bg-off"))
+    before = writer_threads()
+    for _ in range(3):
+        app.settle(Settlement(identity.id, Usage(cost=1_000, input_tokens=3, output_tokens=4)))
+        assert app.buffered == 0  # written by this thread, not held for another
+    metrics = other.metrics("bg-off")  # another instance reads it at once: nothing left to land later
+    assert metrics.total_requests == 3 and metrics.total_cost == Decimal("0.000003")
+    assert writer_threads() == before  # none started
+
+
 def test_many_threads_settling_are_each_counted_once(make_store: MakeStore) -> None:
     app = _redis(make_store)
     other = _redis(make_store, prefix=app.prefix)

@@ -32,7 +32,9 @@ from identity_middleware.core.admission import AdmissionRequest, Settlement, Usa
 from identity_middleware.stores import Lease, RedisStore
 
 url, multiplex, leased, sync = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1", sys.argv[4] == "1"
-store = RedisStore.from_url(url, prefix="modules", multiplex=multiplex, lease=Lease() if leased else None)
+threaded = sys.argv[5] == "1"
+store = RedisStore.from_url(url, prefix="modules", multiplex=multiplex, lease=Lease() if leased else None,
+                            writer_thread=threaded)
 
 async def main():
     admission = await store.aadmit(AdmissionRequest("a"))
@@ -50,11 +52,12 @@ print(json.dumps(sorted(name for name in sys.modules if name.startswith("identit
 """
 
 
-def loaded_modules(url: str, *, multiplex: bool, leased: bool = False, sync: bool = True) -> set[str]:
+def loaded_modules(url: str, *, multiplex: bool, leased: bool = False, sync: bool = True,
+                   writer_thread: bool = True) -> set[str]:
     """Our modules a fresh process has loaded after admissions and settlements on both paths."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _PROGRAM, url, str(int(multiplex)), str(int(leased)),
-                           str(int(sync))], capture_output=True, text=True, env=env, timeout=60, check=True)
+                           str(int(sync)), str(int(writer_thread))], capture_output=True, text=True, env=env, timeout=60, check=True)
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
@@ -72,6 +75,10 @@ def test_the_accelerators_and_leasing_are_loaded_when_on(redis_url: str) -> None
 def test_an_async_only_store_starts_no_writer_thread_module(redis_url: str) -> None:
     assert WRITER_THREAD not in loaded_modules(redis_url, multiplex=False, sync=False)
     assert WRITER_THREAD in loaded_modules(redis_url, multiplex=False, sync=True)
+
+
+def test_without_the_writer_thread_its_module_is_absent(redis_url: str) -> None:
+    assert WRITER_THREAD not in loaded_modules(redis_url, multiplex=True, sync=True, writer_thread=False)
 
 
 # -- every transport over a real server -------------------------------------------------------------

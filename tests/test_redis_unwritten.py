@@ -76,9 +76,31 @@ def test_usage_applied_while_the_admission_was_on_its_way_is_counted_once(make_s
     unwritten = Unwritten(charge.usage.cost, 0, charge.id)  # what the admission counts itself
     assert runner.run(plans.requests.settle([charge])) == 1  # ... and the charge lands first
     asked = AdmissionRequest("uw-2", estimate=3 * CENT // 10, now=now)  # $0.006 + $0.003 fit in $0.01
-    assert runner.run(plans.requests.admit(asked, unwritten=unwritten)).allowed  # twice, $0.015 would not
+    assert runner.run(plans.requests.admit(asked, unwritten=(unwritten,))).allowed  # twice, $0.015 would not
     counted = AdmissionRequest("uw-2", estimate=5 * CENT // 10, now=now)  # $0.006 + $0.003 held + $0.005
-    assert runner.run(plans.requests.admit(counted, unwritten=unwritten)).blocked is not None
+    assert runner.run(plans.requests.admit(counted, unwritten=(unwritten,))).blocked is not None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_charge_counted_unless_its_own_marker_says_it_landed(make_store: MakeStore, kind: str) -> None:
+    """An admission counting two charges (one being written, one open): the one that landed
+    meanwhile is in the spend already, the other is counted by the admission, neither twice."""
+    store, ulid = store_with(make_store, kind, "uw-6", period="daily", amount="0.01")
+    plans = Plans(store.prefix, UTC, store.reservation_ttl)
+    runner = Runner(lambda: RedisPy(store.client), owned=False)
+    assert runner.run(plans.requests.admit(AdmissionRequest("uw-6"))).allowed
+    now = datetime.now(UTC)
+    (landed,) = plans.requests.seal([Settlement(ulid, Usage(cost=4 * CENT // 10), None, now)])  # $0.004
+    (open_,) = plans.requests.seal([Settlement(ulid, Usage(cost=3 * CENT // 10), None, now)])  # $0.003
+    assert runner.run(plans.requests.settle([landed])) == 1
+    both = (Unwritten(landed.usage.cost, 0, landed.id), Unwritten(open_.usage.cost, 0, open_.id))
+    fits = AdmissionRequest("uw-6", estimate=29 * CENT // 100, now=now)  # $0.004 + $0.003 + $0.0029 < $0.01
+    assert runner.run(plans.requests.admit(fits, unwritten=both)).allowed
+    # $0.004 spent + $0.0029 held + $0.003 counted: $0.0099; $0.0002 more would pass the limit
+    last = AdmissionRequest("uw-6", estimate=2 * CENT // 100, now=now)
+    blocked = runner.run(plans.requests.admit(last, unwritten=both)).blocked
+    assert blocked is not None and blocked.spent == Decimal("0.007")
+    assert runner.run(plans.requests.admit(last, unwritten=both[:1])).allowed  # the open one left out: fits
 
 
 @pytest.mark.parametrize("kind", KINDS)

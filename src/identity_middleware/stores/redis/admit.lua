@@ -12,9 +12,9 @@
 --       <amount given back first>", or '' (lib.lua's lease_renew). The amount given back (what the
 --       caller's lease held beyond its requests in flight) leaves the lease before the budgets are
 --       checked, so this process's own lease never blocks its request.
---       Then, from a sync caller, its usage of the identity buffered and not yet written,
---       "<cost nanos> <tokens>", counted as spent unless its charge's marker (KEYS[19]) says Redis
---       has applied it meanwhile, or '' / absent.
+--       Then the caller's usage of the identity not yet known to be written, one "<cost nanos>
+--       <tokens>" pair per charge, space-separated: each counted as spent unless its charge's marker
+--       (KEYS[19], KEYS[20], ... in the same order) says Redis has applied it meanwhile; or '' / absent.
 --       Then (steering, degrade=) smaller estimates "<nanos> <nanos> ...", in tier order, or '' /
 --       absent: when the estimate does not fit, the first of them that the budgets admit is held.
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
@@ -87,9 +87,15 @@ end
 local estimate = tonumber(ARGV[8])
 local unwritten = nil
 local buffered = ARGV[source_at + 2]
-if buffered and buffered ~= '' and redis.call('EXISTS', KEYS[19]) == 0 then
-  local cost, tokens = string.match(buffered, '^(%d+) (%d+)$')
-  unwritten = {tonumber(cost), tonumber(tokens)}
+if buffered and buffered ~= '' then
+  local marker, cost, tokens = 19, 0, 0
+  for charge_cost, charge_tokens in string.gmatch(buffered, '(%d+) (%d+)') do
+    if redis.call('EXISTS', KEYS[marker]) == 0 then
+      cost, tokens = cost + tonumber(charge_cost), tokens + tonumber(charge_tokens)
+    end
+    marker = marker + 1
+  end
+  unwritten = {cost, tokens}
 end
 local states, held, blocked, counted = budget_states(now_ms, estimate, false, unwritten)
 local fallback = 0

@@ -42,13 +42,15 @@ Batch = list[Charge]
 
 
 class Flight:
-    """A batch being written: its identities, and a future for whoever waits for it, made only
-    when someone does (most flushes end unwatched; a future with its condition costs each one)."""
+    """A batch being written: its charges by identity, and a future for whoever waits for it, made
+    only when someone does (most flushes end unwatched; a future with its condition costs each one)."""
 
-    __slots__ = ("future", "identities")
+    __slots__ = ("charges", "future")
 
-    def __init__(self, identities: set[str]) -> None:
-        self.identities = identities
+    def __init__(self, batch: Batch) -> None:
+        self.charges: dict[str, list[Charge]] = {}
+        for charge in batch:
+            self.charges.setdefault(charge.identity_id, []).append(charge)
         self.future: concurrent.futures.Future[None] | None = None
 
 
@@ -59,6 +61,9 @@ class SettlementBuffer:
         buffered (leasing takes its cost off its lease)."""
         self.limit = limit
         self.pending: Open = {}  # open, never sent: by identity and window start
+        # The window starts of the charges in ``pending`` (or more: emptied only with it), so an
+        # admission finds its identity's open charge with a lookup, not a scan, while there is one.
+        self._pending_starts: set[datetime] = set()
         self.unsure: collections.deque[Charge] = collections.deque()  # sent, not known to have landed
         self.retry_due = False  # an outage left settlements here: the next successful call writes them
         self._window = window
@@ -84,26 +89,28 @@ class SettlementBuffer:
         with self._lock:
             return any(key[0] == identity_id for key in self.pending) \
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
-                or any(identity_id in flight.identities for flight in self._inflight)
+                or any(identity_id in flight.charges for flight in self._inflight)
 
-    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, Unwritten | None]:
-        """For a sync admission of ``identity_id`` in the time window starting at ``start``: whether
-        its buffered usage must be written first (a charge of another window, one that releases
-        reservations or charges a lease, one an outage left unsure, one being written), else its
-        open charge in this window, whose usage the admission counts itself (or ``None``), as it is now."""
+    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, tuple[Unwritten, ...]]:
+        """For an admission of ``identity_id`` in the time window starting at ``start``: whether its
+        buffered usage must be written first (a charge of another window, or one that releases
+        reservations or charges a lease), else its charges of this window — open, being written, or
+        left unsure by an outage — whose usage the admission counts itself, each unless its marker
+        says Redis has applied it (so one being written meanwhile is counted once), as they are now."""
         with self._lock:
-            if any(identity_id in flight.identities for flight in self._inflight) \
-                    or any(charge.identity_id == identity_id for charge in self.unsure):
-                return True, None
-            found = None
-            for (owner, opened), charge in self.pending.items():
-                if owner != identity_id:
-                    continue
-                if opened != start or charge.held or charge.scoped or charge.leased:
-                    return True, None
-                usage = charge.usage
-                found = Unwritten(usage.cost, usage.input_tokens + usage.output_tokens, charge.id)
-            return False, found
+            charges = [charge for charge in self.unsure if charge.identity_id == identity_id] if self.unsure else []
+            for flight in self._inflight:
+                charges += flight.charges.get(identity_id, ())
+            if self._pending_starts.issubset((start,)):
+                if (open_charge := self.pending.get((identity_id, start))) is not None:
+                    charges.append(open_charge)
+            else:  # a time window just ended: a charge of the last one must be written first
+                charges += [charge for (owner, _), charge in self.pending.items() if owner == identity_id]
+            for charge in charges:
+                if charge.window.start != start or charge.held or charge.scoped or charge.leased:
+                    return True, ()
+            return False, tuple(Unwritten(charge.usage.cost, charge.usage.input_tokens + charge.usage.output_tokens,
+                                          charge.id) for charge in charges)
 
     def charges(self) -> list[Charge]:
         """Every charge buffered, oldest first (those sent and not known to have landed first)."""
@@ -117,6 +124,7 @@ class SettlementBuffer:
         window = self._window(now)
         with self._lock:
             self._size += sum_into(self.pending, settlement, window, now)
+            self._pending_starts.add(window.start)
             self._pending_count += 1
             if self._size > self.limit:
                 self._trim()
@@ -210,13 +218,14 @@ class SettlementBuffer:
                 if len(self.pending) <= room:
                     fresh = list(self.pending.values())
                     self.pending = {}
+                    self._pending_starts = set()
                 else:
                     fresh = [self.pending.pop(key) for key in list(itertools.islice(self.pending, room))]
                 self._pending_count -= sum(charge.count for charge in fresh)
                 batch += fresh
             if batch:
                 self._size -= sum(1 + len(charge.held) for charge in batch)
-                flight = Flight({charge.identity_id for charge in batch})
+                flight = Flight(batch)
                 self._inflight.add(flight)
         return batch, flight
 

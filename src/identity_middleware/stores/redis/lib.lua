@@ -51,7 +51,7 @@ end
 -- requests in the last minute, requests per minute, live (0/1)}, expired reservations pruned; with
 -- ``all`` (status reads) not-live budgets too, and tokens and requests of each. Also the periods
 -- holding a reservation (live, with an amount), those counting this admission (live), and whether
--- any live budget blocks ``estimate``. ``unwritten`` is {cost, tokens} a sync caller has buffered and
+-- any live budget blocks ``estimate``. ``unwritten`` is {cost, tokens} the caller has buffered and
 -- not yet written (admit.lua), counted as spent and tokens of every period (exact below 2^53).
 local function budget_states(now_ms, estimate, all, unwritten)
   local states, held, counted, blocked = {}, {}, {}, false

@@ -65,7 +65,9 @@ class RedisOptions:
     admissions with no round trip (see :class:`Lease`). ``linger``: seconds a sync process holds
     settled usage before writing it, so that each identity's requests meanwhile share one settle
     call (at most a quarter of a lease's ttl); its own admissions count it meanwhile, other
-    processes see it that much later.
+    processes see it that much later. ``writer_thread=False``: no writer thread; a sync settlement is
+    written on the thread that settles it, in one round trip (after the response, before that worker
+    serves its next request), and other processes see it at once.
 
     Connections (for a store built from a URL): ``max_connections`` caps each pool (per node on a
     Cluster); callers beyond it wait up to ``pool_timeout`` seconds. ``multiplex``: the
@@ -86,6 +88,7 @@ class RedisOptions:
     global_budgets: bool = True
     lease: Lease | None = None
     linger: float = LINGER
+    writer_thread: bool = True
     breaker: Callable[[], Health] = Health
     max_connections: int = 64
     pool_timeout: float = 10.0

@@ -109,6 +109,7 @@ class RedisStore(Store):
         self._buffer = SettlementBuffer(options.pending_limit, plans.records.window_of,
                                         plans.leasing.settled_locally if plans.leasing is not None else _nothing)
         self._writer = Writer(self._buffer, plans, self._runner, options.linger)
+        self._writer_thread = options.writer_thread
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
@@ -323,9 +324,10 @@ class RedisStore(Store):
         return await self._arun(plan)
 
     def _admission(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
-                   unwritten: Unwritten | None = None) -> Plan[Admission]:
-        """The admit plan, logging the refusal it answers with (:mod:`.plans.refusals`)."""
-        plan = self._plans.requests.admit(request, ask, ask_lease=ask_lease, unwritten=unwritten)
+                   unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
+        """The admit plan, logging the refusal it answers with (:mod:`.plans.refusals`); ``now``, when
+        given, the instant ``unwritten`` was looked up for."""
+        plan = self._plans.requests.admit(request, ask, ask_lease=ask_lease, unwritten=unwritten, now=now)
         return logging_refusal(plan, refusal_key(self.prefix), request)
 
     def admit(self, request: AdmissionRequest) -> Admission:
@@ -361,13 +363,12 @@ class RedisStore(Store):
 
     def _admit(self, request: AdmissionRequest) -> Admission:
         self._registry_read(self._request_runner)
-        unwritten = None
+        unwritten, now = None, None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
+            # counted by the admission at the same instant it was looked up for
             unwritten = self._writer.before_admission(request.external_id, self._request_runner, now)
-            if unwritten is not None:  # counted by the admission at the same instant it was looked up for
-                request = dataclasses.replace(request, now=now)
-        return self._run(self._admission(request, unwritten=unwritten), runner=self._request_runner)
+        return self._run(self._admission(request, unwritten=unwritten or (), now=now), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         # Not a coroutine of its own when it need not be: with the loop's client known and nothing
@@ -378,15 +379,16 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.retry_due and not self._plans.registry.due():
-                unwritten = None
+                unwritten: tuple[Unwritten, ...] = ()
+                now = None
                 if self._buffer.busy:
                     now = request.now if request.now is not None else datetime.now(UTC)
                     found = self._writer.countable(request.external_id, now)
                     if found is WRITE_FIRST:
                         return self._verdicts.aguarded(self._aadmit(request), node)
                     if found is not None:  # counted at the instant it was looked up for
-                        unwritten, request = found, dataclasses.replace(request, now=now)
-                plan = self._admission(request, unwritten=unwritten)
+                        unwritten = found
+                plan = self._admission(request, unwritten=unwritten, now=now)
                 return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True),
                                                node)
             return self._verdicts.aguarded(self._aadmit(request), node)
@@ -398,13 +400,13 @@ class RedisStore(Store):
         began = time.monotonic()
         state = await self._loops.get()
         await self._aregistry_read(state, began)
-        unwritten = None
+        unwritten, now = None, None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
+            # counted by the admission at the same instant it was looked up for
             unwritten = await self._writer.abefore_admission(request.external_id, state, now, self.request_timeout)
-            if unwritten is not None:  # counted by the admission at the same instant it was looked up for
-                request = dataclasses.replace(request, now=now)
-        return await self._arun(self._admission(request, unwritten=unwritten), deadline=self._left(began))
+        return await self._arun(self._admission(request, unwritten=unwritten or (), now=now),
+                                deadline=self._left(began))
 
     def _left(self, began: float) -> float | None:
         """What is left since ``began`` of ``request_timeout``, the one bound of all an admission's
@@ -428,10 +430,15 @@ class RedisStore(Store):
 
     def settle(self, settlement: Settlement) -> None:
         """Buffer; this process's writer thread writes the buffer ``linger`` seconds later, in one
-        round trip for all it holds (:mod:`.background`). On an outage it stays buffered, is logged,
-        and is retried (at most once applied); nothing is raised, so a caller never re-submits it."""
+        round trip for all it holds (:mod:`.background`), or, with ``writer_thread=False``, this
+        thread writes it now. On an outage it stays buffered, is logged, and is retried (at most
+        once applied); nothing is raised, so a caller never re-submits it."""
         self._buffer.add(settlement)
-        self._writer.background.poke()
+        if self._writer_thread:
+            self._writer.background.poke()
+        else:
+            with contextlib.suppress(StoreUnavailable):  # kept buffered, logged once per outage by the buffer
+                self._writer.flush(self._request_runner)
 
     async def asettle(self, settlement: Settlement) -> None:
         """Buffer; this loop writes the buffer on its next tick, in one round trip for all."""

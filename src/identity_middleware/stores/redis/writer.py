@@ -75,11 +75,12 @@ class Writer:
         if self.buffer:
             self.flush(runner)
 
-    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> Unwritten | None:
+    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> tuple[Unwritten, ...] | None:
         """Make a sync admission at ``now`` see this process's usage of ``external_id`` (of anyone's,
         where model, provider or workspace budgets may apply, or with leasing): written first; or,
-        for an identity whose usage is only in an open charge of this time window, that charge's
-        usage, which the admission counts itself (so it needs no round trip of its own)."""
+        for an identity whose usage is only in charges of this time window (open, being written, or
+        unsure after an outage), those charges' usage, which the admission counts itself unless
+        their markers say Redis applied them (so it needs no round trip of its own)."""
         found = self.countable(external_id, now)
         if found is not WRITE_FIRST:
             return found
@@ -88,7 +89,7 @@ class Writer:
         return None
 
     async def abefore_admission(self, external_id: str, state: LoopClient, now: datetime,
-                                timeout: float | None) -> Unwritten | None:
+                                timeout: float | None) -> tuple[Unwritten, ...] | None:
         """:meth:`before_admission` on a loop: what is written first is awaited (at most ``timeout``),
         so a client's next request counts the one whose response just ended."""
         found = self.countable(external_id, now)
@@ -101,7 +102,7 @@ class Writer:
                 await within(timeout, self.aflush(state))
         return None
 
-    def countable(self, external_id: str, now: datetime) -> Unwritten | _WriteFirst | None:
+    def countable(self, external_id: str, now: datetime) -> tuple[Unwritten, ...] | _WriteFirst | None:
         """What an admission of ``external_id`` at ``now`` counts of the buffer itself, or
         :data:`WRITE_FIRST` when the buffer must be written before it."""
         buffer = self.buffer
@@ -112,7 +113,7 @@ class Writer:
             if self.plans.leasing is None:
                 write_first, unwritten = buffer.unwritten(ulid, self.plans.records.window_of(now).start)
                 if not write_first:
-                    return unwritten
+                    return unwritten or None
             elif not buffer.holds(ulid):
                 return None
         return WRITE_FIRST

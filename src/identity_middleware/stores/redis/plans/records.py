@@ -131,11 +131,11 @@ class Records:
         return Eval(script, keys, args, packed)
 
     def marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
-                     charge_id: str) -> Eval:
-        """:meth:`eval` with a charge's marker as its last key (the same hash tag: one slot, one script)."""
+                    *charge_ids: str) -> Eval:
+        """:meth:`eval` with charges' markers as its last keys (the same hash tag: one slot, one script)."""
         keys, packed = self._keyset(tag, current)
-        marker = self.keys.charge(tag, charge_id)
-        return Eval(script, [*keys, marker], args, packed + codec.packed(marker))
+        markers = [self.keys.charge(tag, charge_id) for charge_id in charge_ids]
+        return Eval(script, [*keys, *markers], args, packed + b"".join(codec.packed(marker) for marker in markers))
 
     def _keyset(self, tag: str, current: Window) -> tuple[list[str], bytes]:
         """An identity's keys in ``current`` window, and them in the Redis protocol (cached per tag)."""
@@ -152,12 +152,13 @@ class Records:
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None, lease: str = "",
-               unwritten: Unwritten | None = None, fallbacks: tuple[int, ...] = ()) -> Eval:
+               unwritten: Sequence[Unwritten] = (), fallbacks: tuple[int, ...] = ()) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
         (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
         lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`; ``unwritten``: usage of a
-        sync caller's open charge, counted unless its marker says Redis has applied it; ``fallbacks``:
-        smaller estimates to hold, the first that fits, when ``estimate`` does not)."""
+        caller's charges not yet known to be written, each counted unless its marker says Redis has
+        applied it; ``fallbacks``: smaller estimates to hold, the first that fits, when ``estimate``
+        does not)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:
@@ -173,16 +174,15 @@ class Records:
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]
         args.append(last_source or "")
-        if lease or unwritten is not None or fallbacks:
+        if lease or unwritten or fallbacks:
             args.append(lease)
+        if unwritten or fallbacks:
+            args.append(" ".join(f"{charge.cost} {charge.tokens}" for charge in unwritten))
         if fallbacks:
-            args += ["" if unwritten is None else f"{unwritten.cost} {unwritten.tokens}",
-                     " ".join(map(str, fallbacks))]
-        elif unwritten is not None:
-            args.append(f"{unwritten.cost} {unwritten.tokens}")
-        if unwritten is None:
+            args.append(" ".join(map(str, fallbacks)))
+        if not unwritten:
             return self.eval(ADMIT, tag, current, args)
-        return self.marked_eval(ADMIT, tag, current, args, unwritten.charge_id)
+        return self.marked_eval(ADMIT, tag, current, args, *(charge.charge_id for charge in unwritten))
 
     def indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from an admit script reply (``cached`` when it sent none: unchanged); a new

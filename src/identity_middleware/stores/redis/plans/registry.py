@@ -49,6 +49,7 @@ class Registry:
         self.notify: Notify | None = None
         self._defs_cache: tuple[float, dict[str, ScopedBudget]] | None = None
         self._failed_at: float | None = None  # when the last read of a stale copy failed
+        self._reading_since: float | None = None  # when the read of a stale copy now on its way began
 
     def fresh_defs(self) -> dict[str, ScopedBudget] | None:
         """The cached registry while it is fresh (or, after a failed read, the last good copy for
@@ -60,9 +61,12 @@ class Registry:
         age = now - cached[0]
         if age < REFRESH:
             return cached[1]
-        failed = self._failed_at
-        if failed is not None and now - failed < REFRESH and age < STALE_LIMIT:
-            return cached[1]
+        if age < STALE_LIMIT:
+            # One read of a stale copy at a time: while it is on its way (or for REFRESH seconds
+            # after it failed) the requests meanwhile are served the copy held, not a read each.
+            for since in (self._failed_at, self._reading_since):
+                if since is not None and now - since < REFRESH:
+                    return cached[1]
         return None
 
     def due(self) -> bool:
@@ -71,13 +75,16 @@ class Registry:
         return self.global_budgets and self._defs_cache is not None and self.fresh_defs() is None
 
     def refresh(self) -> Plan[dict[str, ScopedBudget]]:
-        """Read the registry (run apart from an admission, so its failure is :meth:`failed`'s, not the request's)."""
+        """Read the registry (run apart from an admission, so its failure is :meth:`failed`'s, not the
+        request's); until it is answered, or fails, no other request reads it."""
+        self._reading_since = self.clock()
         return self.keep_defs((yield self.defs_call()))
 
     def failed(self) -> None:
         """A read of the registry failed: the last good copy is served for :data:`REFRESH` seconds more
         (within :data:`STALE_LIMIT` of its read), then the read is tried again."""
         self._failed_at = self.clock()
+        self._reading_since = None
 
     def may_have_globals(self) -> bool:
         """Whether model, provider or workspace budgets may apply (unknown until the registry is read)."""
@@ -99,7 +106,7 @@ class Registry:
     def keep_defs(self, reply: object) -> dict[str, ScopedBudget]:
         defs = {budget_id: ScopedBudget.from_record(text) for budget_id, text in codec.as_map(reply).items()}
         self._defs_cache = (self.clock(), defs)
-        self._failed_at = None
+        self._failed_at = self._reading_since = None
         return defs
 
     def global_defs(self, *, fresh: bool = False) -> Plan[dict[str, ScopedBudget]]:
@@ -111,7 +118,7 @@ class Registry:
     def forget(self) -> None:
         """Read the registry again before the next request that needs it (a budget changed here)."""
         self._defs_cache = None
-        self._failed_at = None
+        self._failed_at = self._reading_since = None
 
     def matching_globals(self, identity: str | None, model: str | None, now: datetime) -> Plan[list[ScopedBudget]]:
         """The live global budgets a request of ``identity`` for ``model`` falls under."""

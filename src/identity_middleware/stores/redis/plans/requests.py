@@ -39,10 +39,11 @@ class RequestPlans:
         self.leasing = leasing
 
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
-              unwritten: Unwritten | None = None) -> Plan[Admission]:
+              unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
         """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here);
-        ``unwritten``: this process's usage of the identity not yet written, for the script to count."""
-        now = codec.now_or(request.now)
+        ``unwritten``: this process's usage of the identity not yet written, for the script to count;
+        ``now``: the instant it was looked up for (else the request's)."""
+        now = now if now is not None else codec.now_or(request.now)
         upsert = request.upsert
         changes = upsert.changes() if upsert is not None else {}
         reservation_id = uuid.uuid4().hex if request.estimate > 0 else ""
