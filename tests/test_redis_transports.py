@@ -57,7 +57,8 @@ def loaded_modules(url: str, *, multiplex: bool, leased: bool = False, sync: boo
     """Our modules a fresh process has loaded after admissions and settlements on both paths."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _PROGRAM, url, str(int(multiplex)), str(int(leased)),
-                           str(int(sync)), str(int(writer_thread))], capture_output=True, text=True, env=env, timeout=60, check=True)
+                           str(int(sync)), str(int(writer_thread))],
+                          capture_output=True, text=True, env=env, timeout=60, check=True)
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
