@@ -132,7 +132,9 @@ def redis_store(url: str) -> Store:
     """``RedisStore.from_url(url)`` under the bench's own key prefix; with ``IDM_BENCH_LEASE=1``
     the ``redis-lease`` app: leasing on (``lease=Lease()``, zero-round-trip admission); with
     ``IDM_BENCH_PLAIN=1`` the ``redis-plain`` app: ``multiplex=False``, redis-py's transport alone; with
-    ``IDM_BENCH_INLINE=1`` the ``redis-inline`` app: ``writer_thread=False``."""
+    ``IDM_BENCH_INLINE=1`` the ``redis-inline`` app: ``writer_thread=False``; with
+    ``IDM_BENCH_WAIT=settle`` (``admit``) the ``redis-wait`` (``redis-wait-admit``) app: the WAIT
+    guard, ``wait=Wait(1, 0.1)`` (with ``admissions=True``)."""
     options: dict[str, Any] = {}
     if os.environ.get("IDM_BENCH_LEASE") == "1":
         from identity_middleware.stores import Lease  # imported here: older revisions have none
@@ -142,6 +144,10 @@ def redis_store(url: str) -> Store:
         options["multiplex"] = False
     if os.environ.get("IDM_BENCH_INLINE") == "1":  # the redis-inline app: no writer thread
         options["writer_thread"] = False
+    if (wait := os.environ.get("IDM_BENCH_WAIT")) in ("settle", "admit"):  # redis-wait, redis-wait-admit
+        from identity_middleware.stores import Wait
+
+        options["wait"] = Wait(1, 0.1, admissions=wait == "admit")
     store: Store = redis_store_class().from_url(url, prefix=REDIS_PREFIX, **options)
     return store
 
@@ -195,34 +201,55 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_redis(cpus: str | None = None) -> Iterator[str]:
-    """A throwaway ``redis-server`` on a free loopback port (no persistence), killed on exit."""
+def private_redis(cpus: str | None = None, *, replica: bool = False) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port (no persistence), killed on exit; with
+    ``replica``, a second one replicating it (what ``WAIT`` waits for)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RedisUnavailable("redis-server not found (apt-get install -y redis-server, or pass --redis-url)")
     directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        port = _redis_server(binary, directory / "master", cpus, processes)
+        if replica:
+            import redis
+
+            copy = _redis_server(binary, directory / "replica", cpus, processes, "--replicaof", "127.0.0.1", str(port))
+            deadline = time.monotonic() + 30
+            with redis.Redis(port=copy) as client:
+                while client.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise RedisUnavailable("the replica did not sync with its master within 30 s")
+                    time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        for process in processes:
+            stop(process)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _redis_server(binary: str, directory: Path, cpus: str | None, processes: list[subprocess.Popen[bytes]],
+                  *extra: str) -> int:
+    """Start one ``redis-server`` in ``directory`` (added to ``processes``); its port once it answers PING."""
+    directory.mkdir()
     port = free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-               "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")]
+               "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"), *extra]
     if cpus and shutil.which("taskset"):
         command = ["taskset", "-c", cpus, *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise RedisUnavailable(f"redis-server exited: {(directory / 'redis.log').read_text(errors='replace')}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RedisUnavailable("redis-server did not answer PING within 10 s")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(process)
-        shutil.rmtree(directory, ignore_errors=True)
+    processes.append(process)
+    deadline = time.monotonic() + 10
+    while True:
+        if process.poll() is not None:
+            raise RedisUnavailable(f"redis-server exited: {(directory / 'redis.log').read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RedisUnavailable("redis-server did not answer PING within 10 s")
+        time.sleep(0.05)

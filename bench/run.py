@@ -21,9 +21,11 @@ from .serve import default_http, default_loop
 from .servers import SCENARIOS, SERVED_BY, App, Options, Server
 
 KINDS = ("memory", "redis", "redis-lease")  # --store all
-MORE_KINDS = ("free", "redis-plain", "redis-inline")  # named only: bench/free_store.py (a store that costs
-# nothing); Redis through redis-py alone (multiplex=False: no accelerated transport); Redis without the writer
-# thread (writer_thread=False: a sync settlement is written by the thread that settles it)
+MORE_KINDS = ("free", "redis-plain", "redis-inline", "redis-wait", "redis-wait-admit")  # named only:
+# bench/free_store.py (a store that costs nothing); Redis through redis-py alone (multiplex=False: no
+# accelerated transport); Redis without the writer thread (writer_thread=False: a sync settlement is written
+# by the thread that settles it); the WAIT guard on settlements, and on admissions too (Wait(1, 0.1); the
+# private Redis gets a replica)
 
 
 def _cpu_model() -> str:
@@ -89,7 +91,8 @@ def _redis(args: argparse.Namespace, wanted: bool, cpus: str | None) -> Iterator
         yield None, None
         return
     with contextlib.ExitStack() as stack:
-        direct = args.redis_url or stack.enter_context(private_redis(cpus))
+        replica = any(kind.startswith("redis-wait") for kind in args.kinds)  # WAIT needs a replica to answer
+        direct = args.redis_url or stack.enter_context(private_redis(cpus, replica=replica))
         if not args.redis_delay:
             yield direct, direct
             return

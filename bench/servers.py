@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 LEASE_ENV = "IDM_BENCH_LEASE"  # bench/apps.py passes lease= to RedisStore when it is "1"
 PLAIN_ENV = "IDM_BENCH_PLAIN"  # ... and multiplex=False (redis-py's transport alone) when this is "1"
 INLINE_ENV = "IDM_BENCH_INLINE"  # ... and writer_thread=False (sync settlements written inline) when "1"
+WAIT_ENV = "IDM_BENCH_WAIT"  # ... and wait=Wait(1, 0.1) (settlements), with admissions=True when "admit"
 PREFIX_ENV = "IDM_BENCH_PREFIX"
 SCENARIOS = ("asgi", "llm", "flask", "django")
 SERVED_BY = {"asgi": "uvicorn", "llm": "uvicorn", "flask": "gunicorn", "django": "gunicorn"}
@@ -32,7 +33,7 @@ class App:
     """One measured app: a scenario (framework and view), a store kind, and the src/ it runs."""
 
     scenario: str  # asgi (Starlette micro view), llm (Starlette forwarding to an upstream), flask, django
-    kind: str  # bare, memory, redis, redis-lease, redis-plain, redis-inline
+    kind: str  # bare, memory, redis, redis-lease, redis-plain, redis-inline, redis-wait, redis-wait-admit
     revision: str | None = None  # run.py --before: the old revision's short sha
 
     @property
@@ -86,6 +87,9 @@ def _command(app: App, port: int, options: Options) -> tuple[list[str], dict[str
     if app.kind == "redis-inline":
         env[INLINE_ENV] = "1"
         env[PREFIX_ENV] += "-inline"
+    if app.kind.startswith("redis-wait"):
+        env[WAIT_ENV] = "admit" if app.kind == "redis-wait-admit" else "settle"
+        env[PREFIX_ENV] += f"-wait-{env[WAIT_ENV]}"
     if app.scenario in ("asgi", "llm"):
         command = [sys.executable, "-m", "bench.serve", "--app", env["IDM_BENCH_APP"], "--port", str(port),
                    "--loop", options.loop, "--http", options.http]

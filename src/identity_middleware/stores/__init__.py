@@ -9,15 +9,15 @@ from .memory import MemoryStore
 from .urls import check_url
 
 if TYPE_CHECKING:
-    from .redis import Lease, RedisOptions, RedisStore
+    from .redis import Lease, RedisOptions, RedisStore, Wait
 
-__all__ = ["Lease", "MemoryStore", "RedisOptions", "RedisStore", "Store", "store_from_url"]
+__all__ = ["Lease", "MemoryStore", "RedisOptions", "RedisStore", "Store", "Wait", "store_from_url"]
 
 
 def __getattr__(name: str) -> Any:
-    # RedisStore (and its Lease option) is imported on first use, so the redis client stays an
-    # optional dependency.
-    if name in ("Lease", "RedisOptions", "RedisStore"):
+    # RedisStore (and its Lease and Wait options) is imported on first use, so the redis client
+    # stays an optional dependency.
+    if name in ("Lease", "RedisOptions", "RedisStore", "Wait"):
         from . import redis
 
         return getattr(redis, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...extras import requires_extra
 
 with requires_extra("redis", "RedisStore"):
-    from .options import Lease, RedisOptions
+    from .options import Lease, RedisOptions, Wait
     from .store import RedisStore
 
-__all__ = ["Lease", "RedisOptions", "RedisStore"]
+__all__ = ["Lease", "RedisOptions", "RedisStore", "Wait"]

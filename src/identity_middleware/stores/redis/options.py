@@ -47,6 +47,34 @@ class Lease:
         return int(self.ttl * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Writes acknowledged by replicas (``WAIT``) before they count as written, for
+    :class:`~identity_middleware.stores.RedisStore` (``wait=``; standalone and Sentinel, not a Cluster).
+
+    Each settlement batch is followed by ``WAIT replicas timeout`` in its own round trip; a batch
+    fewer than ``replicas`` replicas acknowledged within ``timeout`` seconds stays buffered and is
+    sent again (counted once: its charge markers), so a failover cannot lose usage the store let
+    go of. ``admissions``: admissions wait too (their reservations and the identities they create
+    survive a failover), at the cost of the replicas' acknowledgement on every request; one that
+    falls short meets the outage policy.
+    """
+
+    replicas: int = 1
+    timeout: float = 0.1
+    admissions: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ValueError(f"Wait replicas must be a whole number >= 1, not {self.replicas!r}")
+        if not math.isfinite(self.timeout) or self.timeout < 0.001:
+            raise ValueError(f"Wait timeout must be at least 0.001 s, not {self.timeout!r}")
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(1, round(self.timeout * 1000))
+
+
 @dataclass(frozen=True, kw_only=True)
 class RedisOptions:
     """How a :class:`~identity_middleware.stores.RedisStore` stores and reaches Redis.
@@ -62,12 +90,14 @@ class RedisOptions:
     ``settle_id_ttl``: how long Redis remembers an applied settlement batch, so that a retry within
     it is a no-op. ``global_budgets=False`` skips model, provider and workspace budgets on the
     request path (no registry reads: for apps with identity budgets only). ``lease=Lease()``:
-    admissions with no round trip (see :class:`Lease`). ``linger``: seconds a sync process holds
-    settled usage before writing it, so that each identity's requests meanwhile share one settle
-    call (at most a quarter of a lease's ttl); its own admissions count it meanwhile, other
-    processes see it that much later. ``writer_thread=False``: no writer thread; a sync settlement is
-    written on the thread that settles it, in one round trip (after the response, before that worker
-    serves its next request), and other processes see it at once.
+    admissions with no round trip (see :class:`Lease`). ``wait=Wait()``: settlements (and, if asked,
+    admissions) count as written only once a replica acknowledged them (see :class:`Wait`).
+    ``linger``: seconds a sync process holds settled usage before writing it, so that each
+    identity's requests meanwhile share one settle call (at most a quarter of a lease's ttl); its
+    own admissions count it meanwhile, other processes see it that much later.
+    ``writer_thread=False``: no writer thread; a sync settlement is written on the thread that
+    settles it, in one round trip (after the response, before that worker serves its next request),
+    and other processes see it at once.
 
     Connections (for a store built from a URL): ``max_connections`` caps each pool (per node on a
     Cluster); callers beyond it wait up to ``pool_timeout`` seconds. ``multiplex``: the
@@ -87,6 +117,7 @@ class RedisOptions:
     settle_id_ttl: int = SETTLE_ID_TTL
     global_budgets: bool = True
     lease: Lease | None = None
+    wait: Wait | None = None
     linger: float = LINGER
     writer_thread: bool = True
     breaker: Callable[[], Health] = Health

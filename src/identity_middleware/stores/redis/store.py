@@ -49,6 +49,7 @@ from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans, sessions
 from .plans.refusals import logging_refusal, recent_refusals, refusal_key
+from .replication import replicated
 from .runner import Runner, arun
 from .shards import Shards, node_of
 from .steps import Plan
@@ -89,6 +90,9 @@ class RedisStore(Store):
         self._spec = spec
         # On a Cluster, an admission is judged by the breaker of its identity's master (.shards).
         self._sharded = spec.is_cluster if spec is not None else isinstance(client, redis.cluster.RedisCluster)
+        if options.wait is not None and self._sharded:
+            raise ValueError("RedisOptions(wait=...) cannot guard a Redis Cluster: a Cluster client sends WAIT to a "
+                             "node of its choosing, not on the connection that wrote; use min-replicas-to-write")
         leases = None
         if options.lease is not None:
             from .lease import Leases
@@ -108,7 +112,7 @@ class RedisStore(Store):
                 self._request_runner = Runner(spec.bounded(options.request_timeout).sync_transport)
         self._buffer = SettlementBuffer(options.pending_limit, plans.records.window_of,
                                         plans.leasing.settled_locally if plans.leasing is not None else _nothing)
-        self._writer = Writer(self._buffer, plans, self._runner, options.linger)
+        self._writer = Writer(self._buffer, plans, self._runner, options.linger, options.wait)
         self._writer_thread = options.writer_thread
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
@@ -326,8 +330,12 @@ class RedisStore(Store):
     def _admission(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
                    unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
         """The admit plan, logging the refusal it answers with (:mod:`.plans.refusals`); ``now``, when
-        given, the instant ``unwritten`` was looked up for."""
+        given, the instant ``unwritten`` was looked up for; with ``Wait(admissions=True)``, answered
+        once replicas hold it (:mod:`.replication`)."""
         plan = self._plans.requests.admit(request, ask, ask_lease=ask_lease, unwritten=unwritten, now=now)
+        wait = self.options.wait
+        if wait is not None and wait.admissions:
+            plan = replicated(plan, wait)
         return logging_refusal(plan, refusal_key(self.prefix), request)
 
     def admit(self, request: AdmissionRequest) -> Admission:

@@ -199,6 +199,15 @@ def _missing_scripts(replies: list[Any]) -> list[int]:
     return [index for index, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
 
 
+def _again(batch: Batch, missing: list[int]) -> list[int]:
+    """The places of the commands to send again after NOSCRIPT: those script calls, and a ``WAIT``
+    after them (:mod:`.replication`: it must follow the writes it waits for)."""
+    first = missing[0]
+    waits = [index for index, step in enumerate(batch.steps)
+             if index > first and isinstance(step, Call) and step.method == "wait"]
+    return sorted({*missing, *waits})
+
+
 def _raise_first_error(replies: list[Any]) -> list[Any]:
     for reply in replies:
         if isinstance(reply, Exception):
@@ -258,10 +267,11 @@ class RedisPy:
             replies = pipeline(client, step).execute(raise_on_error=False)
             missing = _missing_scripts(replies)
             if missing:
-                again = [step.steps[index] for index in missing]
+                places = _again(step, missing)
+                again = [step.steps[index] for index in places]
                 for script in {each.script: None for each in again if isinstance(each, Eval)}:
                     client.script_load(script.source)
-                for index, reply in zip(missing, pipeline(client, Batch(again)).execute(raise_on_error=False),
+                for index, reply in zip(places, pipeline(client, Batch(again)).execute(raise_on_error=False),
                                         strict=True):
                     replies[index] = reply
             reply = _raise_first_error(replies)
@@ -328,10 +338,11 @@ class AsyncRedisPy:
         replies = await pipeline(client, step).execute(raise_on_error=False)
         missing = _missing_scripts(replies)
         if missing:
-            again = [step.steps[index] for index in missing]
+            places = _again(step, missing)
+            again = [step.steps[index] for index in places]
             for script in {each.script: None for each in again if isinstance(each, Eval)}:
                 await client.script_load(script.source)
-            for index, reply in zip(missing, await pipeline(client, Batch(again)).execute(raise_on_error=False),
+            for index, reply in zip(places, await pipeline(client, Batch(again)).execute(raise_on_error=False),
                                     strict=True):
                 replies[index] = reply
         return _raise_first_error(replies)

@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ...core.errors import StoreUnavailable
-from .buffer import SettlementBuffer
+from .buffer import Batch, SettlementBuffer
 from .loops import LoopClient
-from .options import LINGER
+from .options import LINGER, Wait
 from .plans import Plans
+from .replication import replicated
 from .runner import Runner, arun, within
+from .steps import Plan
 from .unwritten import Unwritten
 
 if TYPE_CHECKING:
@@ -34,10 +36,12 @@ WRITE_FIRST = _WriteFirst.WRITE_FIRST  # the buffer holds usage an admission mus
 class Writer:
     """Drains :class:`.buffer.SettlementBuffer` through the settle plan, sync or on a loop's client."""
 
-    def __init__(self, buffer: SettlementBuffer, plans: Plans, runner: Runner, linger: float = LINGER) -> None:
+    def __init__(self, buffer: SettlementBuffer, plans: Plans, runner: Runner, linger: float = LINGER,
+                 wait: Wait | None = None) -> None:
         self.buffer = buffer
         self.plans = plans
         self.runner = runner
+        self.wait = wait  # a batch counts as written once replicas acknowledged it (.replication)
         leasing = plans.leasing
         if leasing is not None:  # a lease's renewal rides the settlement batch
             linger = min(linger, leasing.leases.lease.ttl / 4)
@@ -65,7 +69,12 @@ class Writer:
         runner = self.runner if runner is None else runner
         if self.buffer:
             runner.transport.follow_master()
-        self.buffer.drain(lambda batch: runner.run(self.plans.requests.settle(batch)))
+        self.buffer.drain(lambda batch: runner.run(self.settle(batch)))
+
+    def settle(self, batch: Batch) -> Plan[int]:
+        """The settle plan of ``batch``, waiting for replicas when the store asks it to."""
+        plan = self.plans.requests.settle(batch)
+        return plan if self.wait is None else replicated(plan, self.wait)
 
     def flush_all(self, runner: Runner | None = None) -> None:
         """:meth:`flush`, then wait for the batches other threads are writing (one that came back,
@@ -121,7 +130,7 @@ class Writer:
     async def adrain(self, state: LoopClient) -> None:
         if self.buffer:
             await state.transport.afollow_master()
-        await self.buffer.adrain(lambda batch: arun(state.transport, self.plans.requests.settle(batch)))
+        await self.buffer.adrain(lambda batch: arun(state.transport, self.settle(batch)))
 
     def schedule(self, state: LoopClient) -> None:
         """Write the buffer on this loop's next tick (one task at a time per loop)."""
