@@ -20,6 +20,7 @@ from ..unwritten import Unwritten
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
+_MARKER_LIMIT = 10_000  # charges' markers cached (a charge lives until its write lands)
 
 
 
@@ -39,6 +40,7 @@ class Records:
         self._tags_lock = threading.Lock()
         # hash tag -> the window its keys were built for, those keys, and them in the Redis protocol
         self._keysets: dict[str, tuple[Window, list[str], bytes]] = {}
+        self._markers: dict[str, tuple[str, bytes]] = {}  # charge id -> its marker key, and packed
         # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
         # it differs (changed here or by another process), so an unchanged one is not re-parsed
         self._records: dict[str, tuple[str, Identity]] = {}
@@ -134,8 +136,20 @@ class Records:
                     *charge_ids: str) -> Eval:
         """:meth:`eval` with charges' markers as its last keys (the same hash tag: one slot, one script)."""
         keys, packed = self._keyset(tag, current)
-        markers = [self.keys.charge(tag, charge_id) for charge_id in charge_ids]
-        return Eval(script, [*keys, *markers], args, packed + b"".join(codec.packed(marker) for marker in markers))
+        markers = [self._marker(tag, charge_id) for charge_id in charge_ids]
+        return Eval(script, [*keys, *(key for key, _ in markers)], args,
+                    b"".join([packed, *(bytes_ for _, bytes_ in markers)]))
+
+    def _marker(self, tag: str, charge_id: str) -> tuple[str, bytes]:
+        """A charge's marker key, and it packed (cached: every admission of its identity while the
+        charge is unwritten names it)."""
+        found = self._markers.get(charge_id)
+        if found is None:
+            if len(self._markers) >= _MARKER_LIMIT:
+                self._markers.clear()
+            key = self.keys.charge(tag, charge_id)
+            found = self._markers[charge_id] = (key, codec.packed(key))
+        return found
 
     def _keyset(self, tag: str, current: Window) -> tuple[list[str], bytes]:
         """An identity's keys in ``current`` window, and them in the Redis protocol (cached per tag)."""
