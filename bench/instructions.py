@@ -11,6 +11,11 @@ without noise, whether a change made a path cheaper or dearer.
     apt-get install -y valgrind
     .venv/bin/python -m bench.instructions --before ed54c1c             # asgi, flask, django
     .venv/bin/python -m bench.instructions --scenario asgi --requests 1000
+    .venv/bin/python -m bench.instructions --scenario asgi --store redis --in-flight 32 --before daeea84
+
+``--in-flight K`` serves the ASGI app's requests K at a time (K tasks, as a server with K connections
+does): a store that batches or counts its buffered writes works as it does under load, which one
+request at a time never shows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .revisions import REPO, export
 SCENARIOS = ("asgi", "flask", "django")
 STORES = ("memory", "free", "redis")
 REDIS_URL_ENV = "IDM_BENCH_REDIS_URL"  # the same variable the WSGI apps read
+IN_FLIGHT_ENV = "IDM_BENCH_IN_FLIGHT"  # the ASGI child's requests in flight at once (--in-flight)
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -47,12 +53,18 @@ def _asgi_requests(kind: str) -> Callable[[int], None]:
     store = make_store(kind, os.environ.get(REDIS_URL_ENV))
     app = build_app(store)
 
-    async def serve(count: int) -> None:
+    in_flight = int(os.environ.get(IN_FLIGHT_ENV, "1"))
+
+    async def one_at_a_time(first: int, count: int) -> None:
         loop = asyncio.get_running_loop()
-        for index in range(count):  # each request in a task of its own, as uvicorn runs them
+        for index in range(first, first + count):  # each request in a task of its own, as uvicorn runs them
             status = await loop.create_task(client.call(app, index))
             if status != 200:
                 raise RuntimeError(f"the app answered {status}")
+
+    async def serve(count: int) -> None:
+        share, extra = divmod(count, in_flight)
+        await asyncio.gather(*(one_at_a_time(worker * share, share + (worker < extra)) for worker in range(in_flight)))
         if store is not None:
             await store.aflush()  # what the batch wrote belongs to it
 
@@ -104,8 +116,10 @@ def child(scenario: str, kind: str, count: int) -> None:
 
 
 # -- the parent: valgrind around children -------------------------------------------------------------
-def _instructions(scenario: str, kind: str, count: int, tree: Path | None, tag: str | None) -> int:
+def _instructions(scenario: str, kind: str, count: int, tree: Path | None, tag: str | None,
+                  in_flight: int = 1) -> int:
     env = dict(os.environ)
+    env[IN_FLIGHT_ENV] = str(in_flight)
     env["IDM_BENCH_PREFIX"] = f"idm-bench-{scenario}-{tag or 'here'}-{count}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree / "src") if tree else None, str(REPO),
                                                       env.get("PYTHONPATH")]))
@@ -118,19 +132,22 @@ def _instructions(scenario: str, kind: str, count: int, tree: Path | None, tag: 
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(scenario: str, kind: str, count: int, tree: Path | None, tag: str | None) -> int:
+def per_request(scenario: str, kind: str, count: int, tree: Path | None, tag: str | None,
+                in_flight: int = 1) -> int:
     """Instructions of one request: (3N requests - N requests) / 2N, start-up and warm-up cancelled out."""
-    more, fewer = (_instructions(scenario, kind, n, tree, tag) for n in (3 * count, count))
+    more, fewer = (_instructions(scenario, kind, n, tree, tag, in_flight) for n in (3 * count, count))
     return (more - fewer) // (2 * count)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", metavar="REV", help="also count the MemoryStore apps on src/ as committed at REV")
+    parser.add_argument("--before", metavar="REV", help="also count the store apps on src/ as committed at REV")
     parser.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated, of asgi, flask, django")
     parser.add_argument("--store", default="memory",
                         help="comma-separated, of memory, free (bench/free_store.py), redis (a private redis-server)")
     parser.add_argument("--requests", type=int, default=1000, help="N: runs of N and 3N requests per app")
+    parser.add_argument("--in-flight", type=int, default=1,
+                        help="asgi: requests served at once (tasks), as a server with that many connections")
     parser.add_argument("--child", nargs=3, metavar=("SCENARIO", "KIND", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -154,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                 if before is not None:
                     jobs[(scenario, store, before[0])] = before[1]
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            futures = {key: pool.submit(per_request, key[0], key[1], args.requests, tree, key[2])
+            futures = {key: pool.submit(per_request, key[0], key[1], args.requests, tree, key[2], args.in_flight)
                        for key, tree in jobs.items()}
             counts = {key: future.result() for key, future in futures.items()}
     print(f"{source_info()}; valgrind cachegrind, instructions per request (runs of {args.requests} and "
-          f"{3 * args.requests} requests in-process, 1 KB chat body, a daily budget, usage recorded)\n")
+          f"{3 * args.requests} requests in-process, {args.in_flight} in flight, 1 KB chat body, a daily budget, "
+          "usage recorded)\n")
     label = f" @{before[0]}" if before else ""
     print("| scenario | app | instructions/request | added to bare |" + (f" {label.strip()} | added{label} |"
                                                                           if before else ""))
