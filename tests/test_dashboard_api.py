@@ -65,15 +65,30 @@ def test_the_overview_sums_the_workspace_and_sorts_the_top_spenders(client: Test
                                         "cost": "9.50", "requests": 2, "tokens": 15, "errors": 0}
 
 
-def test_the_last_24_hours_come_by_hour_where_the_store_keeps_hours(client: TestClient, store: Store,
-                                                                     store_kind: str) -> None:
+def test_the_last_24_hours_come_by_hour_on_every_store(client: TestClient, store: Store) -> None:
+    now = datetime.now(UTC)
     store.create(IdentityInput(id="a"))
-    store.record("a", cost=Decimal("0.10"))
+    store.create(IdentityInput(id="b"))
+    store.record("a", cost=Decimal("0.10"), input_tokens=3, output_tokens=4, model="gpt-4o", now=now)
+    store.record("b", cost=Decimal("0.05"), error=True, now=now - timedelta(hours=3))
+    store.record("a", cost=Decimal("1"), model="o1", now=now - timedelta(hours=30))  # before the 24 hours
+    store.set_budget("b", Budget(period="yearly", amount=Decimal("0.05")))
+    assert store.admit(AdmissionRequest("b", now=now)).blocked is not None  # a request and an error of its hour
     day = client.get("/v2/analytics/overview?range=24h", headers=AUTH).json()
-    hourly = store_kind == "memory"  # RedisStore keeps days only: its 24 hours are the last 2 UTC days
-    assert day["granularity"] == ("hour" if hourly else "day")
-    assert len(day["series"]) == (24 if hourly else 2) and day["series"][-1]["cost"] == "0.10"
-    assert day["totals"]["cost"] == "0.10"
+    assert day["granularity"] == "hour" and len(day["series"]) == 24
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    starts = [(hour - timedelta(hours=23 - n)).isoformat().replace("+00:00", "Z") for n in range(24)]
+    assert [bucket["start"] for bucket in day["series"]] == starts
+    by_start = {bucket["start"]: bucket for bucket in day["series"]}
+    assert (by_start[starts[-1]]["cost"], by_start[starts[-1]]["tokens"]) == ("0.10", 7)
+    assert (by_start[starts[-1]]["requests"], by_start[starts[-1]]["errors"]) == (2, 1)  # a's call, b's refusal
+    assert (by_start[starts[-4]]["cost"], by_start[starts[-4]]["errors"]) == ("0.05", 1)
+    assert all(by_start[start]["requests"] == 0 for start in starts[:-4] + starts[-3:-1])
+    assert (day["totals"]["cost"], day["totals"]["requests"], day["totals"]["errors"]) == ("0.15", 3, 2)
+    assert [row["external_id"] for row in day["top_spenders"]] == ["a", "b"]
+    assert (day["models_hours"], day["models_days"]) == (24, None)  # models over the same 24 hours
+    assert day["models"] == [{"model": "gpt-4o", "requests": 1, "cost": "0.10", "input_tokens": 3,
+                              "output_tokens": 4}]
 
 
 def test_the_overview_lists_budgets_at_risk_fullest_first(client: TestClient, store: Store) -> None:

@@ -67,7 +67,8 @@ def test_admitting_a_new_identity_reserves_the_estimate_and_lists_it(plans: Plan
     (admit, listed), admission = drive(plans.requests.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
                                        [[1, 1, record(), [daily("1")], 0, 1], 1])
     assert isinstance(admit, Eval) and admit.script is ADMIT
-    assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 18
+    assert admit.keys[0] == f"t:{{{identity_tag('user_1')}}}:id" and len(admit.keys) == 19
+    assert admit.keys[18] == f"t:{{{identity_tag('user_1')}}}:h:{NOW:%Y-%m-%dT%H}"  # this UTC hour's metrics
     mode, external_id, ulid, _, _, may_create, refused, estimate, reservation_id = admit.args[:9]
     assert (mode, external_id, may_create, refused, estimate) == ("admit", "user_1", 1, 0, 500)
     assert ulid and reservation_id  # a ULID for a record this process has not seen
@@ -151,10 +152,10 @@ def test_each_charge_carries_a_marker_key_of_its_identitys_hash_tag(plans: Plans
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(ULID, Usage(cost=2), None, NOW)]
     (charge,) = plans.requests.seal(settlements)  # one identity, one window: one charge
     (_, call), charged = drive(plans.requests.settle([charge]), [[[f"{ULID}:{tag}"]], 1])
-    assert isinstance(call, Eval) and len(call.keys) == 19
-    assert call.keys[18] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
+    assert isinstance(call, Eval) and len(call.keys) == 20
+    assert call.keys[19] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
     assert call.args[8] == plans.records.settle_id_ttl and charged == 2
-    assert call.packed_keys.endswith(f"${len(call.keys[18])}\r\n{call.keys[18]}\r\n".encode())
+    assert call.packed_keys.endswith(f"${len(call.keys[19])}\r\n{call.keys[19]}\r\n".encode())
 
 
 def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> None:

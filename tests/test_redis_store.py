@@ -61,6 +61,8 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
             assert 0 < ttl <= {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}[period] * 86400 + 86400
         elif ":d:" in key:
             assert 30 * 86400 < ttl <= 31 * 86400 + 1
+        elif ":h:" in key:  # an hour's metrics: 25 hours from the hour's start
+            assert 24 * 3600 < ttl <= 25 * 3600 + 1
         elif ":u:" in key:  # a budget's tokens: as long as the spend of its period
             assert key.split(":u:")[1] == keys_period(keys, "daily") and 0 < ttl <= 2 * 86400
         elif key.endswith(":q"):  # admissions of the last minute
@@ -72,6 +74,7 @@ def test_counters_expire_only_the_record_and_budgets_live_on(make_store: MakeSto
         else:
             assert ttl == -1, key
     assert sum(":s:" in key for key in keys) == 4 and sum(":u:" in key for key in keys) == 1
+    assert sum(":h:" in key for key in keys) == 1
 
 
 def test_counters_keep_their_expiry_whoever_created_them(make_store: MakeStore) -> None:
@@ -79,14 +82,14 @@ def test_counters_keep_their_expiry_whoever_created_them(make_store: MakeStore) 
     counters a refused admission created, or an earlier charge, keep theirs."""
     store = make_store("redis")
     assert isinstance(store, RedisStore)
-    refused = store.admit(AdmissionRequest("user_2", create_missing=True, refused=True))  # creates the day's hash
+    refused = store.admit(AdmissionRequest("user_2", create_missing=True, refused=True))  # creates the metric hashes
     assert refused.identity is not None
     for cost in (5, 7):  # the first creates the spend counters, the second adds to them
         store.settle(Settlement(refused.identity.id, Usage(cost=cost), None))
         store.flush()
     keys = _keys(store)
-    counters = {key: ttl for key, ttl in keys.items() if ":s:" in key or ":d:" in key}
-    assert len(counters) == 5 and all(ttl > 0 for ttl in counters.values()), counters
+    counters = {key: ttl for key, ttl in keys.items() if ":s:" in key or ":d:" in key or ":h:" in key}
+    assert len(counters) == 6 and all(ttl > 0 for ttl in counters.values()), counters
     metrics = store.metrics("user_2")
     assert (metrics.total_requests, metrics.total_cost) == (3, Decimal("0.000000012"))
 

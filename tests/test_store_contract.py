@@ -334,6 +334,35 @@ def test_daily_metrics_window_is_1_to_30_days(api: Api, now: datetime) -> None:
         api.daily_metrics("ghost")
 
 
+def test_hourly_metrics_list_24_utc_hours_oldest_first_with_zeros(api: Api, now: datetime) -> None:
+    made = api.create(IdentityInput(id="a"))
+    for hours_ago, cost in ((0, 250_000_000), (0, 1), (5, 1_000_000_000), (24, 7)):
+        usage = Usage(error=hours_ago == 5)
+        usage.add(cost, 2, 3, "gpt")
+        api.settle(Settlement(made.id, usage, None, now - timedelta(hours=hours_ago)))
+    assert api.admit(AdmissionRequest("a", refused=True, now=now - timedelta(hours=5))).identity is not None
+    hours = api.hourly_metrics("a", now=now)
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    assert [hour.hour for hour in hours] == [current - timedelta(hours=n) for n in range(23, -1, -1)]
+    assert (hours[-1].cost, hours[-1].requests, hours[-1].errors) == (Decimal("0.250000001"), 2, 0)
+    assert (hours[-1].input_tokens, hours[-1].output_tokens) == (4, 6)
+    assert (hours[-6].cost, hours[-6].requests, hours[-6].errors) == (1, 2, 2)  # a refused request counts too
+    assert sum(hour.requests for hour in hours) == 4 and hours[0].requests == 0  # 24 hours ago: left
+    assert len(api.hourly_metrics("a", hours=1, now=now)) == 1
+    with pytest.raises(ValueError):
+        api.hourly_metrics("a", hours=25)
+    with pytest.raises(IdentityNotFound):
+        api.hourly_metrics("ghost")
+    day = api.recent_metrics("a", hours=24, now=now)  # the same hours summed, per model too
+    assert (day.total_cost, day.total_requests, day.total_errors) == (Decimal("1.250000001"), 4, 2)
+    assert [(m.model, m.requests, m.cost, m.input_tokens) for m in day.models] == [
+        ("gpt", 3, Decimal("1.250000001"), 6)]
+    assert api.recent_metrics("a", hours=1, now=now).total_requests == 2
+    for wrong in ({"hours": 25}, {"hours": 0}, {}, {"hours": 1, "days": 1}):
+        with pytest.raises(ValueError):
+            api.recent_metrics("a", **wrong)
+
+
 def test_metrics_break_usage_down_per_model(api: Api) -> None:
     made = api.create(IdentityInput(id="a"))
     usage = Usage()

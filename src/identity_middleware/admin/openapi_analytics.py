@@ -35,7 +35,8 @@ def analytics_schemas() -> dict[str, Any]:
         "IdentityCount": _object({"object": {"const": "count"}, "total": _COUNT}),
         "Overview": _object({
             "object": {"const": "overview"}, "range": {"enum": list(RANGES)}, "granularity": {"enum": ["hour", "day"]},
-            "models_days": {"type": "integer", "minimum": 1},
+            "models_days": {"type": ["integer", "null"], "minimum": 1},
+            "models_hours": {"type": ["integer", "null"], "minimum": 1},
             "totals": _object({**usage, "start": {"type": "string"}, "identities": _COUNT,
                                "error_rate": {"type": "number", "minimum": 0, "maximum": 1}}),
             "series": {"type": "array", "items": _object({**usage, "start": {"type": "string"}})},

@@ -1,8 +1,8 @@
 """The console's admin routes beyond orq's API (``/v2/analytics/...``): the workspace overview, the refusal
 log and the identity count (CSV exports: :mod:`.exports`). orq's SDK never calls them.
 
-The overview is computed from what the store keeps per identity (metrics per UTC day, per UTC hour
-where the store has them, per model over whole days), so it reads every identity once per call, as
+The overview is computed from what the store keeps per identity (metrics per UTC day and per UTC
+hour, per model over either), so it reads every identity once per call, as
 ``GET /metrics`` does: spend, requests, tokens and errors over the range, its buckets, the models,
 the top spenders (sorted here, on the server, over every identity), the budgets at or above
 :data:`AT_RISK` percent of a limit and the newest refusals.
@@ -188,15 +188,18 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     identities = [identity async for identity in all_identities(store)]
     first = identities[0].external_id if identities else None
     # Hours where the store keeps them (else the last 24 hours are read as the last 2 UTC days), models
-    # over the range's days where it sums a range (else over 30 days).
+    # over the range's hours or days where it sums a range (else over 30 days).
     hourly = name == "24h" and (first is None or await _keeps(lambda: store.ahourly_metrics(first, hours=1)))
     point_days = 2 if name == "24h" else days  # by day, the last 24 hours reach into yesterday
 
     ranged = first is None or await _keeps(lambda: store.arecent_metrics(first, days=1))
-    models_days = point_days if ranged else METRIC_DAYS
+    models_hours = METRIC_HOURS if hourly and ranged else None
+    models_days = None if models_hours else point_days if ranged else METRIC_DAYS
 
     async def read(identity: Identity) -> tuple[Sequence[DailyMetrics | HourlyMetrics], Metrics]:
         points = await _points(store, identity, point_days, hourly)
+        if models_hours is not None:
+            return points, await store.arecent_metrics(identity.external_id, hours=models_hours)
         if models_days == METRIC_DAYS:
             return points, await store.ametrics(identity.external_id)
         return points, await store.arecent_metrics(identity.external_id, days=models_days)
@@ -216,7 +219,7 @@ async def overview(store: Store, request: AdminRequest) -> Reply:
     models = sorted(workspace.models.items(), key=lambda item: (-workspace.model_costs[item[0]], item[0]))
     body = {
         "object": "overview", "range": name, "granularity": "hour" if hourly else "day",
-        "models_days": models_days,
+        "models_days": models_days, "models_hours": models_hours,
         "totals": {**totals.to_json(), "identities": len(identities),
                    "error_rate": totals.errors / totals.requests if totals.requests else 0.0},
         "series": [bucket.to_json() for bucket in series],

@@ -54,6 +54,15 @@ def check_hours(hours: int) -> int:
     return hours
 
 
+def check_span(days: int | None, hours: int | None) -> tuple[bool, int]:
+    """``recent_metrics``'s range: ``(True, hours)`` or ``(False, days)``; exactly one must be given."""
+    if days is not None and hours is None:
+        return False, check_days(days)
+    if hours is not None and days is None:
+        return True, check_hours(hours)
+    raise ValueError("give days or hours, one of them")
+
+
 class Store(ScopedBudgets, abc.ABC):
     """What the middleware, the admin API and users' code ask of a store.
 
@@ -203,11 +212,14 @@ class Store(ScopedBudgets, abc.ABC):
     async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics: ...
 
     # Not abstract: the console reads it where a store has it (else its 30-day metrics).
-    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
-        """Totals over the last ``days`` UTC days (1..30), per model too."""
+    def recent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                       now: datetime | None = None) -> Metrics:
+        """Totals over the last ``days`` UTC days (1..30) or the last ``hours`` UTC hours (1..24):
+        one of the two; per model too."""
         raise NotImplementedError(f"{type(self).__name__} sums no range of days")
 
-    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
+    async def arecent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                              now: datetime | None = None) -> Metrics:
         raise NotImplementedError(f"{type(self).__name__} sums no range of days")
 
     # Not abstract, so a store written before it still loads; both stores here override the pair.

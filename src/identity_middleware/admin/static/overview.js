@@ -40,7 +40,8 @@ function render(data) {
     h("td", { class: "num", text: count(m.requests) }), h("td", { class: "num", text: usd(m.cost) }),
     h("td", { class: "num wide-only", text: count(m.input_tokens + m.output_tokens) }))));
   $("overview-models-note").textContent = models.length
-    ? `Whole UTC days: the last ${data.models_days === 1 ? "day" : `${data.models_days} days`}.`
+    ? (data.models_hours ? `The last ${data.models_hours} hours.`
+      : `Whole UTC days: the last ${data.models_days === 1 ? "day" : `${data.models_days} days`}.`)
     : "No model was reported in this range.";
   $("refusals-table").tBodies[0].replaceChildren(...data.refusals.map((refusal) => h("tr", {},
     h("td", {}, identityLink(refusal.identity_id, refusal.external_id)),

@@ -61,7 +61,7 @@ class Account:
     spend: list[int] = field(default_factory=lambda: [0] * len(PERIODS))
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
-    hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours (no models)
+    hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
         index = _PERIOD_ORDER[period]
@@ -116,17 +116,17 @@ class Account:
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
               error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
         """One request: into the UTC day's metrics, and its cost into every period's spend."""
-        bucket = _bucket(self.days, utc_day(now), _DAYS_KEPT)
-        bucket.add(cost, input_tokens, output_tokens, error, unpriced)
-        _bucket(self.hours, utc_hour(now), _HOURS_KEPT).add(cost, input_tokens, output_tokens, error, unpriced)
-        if models:
-            day_models = bucket.models
-            for model, share in models.items():
-                found = day_models.get(model)
-                if found is None:
-                    day_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
-                else:
-                    found.merge(share)
+        for bucket in (_bucket(self.days, utc_day(now), _DAYS_KEPT), _bucket(self.hours, utc_hour(now), _HOURS_KEPT)):
+            bucket.add(cost, input_tokens, output_tokens, error, unpriced)
+            if models:
+                bucket_models = bucket.models
+                for model, share in models.items():
+                    found = bucket_models.get(model)
+                    if found is None:
+                        bucket_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens,
+                                                          share.output_tokens)
+                    else:
+                        found.merge(share)
         if cost:
             keys = period_keys(now, tz)
             spend = self.spend
@@ -153,14 +153,13 @@ class Account:
         """Totals over the last ``span`` UTC days up to ``now``."""
         today = utc_day(now)
         oldest = today - timedelta(days=span - 1)
-        days = [d for when, d in self.days.items() if oldest <= when <= today]
-        models: dict[str, ModelUsage] = {}
-        for d in days:
-            for model, share in d.models.items():
-                models.setdefault(model, ModelUsage()).merge(share)
-        return metrics_from_totals(sum(d.cost for d in days), sum(d.input_tokens for d in days),
-                                   sum(d.output_tokens for d in days), sum(d.requests for d in days),
-                                   sum(d.errors for d in days), sum(d.unpriced for d in days), models)
+        return _totals([d for when, d in self.days.items() if oldest <= when <= today])
+
+    def recent_hours(self, now: datetime, hours: int) -> Metrics:
+        """Totals over the last ``hours`` UTC hours up to ``now`` (per model too)."""
+        current = utc_hour(now)
+        oldest = current - timedelta(hours=hours - 1)
+        return _totals([d for when, d in self.hours.items() if oldest <= when <= current])
 
     def daily(self, now: datetime, days: int) -> list[DailyMetrics]:
         """The last ``days`` UTC days up to ``now``, oldest first, zeros where nothing was counted."""
@@ -171,3 +170,13 @@ class Account:
             d = self.days.get(when) or Day()
             result.append(daily_from_counters(when, [d.cost, d.input_tokens, d.output_tokens, d.requests, d.errors]))
         return result
+
+
+def _totals(buckets: list[Day]) -> Metrics:
+    models: dict[str, ModelUsage] = {}
+    for d in buckets:
+        for model, share in d.models.items():
+            models.setdefault(model, ModelUsage()).merge(share)
+    return metrics_from_totals(sum(d.cost for d in buckets), sum(d.input_tokens for d in buckets),
+                               sum(d.output_tokens for d in buckets), sum(d.requests for d in buckets),
+                               sum(d.errors for d in buckets), sum(d.unpriced for d in buckets), models)

@@ -17,7 +17,16 @@ from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, Identi
 from ...core.ordering import IdentityOrder, sorted_page
 from ...core.periods import UTC, Period
 from ...core.scoped import ScopedState, decide_scoped
-from ..base import DEFAULT_RESERVATION_TTL, METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_limit
+from ..base import (
+    DEFAULT_RESERVATION_TTL,
+    METRIC_DAYS,
+    METRIC_HOURS,
+    Store,
+    check_days,
+    check_hours,
+    check_limit,
+    check_span,
+)
 from ..refusals import MemoryRefusalLog, Refusal, check_refusal_limit, refusal_of
 from .budgets import Scoped
 from .ledger import Account
@@ -186,13 +195,16 @@ class MemoryStore(MemoryBudgets, Store):
     async def ametrics(self, identity_id: str, *, now: datetime | None = None) -> Metrics:
         return self.metrics(identity_id, now=now)
 
-    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
-        check_days(days)
+    def recent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                       now: datetime | None = None) -> Metrics:
+        by_hour, span = check_span(days, hours)
         with self._lock:
-            return self._account(identity_id).metrics(_now(now), days)
+            account = self._account(identity_id)
+            return account.recent_hours(_now(now), span) if by_hour else account.metrics(_now(now), span)
 
-    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
-        return self.recent_metrics(identity_id, days=days, now=now)
+    async def arecent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                              now: datetime | None = None) -> Metrics:
+        return self.recent_metrics(identity_id, days=days, hours=hours, now=now)
 
     def hourly_metrics(self, identity_id: str, *, hours: int = METRIC_HOURS,
                        now: datetime | None = None) -> builtins.list[HourlyMetrics]:

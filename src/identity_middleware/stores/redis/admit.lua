@@ -4,7 +4,7 @@
 --       {3} asks for one), 4 now (ISO), 5 now (ms), 6 may create (0/1), 7 refused (0/1; 2: this
 --       script admitted it and a model, provider or workspace budget then refused it, so its
 --       admission is taken back from the budgets' request counts), 8 estimate (nanos),
---       9 reservation id, 10 reservation TTL (ms), 11 metrics expiry (Unix s),
+--       9 reservation id, 10 reservation TTL (ms), 11 metrics expiry "<day's> <hour's>" (Unix s),
 --       12 the caller's cached "<ULID> <updated>" or '', 13 n, then n field/value pairs,
 --       then m, then m default-budget period/amount pairs, then the request's identity source
 --       ('body', 'header', 'auth' or '' when not given; admit mode keeps it in the record as 'ls'),
@@ -14,7 +14,7 @@
 --       checked, so this process's own lease never blocks its request.
 --       Then the caller's usage of the identity not yet known to be written, one "<cost nanos>
 --       <tokens>" pair per charge, space-separated: each counted as spent unless its charge's marker
---       (KEYS[19], KEYS[20], ... in the same order) says Redis has applied it meanwhile; or '' / absent.
+--       (KEYS[20], KEYS[21], ... in the same order) says Redis has applied it meanwhile; or '' / absent.
 --       Then (steering, degrade=) smaller estimates "<nanos> <nanos> ...", in tier order, or '' /
 --       absent: when the estimate does not fit, the first of them that the budgets admit is held.
 -- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
@@ -64,10 +64,13 @@ if created == 1 or changed or ARGV[12] == '' or head[2] .. ' ' .. head[3] ~= ARG
 end
 if mode ~= 'admit' then return {1, created, record} end
 
-local function count_refused()
-  redis.call('HINCRBY', KEYS[11], 'n', 1)
-  redis.call('HINCRBY', KEYS[11], 'e', 1)
-  redis.call('EXPIREAT', KEYS[11], ARGV[11])
+local function count_refused() -- a request and an error in the day's metrics and the hour's
+  local day_at, hour_at = string.match(ARGV[11], '^(%d+) (%d+)$')
+  for _, metrics in ipairs({{KEYS[11], day_at}, {KEYS[19], hour_at}}) do
+    redis.call('HINCRBY', metrics[1], 'n', 1)
+    redis.call('HINCRBY', metrics[1], 'e', 1)
+    redis.call('EXPIREAT', metrics[1], metrics[2])
+  end
 end
 local now_ms = tonumber(ARGV[5])
 if ARGV[7] ~= '0' then
@@ -88,7 +91,7 @@ local estimate = tonumber(ARGV[8])
 local unwritten = nil
 local buffered = ARGV[source_at + 2]
 if buffered and buffered ~= '' then
-  local marker, cost, tokens = 19, 0, 0
+  local marker, cost, tokens = 20, 0, 0
   for charge_cost, charge_tokens in string.gmatch(buffered, '(%d+) (%d+)') do
     if redis.call('EXISTS', KEYS[marker]) == 0 then
       cost, tokens = cost + tonumber(charge_cost), tokens + tonumber(charge_tokens)

@@ -25,6 +25,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
                                    u LLM calls of unpriced models; per model: m:<model> calls,
                                    mc:<model> cost, mi:/mo:<model> input/output tokens; expires 31
                                    days after the day
+    P:{T}:h:<YYYY-MM-DDTHH> HASH   one UTC hour's metrics, the same fields as the day's (written by
+                                   the same settle call: the console's last 24 hours by hour);
+                                   expires 25 hours after the hour began
     P:{T}:n:<SHA-1>         STRING a session's spend in nano-USD (``session=``; INCRBY when each of
                                    its requests settles), keyed by the hex SHA-1 of the session
                                    value; expires ``Session.ttl`` (24 h) after its last charge
@@ -55,12 +58,16 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
+from ...core.metrics import utc_hour
 from ...core.periods import UTC, Period, period_bounds, period_key, utc_day
+from ..base import METRIC_HOURS
 
 PERIODS: tuple[Period, ...] = tuple(Period)  # script key order: daily, weekly, monthly, yearly
 ONE_TIME = "one_time"  # the period of a budget that never resets (its key suffix and period key)
 SPEND_MARGIN = timedelta(days=1)  # keeps a counter past its period for app servers with skewed clocks
 METRIC_TTL_DAYS = 31
+HOUR = timedelta(hours=1)
+METRIC_TTL_HOURS = METRIC_HOURS + 1  # an hour's hash outlives the 24 read by an hour
 
 
 _TAGS: dict[str, str] = {}  # external id -> tag: every admission needs it (bounded: starts over when full)
@@ -117,6 +124,10 @@ class KeySchema:
     def day(self, tag: str, day: date) -> str:
         return f"{self.base(tag)}:d:{day.isoformat()}"
 
+    def hour(self, tag: str, hour: datetime) -> str:
+        """One UTC hour's metrics hash (``hour``: any instant in it)."""
+        return f"{self.base(tag)}:h:{utc_hour(hour):%Y-%m-%dT%H}"
+
     def charge(self, tag: str, charge_id: str) -> str:
         return f"{self.base(tag)}:c:{charge_id}"
 
@@ -157,11 +168,16 @@ class KeySchema:
             *(f"{base}:u:{key}" for key in current.spend),
             f"{base}:u:{ONE_TIME}",
             f"{base}:q",
+            f"{base}:h:{current.hour}",
         ]
 
     def metric_keys(self, tag: str, now: datetime, days: int) -> list[str]:
         today = utc_day(now)
         return [self.day(tag, today - timedelta(days=offset)) for offset in range(days)]
+
+    def hour_keys(self, tag: str, now: datetime, hours: int) -> list[str]:
+        """The hashes of the last ``hours`` UTC hours up to ``now``, the current one first."""
+        return [self.hour(tag, now - offset * HOUR) for offset in range(hours)]
 
     def all_identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """Every key an identity can own at ``now``: current and previous periods, the metric window."""
@@ -172,23 +188,31 @@ class KeySchema:
             for key in (period_key(period, now, tz), period_key(period, start - timedelta(microseconds=1), tz)):
                 keys += [self.spend(tag, key), self.usage(tag, key)]
         keys.extend(self.metric_keys(tag, now + timedelta(days=1), METRIC_TTL_DAYS + 2))
+        keys.extend(self.hour_keys(tag, now + HOUR, METRIC_TTL_HOURS + 2))
         return keys
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Window:
     """What the per-identity scripts need that depends only on time, valid for ``start <= now < end``
-    (the overlap of every current period and the UTC day): the spend key suffixes, the UTC day, and
-    when the spend counters and the day's metrics expire (Unix seconds, the same instants as
-    :func:`spend_ttls`/:func:`metric_ttl` from any ``now`` in the window)."""
+    (the overlap of every current period and the UTC hour): the spend key suffixes, the UTC day and
+    hour, and when the spend counters and the day's and hour's metrics expire (Unix seconds, the
+    same instants as :func:`spend_ttls`/:func:`metric_ttl` from any ``now`` in the window)."""
 
     start: datetime
     end: datetime
     spend: tuple[str, ...]  # period keys, daily..yearly
     day: str  # today's UTC date, ISO
+    hour: str  # this UTC hour, "YYYY-MM-DDTHH"
     spend_expire_at: tuple[int, ...]
     metric_expire_at: int
-    expire_at: str  # "<daily> <weekly> <monthly> <yearly> <metrics>" for the settle script
+    hour_expire_at: int
+    expire_at: str  # "<daily> <weekly> <monthly> <yearly> <day's metrics> <hour's>" for the settle script
+
+    @property
+    def metrics_expire_at(self) -> str:
+        """"<day's metrics> <hour's>": when a refused admission's counts expire (admit.lua)."""
+        return f"{self.metric_expire_at} {self.hour_expire_at}"
 
 
 _windows: dict[tzinfo, Window] = {}
@@ -201,13 +225,16 @@ def window(now: datetime, tz: tzinfo = UTC) -> Window:
         return cached
     bounds = [period_bounds(period, now, tz) for period in PERIODS]
     today = utc_day(now)
-    day_start = datetime(today.year, today.month, today.day, tzinfo=UTC)
-    start = max([day_start, *(low for low, _ in bounds)])
-    end = min([day_start + timedelta(days=1), *(high for _, high in bounds)])
+    hour_start = utc_hour(now)  # within today's UTC day: the window is the hour's part of every period
+    start = max([hour_start, *(low for low, _ in bounds)])
+    end = min([hour_start + HOUR, *(high for _, high in bounds)])
     spend_at = tuple(math.ceil((high + SPEND_MARGIN).timestamp()) for _, high in bounds)
+    day_start = datetime(today.year, today.month, today.day, tzinfo=UTC)
     metric_at = math.ceil((day_start + timedelta(days=METRIC_TTL_DAYS)).timestamp())
-    result = Window(start, end, tuple(period_key(period, now, tz) for period in PERIODS), today.isoformat(), spend_at,
-                    metric_at, " ".join(str(at) for at in (*spend_at, metric_at)))
+    hour_at = math.ceil((hour_start + METRIC_TTL_HOURS * HOUR).timestamp())
+    result = Window(start, end, tuple(period_key(period, now, tz) for period in PERIODS), today.isoformat(),
+                    f"{hour_start:%Y-%m-%dT%H}", spend_at, metric_at, hour_at,
+                    " ".join(str(at) for at in (*spend_at, metric_at, hour_at)))
     if start <= now < end:
         _windows[tz] = result
     return result

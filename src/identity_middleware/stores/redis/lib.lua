@@ -2,7 +2,8 @@
 -- KEYS of every per-identity script: 1 record, 2 budgets, 3-6 spend of the current daily/weekly/
 -- monthly/yearly period, 7-10 reservations of those budgets, 11 today's metrics, 12 reservations of
 -- the one-time budget, 13-17 usage hashes of the daily..yearly and one-time budgets (t tokens, c cost
--- of the one-time budget, a:<percent><c|t> alerts fired), 18 admissions per budget and 10 s bucket.
+-- of the one-time budget, a:<percent><c|t> alerts fired), 18 admissions per budget and 10 s bucket,
+-- 19 this UTC hour's metrics.
 -- Money is integer nano-USD; comparisons use Lua doubles, exact while a period's spend + reservations
 -- stay below 2^53 nano-USD (about $9,007,199). Spend itself is summed by INCRBY, exact to 2^63.
 local PERIOD_INDEX = {daily = 1, weekly = 2, monthly = 3, yearly = 4, one_time = 5}

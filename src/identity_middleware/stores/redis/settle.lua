@@ -1,13 +1,14 @@
 -- Finished requests of one identity in one call (a flush merges every settlement of an identity in
--- its batch): spend on all four periods, the day's metrics, their reservations released, tokens (and
--- a one-time budget's cost) on each of the identity's budgets, and the alert thresholds this crossed.
--- KEYS: the 18 of lib.lua, then 19 this call's marker (P:{T}:c:<charge id>, the same hash tag).
+-- its batch): spend on all four periods, the day's and the hour's metrics, their reservations
+-- released, tokens (and a one-time budget's cost) on each of the identity's budgets, and the alert
+-- thresholds this crossed.
+-- KEYS: the 19 of lib.lua, then 20 this call's marker (P:{T}:c:<charge id>, the same hash tag).
 -- ARGV: 1 ULID, 2 cost (nanos), 3 input tokens, 4 output tokens, 5 requests, 6 errors,
---       7 expiry instants "<daily> <weekly> <monthly> <yearly> <metrics>" (Unix s),
+--       7 expiry instants "<daily> <weekly> <monthly> <yearly> <day's metrics> <hour's>" (Unix s),
 --       8 reservation members separated by spaces, or '', 9 the marker's TTL (s), 10 leases charged
 --       "<now ms> <lease id>:<cost> ..." or '', 11 a lease to renew "<lease id> <fraction> <ttl ms>"
---       or '' (lib.lua), then field/increment pairs for the day's metrics hash (per-model and
---       unpriced counters; keys.py).
+--       or '' (lib.lua), then field/increment pairs for the day's and the hour's metrics hashes
+--       (per-model and unpriced counters; keys.py).
 -- Returns 0 when the identity was deleted (or re-created) meanwhile: nothing is charged; 2 when
 -- this charge was applied before (a retry after a timeout): nothing is charged again; else 1, or,
 -- when alerts fired, {1, external id, then per alert: period index, percent, 'c'|'t', cost and
@@ -16,7 +17,7 @@
 -- With leases (ARGV 10 or 11 not ''), the reply is a list whose last element is {renewed (lease_renew's
 -- reply, or {-1, 0} when none was asked), then the amount each lease covered, -1 when it is gone}.
 if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return 0 end
-if not redis.call('SET', KEYS[19], '1', 'NX', 'EX', ARGV[9]) then return 2 end
+if not redis.call('SET', KEYS[20], '1', 'NX', 'EX', ARGV[9]) then return 2 end
 if ARGV[8] ~= '' then
   local members = {}
   for member in string.gmatch(ARGV[8], '%S+') do members[#members + 1] = member end
@@ -26,18 +27,23 @@ end
 local at = {}
 for instant in string.gmatch(ARGV[7], '%d+') do at[#at + 1] = instant end
 -- A key gets its expiry from the call that creates it (the counter then equals the increment; the
--- day's hash is created only here and by a refused admission, which sets it too): an existing
--- key has had its expiry since, and setting it again on every charge cost Redis a command each.
-local day = KEYS[11]
-local requests = redis.call('HINCRBY', day, 'n', ARGV[5])
-if requests == tonumber(ARGV[5]) then redis.call('EXPIREAT', day, at[5]) end
-if ARGV[6] ~= '0' then redis.call('HINCRBY', day, 'e', ARGV[6]) end
-if ARGV[3] ~= '0' then redis.call('HINCRBY', day, 'i', ARGV[3]) end
-if ARGV[4] ~= '0' then redis.call('HINCRBY', day, 'o', ARGV[4]) end
-for i = 12, #ARGV, 2 do redis.call('HINCRBY', day, ARGV[i], ARGV[i + 1]) end
+-- day's and hour's hashes are created only here and by a refused admission, which sets it too): an
+-- existing key has had its expiry since, and setting it again on every charge cost Redis a command each.
+local day, hour = KEYS[11], KEYS[19]
+local function count(field, by) -- into the day's metrics and the hour's alike
+  redis.call('HINCRBY', day, field, by)
+  redis.call('HINCRBY', hour, field, by)
+end
+local requests = tonumber(ARGV[5])
+if redis.call('HINCRBY', day, 'n', requests) == requests then redis.call('EXPIREAT', day, at[5]) end
+if redis.call('HINCRBY', hour, 'n', requests) == requests then redis.call('EXPIREAT', hour, at[6]) end
+if ARGV[6] ~= '0' then count('e', ARGV[6]) end
+if ARGV[3] ~= '0' then count('i', ARGV[3]) end
+if ARGV[4] ~= '0' then count('o', ARGV[4]) end
+for i = 12, #ARGV, 2 do count(ARGV[i], ARGV[i + 1]) end
 local spent = {}
 if ARGV[2] ~= '0' then
-  redis.call('HINCRBY', day, 'c', ARGV[2])
+  count('c', ARGV[2])
   local cost = tonumber(ARGV[2])
   for i = 3, 6 do
     spent[i - 2] = redis.call('INCRBY', KEYS[i], ARGV[2])

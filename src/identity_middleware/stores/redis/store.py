@@ -34,10 +34,11 @@ import redis.cluster
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetOrder, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
 from ...core.errors import StoreMisconfigured, StoreUnavailable
+from ...core.metrics import HourlyMetrics
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.ordering import IdentityOrder
 from ...core.periods import UTC, Period
-from ..base import METRIC_DAYS, Store, check_days
+from ..base import METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_span
 from ..health import Health
 from ..refusals import Refusal, check_refusal_limit
 from ..scoped import Notify
@@ -313,11 +314,27 @@ class RedisStore(Store):
         return await self._arun(self._plans.budgets.daily_metrics(identity_id, check_days(days), now), flush_first=True)
 
     # -- the request path ------------------------------------------------------------------------
-    def recent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
-        return self._run(self._plans.budgets.metrics(identity_id, now, check_days(days)), flush_first=True)
+    def hourly_metrics(self, identity_id: str, *, hours: int = METRIC_HOURS,
+                       now: datetime | None = None) -> builtins.list[HourlyMetrics]:
+        return self._run(self._plans.budgets.hourly_metrics(identity_id, check_hours(hours), now), flush_first=True)
 
-    async def arecent_metrics(self, identity_id: str, *, days: int, now: datetime | None = None) -> Metrics:
-        return await self._arun(self._plans.budgets.metrics(identity_id, now, check_days(days)), flush_first=True)
+    async def ahourly_metrics(self, identity_id: str, *, hours: int = METRIC_HOURS,
+                              now: datetime | None = None) -> builtins.list[HourlyMetrics]:
+        return await self._arun(self._plans.budgets.hourly_metrics(identity_id, check_hours(hours), now),
+                                flush_first=True)
+
+    def _recent(self, identity_id: str, days: int | None, hours: int | None, now: datetime | None) -> Plan[Metrics]:
+        by_hour, span = check_span(days, hours)
+        budgets = self._plans.budgets
+        return budgets.recent_hours(identity_id, now, span) if by_hour else budgets.metrics(identity_id, now, span)
+
+    def recent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                       now: datetime | None = None) -> Metrics:
+        return self._run(self._recent(identity_id, days, hours, now), flush_first=True)
+
+    async def arecent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                              now: datetime | None = None) -> Metrics:
+        return await self._arun(self._recent(identity_id, days, hours, now), flush_first=True)
 
     def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
         plan = recent_refusals(refusal_key(self.prefix), check_refusal_limit(limit), now or datetime.now(UTC))

@@ -28,6 +28,7 @@ from ....core.budgets import (
 )
 from ....core.errors import IdentityExists, IdentityNotFound
 from ....core.ids import new_ulid
+from ....core.metrics import HourlyMetrics
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Identity, Metrics
 from ....core.money import from_nanos
 from ....core.periods import Period, period_key, utc_day
@@ -156,6 +157,16 @@ class BudgetPlans:
         moment = codec.now_or(now)
         _, tag = yield from self.records.fetch(identity_id)
         return codec.daily((yield self.records.metrics_eval(tag, moment, days)), utc_day(moment))
+
+    def recent_hours(self, identity_id: str, now: datetime | None, hours: int) -> Plan[Metrics]:
+        moment = codec.now_or(now)
+        _, tag = yield from self.records.fetch(identity_id)
+        return codec.metrics((yield self.records.hourly_eval(tag, moment, hours)))
+
+    def hourly_metrics(self, identity_id: str, hours: int, now: datetime | None) -> Plan[list[HourlyMetrics]]:
+        moment = codec.now_or(now)
+        _, tag = yield from self.records.fetch(identity_id)
+        return codec.hourly((yield self.records.hourly_eval(tag, moment, hours)), moment)
 
     # -- shared steps -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ....core.admission import BudgetState, Consumed, ModelUsage, Usage
 from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
+from ....core.metrics import HourlyMetrics, hourly_from_counters, utc_hour
 from ....core.models import (
     BudgetStatus,
     DailyMetrics,
@@ -182,15 +183,26 @@ def metrics(reply: Sequence[Any]) -> Metrics:
     return metrics_from_totals(cost, input_tokens, output_tokens, requests, errors, unpriced, models)
 
 
+def _counters(bucket: Any) -> list[int]:
+    """A metrics hash's ``cost, input, output, requests, errors``."""
+    fields = as_map(bucket)
+    return [int(fields.get(name, 0)) for name in ("c", "i", "o", "n", "e")]
+
+
 def daily(reply: Sequence[Any], today: date) -> list[DailyMetrics]:
     """Per-day metrics from the metrics script's reply (one hash a day, today first), oldest first."""
-    days = []
-    for offset, day in enumerate(reply):
-        fields = as_map(day)
-        counters = [int(fields.get(name, 0)) for name in ("c", "i", "o", "n", "e")]
-        days.append(daily_from_counters(today - timedelta(days=offset), counters))
+    days = [daily_from_counters(today - timedelta(days=offset), _counters(day)) for offset, day in enumerate(reply)]
     days.reverse()
     return days
+
+
+def hourly(reply: Sequence[Any], now: datetime) -> list[HourlyMetrics]:
+    """Per-hour metrics from the metrics script's reply (one hash an hour, this hour first), oldest first."""
+    current = utc_hour(now)
+    hours = [hourly_from_counters(current - timedelta(hours=offset), _counters(hour))
+             for offset, hour in enumerate(reply)]
+    hours.reverse()
+    return hours
 
 
 # -- scoped budgets as the scripts take them ---------------------------------------------------------

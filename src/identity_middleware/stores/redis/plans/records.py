@@ -182,7 +182,7 @@ class Records:
             # The ISO time is written only to a new record (a new ULID) or a changed one.
             mode, external_id, ulid, now.isoformat() if ulid or changes else "", codec.ms(now), int(may_create),
             int(refused), estimate,
-            reservation_id, int(self.reservation_ttl * 1000), current.metric_expire_at, known,
+            reservation_id, int(self.reservation_ttl * 1000), current.metrics_expire_at, known,
             *codec.field_args(changes), len(default_budgets),
         ]
         for budget in default_budgets:
@@ -214,3 +214,7 @@ class Records:
 
     def metrics_eval(self, tag: str, now: datetime, days: int = METRIC_DAYS) -> Eval:
         return Eval(METRICS, self.keys.metric_keys(tag, now, days), [])
+
+    def hourly_eval(self, tag: str, now: datetime, hours: int) -> Eval:
+        """The metrics script over the last ``hours`` UTC hours' hashes (the current one first)."""
+        return Eval(METRICS, self.keys.hour_keys(tag, now, hours), [])
