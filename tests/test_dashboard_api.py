@@ -20,7 +20,9 @@ from starlette.testclient import TestClient
 
 from identity_middleware import Budget, IdentityInput
 from identity_middleware.admin import create_admin_app
+from identity_middleware.admin import overview as overview_module
 from identity_middleware.admin.django import close_stores
+from identity_middleware.admin.recent import FRESH
 from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.stores import Store
 
@@ -89,6 +91,21 @@ def test_the_last_24_hours_come_by_hour_on_every_store(client: TestClient, store
     assert (day["models_hours"], day["models_days"]) == (24, None)  # models over the same 24 hours
     assert day["models"] == [{"model": "gpt-4o", "requests": 1, "cost": "0.10", "input_tokens": 3,
                               "output_tokens": 4}]
+
+
+def test_a_computed_overview_answers_every_poll_of_the_interval(client: TestClient, store: Store,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seconds = [100.0]
+    monkeypatch.setattr(overview_module.RECENT, "clock", lambda: seconds[0])
+    store.create(IdentityInput(id="a"))
+    store.record("a", cost=Decimal("0.10"))
+    first = client.get("/v2/analytics/overview?range=7d", headers=AUTH)
+    store.record("a", cost=Decimal("0.20"))
+    again = client.get("/v2/analytics/overview?range=7d", headers={**AUTH, "If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304  # within the poll interval: the same computation, whoever asks
+    seconds[0] += FRESH
+    later = client.get("/v2/analytics/overview?range=7d", headers=AUTH).json()
+    assert later["totals"]["cost"] == "0.30"
 
 
 def test_the_overview_lists_budgets_at_risk_fullest_first(client: TestClient, store: Store) -> None:

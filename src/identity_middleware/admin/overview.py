@@ -2,10 +2,12 @@
 log and the identity count (CSV exports: :mod:`.exports`). orq's SDK never calls them.
 
 The overview is computed from what the store keeps per identity (metrics per UTC day and per UTC
-hour, per model over either), so it reads every identity once per call, as
+hour, per model over either), so it reads every identity once per computation, as
 ``GET /metrics`` does: spend, requests, tokens and errors over the range, its buckets, the models,
 the top spenders (sorted here, on the server, over every identity), the budgets at or above
-:data:`AT_RISK` percent of a limit and the newest refusals.
+:data:`AT_RISK` percent of a limit and the newest refusals. A computed overview answers every poll
+of its store and range for the poll interval (:mod:`.recent`), so dashboards polling together cost
+the store one computation.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from ..stores.base import MAX_PAGE_SIZE, METRIC_DAYS, METRIC_HOURS, Store
 from ..stores.refusals import REFUSAL_LOG_SIZE, Refusal
 from .errors import Reply, invalid_request
 from .handlers import AdminRequest
+from .recent import RecentReplies
 
 __all__ = ["AT_RISK", "RANGES", "all_identities", "count_identities", "logged_refusals", "overview", "refusals"]
 
 AT_RISK = 75  # percent of a limit from which a budget is at risk
 RANGES = {"24h": 1, "7d": 7, "30d": 30}  # the range -> whole UTC days of per-model data it reads
 TOP = 10
+RECENT = RecentReplies()  # the overviews computed last, per store and range
 _CONCURRENCY = 32  # identities read at once
 T = TypeVar("T")
 
@@ -181,8 +185,13 @@ async def logged_refusals(store: Store, limit: int) -> list[Refusal]:
 
 
 async def overview(store: Store, request: AdminRequest) -> Reply:
-    """``GET /v2/analytics/overview?range=24h|7d|30d``: the workspace over the range (extension)."""
+    """``GET /v2/analytics/overview?range=24h|7d|30d``: the workspace over the range (extension),
+    computed at most once per poll interval (:mod:`.recent`)."""
     name = _range(request)
+    return await RECENT.get(store, name, lambda: _overview(store, name))
+
+
+async def _overview(store: Store, name: str) -> Reply:
     days = RANGES[name]
     now = datetime.now(UTC)
     identities = [identity async for identity in all_identities(store)]
