@@ -15,9 +15,10 @@ from redis.crc import key_slot
 from fake_clock import Clock
 from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.money import to_nanos
+from identity_middleware.core.periods import UTC
 from identity_middleware.stores import RedisStore
-from identity_middleware.stores.redis.keys import identity_tag
-from identity_middleware.stores.redis.plans.registry import REFRESH, STALE_LIMIT
+from identity_middleware.stores.redis.keys import KeySchema, identity_tag
+from identity_middleware.stores.redis.plans.registry import REFRESH, STALE_LIMIT, Registry
 from redis_servers import redis_cluster, stalled
 
 CENT = to_nanos("0.01")
@@ -55,6 +56,19 @@ def identities_elsewhere(url: str, prefix: str, count: int) -> list[str]:
 
 def test_the_staleness_bound_is_longer_than_a_refresh() -> None:
     assert STALE_LIMIT > REFRESH
+
+
+def test_an_admission_reads_the_registry_as_the_copy_held_until_the_staleness_bound() -> None:
+    clock = Clock()
+    registry = Registry(KeySchema(PREFIX), UTC, global_budgets=True, clock=clock)
+    assert registry.held_defs() is None  # nothing held: the admission reads the registry itself
+    registry.keep_defs({})
+    clock.now += REFRESH + 0.1
+    # Stale: read apart before the admission (due); the admission itself serves the copy held,
+    # never reads it inline (its master may be the one that is down).
+    assert registry.due() and registry.fresh_defs() is None and registry.held_defs() == {}
+    clock.now += STALE_LIMIT
+    assert registry.held_defs() is None
 
 
 def test_sync_admissions_on_healthy_masters_go_on_while_the_registrys_master_stalls(cluster: str) -> None:

@@ -10,8 +10,9 @@ store is down, until what it admitted of that identity (its estimates, then its 
 requests end) reaches $0.50; then it refuses (503). An admitted request is metered as usual: its
 meter carries the identity as this process last saw it, and its settlement waits in the store's
 write-behind buffer, written to Redis once (settle ids make a retry a no-op) when Redis answers
-again, so it lands in the identity's spend and metrics. When the outage ends, the process logs what
-it admitted meanwhile and the allowance starts afresh. Only an identity this process has admitted
+again, so it lands in the identity's spend and metrics. When the outage ends (the store answers, and
+what it buffered meanwhile is written), the process logs what it admitted meanwhile and the
+allowance starts afresh. Only an identity this process has admitted
 before the outage can be metered (its record is cached); any other is refused (503).
 
 **Overshoot bound.** Redis sees none of this until it returns, so with N processes an identity can

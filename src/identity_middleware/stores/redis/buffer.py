@@ -75,6 +75,11 @@ class SettlementBuffer:
         self._inflight: set[Flight] = set()  # batches being written
         self._lock = threading.Lock()
 
+    @property
+    def outage(self) -> bool:
+        """A write met an outage, and what it left here is not written yet."""
+        return self._outage
+
     def __len__(self) -> int:
         """Settlements buffered."""
         return self._pending_count + self._unsure_count

@@ -157,9 +157,10 @@ class RedisStore(Store):
     @property
     def partly_down(self) -> bool:
         """Whether Redis, or on a Cluster one of its masters, is known to be down (a breaker open
-        that calls still meet): the middleware ends an outage (its log line, the local allowance)
-        only once it is not."""
-        return self._verdicts.shards.down
+        that calls still meet), or settlements an outage left unwritten wait in the buffer (Redis
+        refusing writes while it answers reads: NOREPLICAS, a demoted master): the middleware ends
+        an outage (its log line, the local allowance) only once it is not."""
+        return self._verdicts.shards.down or self._buffer.outage
 
     def _node(self, external_id: str) -> str | None:
         """On a Cluster, the master serving ``external_id`` in the sync client's slot map, whose

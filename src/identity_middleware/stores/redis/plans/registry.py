@@ -69,6 +69,17 @@ class Registry:
                     return cached[1]
         return None
 
+    def held_defs(self) -> dict[str, ScopedBudget] | None:
+        """The registry as an admission reads it: the copy held while younger than :data:`STALE_LIMIT`
+        (a stale one is read apart, before the admission, by :meth:`refresh`, whose failure leaves
+        this copy serving), else None (the admission reads it itself). An admission never reads a
+        stale registry inline: on a Cluster whose registry master is down, that read failed the
+        admission of an identity on a healthy master (between two reads apart)."""
+        cached = self._defs_cache
+        if cached is None or self.clock() - cached[0] >= STALE_LIMIT:
+            return None
+        return cached[1]
+
     def due(self) -> bool:
         """Whether the request path should read the registry before an admission: a copy is held
         (else the admission reads it itself) and is stale, and no read failed within :data:`REFRESH`."""
@@ -122,7 +133,9 @@ class Registry:
 
     def matching_globals(self, identity: str | None, model: str | None, now: datetime) -> Plan[list[ScopedBudget]]:
         """The live global budgets a request of ``identity`` for ``model`` falls under."""
-        defs = yield from self.global_defs()
+        defs = self.held_defs()
+        if defs is None:
+            defs = yield from self.global_defs()
         if not defs:
             return []
         targets = matching_targets(model, self.providers)

@@ -89,7 +89,7 @@ class RequestPlans:
                 expires = now + timedelta(seconds=self.records.reservation_ttl)
                 periods = tuple(row.period for row in codec.rows(reply[3]) if row.amount is not None)
                 admission.reservation = Reservation(reservation_id, identity.id, request.estimate, expires, periods)
-            if request.refused or not self.registry.global_budgets or self.registry.fresh_defs() == {}:  # none to check
+            if request.refused or not self.registry.global_budgets or self.registry.held_defs() == {}:  # none to check
                 return admission
             return (yield from self.globals.scoped_admission(admission, request, now))
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
