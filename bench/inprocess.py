@@ -295,6 +295,52 @@ async def _breakdown(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _match_breakdown() -> list[str]:
+    """What match (CEL) budgets cost per request on the memory store: admission with a team budget
+    (membership cached) against none, and what a cache miss costs (every expression evaluated)."""
+    from identity_middleware.core.admission import AdmissionRequest
+    from identity_middleware.core.budgets import BudgetSpec
+    from identity_middleware.core.matching import MatchIndex, variables_of
+    from identity_middleware.stores import MemoryStore
+
+    def store_with(expressions: list[str], project: bool = False) -> MemoryStore:
+        store = MemoryStore()
+        store.create(IdentityInput(id="user_1", metadata={"team": "ml", "plan": "pro"}))
+        for expression in expressions:
+            store.create_budget(BudgetSpec(scope="match", match=expression, period="monthly", amount="1000000"))
+        if project:  # the same work without CEL: one global budget the request falls under
+            store.create_budget(BudgetSpec(scope="project", target="apollo", period="monthly", amount="1000000"))
+        return store
+
+    team = ['metadata.team == "ml"']
+    ten = [f'metadata.team == "team_{n}" && provider == "openai"' for n in range(9)] + team
+    request = AdmissionRequest("user_1", model="openai/gpt-4o", project="apollo")
+    rows: list[tuple[str, float]] = []
+    admit = store_with([], project=True).admit
+    rows.append(("MemoryStore.admit, 1 project budget (no CEL: the baseline)",
+                 _extraction_us(lambda _: admit(request), b"", 5)))
+    for label, expressions in (("1 team budget", team), ("10 match budgets", ten)):
+        admit = store_with(expressions).admit
+        rows.append((f"MemoryStore.admit, {label} (membership cached)",
+                     _extraction_us(lambda _, admit=admit: admit(request), b"", 5)))  # type: ignore[misc]
+    for label, expressions in (("1 expression", team), ("10 expressions", ten)):
+        store = store_with(expressions)
+        identity = store.retrieve("user_1")
+        index = MatchIndex(budget for budget, _ in store.list_budgets(limit=200).data)
+
+        def miss(_: bytes, index: MatchIndex = index, identity: Any = identity) -> object:
+            return index.evaluated(variables_of(request, identity, {}))
+
+        def hit(_: bytes, index: MatchIndex = index, identity: Any = identity) -> object:
+            return index.matched(request, identity, {})
+
+        rows.append((f"a cache miss: variables + evaluate {label}", _extraction_us(miss, b"", 5)))
+        rows.append((f"a cache hit: MatchIndex.matched, {label}", _extraction_us(hit, b"", 5)))
+    lines = ["| match budgets (memory store) | µs per call (best of 5) |", "|---|---:|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in rows]
+    return lines
+
+
 async def _ablation(args: argparse.Namespace) -> list[str]:
     """µs the middleware adds as its parts are stubbed out one after another (in this process only;
     src/ is not touched): what is left at the end is the middleware's own plumbing."""
@@ -359,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", action="store_true", help="time the middleware's components one by one")
     parser.add_argument("--ablation", action="store_true",
                         help="µs added as the middleware's parts are stubbed out one after another")
+    parser.add_argument("--match", action="store_true", help="what match (CEL) budgets cost per admission")
     args = parser.parse_args(argv)
     if not (1 <= args.requests <= 1_000_000 and 1 <= args.repeats <= 50):
         parser.error("requests 1..1000000, repeats 1..50")
@@ -372,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.ablation:
                 print("\n".join(asyncio.run(_ablation(args))))
+                return 0
+            if args.match:
+                print("\n".join(_match_breakdown()))
                 return 0
             print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_implementation()} "
                   f"{platform.python_version()}, in-process (fake receive/send, no server), asyncio, process CPU "

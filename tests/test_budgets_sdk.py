@@ -134,18 +134,6 @@ def test_one_budget_per_scope_target_and_period(orq: Orq) -> None:
     assert raised.value.raw_response.status_code == 409
 
 
-@pytest.mark.parametrize("body", [
-    {"scope": {"project": {"project_id": "p"}}, "limits": {"amount": 1}},
-    {"scope": {"api_key": {"api_key_id": "k"}}, "limits": {"amount": 1}},
-    {"match": {"cel": "provider == \"openai\""}, "limits": {"amount": 1}},
-])
-def test_unsupported_scopes_answer_a_clear_400(orq: Orq, body: dict[str, object]) -> None:
-    with pytest.raises(OrqError) as raised:
-        orq.budgets.create(**body)  # type: ignore[arg-type]
-    assert raised.value.raw_response.status_code == 400
-    assert "not supported" in raised.value.raw_response.json()["error"]["message"]
-
-
 def test_identity_view_sees_budgets_set_the_old_way(orq: Orq, store: Store) -> None:
     from identity_middleware import Budget
 

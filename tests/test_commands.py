@@ -131,10 +131,11 @@ def test_manage_py_raises_command_error_with_the_exit_code() -> None:
 
 @pytest.mark.parametrize("argv", [("budget", "set", "x", "hourly", "1"), ("budget", "x", "daily", "1"),
                                   ("reset", "x", "daily"), ("record",),
-                                  ("budgets", "create", "--scope", "project", "--period", "daily"),
+                                  ("budgets", "create", "--scope", "team-ml", "--period", "daily"),
                                   ("budgets", "create", "--scope", "workspace", "--period", "hourly"),
                                   ("budgets", "create", "--period", "daily", "--amount", "1"),
-                                  ("budgets", "show"), ("budgets", "list", "--scope-kind", "api_key")])
+                                  ("budgets", "show"), ("budgets", "list", "--scope-kind", "team"),
+                                  ("budgets", "check", "--estimate")])
 def test_both_faces_refuse_what_the_grammar_does_not_have(argv: tuple[str, ...]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(list(argv))
@@ -164,11 +165,18 @@ BUDGETS_SESSION: list[tuple[str, ...]] = [
     ("budgets", "delete", "{id}"),
     ("budgets", "show", "{id}"),
     ("budgets", "delete", "{id}"),
+    ("budgets", "create", "--scope", "team", "--target", "ml", "--period", "daily", "--amount", "0.10"),
+    ("budgets", "create", "--scope", "match", "--period", "daily", "--amount", "1"),
+    ("budgets", "create", "--scope", "match", "--match", "metadata.team ==", "--period", "daily", "--amount", "1"),
+    ("budgets", "create", "--scope", "project", "--target", "apollo", "--period", "daily", "--amount", "1"),
+    ("budgets", "check", "--identity", "ops", "--metadata", "team=ml", "--project", "apollo", "--estimate", "0.20"),
+    ("budgets", "check", "--identity", "ops", "--project", "apollo", "--estimate", "0.50"),
+    ("budgets", "list", "--scope-kind", "match", "--scope-kind", "project"),
     ("budget", "set", "ops", "daily", "3"),
     ("budgets", "list", "--scope-kind", "identity"),
     ("budget", "status", "ops"),
 ]
-BUDGETS_EXIT_CODES = [0, 0, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0]
+BUDGETS_EXIT_CODES = [0, 0, 1, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 2, 2, 0, 1, 0, 0, 0, 0, 0]
 _BUDGET_ID = re.compile(r"\bb[gi]_[0-9A-HJKMNP-TV-Z]{26}(_[a-z_]+)?")
 
 
@@ -210,7 +218,16 @@ def test_both_faces_manage_scoped_budgets_alike(monkeypatch: pytest.MonkeyPatch,
     assert any(line.split()[1:6] == ["model", "openai/gpt-4o", "daily", "0.25/1.00", "15"] for line in table[1:])
     assert by_script[13][1] == f"reset budget {created['id']}: spent 0.00 USD, 0 tokens\n"
     assert by_script[15][2] == f"error: budget {created['id']!r} not found\n"
-    assert [line.split()[3] for line in by_script[18][1].splitlines()[1:]] == ["daily"]  # the per-identity view
+    team = json.loads(by_script[17][1])
+    assert (team["scope"], team["target"], team["match"]) == ("match", None, 'metadata.team == "ml"')
+    assert by_script[18][2] == "error: --match CEL goes with --scope match, and --scope match needs it\n"
+    assert "does not parse" in by_script[19][2]
+    refused, fits = json.loads(by_script[21][1]), json.loads(by_script[22][1])
+    assert refused["allowed"] is False and refused["rejection"]["scope_kind"] == "match"
+    assert refused["cost"] == {"limit": "0.10", "consumed": "0.00", "remaining": "0.10"}
+    assert fits["allowed"] is True and fits["rejection"] is None and fits["cost"]["remaining"] == "1.00"
+    assert [line.split()[1] for line in by_script[23][1].splitlines()[1:]] == ["match", "project"]
+    assert [line.split()[3] for line in by_script[25][1].splitlines()[1:]] == ["daily"]  # the per-identity view
     for store in stores:
         (model,) = store.list_budgets(scope_kinds=["model"]).data
         assert model[0].alerts[0].notifier_ids == ("ops",) and model[1].amount == Decimal("0.25")

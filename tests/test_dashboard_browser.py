@@ -371,9 +371,10 @@ def test_every_budget_action_from_the_budgets_page(page_on_both: Page, both_stor
     expect(page.get_by_role("row", name=re.compile("Workspace"))).to_be_visible()
     page.get_by_role("button", name="New budget").click()
     scope = dialog(page).get_by_label("Scope")
-    assert scope.locator("option").all_text_contents() == ["Identity", "Model", "Provider", "Workspace", "Team"]
-    expect(scope.locator("option", has_text="Team")).to_be_disabled()
-    expect(scope).to_have_accessible_description(re.compile("Team budgets need match expressions"))
+    assert scope.locator("option").all_text_contents() == ["Identity", "Model", "Provider", "Workspace", "Team",
+                                                           "Project", "API key", "Match (CEL)"]
+    expect(scope.locator("option", has_text="Team")).to_be_enabled()
+    expect(scope).to_have_accessible_description(re.compile("metadata.team is the target"))
     assert dialog(page).get_by_label("Period").locator("option").all_text_contents() == [
         "Daily", "Weekly", "Monthly", "Yearly", "One time"]
     scope.select_option(label="Identity")
@@ -392,6 +393,34 @@ def test_every_budget_action_from_the_budgets_page(page_on_both: Page, both_stor
     dialog(page).get_by_label("Amount").fill("20")
     page.get_by_role("button", name="Create", exact=True).click()
     expect(page.get_by_role("row", name=re.compile("gpt-4o"))).to_contain_text("Monthly")
+
+    page.get_by_role("button", name="New budget").click()
+    dialog(page).get_by_label("Scope").select_option(label="Team")
+    dialog(page).get_by_label("Target").fill("ml")
+    dialog(page).get_by_label("Amount").fill("40")
+    page.get_by_role("button", name="Create", exact=True).click()
+    team = page.get_by_role("row", name=re.compile(r"^ml"))
+    expect(team).to_contain_text("Team")
+    [created] = [budget for budget, _ in store.list_budgets(limit=10).data if budget.scope.value == "match"]
+    assert created.match == 'metadata.team == "ml"' and created.amount == Decimal("40")
+
+    page.get_by_role("button", name="New budget").click()
+    dialog(page).get_by_label("Scope").select_option(label="Match (CEL)")
+    dialog(page).get_by_label("Target").fill("metadata.team ==")
+    dialog(page).get_by_label("Amount").fill("5")
+    page.get_by_role("button", name="Create", exact=True).click()
+    expect(dialog(page).get_by_label("Target")).to_have_attribute("aria-invalid", "true")
+    expect(dialog(page)).to_contain_text("does not parse")
+    dialog(page).get_by_label("Target").fill('project == "apollo"')
+    page.get_by_role("button", name="Create", exact=True).click()
+    expect(page.get_by_role("row", name=re.compile(r'^project == "apollo"'))).to_contain_text("Match")
+
+    page.get_by_role("button", name="New budget").click()
+    dialog(page).get_by_label("Scope").select_option(label="API key")
+    dialog(page).get_by_label("Target").fill("key_7")
+    dialog(page).get_by_label("Amount").fill("3")
+    page.get_by_role("button", name="Create", exact=True).click()
+    expect(page.get_by_role("row", name=re.compile(r"^key_7"))).to_contain_text("API key")
 
     row.get_by_role("button", name="Edit").click()
     expect(dialog(page).get_by_label("Target")).to_be_disabled()

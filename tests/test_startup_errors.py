@@ -130,7 +130,7 @@ def test_a_wsgi_app_is_not_built_on_a_store_that_refuses_it(port: int) -> None:
 def test_a_good_store_passes_the_startup_check(port: int) -> None:
     store = RedisStore.from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
     try:
-        store.check()
+        store.check_ready()
         with TestClient(asgi_app(store)) as client:
             assert client.post("/whoami", json=BODY).json() == {"identity": "u"}
     finally:

@@ -19,6 +19,7 @@ from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
 from .flow.notices import Notices
+from .flow.request import header_map
 from .flow.telemetry import annotate
 from .starlette import find_mark
 from .stores.startup import astore_ready
@@ -84,7 +85,7 @@ class IdentityMiddleware:
         self.store = self.config.store
         session = self.config.session
         self._header_keys = {name: name.lower().encode("latin-1")
-                             for name in (*self.config.header_names, SIGNATURE_HEADER,
+                             for name in (*self.config.header_names, SIGNATURE_HEADER, *self.config.fact_headers,
                                           *((session.header,) if session is not None and session.header else ()))}
         self._marks: dict[tuple[str, str], Mark | None] = {}
         self._json_types: dict[bytes, bool] = {}
@@ -102,7 +103,7 @@ class IdentityMiddleware:
                 await _send_error(send, request_timeout(self.config.body_timeout or 0))
                 return
             lookup = _Lookup(self._header_keys, self.config.resolver, scope, self.flow.notices)
-            plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope)))
+            plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope), scope, _headers))
             outcome = await self.flow.arun(plan, lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
             if isinstance(outcome, Refused):
@@ -292,6 +293,11 @@ def _serving() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Every header of the request (lowercase names), for match expressions that read ``headers``."""
+    return header_map((name.decode("latin-1"), header_text(value)) for name, value in scope["headers"])
 
 
 class _Lookup:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .stores.base import Store
 
 __all__ = ["AUTO", "DEFAULT_HEADER_NAMES", "DEFAULT_SOURCES", "SOURCES", "Config", "InvalidOption", "Options",
-           "OutagePolicy", "Problem", "Source", "problems"]
+           "OutagePolicy", "Problem", "RequestFact", "Source", "problems"]
 
 DEFAULT_HEADER_NAMES = ("X-Identity-Id", "X-ORQ-IDENTITY-ID")
 Source = Literal["body", "header", "auth", "user_field"]
@@ -25,6 +25,9 @@ SOURCES: tuple[Source, ...] = ("body", "header", "auth", "user_field")
 AUTO = -1  # an estimate of "auto": priced from the request body when the request comes
 RATE_LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
 Notifier = str | Callable[[dict[str, Any]], object]
+# Where a request's project or API key comes from: a header's name, or a callable over the
+# framework's request (ASGI scope, WSGI environ, Django HttpRequest) answering a str or None.
+RequestFact = str | Callable[[Any], str | None]
 
 
 class Options(TypedDict, total=False):
@@ -64,6 +67,10 @@ class Options(TypedDict, total=False):
     max_cost: Money | None
     session: Session | None
     budget_headers: bool
+    # A request's project and API key (project and API-key budgets, CEL's `project`/`api_key`): a
+    # header's name, or (scope | environ | request) -> str or None. Headers are the caller's word.
+    project_from: RequestFact | None
+    api_key_from: RequestFact | None
 
 
 class Problem(NamedTuple):
@@ -123,6 +130,8 @@ class Config:
     max_cost: int | None = None  # nano-USD
     session: Session | None = None
     budget_headers: bool = False
+    project_from: RequestFact | None = None
+    api_key_from: RequestFact | None = None
 
     def __post_init__(self) -> None:
         found: list[Problem] = []
@@ -136,6 +145,11 @@ class Config:
                 found.extend(error.problems(option.name))
         if found:
             raise InvalidOption(found)
+
+    @property
+    def fact_headers(self) -> tuple[str, ...]:
+        """The headers ``project_from`` and ``api_key_from`` name (the shells look them up by name)."""
+        return tuple(value for value in (self.project_from, self.api_key_from) if isinstance(value, str))
 
     @classmethod
     def of(cls, **options: Any) -> Config:
@@ -381,6 +395,15 @@ def _session(value: object) -> object:
     return value
 
 
+def _request_fact(value: object) -> object:
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and value.strip() and ":" not in value and not any(c.isspace() for c in value):
+        return value
+    raise _invalid(f"a header name (e.g. \"X-Project-Id\") or a callable (scope | environ | request) -> str "
+                   f"or None; not {value!r}")
+
+
 _NORMALISE: dict[str, Callable[[object], object]] = {
     "store": _store,
     "require_identity": _flag,
@@ -405,4 +428,6 @@ _NORMALISE: dict[str, Callable[[object], object]] = {
     "max_cost": _max_cost,
     "session": _session,
     "budget_headers": _flag,
+    "project_from": _request_fact,
+    "api_key_from": _request_fact,
 }

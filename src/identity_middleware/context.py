@@ -77,6 +77,7 @@ class Meter:
     counted: bool = False  # the store has this request already: settled, or counted when blocked
     reserver: Reserver | None = None
     allowance: int | None = None  # admitted by the local allowance in an outage: the estimate held there
+    charged: tuple[str, ...] = ()  # the project, API-key and match budgets its admission matched
     # Reentrant: a stream of this request finalised by a collection that starts inside a locked
     # section (at an allocation, before Python 3.12) adds to the meter from the same thread.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -153,7 +154,7 @@ class Meter:
                 return None
             self.counted = True
             self.usage.error = self.usage.error or error
-            return Settlement(self.identity.id, self.usage, self.reservation)
+            return Settlement(self.identity.id, self.usage, self.reservation, None, self.charged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
 from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
+from .flow.request import header_map
 from .flow.streams import MeteredIterable
 from .flow.telemetry import annotate
 from .stores.startup import store_ready
@@ -28,6 +29,17 @@ ENVIRON_KEY = "identity_middleware.identity"
 _READ_CHUNK = 65_536
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
             503: "Service Unavailable"}
+
+
+_CGI_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+
+
+def _headers(environ: WSGIEnvironment) -> dict[str, str]:
+    """Every header of the request (lowercase names), for match expressions that read ``headers``."""
+    pairs = [(key[5:].replace("_", "-"), value) if key.startswith("HTTP_") else (_CGI_HEADERS[key], value)
+             for key, value in environ.items()
+             if isinstance(value, str) and (key.startswith("HTTP_") or key in _CGI_HEADERS)]
+    return header_map((name, header_text(value.encode("latin-1"))) for name, value in pairs)
 
 
 class _Input(Protocol):
@@ -136,7 +148,7 @@ class IdentityWSGIMiddleware:
         store_ready(self.store)  # at startup: StoreMisconfigured raised, an unreachable store logged
         session = self.config.session
         self._environ_keys = {name: "HTTP_" + name.upper().replace("-", "_")
-                              for name in (*self.config.header_names, SIGNATURE_HEADER,
+                              for name in (*self.config.header_names, SIGNATURE_HEADER, *self.config.fact_headers,
                                            *((session.header,) if session is not None and session.header else ()))}
 
     def _request(self, environ: WSGIEnvironment) -> Request:
@@ -146,7 +158,7 @@ class IdentityWSGIMiddleware:
             return header_text(value.encode("latin-1")) if isinstance(value, str) else None
 
         body = read_body(environ, self.config.max_body_size)
-        return Request(body, header, environ.get("PATH_INFO", ""))
+        return Request(body, header, environ.get("PATH_INFO", ""), None, environ, _headers)
 
     def _auth(self, environ: WSGIEnvironment) -> object:
         found = environ.get("REMOTE_USER") or None

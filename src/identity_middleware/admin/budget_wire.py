@@ -31,11 +31,14 @@ from .errors import invalid_request
 PERIOD_PREFIX = "BUDGET_PERIOD_"
 KIND_PREFIX = "BUDGET_SCOPE_KIND_"
 DIMENSION_PREFIX = "BUDGET_ALERT_DIMENSION_"
-UNSUPPORTED_SCOPES = {"project": "project", "api_key": "api_key", "apiKey": "api_key"}
 _SCOPE_FIELDS = {ScopeKind.IDENTITY: ("identity_external_id", "identityExternalId"),
-                 ScopeKind.MODEL: ("model_id", "modelId"), ScopeKind.PROVIDER: ("provider", "provider")}
+                 ScopeKind.MODEL: ("model_id", "modelId"), ScopeKind.PROVIDER: ("provider", "provider"),
+                 ScopeKind.PROJECT: ("project_id", "projectId"), ScopeKind.API_KEY: ("api_key_id", "apiKeyId")}
 _RESPONSE_FIELD = {ScopeKind.IDENTITY: "identityExternalId", ScopeKind.MODEL: "modelId",
-                   ScopeKind.PROVIDER: "provider"}
+                   ScopeKind.PROVIDER: "provider", ScopeKind.PROJECT: "projectId", ScopeKind.API_KEY: "apiKeyId"}
+_SCOPE_NAMES = {"apiKey": "api_key"}  # the response's camelCase name, accepted in a request too
+_RESPONSE_SCOPE = {ScopeKind.API_KEY: "apiKey"}  # BudgetScopeRestResponse's alias
+SCOPES = "identity, model, provider, project, api_key or workspace"
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -79,7 +82,8 @@ def period_of(value: object, field: str = "limits.period") -> BudgetPeriod:
 
 
 # Every scope kind of orq's ``BudgetScopeKind``: a list filtered by one that no budget has is empty.
-LISTED_KINDS = frozenset({kind.value for kind in ScopeKind} | {"project", "api_key"})
+# (``match`` is ours: a match budget has no scope kind in orq's API, and no filter finds it by one.)
+LISTED_KINDS = frozenset({kind.value for kind in ScopeKind if kind is not ScopeKind.MATCH})
 SORT_FIELD_PREFIX = "BUDGET_SORT_FIELD_"
 SORT_FIELDS = {SORT_FIELD_PREFIX + order.name: order for order in BudgetOrder if order is not BudgetOrder.ID}
 
@@ -101,26 +105,35 @@ def order_of(value: str | None) -> BudgetOrder:
         raise invalid_request(f"sort_by must be one of {', '.join(SORT_FIELDS)}.", "sort_by") from None
 
 
+def match_of(data: Mapping[str, Any]) -> str | None:
+    """The CEL expression of a ``match`` object (``{"cel": "..."}``), or None when not given."""
+    match = _object(data, "match")
+    if match is None:
+        return None
+    _only(match, {"cel"}, "match")
+    cel = match.get("cel")
+    if not isinstance(cel, str) or not cel.strip():
+        raise invalid_request("match.cel must be a non-empty CEL expression.", "match.cel")
+    return cel
+
+
 def _scope(data: Mapping[str, Any]) -> tuple[ScopeKind, str | None]:
-    if _get(data, "match") is not None:
-        raise invalid_request("CEL match expressions are not supported: give a scope (identity, model, "
-                              "provider or workspace).", "match")
     scope = _object(data, "scope")
+    if _get(data, "match") is not None:
+        if "scope" in data:
+            raise invalid_request("give a scope or a match expression, not both.", "match")
+        return ScopeKind.MATCH, None
     if not scope:
-        raise invalid_request("scope is required: one of identity, model, provider or workspace.", "scope")
-    given = [name for name, value in scope.items() if value is not None]
-    for name in given:
-        if name in UNSUPPORTED_SCOPES:
-            raise invalid_request(f"{UNSUPPORTED_SCOPES[name]} budgets are not supported: use identity, model, "
-                                  "provider or workspace.", f"scope.{UNSUPPORTED_SCOPES[name]}")
-    if len(given) != 1 or given[0] not in {kind.value for kind in ScopeKind}:
-        raise invalid_request("scope must set exactly one of identity, model, provider or workspace.", "scope")
+        raise invalid_request(f"scope or match is required: a scope sets one of {SCOPES}.", "scope")
+    given = [_SCOPE_NAMES.get(name, name) for name, value in scope.items() if value is not None]
+    if len(given) != 1 or given[0] not in {kind.value for kind in ScopeKind} or given[0] == ScopeKind.MATCH.value:
+        raise invalid_request(f"scope must set exactly one of {SCOPES}.", "scope")
     kind = ScopeKind(given[0])
-    _only(scope, {kind.value}, "scope")
+    _only({_SCOPE_NAMES.get(name, name): value for name, value in scope.items()}, {kind.value}, "scope")
     if kind is ScopeKind.WORKSPACE:
         _only(_object(scope, "workspace") or {}, set(), "scope.workspace")
         return kind, None
-    inner = _object(scope, kind.value) or {}
+    inner = _object(scope, kind.value) or _object(scope, "apiKey") or {}
     _only(inner, set(_SCOPE_FIELDS[kind]), f"scope.{kind.value}")
     target = _get(inner, *_SCOPE_FIELDS[kind])
     field = f"scope.{kind.value}.{_SCOPE_FIELDS[kind][0]}"
@@ -204,7 +217,7 @@ def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
 def _validation(error: ValidationError) -> Exception:
     first = error.errors()[0]
     names = {"amount": "limits.amount", "token_limit": "limits.token_limit",
-             "requests_per_minute": "rate_limit.requests_per_minute"}
+             "requests_per_minute": "rate_limit.requests_per_minute", "match": "match.cel"}
     loc = [str(part) for part in first["loc"]]
     field = names.get(loc[0], ".".join(loc)) if loc else "body"
     return invalid_request(f"{field}: {first['msg'].removeprefix('Value error, ')}", field)
@@ -236,7 +249,7 @@ def _integer(value: object, field: str) -> int:
 def spec_from(data: Mapping[str, Any]) -> BudgetSpec:
     _only(data, _CREATE_KEYS, "")
     kind, target = _scope(data)
-    fields: dict[str, Any] = {"scope": kind, "target": target}
+    fields: dict[str, Any] = {"scope": kind, "target": target, "match": match_of(data)}
     _limits(data, fields)
     _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt")))
     if _get(data, "alerts") is not None:
@@ -250,9 +263,9 @@ def spec_from(data: Mapping[str, Any]) -> BudgetSpec:
 
 def changes_from(data: Mapping[str, Any]) -> BudgetChanges:
     _only(data, _UPDATE_KEYS, "")
-    if _get(data, "match") is not None:
-        raise invalid_request("CEL match expressions are not supported.", "match")
     fields: dict[str, Any] = {}
+    if _get(data, "match") is not None:
+        fields["match"] = match_of(data)
     _limits(data, fields)
     _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt"),
                           ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts")))
@@ -269,10 +282,12 @@ def _iso(moment: datetime) -> str:
 
 
 def _cel(budget: ScopedBudget) -> str:
+    if budget.scope is ScopeKind.MATCH:
+        return budget.match or ""
     if budget.scope is ScopeKind.WORKSPACE:
         return ""
     name = {ScopeKind.IDENTITY: "identity.external_id", ScopeKind.MODEL: "model",
-            ScopeKind.PROVIDER: "provider"}[budget.scope]
+            ScopeKind.PROVIDER: "provider", ScopeKind.PROJECT: "project", ScopeKind.API_KEY: "api_key"}[budget.scope]
     return f"{name} == {json.dumps(budget.target)}"
 
 
@@ -283,11 +298,12 @@ def budget_json(budget: ScopedBudget, usage: BudgetUsage | None = None) -> dict[
         limits["amount"] = budget.amount
     if budget.token_limit is not None:
         limits["tokenLimit"] = budget.token_limit
-    scope: dict[str, Any] = {budget.scope.value: {} if budget.scope is ScopeKind.WORKSPACE
-                             else {_RESPONSE_FIELD[budget.scope]: budget.target}}
     body: dict[str, Any] = {"budgetId": budget.id, "limits": limits, "createdAt": _iso(budget.created_at),
-                            "updatedAt": _iso(budget.updated_at), "scope": scope, "match": {"cel": _cel(budget)},
+                            "updatedAt": _iso(budget.updated_at), "match": {"cel": _cel(budget)},
                             "isActive": budget.is_active}
+    if budget.scope is not ScopeKind.MATCH:  # a match budget has its expression and no scope
+        body["scope"] = {_RESPONSE_SCOPE.get(budget.scope, budget.scope.value): {}
+                         if budget.scope is ScopeKind.WORKSPACE else {_RESPONSE_FIELD[budget.scope]: budget.target}}
     if budget.requests_per_minute is not None:
         body["rateLimit"] = {"requestsPerMinute": budget.requests_per_minute}
     if budget.expires_at is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.budgets import MAX_TOKEN_LIMIT, BudgetPeriod
+from ..core.budgets import MAX_MATCH_LENGTH, MAX_TOKEN_LIMIT, BudgetPeriod
 from ..stores.base import MAX_PAGE_SIZE
 from .budget_wire import KIND_PREFIX, LISTED_KINDS, SORT_FIELDS
 
@@ -55,13 +55,16 @@ def budget_schemas() -> dict[str, Any]:
     rate_in = _closed({"requests_per_minute": {"type": "integer", "minimum": 1}},
                       ["requests_per_minute"])
     target = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}
-    # Exactly one scope kind; "project", "api_key" and a CEL "match" are not supported (400).
+    # Exactly one scope kind, or (instead of a scope) a CEL match expression.
     scope_in = {"oneOf": [
         _closed({"workspace": _closed({}, [])}, ["workspace"]),
         _closed({"identity": _closed({"identity_external_id": target}, ["identity_external_id"])}, ["identity"]),
         _closed({"model": _closed({"model_id": target}, ["model_id"])}, ["model"]),
         _closed({"provider": _closed({"provider": target}, ["provider"])}, ["provider"]),
+        _closed({"project": _closed({"project_id": target}, ["project_id"])}, ["project"]),
+        _closed({"api_key": _closed({"api_key_id": target}, ["api_key_id"])}, ["api_key"]),
     ]}
+    match_in = _closed({"cel": {"type": "string", "minLength": 1, "maxLength": MAX_MATCH_LENGTH}}, ["cel"])
     common_in = {"limits": _nullable(limits_in), "rate_limit": _nullable(rate_in),
                  "is_active": _nullable({"type": "boolean"}),
                  "expires_at": _nullable({"type": "string", "format": "date-time"}),
@@ -73,6 +76,9 @@ def budget_schemas() -> dict[str, Any]:
             {"required": ["token_limit"], "properties": {"token_limit": {"type": "integer"}}}]}}},
         {"required": ["rate_limit"], "properties": {"rate_limit": {"type": "object",
                                                                      "required": ["requests_per_minute"]}}}]}
+    dimension = {"anyOf": [{"type": "null"}, _obj({"limit": {"type": "number"}, "consumed": {"type": "number"},
+                                                     "remaining": {"type": "number"}},
+                                                    ["limit", "consumed", "remaining"])]}
     budget = _obj({
         "budgetId": {"type": "string"},
         "limits": _obj({"period": {"type": "string", "enum": _PERIODS}, "amount": {"type": "number"},
@@ -82,7 +88,9 @@ def budget_schemas() -> dict[str, Any]:
         "scope": _obj({"workspace": {"type": "object"},
                        "identity": _obj({"identityExternalId": {"type": "string"}}),
                        "model": _obj({"modelId": {"type": "string"}}),
-                       "provider": _obj({"provider": {"type": "string"}})}),
+                       "provider": _obj({"provider": {"type": "string"}}),
+                       "project": _obj({"projectId": {"type": "string"}}),
+                       "apiKey": _obj({"apiKeyId": {"type": "string"}})}),
         "match": _obj({"cel": {"type": "string"}}),
         "rateLimit": _obj({"requestsPerMinute": {"type": "integer"}}),
         "isActive": {"type": "boolean"},
@@ -99,19 +107,41 @@ def budget_schemas() -> dict[str, Any]:
         "ScopedBudgetList": _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ScopedBudget")},
                                   "hasMore": {"type": "boolean"}, "has_more": {"type": "boolean"}},
                                  ["object", "data", "hasMore"]),
-        "CreateScopedBudget": _closed({"scope": scope_in, **common_in}, ["scope"]) | some_limit,
-        "UpdateScopedBudget": _closed({**common_in,
+        # A scope or a match expression, not both (the second only: 400).
+        "CreateScopedBudget": _closed({"scope": scope_in, "match": match_in, **common_in}, []) | some_limit
+        | {"oneOf": [{"required": ["scope"], "not": {"required": ["match"]}},
+                     {"required": ["match"], "not": {"required": ["scope"]}}]},
+        "UpdateScopedBudget": _closed({**common_in, "match": _nullable(match_in),
                                        "alerts": _nullable({"type": "array", "items": alert_update, "maxItems": 20}),
                                        "clear_expires_at": {"type": "boolean"},
                                        "clear_alerts": {"type": "boolean"}}, []),
         "Empty": {"type": "object"},
+        "BudgetCheck": _closed({
+            "identity_external_id": _nullable({"type": "string", "maxLength": 255}),
+            "model_id": _nullable({"type": "string", "maxLength": 255}),
+            "provider": _nullable({"type": "string", "maxLength": 255}),
+            "project_id": _nullable({"type": "string", "maxLength": 255}),
+            "api_key_id": _nullable({"type": "string", "maxLength": 255}),
+            "metadata": _nullable({"type": "object"}),
+            "headers": _nullable({"type": "object", "additionalProperties": {"type": "string"}}),
+            "estimate": _nullable({"type": "number", "minimum": 0, "maximum": 1_000_000_000,
+                                   "multipleOf": 0.000000001})}),
+        "BudgetCheckResult": _obj({
+            "allowed": {"type": "boolean"},
+            "rejection": {"anyOf": [{"type": "null"}, _obj({
+                "scope_kind": {"type": "string"}, "scope_target_id": {"type": "string"},
+                "dimension": {"type": "string", "enum": ["cost", "tokens", "requests"]},
+                "code": {"type": "string"}, "message": {"type": "string"}, "budget_id": {"type": "string"}},
+                ["scope_kind", "scope_target_id", "dimension", "code", "message"])]},
+            "cost": dimension, "tokens": dimension, "requests": dimension,
+        }, ["allowed", "rejection", "cost", "tokens", "requests"]),
     }
 
 
 def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
     """The paths, built with the main document's helpers (``operation``, ``error``, ``query``)."""
     missing = error("No such budget (`not_found`).")
-    invalid = error("Invalid input (`invalid_request`, naming the `field`); unsupported scopes and CEL too.")
+    invalid = error("Invalid input (`invalid_request`, naming the `field`); a CEL expression that does not parse too.")
     budget_id = {"name": "budget_id", "in": "path", "required": True, "schema": {"type": "string"}}
     body = {"required": True, "content": {"application/json": {"schema": _ref("UpdateScopedBudget")}}}
     return {
@@ -135,6 +165,12 @@ def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
                 "409": error("A budget for this scope, target and period exists (`budget_exists`).")},
                 requestBody={"required": True, "content": {"application/json": {
                     "schema": _ref("CreateScopedBudget")}}}),
+        },
+        "/v2/budgets/check": {
+            "post": operation("checkBudgets", "Would a request be admitted now? Nothing is written", {
+                "200": _json("The answer: allowed, the refusing budget, the tightest per dimension.",
+                             "BudgetCheckResult"), "400": invalid},
+                requestBody={"required": False, "content": {"application/json": {"schema": _ref("BudgetCheck")}}}),
         },
         "/v2/budgets/{budget_id}": {
             "parameters": [budget_id],

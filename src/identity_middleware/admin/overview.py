@@ -145,6 +145,8 @@ def _spender(identity: Identity, bucket: _Bucket) -> dict[str, Any]:
 
 
 def _target(budget: ScopedBudget) -> str:
+    if budget.scope is ScopeKind.MATCH:  # a team budget at risk is named by its expression
+        return budget.match or ""
     return "workspace" if budget.scope is ScopeKind.WORKSPACE else str(budget.target)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, budgets, exports, handlers, identities, overview
+from . import analytics, budget_check, budgets, exports, handlers, identities, overview
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, invalid_request, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -39,6 +39,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/identities/{identity_id}/budgets/{period}/reset": {"POST": handlers.reset_budget},
     "/v2/identities/{identity_id}/metrics/daily": {"GET": analytics.daily_metrics},
     "/v2/budgets": {"GET": budgets.list_budgets, "POST": budgets.create_budget},
+    "/v2/budgets/check": {"POST": budget_check.check_budgets},  # before {budget_id}: "check" is no budget's id
     "/v2/budgets/{budget_id}": {"GET": budgets.get_budget, "PATCH": budgets.update_budget,
                                 "DELETE": budgets.delete_budget},
     "/v2/budgets/{budget_id}/reset-consumption": {"POST": budgets.reset_consumption},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,7 +12,7 @@ from ..core.money import format_usd, to_decimal
 from ..core.periods import Period
 from ..stores import Store
 from ..stores.base import MAX_PAGE_SIZE
-from .output import EXIT_USAGE, CommandFailed, Define, Output, Subcommands, print_json, say, table
+from .output import EXIT_USAGE, CommandFailed, Define, Output, Subcommands, pairs, print_json, say, table
 
 
 def _all_identities(store: Store, search: str | None, tags: list[str] | None) -> list[Identity]:
@@ -54,16 +53,6 @@ def cmd_show(store: Store, args: argparse.Namespace, out: Output) -> None:
     print_json(record.to_json(), out)
 
 
-def _metadata(pairs: Sequence[str]) -> dict[str, str]:
-    metadata: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandFailed(f"--metadata takes KEY=VALUE, got {pair!r}", EXIT_USAGE)
-        metadata[key] = value
-    return metadata
-
-
 def cmd_create(store: Store, args: argparse.Namespace, out: Output) -> None:
     fields: dict[str, Any] = {"id": args.id}
     for name in ("display_name", "email", "avatar_url"):
@@ -72,7 +61,7 @@ def cmd_create(store: Store, args: argparse.Namespace, out: Output) -> None:
     if args.tag:
         fields["tags"] = args.tag
     if args.metadata:
-        fields["metadata"] = _metadata(args.metadata)
+        fields["metadata"] = pairs(args.metadata, "--metadata")
     print_json(store.create(IdentityInput.parse(fields)).to_json(), out)
 
 

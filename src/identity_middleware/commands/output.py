@@ -55,3 +55,14 @@ def table(rows: Sequence[Sequence[str]], numeric: set[int], out: Output) -> None
 
 def print_json(data: Any, out: Output) -> None:
     say(out, json.dumps(data, indent=2))
+
+
+def pairs(items: Sequence[str] | None, option: str) -> dict[str, str]:
+    """``NAME=VALUE`` option values (``--metadata team=ml``) as a dict; a usage error otherwise."""
+    found: dict[str, str] = {}
+    for item in items or ():
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise CommandFailed(f"{option} takes KEY=VALUE, got {item!r}", EXIT_USAGE)
+        found[name] = value
+    return found

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -106,6 +107,12 @@ class AdmissionRequest:
     # that fits, when ``estimate`` does not (``Admission.fallback`` says which).
     consumed: bool = False
     fallbacks: tuple[int, ...] = ()
+    # What the app declares of the request (the ``project_from``/``api_key_from`` options), for
+    # project and API-key budgets and match expressions; its headers (lowercase names) when a
+    # match expression reads them.
+    project: str | None = None
+    api_key: str | None = None
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,9 @@ class Admission:
     reservation: Reservation | None = None
     consumed: tuple[Consumed, ...] = ()  # when asked (``AdmissionRequest.consumed``)
     fallback: int = 0  # admitted with ``fallbacks[fallback - 1]`` instead of the estimate (0: the estimate)
+    # The project, API-key and match budgets the request was admitted under: its settlement
+    # charges them its whole usage (nothing else of the request says which they were).
+    charged: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -164,3 +174,4 @@ class Settlement:
     usage: Usage
     reservation: Reservation | None = None
     now: datetime | None = None
+    charged: tuple[str, ...] = ()  # ``Admission.charged``: the request's project, API-key and match budgets

@@ -32,20 +32,27 @@ __all__ = [
     "ScopedBudgetPage",
     "canonical_budget_id",
     "identity_budget_id",
+    "matches_request",
     "matching_targets",
     "provider_of",
 ]
 
 MAX_TOKEN_LIMIT = 10**15
+MAX_MATCH_LENGTH = 4096  # characters of a CEL expression
 
 
 class ScopeKind(str, enum.Enum):
-    """Who a budget covers: one identity, one model, one provider, or the whole app (workspace)."""
+    """Who a budget covers: one identity, one model, one provider, one project, one API key, the
+    whole app (workspace), or the requests a CEL expression matches (``match``: orq's dynamic
+    budgets, e.g. a team's ``metadata.team == "ml"``)."""
 
     IDENTITY = "identity"
     MODEL = "model"
     PROVIDER = "provider"
     WORKSPACE = "workspace"
+    PROJECT = "project"
+    API_KEY = "api_key"
+    MATCH = "match"
 
     def __str__(self) -> str:
         return self.value
@@ -66,7 +73,6 @@ class BudgetPeriod(str, enum.Enum):
     @property
     def calendar(self) -> Period | None:
         return CALENDAR.get(self)
-
 
 
 
@@ -140,6 +146,21 @@ def _amount(value: object, info: ValidationInfo) -> Decimal | None:
 _RECORD = {"record": True}  # the validation context of a stored budget read back
 
 
+def _match(value: str | None) -> str | None:
+    """A match budget's CEL expression, parsed by the CEL library (loaded only when one is given)."""
+    if value is None:
+        return None
+    if not value.strip() or len(value) > MAX_MATCH_LENGTH:
+        raise ValueError(f"a CEL expression of 1..{MAX_MATCH_LENGTH} characters")
+    from .cel import InvalidExpression, compiled
+
+    try:
+        compiled(value)
+    except InvalidExpression as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
 class BudgetChanges(BaseModel):
     """What an update may change; fields not given stay (``clear_*`` removes an optional one)."""
 
@@ -152,10 +173,12 @@ class BudgetChanges(BaseModel):
     is_active: bool | None = None
     expires_at: datetime | None = None
     alerts: tuple[Alert, ...] | None = None
+    match: str | None = None  # a match budget's new CEL expression
     clear_expires_at: bool = False
     clear_alerts: bool = False
 
     _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
+    _check_match = field_validator("match")(classmethod(lambda cls, v: _match(v)))
 
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set
@@ -176,6 +199,7 @@ class BudgetSpec(BaseModel):
     is_active: bool = True
     expires_at: datetime | None = None
     alerts: tuple[Alert, ...] = ()
+    match: str | None = None  # the CEL expression of a ``match`` budget (which has no target)
 
     _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
 
@@ -184,9 +208,19 @@ class BudgetSpec(BaseModel):
         # Plain notation, as the amount's text pattern requires: str(Decimal) writes 1E-9.
         return None if amount is None else format_usd(amount)
 
+    _check_match = field_validator("match")(classmethod(lambda cls, v: _match(v)))
+
     @model_validator(mode="after")
     def _scope_and_limits(self) -> BudgetSpec:
-        if self.scope is ScopeKind.WORKSPACE:
+        if self.scope is ScopeKind.MATCH:
+            if self.match is None:
+                raise ValueError("a match budget needs its CEL expression (match.cel)")
+            if self.target not in (None, ""):
+                raise ValueError("a match budget has no target: its expression says which requests it covers")
+            object.__setattr__(self, "target", None)
+        elif self.match is not None:
+            raise ValueError(f"a {self.scope.value} budget has no match expression: its scope says what it covers")
+        elif self.scope is ScopeKind.WORKSPACE:
             if self.target not in (None, ""):
                 raise ValueError("a workspace budget has no target")
             object.__setattr__(self, "target", None)
@@ -203,8 +237,9 @@ class BudgetSpec(BaseModel):
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """The uniqueness key: one budget per (scope kind, target, period)."""
-        return (self.scope.value, self.target or "", self.period.value)
+        """The uniqueness key: one budget per (scope kind, target, period); a match budget's
+        target is its expression, character for character."""
+        return (self.scope.value, self.match or self.target or "", self.period.value)
 
 
 class ScopedBudget(BudgetSpec):
@@ -228,6 +263,9 @@ class ScopedBudget(BudgetSpec):
             data["alerts"] = ()
         if "period" in changes.given() and changes.period is not self.period:
             raise ValueError("the period of a budget cannot change; create another budget")
+        if changes.match is not None and self.scope is not ScopeKind.MATCH:
+            raise ValueError(f"match: the scope of a {self.scope.value} budget cannot change; only a match "
+                             "budget's expression can")
         data["updated_at"] = now
         # Read as a record: the alerts it keeps were checked when written (or are an earlier
         # version's token alerts, which stay); new ones were checked in ``changes``.
@@ -309,12 +347,29 @@ def matching_targets(model: str | None, providers: Mapping[str, str] | None = No
     return {ScopeKind.MODEL: models, ScopeKind.PROVIDER: {provider} if provider else set()}
 
 
-def matches_request(budget: BudgetSpec, identity: str | None, targets: dict[ScopeKind, set[str]]) -> bool:
-    if budget.scope is ScopeKind.WORKSPACE:
+def matches_request(budget: ScopedBudget, identity: str | None, targets: dict[ScopeKind, set[str]],
+                    project: str | None = None, api_key: str | None = None,
+                    matched: frozenset[str] | None = None) -> bool:
+    """Whether ``budget`` covers a request of ``identity`` for the model ``targets`` were made
+    for, in ``project`` with ``api_key``; ``matched`` are the ids of the match budgets whose
+    expression holds for it (:mod:`.matching`)."""
+    scope = budget.scope
+    if scope is ScopeKind.WORKSPACE:
         return True
-    if budget.scope is ScopeKind.IDENTITY:
+    if scope is ScopeKind.IDENTITY:
         return identity is not None and budget.target == identity
-    return budget.target in targets[budget.scope]
+    if scope is ScopeKind.PROJECT:
+        return project is not None and budget.target == project
+    if scope is ScopeKind.API_KEY:
+        return api_key is not None and budget.target == api_key
+    if scope is ScopeKind.MATCH:
+        return matched is not None and budget.id in matched
+    return budget.target in targets[scope]
+
+
+#: The scopes whose budgets a request matches by what the app declares of it, not by its identity
+#: or its usage: settlement charges the ones its admission matched (``Admission.charged``).
+BY_REQUEST = frozenset({ScopeKind.PROJECT, ScopeKind.API_KEY, ScopeKind.MATCH})
 
 
 def budget_bounds(budget: BudgetSpec, now: datetime, tz: Any) -> tuple[str, datetime | None, datetime | None]:

@@ -49,7 +49,7 @@ def _store_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
     if str(url).startswith("memory:"):
         return
     try:  # the store the middleware will use, asked once (a PING): is it there, does it accept us?
-        store_for_url(str(url)).check()
+        store_for_url(str(url)).check_ready()
     except StoreMisconfigured as error:
         yield _error(str(error), 9)
     except StoreUnavailable as error:

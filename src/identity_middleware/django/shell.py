@@ -20,6 +20,7 @@ from ..core.errors import ErrorResponse, RequestBudgetExceeded
 from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from ..flow.headers import budget_headers, cost_known
 from ..flow.life import RequestLife
+from ..flow.request import header_map
 from ..flow.streams import AsyncMeteredIterator, MeteredIterable
 from ..flow.telemetry import annotate
 
@@ -75,7 +76,13 @@ class _Lookup:
 
 def _request(lookup: _Lookup, mark: Mark | None) -> Request:
     request = lookup.request
-    return Request(_body(request, lookup.flow.config.max_body_size), lookup, request.path_info, mark)
+    return Request(_body(request, lookup.flow.config.max_body_size), lookup, request.path_info, mark, request,
+                   _headers)
+
+
+def _headers(request: HttpRequest) -> dict[str, str]:
+    """Every header of the request (lowercase names), for match expressions that read ``headers``."""
+    return header_map((name, header_text(value.encode("latin-1"))) for name, value in request.headers.items())
 
 
 def _username(user: Any) -> str | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ..core.resolve import is_json_content_type
 from .outcome import Mark
 
-__all__ = ["JsonBody", "Request", "header_text"]
+__all__ = ["JsonBody", "Request", "header_map", "header_text"]
 
 
 class JsonBody:
@@ -69,12 +70,25 @@ def header_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers as CEL's ``headers`` map: lowercase names; a repeated header's values joined by ", "."""
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.lower()
+        found[name] = f"{found[name]}, {value}" if name in found else value
+    return found
+
+
 @dataclass(slots=True)
 class Request:
     """What the flow reads of a request: the JSON body if one was read, a header lookup (by the
-    configured names), the path (for configured estimates) and the view's mark, if known."""
+    configured names), the path (for configured estimates) and the view's mark, if known; the
+    framework's own request (ASGI scope, WSGI environ, Django request) for the app's callables;
+    and every header (lowercase names), asked for only when a match expression reads them."""
 
     body: bytes | None
     header: Callable[[str], str | None]
     path: str = ""
     mark: Mark | None = None
+    native: object = None
+    headers: Callable[[Any], dict[str, str]] | None = None  # the shell's reader, given ``native``

@@ -49,7 +49,7 @@ from .outcome import ANONYMOUS, Outcome, Refused, Tracked
 from .request import Request
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config import Config, RequestFact
     from ..ratelimit import RateLimiter
 
 __all__ = ["Flow"]
@@ -79,6 +79,8 @@ class Flow(Drivers):
         # Whether a plan may ask for the auth lookup: a shell need not make one otherwise.
         self.wants_auth = "auth" in config.sources or config.may_act_for is not None
         self._signing_key = config.signing_key
+        self._project_from = config.project_from
+        self._api_key_from = config.api_key_from
         self._create_missing = config.create_missing
         self._default_budgets = config.default_budgets
         # Steering: whether admission reports the budgets' figures, and what a tracked request gets.
@@ -165,6 +167,11 @@ class Flow(Drivers):
             # The body's model matters only to model/provider budgets: decoded only when the store has some.
             if request.body and self.store.wants_model:
                 asked.model = model_from_body(request.body)
+            if self._project_from is not None or self._api_key_from is not None:
+                asked.project = self._fact(self._project_from, request)
+                asked.api_key = self._fact(self._api_key_from, request)
+            if request.headers is not None and self.store.wants_headers:
+                asked.headers = request.headers(request.native)
             admission: Admission = yield Admit(asked)
         except StoreUnavailable as error:
             return self._during_outage(error, resolved.external_id, request, estimate, mark is not None)
@@ -176,7 +183,8 @@ class Flow(Drivers):
             return Refused(self._identity_required) if required else Untracked(resolved.external_id)
         if admission.blocked is not None:
             return Refused(budget_exceeded(identity.external_id, admission.blocked))
-        meter = Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self)
+        meter = Meter(identity, admission.reservation, budgeted=mark is not None, reserver=self,
+                      charged=admission.charged)
         if self._steers or (mark is not None and mark.max_cost is not None):  # a view's ceiling alone
             self._steer(meter, admission, fallback_tiers, request)
         return Tracked(meter)
@@ -212,6 +220,18 @@ class Flow(Drivers):
             key = session_value(self._session, request)
             if key is not None:
                 meter.session = SessionSpend(self.store, meter.identity.external_id, key, self._session)
+
+    @staticmethod
+    def _fact(source: RequestFact | None, request: Request) -> str | None:
+        """The request's project or API key: the named header's value, or the app's callable's
+        answer (a str, else none); at most 255 characters, as budget targets are."""
+        if source is None:
+            return None
+        found = request.header(source) if isinstance(source, str) else source(request.native)
+        if not isinstance(found, str):
+            return None
+        found = found.strip()
+        return found if 0 < len(found) <= 255 else None
 
     def _estimate_from(self, body: bytes | None) -> int:
         """``estimate="auto"``: the most the call in the body could cost (0 when it cannot tell)."""

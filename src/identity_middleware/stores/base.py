@@ -306,13 +306,13 @@ class Store(ScopedBudgets, abc.ABC):
         "available again" line, the local allowance) only once it is not. Never, by default."""
         return False
 
-    def check(self) -> None:
+    def check_ready(self) -> None:
         """At startup: raise :class:`~identity_middleware.core.errors.StoreMisconfigured` if the
         store cannot work as configured, :class:`StoreUnavailable` (in words) if it cannot be
         reached now. Nothing to check by default (in memory)."""
 
-    async def acheck(self) -> None:
-        """Async twin of :meth:`check`."""
+    async def acheck_ready(self) -> None:
+        """Async twin of :meth:`check_ready`."""
 
     def close(self) -> None:
         """Flush and release connections."""

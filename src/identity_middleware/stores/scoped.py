@@ -1,4 +1,5 @@
-"""The store protocol's scoped budgets (orq's Budgets API): identity, model, provider and workspace budgets.
+"""The store protocol's scoped budgets (orq's Budgets API): identity, model, provider, workspace, project,
+API-key and match (CEL) budgets.
 
 Every store has these in a sync form and an async twin (``create_budget`` / ``acreate_budget``).
 The per-identity budget methods of :class:`.base.Store` (``set_budget``, ``budget_status``, ...) are a
@@ -24,6 +25,8 @@ from ..core.budgets import (
     ScopedBudgetPage,
     canonical_budget_id,
 )
+from ..core.check import BudgetCheck, CheckRequest
+from ..core.money import Money, to_nanos
 from ..core.ordering import micros
 
 Notify = Callable[[builtins.list[dict[str, Any]]], None]
@@ -57,6 +60,11 @@ class ScopedBudgets:
         """Whether admission needs the request's model (model or provider budgets may match it)."""
         return True
 
+    @property
+    def wants_headers(self) -> bool:
+        """Whether admission needs the request's headers (a match expression reads ``headers``)."""
+        return False
+
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
         """Set the provider map and where threshold events go (a middleware registers its own with
         :meth:`register_budget_hooks` instead)."""
@@ -82,6 +90,30 @@ class ScopedBudgets:
                 receivers.append(receiver)
         self.configure_budgets(providers=merged, notify=receivers[0] if len(receivers) == 1 else
                                _FanOut(tuple(receivers)) if receivers else None)
+
+    def check(self, identity: str | None = None, *, model: str | None = None, provider: str | None = None,
+              project: str | None = None, api_key: str | None = None, metadata: Mapping[str, Any] | None = None,
+              headers: Mapping[str, str] | None = None, estimate: Money = 0) -> BudgetCheck:
+        """Would a request of ``identity`` (an external id) for ``model`` reserving ``estimate`` (USD)
+        be admitted now? Which budget would refuse it, what remains of the tightest budget per
+        dimension: admission's decision over the same budgets, nothing written. ``metadata``, when
+        given, stands for the identity's own (match expressions read it)."""
+        return self.check_request(_check_request(identity, model, provider, project, api_key, metadata, headers,
+                                                 estimate))
+
+    async def acheck(self, identity: str | None = None, *, model: str | None = None, provider: str | None = None,
+                     project: str | None = None, api_key: str | None = None,
+                     metadata: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
+                     estimate: Money = 0) -> BudgetCheck:
+        return await self.acheck_request(_check_request(identity, model, provider, project, api_key, metadata,
+                                                        headers, estimate))
+
+    def check_request(self, request: CheckRequest) -> BudgetCheck:
+        """:meth:`check` with its arguments gathered (what a store implements)."""
+        raise _missing(self)
+
+    async def acheck_request(self, request: CheckRequest) -> BudgetCheck:
+        raise _missing(self)
 
     def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
         """Store a new budget; :class:`BudgetExists` when its (scope, target, period) has one, of
@@ -153,6 +185,16 @@ def _sort_key(budget: ScopedBudget, order: BudgetOrder) -> tuple[object, ...]:
     return (budget.id,)
 
 
+def _check_request(identity: str | None, model: str | None, provider: str | None, project: str | None,
+                   api_key: str | None, metadata: Mapping[str, Any] | None, headers: Mapping[str, str] | None,
+                   estimate: Money) -> CheckRequest:
+    amount = to_nanos(estimate)
+    if amount < 0:
+        raise ValueError("estimate must not be negative")
+    return CheckRequest(identity or None, model or None, provider or None, project or None, api_key or None,
+                        metadata, headers, amount)
+
+
 def page_of(budgets: builtins.list[ScopedBudget], limit: int, starting_after: str | None,
             ending_before: str | None, scope_kinds: Sequence[str] | None, target: str | None,
             is_active: bool | None, periods: Sequence[str] | None,
@@ -175,7 +217,8 @@ def page_of(budgets: builtins.list[ScopedBudget], limit: int, starting_after: st
             return False
         if wanted and budget.period.value not in wanted:
             return False
-        return needle is None or needle in f"{budget.id} {budget.scope.value} {budget.target or ''}".casefold()
+        text = f"{budget.id} {budget.scope.value} {budget.target or budget.match or ''}"
+        return needle is None or needle in text.casefold()
 
     by_id = {budget.id: budget for budget in budgets}
 

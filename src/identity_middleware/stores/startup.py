@@ -23,7 +23,7 @@ logger = logging.getLogger("identity_middleware")
 def store_ready(store: Store) -> None:
     """Raise :class:`StoreMisconfigured`, or log an unreachable store and return."""
     try:
-        store.check()
+        store.check_ready()
     except StoreMisconfigured:
         raise
     except StoreUnavailable as error:
@@ -33,7 +33,7 @@ def store_ready(store: Store) -> None:
 async def astore_ready(store: Store) -> None:
     """The async twin of :func:`store_ready`."""
     try:
-        await store.acheck()
+        await store.acheck_ready()
     except StoreMisconfigured:
         raise
     except StoreUnavailable as error:

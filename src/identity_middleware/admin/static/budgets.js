@@ -1,22 +1,46 @@
-// The Budgets page: every budget the Budgets API serves (identity, model, provider, workspace), with
-// its use this period; created, edited, deactivated, reset and deleted here (reset and delete ask first).
+// The Budgets page: every budget the Budgets API serves (identity, model, provider, workspace, project,
+// API key, team and other match expressions), with its use this period; created, edited, deactivated,
+// reset and deleted here (reset and delete ask first). A team budget is the match budget
+// `metadata.team == "<team>"`.
 import { updated } from "./live.js";
 import { $, ApiError, PERIOD_NAMES, Unauthorized, api, confirmAction, count, failed, h, keepFocus, levelOf, nanos,
   percent, poll, usd } from "./util.js";
 
 const PAGES = 10; // at most 2,000 budgets on the page
-const SCOPE_NAMES = { identity: "Identity", model: "Model", provider: "Provider", workspace: "Workspace" };
+const SCOPE_NAMES = { identity: "Identity", model: "Model", provider: "Provider", workspace: "Workspace",
+                      project: "Project", api_key: "API key", team: "Team", match: "Match" };
 const TARGET_HINTS = { identity: "The identity's external ID.", model: "The model ID, as requests name it (gpt-4o).",
-                       provider: "The provider (openai, anthropic, ...).", workspace: "Every request: no target." };
-const TARGET_FIELDS = { identity: "identity_external_id", model: "model_id", provider: "provider" };
+                       provider: "The provider (openai, anthropic, ...).", workspace: "Every request: no target.",
+                       project: "The project, as the app declares it (project_from).",
+                       api_key: "The API key's ID, as the app declares it (api_key_from).",
+                       team: "The team: identities whose metadata.team is this.",
+                       match: 'A CEL expression, e.g. metadata.team == "ml" && provider == "openai".' };
+const TARGET_FIELDS = { identity: "identity_external_id", model: "model_id", provider: "provider",
+                        project: "project_id", api_key: "api_key_id" };
+const TEAM = /^metadata\.team == ("(?:[^"\\]|\\.)*")$/; // the expression a team budget is made of
 let budgets = [];
 let editing = null; // the budget the dialog edits, or null when it creates one
 
-const scopeOf = (budget) => Object.keys(budget.scope)[0];
+const teamOf = (budget) => {
+  const found = TEAM.exec(budget.match?.cel ?? "");
+  return found ? JSON.parse(found[1]) : null;
+};
+const scopeOf = (budget) => {
+  if (!budget.scope) return teamOf(budget) !== null ? "team" : "match";
+  const scope = Object.keys(budget.scope)[0];
+  return scope === "apiKey" ? "api_key" : scope;
+};
 const periodOf = (budget) => budget.limits.period.replace("BUDGET_PERIOD_", "").toLowerCase();
 export const targetOf = (budget) => {
   const scope = scopeOf(budget);
-  return scope === "workspace" ? "Workspace" : Object.values(budget.scope[scope])[0];
+  if (scope === "team") return teamOf(budget);
+  if (scope === "match") return budget.match.cel;
+  return scope === "workspace" ? "Workspace" : Object.values(Object.values(budget.scope)[0])[0];
+};
+const scopeBody = (scope, target) => {
+  if (scope === "team") return { match: { cel: `metadata.team == ${JSON.stringify(target)}` } };
+  if (scope === "match") return { match: { cel: target } };
+  return { scope: { [scope]: scope === "workspace" ? {} : { [TARGET_FIELDS[scope]]: target } } };
 };
 
 export async function loadBudgets() {
@@ -132,6 +156,7 @@ function scopeChanged() {
   const scope = $("b-scope").value;
   $("b-target-hint").textContent = TARGET_HINTS[scope] ?? "";
   $("b-target").disabled = scope === "workspace" || editing !== null;
+  $("b-target").maxLength = scope === "match" ? 4096 : 255;
 }
 
 function openNew() {
@@ -181,8 +206,7 @@ async function submit(event) {
   // The amount goes as the exact JSON number typed (never through a float).
   const limits = { period: `BUDGET_PERIOD_${$("b-period").value}`, amount: "@AMOUNT@" };
   const body = editing ? { limits: { amount: "@AMOUNT@" }, is_active: $("b-active").checked }
-    : { scope: { [scope]: scope === "workspace" ? {} : { [TARGET_FIELDS[scope]]: target } }, limits,
-        is_active: $("b-active").checked };
+    : { ...scopeBody(scope, target), limits, is_active: $("b-active").checked };
   const raw = JSON.stringify(body).replace('"@AMOUNT@"', amount);
   try {
     await api(editing ? budgetPath(editing) : "v2/budgets", { method: editing ? "PATCH" : "POST", body, raw });
@@ -194,7 +218,7 @@ async function submit(event) {
     if (error instanceof Unauthorized || !(error instanceof ApiError)) return failed(error, "e-budget-form");
     const field = String(error.body?.error?.field ?? "");
     if (field.startsWith("limits.amount")) return invalid($("b-amount"), "e-budget-amount", error.message);
-    if (field.startsWith("scope.")) return invalid($("b-target"), "e-target", error.message);
+    if (field.startsWith("scope.") || field.startsWith("match")) return invalid($("b-target"), "e-target", error.message);
     $("e-budget-form").textContent = error.message;
   }
 }

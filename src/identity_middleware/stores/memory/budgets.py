@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from ...core.admission import ModelUsage, Usage
+from ...core.admission import AdmissionRequest, ModelUsage, Usage
 from ...core.budgets import (
     CALENDAR,
     BudgetExists,
@@ -16,9 +16,10 @@ from ...core.budgets import (
     ScopeKind,
     budget_bounds,
     canonical_budget_id,
-    matches_request,
     matching_targets,
 )
+from ...core.matching import MatchIndex, matching_globals
+from ...core.models import Identity
 from ...core.periods import key_of, period_key_map
 from ...core.scoped import ScopedState, crossed, threshold_event
 from .ledger import Account
@@ -56,6 +57,8 @@ class Scoped:
     # every identity's): external id -> budget ids, and the ids of model/provider/workspace budgets.
     by_identity: dict[str, list[str]] = field(default_factory=dict)
     global_ids: list[str] = field(default_factory=list)
+    # The match budgets compiled, with their membership cache (built on first use after they change).
+    index: MatchIndex | None = None
     # The bucket of the last admission: its first instant, the next bucket's, and its number
     # (per admission, two comparisons instead of datetime.timestamp()'s arithmetic on Python ints).
     span: tuple[datetime, datetime, int] | None = None
@@ -76,6 +79,8 @@ class Scoped:
             raise BudgetExists(existing)
         if budget.id in self.defs:
             self._unindex(self.defs[budget.id])
+        if budget.scope is ScopeKind.MATCH:
+            self.index = None
         self.defs[budget.id] = budget
         self.keys[budget.key] = budget.id
         if budget.scope is ScopeKind.IDENTITY:
@@ -99,6 +104,8 @@ class Scoped:
     def remove(self, budget_id: str) -> ScopedBudget:
         budget = self.get(budget_id)
         self._unindex(budget)
+        if budget.scope is ScopeKind.MATCH:
+            self.index = None
         del self.defs[budget.id]
         self.keys.pop(budget.key, None)
         for table in (self.usage, self.held, self.hits):
@@ -140,18 +147,25 @@ class Scoped:
             del held[rid]
         return sum(amount for amount, _ in held.values())
 
-    def matching(self, identity: str | None, model: str | None, providers: Mapping[str, str],
+    def match_index(self) -> MatchIndex:
+        """The match budgets, compiled, with their membership cache (see :mod:`...core.matching`)."""
+        index = self.index
+        if index is None:
+            index = self.index = MatchIndex(map(self.defs.__getitem__, self.global_ids))
+        return index
+
+    def matching(self, identity: Identity, request: AdmissionRequest, providers: Mapping[str, str],
                  now: datetime) -> list[ScopedBudget]:
         defs = self.defs
         found = []
-        for budget_id in self.by_identity.get(identity, ()) if identity is not None else ():
+        for budget_id in self.by_identity.get(identity.external_id, ()):
             budget = defs[budget_id]
             if budget.is_active and (budget.expires_at is None or now < budget.expires_at):  # live(now), inlined
                 found.append(budget)
         if self.global_ids:
-            targets = matching_targets(model, providers)
-            found += [b for b in map(self.defs.__getitem__, self.global_ids)
-                      if b.live(now) and matches_request(b, identity, targets)]
+            index = self.match_index()
+            matched = index.matched(request, identity, providers) if index else None
+            found += matching_globals(map(defs.__getitem__, self.global_ids), request, providers, now, matched)
         return found
 
     def states(self, budgets: Iterable[ScopedBudget], account: Account | None, now: datetime,
@@ -210,14 +224,18 @@ class Scoped:
             self.held.get(budget_id, {}).pop(reservation, None)
 
     def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: Mapping[str, str],
-               now: datetime, tz: tzinfo) -> list[dict[str, Any]]:
-        """Add ``usage`` to every budget it matches; return the threshold events this crossed, each once."""
+               now: datetime, tz: tzinfo, charged: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Add ``usage`` to every budget it matches (and to ``charged``, the project, API-key and
+        match budgets its admission matched); return the threshold events this crossed, each once."""
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
         defs = self.defs
         own = self.by_identity.get(identity, ()) if identity is not None else ()
         if not self.global_ids and not own:
             return []
         shares = self._global_shares(usage, whole, own, providers) if self.global_ids else dict.fromkeys(own, whole)
+        for budget_id in charged:
+            if budget_id in defs:  # not deleted meanwhile
+                shares[budget_id] = whole
         events = []
         table = self.usage
         keys = period_key_map(now, tz)

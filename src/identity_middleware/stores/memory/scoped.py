@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ...core.budgets import (
@@ -22,6 +23,7 @@ from ...core.budgets import (
     ScopeKind,
     identity_budget_id,
 )
+from ...core.check import BudgetCheck, CheckRequest, check_matching, checked
 from ...core.ids import new_ulid
 from ...core.models import Budget, IdentityInput
 from ...core.money import from_nanos, to_nanos
@@ -43,6 +45,7 @@ class MemoryBudgets(ScopedBudgets):
     """Scoped budgets under the memory store's lock; identity budgets mirror into the identity's ledger."""
 
     _lock: threading.RLock
+    tz: tzinfo
     _records: Records
     _accounts: dict[str, Account]
     _scoped: Scoped
@@ -167,7 +170,7 @@ class MemoryBudgets(ScopedBudgets):
 
     def _usage(self, budget: ScopedBudget) -> BudgetUsage:
         now = _now()
-        cost, tokens = self._scoped.consumed(budget, self._account_of(budget), now, self.tz)  # type: ignore[attr-defined]
+        cost, tokens = self._scoped.consumed(budget, self._account_of(budget), now, self.tz)
         return BudgetUsage(from_nanos(cost), tokens, self._scoped.requests(budget.id, now))
 
     def budget_usage(self, budget_id: str) -> BudgetUsage:
@@ -176,6 +179,22 @@ class MemoryBudgets(ScopedBudgets):
 
     async def abudget_usage(self, budget_id: str) -> BudgetUsage:
         return self.budget_usage(budget_id)
+
+    def check_request(self, request: CheckRequest) -> BudgetCheck:
+        now = _now()
+        with self._lock:
+            ulid = self._records.by_external.get(request.identity) if request.identity else None
+            account = self._accounts.get(ulid) if ulid is not None else None
+            budgets = [budget for budget in self._scoped.of_identity(request.identity) if budget.live(now)] \
+                if ulid is not None and request.identity else []
+            if ulid is not None and request.metadata is None:
+                request = dataclasses.replace(request, metadata=self._records.by_ulid[ulid].metadata)
+            budgets += check_matching([self._scoped.defs[budget_id] for budget_id in self._scoped.global_ids], request,
+                                      self._scoped.match_index(), self.providers, now)
+            return checked(self._scoped.states(budgets, account, now, self.tz), request.estimate, now)
+
+    async def acheck_request(self, request: CheckRequest) -> BudgetCheck:
+        return self.check_request(request)
 
     def reset_budget_consumption(self, budget_id: str) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from ...core.admission import Admission, AdmissionRequest, Consumed, Reservation, Settlement
-from ...core.budgets import ScopedBudget, ScopeKind
+from ...core.budgets import BY_REQUEST, ScopedBudget, ScopeKind
 from ...core.metrics import DailyMetrics, HourlyMetrics, Metrics
 from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate
 from ...core.ordering import IdentityOrder, sorted_page
@@ -236,7 +236,12 @@ class MemoryStore(MemoryBudgets, Store):
     @property
     def wants_model(self) -> bool:
         global_ids = self._scoped.global_ids  # usually none: then no generator per request
-        return bool(global_ids) and any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in global_ids)
+        return bool(global_ids) and (any(self._scoped.defs[budget_id].scope in _BY_MODEL for budget_id in global_ids)
+                                     or self._scoped.match_index().wants_model)
+
+    @property
+    def wants_headers(self) -> bool:
+        return bool(self._scoped.global_ids) and self._scoped.match_index().wants_headers
 
     def admit(self, request: AdmissionRequest) -> Admission:
         now = request.now if request.now is not None else datetime.now(UTC)  # _now, inlined: per request
@@ -259,10 +264,11 @@ class MemoryStore(MemoryBudgets, Store):
             if request.refused:
                 account.count(now, self.tz, error=True)
                 return Admission(record)
-            budgets = self._scoped.matching(record.external_id, request.model, self.providers, now) \
-                if self._scoped.defs else []
+            budgets = self._scoped.matching(record, request, self.providers, now) if self._scoped.defs else []
             if not budgets:
                 return Admission(record)
+            charged = tuple(budget.id for budget in budgets if budget.scope in BY_REQUEST) if self._scoped.global_ids \
+                else ()
             estimate, fallback = request.estimate, 0
             consumed: tuple[Consumed, ...] = ()
             if request.consumed or request.fallbacks:  # steering: every budget's figures, a smaller estimate
@@ -276,17 +282,17 @@ class MemoryStore(MemoryBudgets, Store):
                 return Admission(record, block)
             if estimate <= 0:  # nothing to hold: the request is only counted
                 self._scoped.admitted(budgets, now, None, 0, now)
-                return Admission(record, consumed=consumed)
+                return Admission(record, consumed=consumed, charged=charged)
             expires = now + timedelta(seconds=self.reservation_ttl)
             reservation_id = uuid.uuid4().hex
             held = self._scoped.admitted(budgets, now, reservation_id, estimate, expires)
             if not (account.budgets or held):
-                return Admission(record, consumed=consumed, fallback=fallback)
+                return Admission(record, consumed=consumed, fallback=fallback, charged=charged)
             reservation = Reservation(reservation_id, ulid, estimate, expires,
                                       tuple(p.value for p in account.budgets), held)
             if account.budgets:
                 account.reserve(reservation.id, estimate, expires)
-            return Admission(record, None, reservation, consumed, fallback)
+            return Admission(record, None, reservation, consumed, fallback, charged)
 
     def _steered(self, budgets: builtins.list[ScopedBudget], account: Account, request: AdmissionRequest,
                  now: datetime) -> tuple[builtins.list[ScopedState], int, int, tuple[Consumed, ...]]:
@@ -325,7 +331,8 @@ class MemoryStore(MemoryBudgets, Store):
                           output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
                           models=usage.models)
             events = self._scoped.charge(usage, self._records.by_ulid[settlement.identity_id].external_id,
-                                         account, self.providers, now, self.tz) if self._scoped.defs else None
+                                         account, self.providers, now, self.tz, settlement.charged) \
+                if self._scoped.defs else None
         if events:
             self._emit(events)
 

@@ -33,6 +33,7 @@ import redis.cluster
 
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetOrder, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
+from ...core.check import BudgetCheck, CheckRequest
 from ...core.errors import StoreMisconfigured, StoreUnavailable
 from ...core.metrics import HourlyMetrics
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
@@ -218,7 +219,7 @@ class RedisStore(Store):
         return result
 
     # -- life ------------------------------------------------------------------------------------
-    def check(self) -> None:
+    def check_ready(self) -> None:
         """:meth:`.verdicts.Verdicts.check`, on a client of its own (nothing pooled is left behind
         for a process that forks later)."""
         runner = Runner(self._spec.sync_transport) if self._spec is not None else self._runner
@@ -228,8 +229,8 @@ class RedisStore(Store):
             if runner is not self._runner:
                 runner.close()
 
-    async def acheck(self) -> None:
-        """:meth:`check` on this event loop's client (the connection its requests will use)."""
+    async def acheck_ready(self) -> None:
+        """:meth:`check_ready` on this event loop's client (the connection its requests will use)."""
         await self._verdicts.acheck(self._arun)
 
     def flush(self) -> None:
@@ -494,6 +495,10 @@ class RedisStore(Store):
     def wants_model(self) -> bool:
         return self._plans.registry.wants_model()
 
+    @property
+    def wants_headers(self) -> bool:
+        return self._plans.registry.wants_headers()
+
     def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
         super().configure_budgets(providers=providers, notify=notify)
         self._plans.registry.providers = dict(self.providers)
@@ -545,6 +550,12 @@ class RedisStore(Store):
 
     async def abudget_usage(self, budget_id: str) -> BudgetUsage:
         return await self._arun(self._plans.budgets.budget_usage(budget_id), flush_first=True)
+
+    def check_request(self, request: CheckRequest) -> BudgetCheck:
+        return self._run(self._plans.globals.check(request, datetime.now(UTC)), flush_first=True)
+
+    async def acheck_request(self, request: CheckRequest) -> BudgetCheck:
+        return await self._arun(self._plans.globals.check(request, datetime.now(UTC)), flush_first=True)
 
     def reset_budget_consumption(self, budget_id: str) -> None:
         self._run(self._plans.budgets.reset_budget_consumption(budget_id), flush_first=True)

@@ -48,5 +48,5 @@ class Plans:
             from .lease import LeasePlans
 
             self.leasing = LeasePlans(self.records, self.registry, leases)
-        self.requests = RequestPlans(self.records, self.registry, GlobalBudgets(self.records, self.registry),
-                                     self.leasing)
+        self.globals = GlobalBudgets(self.records, self.registry)
+        self.requests = RequestPlans(self.records, self.registry, self.globals, self.leasing)

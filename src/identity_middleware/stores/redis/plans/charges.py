@@ -62,6 +62,8 @@ class Charge:
     held: list[str] = field(default_factory=list)  # "amount:id" of the reservations it releases
     scoped: list[Reservation] = field(default_factory=list)  # those that hold global budgets too
     leased: dict[str, int] = field(default_factory=dict)  # lease id -> the cost charged to it
+    # project, API-key and match budget id -> [cost, tokens] its requests owe it (Settlement.charged)
+    charged: dict[str, list[int]] = field(default_factory=dict)
     id: str = field(default_factory=charge_id)
 
     def add(self, settlement: Settlement) -> int:
@@ -78,6 +80,12 @@ class Charge:
             found.merge(share)
         self.count += 1
         self.errors += usage.error
+        for budget_id in settlement.charged:
+            owed = self.charged.get(budget_id)
+            if owed is None:
+                owed = self.charged[budget_id] = [0, 0]
+            owed[0] += usage.cost
+            owed[1] += usage.input_tokens + usage.output_tokens
         reservation = settlement.reservation
         if reservation is None:
             return 0

@@ -1,16 +1,20 @@
-"""The request path's share of model, provider and workspace budgets: reserve after the identity's
-script admitted (one pipelined round trip, each budget atomic in its own slot), charge at settlement,
+"""The request path's share of model, provider, workspace, project, API-key and match budgets: reserve after
+the identity's script admitted (one pipelined round trip, each budget atomic in its own slot), charge at settlement,
 and the threshold alerts either fires."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from ....core.admission import Admission, AdmissionRequest, Consumed, Reservation, Usage
-from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, matching_targets
+from ....core.budgets import BY_REQUEST, Dimension, ScopedBudget, ScopeKind, budget_bounds, matching_targets
+from ....core.check import BudgetCheck, CheckRequest, check_matching, checked
+from ....core.errors import IdentityNotFound
 from ....core.scoped import ScopedState, decide_scoped, threshold_event
 from ..keys import identity_tag
 from ..steps import Batch, Call, Eval, Plan
@@ -36,9 +40,10 @@ class GlobalBudgets:
         assert identity is not None
         if not self.registry.global_budgets:
             return admission
-        budgets = yield from self.registry.matching_globals(identity.external_id, request.model, now)
+        budgets = yield from self.registry.matching_globals(identity, request, now)
         if not budgets:
             return admission
+        charged = tuple(budget.id for budget in budgets if budget.scope in BY_REQUEST)
         reservation_id = admission.reservation.id if admission.reservation is not None else (
             uuid.uuid4().hex if request.estimate > 0 else "")
         member = f"{request.estimate}:{reservation_id}" if reservation_id else ""
@@ -61,6 +66,7 @@ class GlobalBudgets:
                 admission.consumed += tuple(
                     Consumed(state.budget.id, state.spent + state.reserved, limit, state.end, state.start)
                     for state in states if (limit := state.limit) is not None)
+            admission.charged = charged
             if not held_ids:
                 return admission
             base = admission.reservation
@@ -77,11 +83,37 @@ class GlobalBudgets:
         block = decide_scoped(states, request.estimate, now)
         return Admission(identity, block)
 
+    def check(self, request: CheckRequest, now: datetime) -> Plan[BudgetCheck]:
+        """The what-if check: every budget ``request`` falls under, read (no reservation, no count),
+        and admission's decision over them."""
+        identity, tag = None, None
+        if request.identity:
+            with contextlib.suppress(IdentityNotFound):  # no identity: no identity budgets
+                identity, tag = yield from self.records.fetch(request.identity)
+        if identity is not None and request.metadata is None:
+            request = dataclasses.replace(request, metadata=identity.metadata)
+        defs = (yield from self.registry.global_defs()) if self.registry.global_budgets else {}
+        budgets = check_matching(list(defs.values()), request, self.registry.index, self.registry.providers, now)
+        steps: list[Call | Eval] = [self.registry.scoped_eval(budget, "state", now, [codec.ms(now)])
+                                    for budget in budgets]
+        if identity is not None and tag is not None:
+            steps.append(self.records.state_eval(tag, now))
+        replies = (yield Batch(steps)) if steps else []
+        states = []
+        for budget, reply in zip(budgets, replies, strict=False):
+            _, start, end = budget_bounds(budget, now, self.records.tz)
+            states.append(ScopedState(budget, int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), start, end))
+        if identity is not None:
+            states += codec.scoped_states(codec.rows(replies[-1]), identity, now, self.records.tz)
+        return checked(states, request.estimate, now)
+
     def scoped_settles(self, charge_id: str, external_id: str | None, usage: Usage, reservations: Sequence[Reservation],
-                       now: datetime, defs: dict[str, ScopedBudget]) -> list[tuple[ScopedBudget, Eval]]:
+                       now: datetime, defs: dict[str, ScopedBudget],
+                       charged: Mapping[str, list[int]] | None = None) -> list[tuple[ScopedBudget, Eval]]:
         """One settle call per global budget this charge's usage (summed) matches or one of its
-        ``reservations`` holds."""
-        shares: dict[str, list[int]] = {}
+        ``reservations`` holds; ``charged``: the cost and tokens its requests owe the project,
+        API-key and match budgets their admissions matched."""
+        shares: dict[str, list[int]] = {budget_id: list(owed) for budget_id, owed in (charged or {}).items()}
         releases: dict[str, list[str]] = {}
         for budget in defs.values():
             if budget.scope is ScopeKind.WORKSPACE:

@@ -22,6 +22,8 @@ from datetime import datetime, tzinfo
 
 from ....core.admission import AdmissionRequest
 from ....core.budgets import ScopedBudget, ScopeKind, budget_bounds, matches_request, matching_targets
+from ....core.matching import MatchIndex, matching_globals
+from ....core.models import Identity
 from ....core.periods import UTC
 from ...scoped import Notify
 from ..keys import KeySchema
@@ -48,6 +50,9 @@ class Registry:
         self.providers: Mapping[str, str] = {}
         self.notify: Notify | None = None
         self._defs_cache: tuple[float, dict[str, ScopedBudget]] | None = None
+        #: The match budgets compiled, with their membership cache: kept across reads of the
+        #: registry while their expressions stay the same (see :mod:`....core.matching`).
+        self.index = MatchIndex(())
         self._failed_at: float | None = None  # when the last read of a stale copy failed
         self._reading_since: float | None = None  # when the read of a stale copy now on its way began
 
@@ -109,13 +114,20 @@ class Registry:
         if not self.global_budgets:
             return False
         cached = self._defs_cache
-        return cached is None or any(b.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for b in cached[1].values())
+        return cached is None or self.index.wants_model \
+            or any(b.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for b in cached[1].values())
+
+    def wants_headers(self) -> bool:
+        """Whether a match expression reads the request's headers (unknown until the registry is read)."""
+        return self.global_budgets and (self._defs_cache is None or self.index.wants_headers)
 
     def defs_call(self) -> Call:
         return Call("hgetall", (self.keys.budget_defs,))
 
     def keep_defs(self, reply: object) -> dict[str, ScopedBudget]:
         defs = {budget_id: ScopedBudget.from_record(text) for budget_id, text in codec.as_map(reply).items()}
+        if not self.index.same_as(defs.values()):
+            self.index = MatchIndex(defs.values())
         self._defs_cache = (self.clock(), defs)
         self._failed_at = self._reading_since = None
         return defs
@@ -131,15 +143,21 @@ class Registry:
         self._defs_cache = None
         self._failed_at = self._reading_since = None
 
-    def matching_globals(self, identity: str | None, model: str | None, now: datetime) -> Plan[list[ScopedBudget]]:
-        """The live global budgets a request of ``identity`` for ``model`` falls under."""
+    def matching_globals(self, identity: Identity, request: AdmissionRequest,
+                         now: datetime) -> Plan[list[ScopedBudget]]:
+        """The live global budgets ``request`` of ``identity`` falls under."""
         defs = self.held_defs()
         if defs is None:
             defs = yield from self.global_defs()
         if not defs:
             return []
-        targets = matching_targets(model, self.providers)
-        return [b for b in defs.values() if b.live(now) and matches_request(b, identity, targets)]
+        return self.matching(defs, identity, request, now)
+
+    def matching(self, defs: dict[str, ScopedBudget], identity: Identity, request: AdmissionRequest,
+                 now: datetime) -> list[ScopedBudget]:
+        index = self.index
+        matched = index.matched(request, identity, self.providers) if index else None
+        return matching_globals(defs.values(), request, self.providers, now, matched)
 
     def may_apply(self, request: AdmissionRequest, *, unknown: bool = True) -> bool:
         """Whether a model, provider or workspace budget applies to ``request`` (or, when the
@@ -151,8 +169,9 @@ class Registry:
             return unknown and defs is None
         now = datetime.now(UTC)
         targets = matching_targets(request.model, self.providers)
-        return any(budget.live(now) and matches_request(budget, request.external_id, targets)
-                   for budget in defs.values())
+        # A match budget may apply: whether it does needs the identity's record (its metadata).
+        return any(budget.live(now) and (budget.scope is ScopeKind.MATCH or matches_request(
+            budget, request.external_id, targets, request.project, request.api_key)) for budget in defs.values())
 
     def scoped_eval(self, budget: ScopedBudget, mode: str, now: datetime, args: Iterable[str | int],
                     fourth: str | None = None) -> Eval:

@@ -143,7 +143,8 @@ class RequestPlans:
             cached = self.records.cached(tags[charge.identity_id])
             external_id = cached[1].external_id if cached is not None else None
             now = charge.now
-            settles = self.globals.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs)
+            settles = self.globals.scoped_settles(charge.id, external_id, charge.usage, charge.scoped, now, defs,
+                                                  charge.charged)
             for budget, call in settles:
                 steps.append(call)
                 scoped.append((budget, external_id, now))
