@@ -413,7 +413,14 @@ def test_every_budget_action_from_the_budgets_page(page_on_both: Page, both_stor
     expect(dialog(page)).to_contain_text("does not parse")
     dialog(page).get_by_label("Target").fill('project == "apollo"')
     page.get_by_role("button", name="Create", exact=True).click()
-    expect(page.get_by_role("row", name=re.compile(r'^project == "apollo"'))).to_contain_text("Match")
+    match_row = page.get_by_role("row", name=re.compile(r'^project == "apollo"'))
+    expect(match_row).to_contain_text("Match")
+    match_row.get_by_role("button", name="Edit").click()  # a match budget's expression may change
+    expect(dialog(page).get_by_label("Target")).to_be_enabled()
+    dialog(page).get_by_label("Target").fill('project == "gemini"')
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("row", name=re.compile(r'^project == "gemini"'))).to_contain_text("$5.00")
+    assert {budget.match for budget, _ in store.list_budgets(limit=10).data} >= {'project == "gemini"'}
 
     page.get_by_role("button", name="New budget").click()
     dialog(page).get_by_label("Scope").select_option(label="API key")

@@ -155,7 +155,8 @@ function clearErrors() {
 function scopeChanged() {
   const scope = $("b-scope").value;
   $("b-target-hint").textContent = TARGET_HINTS[scope] ?? "";
-  $("b-target").disabled = scope === "workspace" || editing !== null;
+  // A budget's scope never changes; a match budget's expression may (PATCH match).
+  $("b-target").disabled = scope === "workspace" || (editing !== null && scope !== "match");
   $("b-target").maxLength = scope === "match" ? 4096 : 255;
 }
 
@@ -202,10 +203,13 @@ async function submit(event) {
   if (!/^\d+(\.\d+)?$/.test(amount) || nanos(amount) <= 0n) {
     return invalid($("b-amount"), "e-budget-amount", "Enter an amount in USD greater than 0, such as 10.00.");
   }
-  if (!editing && scope !== "workspace" && !target) return invalid($("b-target"), "e-target", "Target is required.");
+  if ((!editing || scope === "match") && scope !== "workspace" && !target) {
+    return invalid($("b-target"), "e-target", "Target is required.");
+  }
   // The amount goes as the exact JSON number typed (never through a float).
   const limits = { period: `BUDGET_PERIOD_${$("b-period").value}`, amount: "@AMOUNT@" };
-  const body = editing ? { limits: { amount: "@AMOUNT@" }, is_active: $("b-active").checked }
+  const newExpression = editing && scope === "match" && target !== editing.match.cel ? { match: { cel: target } } : {};
+  const body = editing ? { limits: { amount: "@AMOUNT@" }, is_active: $("b-active").checked, ...newExpression }
     : { ...scopeBody(scope, target), limits, is_active: $("b-active").checked };
   const raw = JSON.stringify(body).replace('"@AMOUNT@"', amount);
   try {
