@@ -195,3 +195,38 @@ def test_async_settlements_after_sentinel_names_a_new_master_go_to_it_not_to_the
         assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
     finally:
         store.close()
+
+
+def test_async_settlements_under_load_go_to_the_new_master_once_sentinel_names_it(
+        sentinel: tuple[str, int, int, int]) -> None:
+    """Connections in use when the store learns of the switch (concurrent admissions) are not taken
+    back to the old master: each later batch goes to the new one."""
+    url, sentinel_port, master, replica = sentinel
+    clock = Clock()
+    store = RedisStore.from_url(url, request_timeout=5.0, clock=clock)
+
+    async def admitted(identity: str) -> None:
+        admission = await store.aadmit(AdmissionRequest("u", estimate=CENT))
+        await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
+
+    async def main() -> None:
+        identity = (await store.acreate(IdentityInput(id="u"))).id
+        await store.aset_budget("u", Budget(period="daily", amount="10.00"))
+        await asyncio.gather(*(admitted(identity) for _ in range(10)))
+        await store.aflush()
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1
+        sentinel_failover(sentinel_port, "mymaster", replica)  # the old master still takes writes
+        clock.now += MASTER_CHECK
+        for _ in range(3):
+            await asyncio.gather(*(admitted(identity) for _ in range(10)), store.aflush())
+        await store.aflush()
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
+        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.40"), 40)
+    finally:
+        store.close()

@@ -302,13 +302,18 @@ class AsyncRedisPy:
         self.master_checked = float("-inf")
 
     async def afollow_master(self) -> None:
-        """:meth:`RedisPy.follow_master` on this loop."""
+        """:meth:`RedisPy.follow_master` on this loop. When the master moved, every connection is
+        dropped, those in use too: redis-py's async pool drops only the idle ones and takes the others
+        back as they are, still to the old master, which then got every write under load (the sync
+        pool disconnects a connection to another address as it is released)."""
         pool = self.sentinel_pool
         if pool is None or self.clock() - self.master_checked < MASTER_CHECK:
             return
         self.master_checked = self.clock()
+        before = pool.master_address
         with contextlib.suppress(redis.exceptions.RedisError):
-            await pool.get_master_address()
+            if before is not None and await pool.get_master_address() != before:
+                await pool.disconnect(inuse_connections=True)
 
     async def aexecute(self, step: Step, deadline: float | None) -> Any:
         if deadline is None:
