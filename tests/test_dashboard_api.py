@@ -109,7 +109,8 @@ def test_a_computed_overview_answers_every_poll_of_the_interval(client: TestClie
 
 
 def test_the_overview_lists_budgets_at_risk_fullest_first(client: TestClient, store: Store) -> None:
-    for name, spent in (("calm", "0.50"), ("warm", "0.80"), ("over", "1.00")):
+    # calm's 1 % in a day lasts past any month's end; 50 % in a day would be forecast to run out.
+    for name, spent in (("calm", "0.01"), ("warm", "0.80"), ("over", "1.00")):
         store.create(IdentityInput(id=name))
         store.set_budget(name, Budget(period="monthly", amount=Decimal("1")))
         store.record(name, cost=Decimal(spent))

@@ -221,6 +221,26 @@ def test_polling_asks_conditionally_and_an_unchanged_view_gets_304s(browser: Any
         assert statuses[0] == 200 and statuses[-1] == 304
 
 
+
+def test_budgets_forecast_to_run_out_on_the_overview_the_budgets_page_and_the_identity_page(
+        page_on_both: Page, base_on_both: str, both_stores: Store) -> None:
+    page, base, store = page_on_both, base_on_both, both_stores
+    store.create_budget(BudgetSpec(scope="identity", target="eve", period="one_time", amount=Decimal("10")))
+    store.set_budget("eve", Budget(period="daily", amount=Decimal("1")))
+    assert chat(base, "eve", cost="1") == 200  # the daily budget spent; $9 of the balance left at ~$1 a day
+    sign_in(page)
+    risks = page.get_by_role("region", name="Budgets at risk")
+    expect(risks).to_contain_text(re.compile(r"eve.*One time.*10% · forecast to run out"))
+    expect(risks).to_contain_text(re.compile(r"eve.*Daily.*100% · over"))
+    go(page, "Budgets")
+    expect(page.get_by_role("row", name=re.compile(r"^eve.*One time"))).to_contain_text(
+        re.compile(r"Forecast to run out .* at \$\d+\.\d+ a day"))
+    go(page, "Identities")
+    page.get_by_role("link", name="eve", exact=True).click()
+    expect(page.get_by_role("article").filter(has_text="Daily budget")).to_contain_text(
+        re.compile(r"Forecast to run out"))
+
+
 # -- identities -----------------------------------------------------------------------------------
 def test_an_identity_that_traffic_created_is_listed_with_its_numbers(page: Page, base: str, store: Store) -> None:
     assert chat(base, "user_42", cost="0.05", input_tokens=100, output_tokens=20) == 200

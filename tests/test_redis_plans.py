@@ -152,10 +152,11 @@ def test_each_charge_carries_a_marker_key_of_its_identitys_hash_tag(plans: Plans
     settlements = [Settlement(ULID, Usage(cost=1), None, NOW), Settlement(ULID, Usage(cost=2), None, NOW)]
     (charge,) = plans.requests.seal(settlements)  # one identity, one window: one charge
     (_, call), charged = drive(plans.requests.settle([charge]), [[[f"{ULID}:{tag}"]], 1])
-    assert isinstance(call, Eval) and len(call.keys) == 20
+    assert isinstance(call, Eval) and len(call.keys) == 21
     assert call.keys[19] == f"t:{{{tag}}}:c:{charge.id}"  # the same {tag}: the same Cluster slot
+    assert call.keys[20] == f"t:{{{tag}}}:d:{(NOW - timedelta(days=1)).date()}"  # the day before's, for forecasts
     assert call.args[8] == plans.records.settle_id_ttl and charged == 2
-    assert call.packed_keys.endswith(f"${len(call.keys[19])}\r\n{call.keys[19]}\r\n".encode())
+    assert call.packed_keys.endswith("".join(f"${len(key)}\r\n{key}\r\n" for key in call.keys[19:]).encode())
 
 
 def test_a_retried_charge_is_sent_as_it_was_and_counts_once(plans: Plans) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -811,7 +812,7 @@ def test_identity_budget_usage_reports_tokens_and_requests(api: Api) -> None:
     usage = api.budget_usage(budget.id)
     assert (usage.amount, usage.tokens, usage.requests) == (Decimal("0.5"), 10, 2)
     (listed,) = api.list_budgets(scope_kinds=["identity"], target="u").data
-    assert listed[1] == usage
+    assert dataclasses.replace(listed[1], forecast=None) == dataclasses.replace(usage, forecast=None)
 
 
 def test_an_identity_threshold_alert_fires_once_per_period(api: Api) -> None:

@@ -27,6 +27,7 @@ from ..core.budgets import (
 )
 from ..core.validation import InvalidIdentity, check_id
 from .errors import invalid_request
+from .wire import forecast_json
 
 PERIOD_PREFIX = "BUDGET_PERIOD_"
 KIND_PREFIX = "BUDGET_SCOPE_KIND_"
@@ -175,6 +176,20 @@ def _alerts(value: object, *, creating: bool) -> list[dict[str, Any]]:
     return alerts
 
 
+def _forecast_alert(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
+    """Our extension ``forecast_alert: {"notifier_ids": [...]}`` (see core.forecast)."""
+    alert = _object(data, "forecast_alert", "forecastAlert")
+    if alert is None:
+        return
+    _only(alert, {"notifier_ids", "notifierIds"}, "forecast_alert")
+    notifier_ids = _get(alert, "notifier_ids", "notifierIds")
+    if notifier_ids is None:
+        notifier_ids = []
+    if not isinstance(notifier_ids, list) or not all(isinstance(each, str) for each in notifier_ids):
+        raise invalid_request("notifier_ids must be an array of strings.", "forecast_alert.notifier_ids")
+    fields["forecast_alert"] = {"notifier_ids": notifier_ids}
+
+
 def _limits(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
     limits = _object(data, "limits")
     if limits is not None:
@@ -202,8 +217,9 @@ def _limits(data: Mapping[str, Any], fields: dict[str, Any]) -> None:
 
 
 _CREATE_KEYS = {"scope", "match", "limits", "rate_limit", "rateLimit", "is_active", "isActive", "expires_at",
-                "expiresAt", "alerts"}
-_UPDATE_KEYS = (_CREATE_KEYS - {"scope"}) | {"clear_expires_at", "clearExpiresAt", "clear_alerts", "clearAlerts"}
+                "expiresAt", "alerts", "forecast_alert", "forecastAlert"}
+_UPDATE_KEYS = (_CREATE_KEYS - {"scope"}) | {"clear_expires_at", "clearExpiresAt", "clear_alerts", "clearAlerts",
+                                             "clear_forecast_alert", "clearForecastAlert"}
 
 
 def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -254,6 +270,7 @@ def spec_from(data: Mapping[str, Any]) -> BudgetSpec:
     _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt")))
     if _get(data, "alerts") is not None:
         fields["alerts"] = _alerts(data["alerts"], creating=True)
+    _forecast_alert(data, fields)
     try:
         spec = BudgetSpec.model_validate(fields)
     except ValidationError as error:
@@ -268,9 +285,11 @@ def changes_from(data: Mapping[str, Any]) -> BudgetChanges:
         fields["match"] = match_of(data)
     _limits(data, fields)
     _flags(data, fields, (("is_active", "isActive"), ("expires_at", "expiresAt"),
-                          ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts")))
+                          ("clear_expires_at", "clearExpiresAt"), ("clear_alerts", "clearAlerts"),
+                          ("clear_forecast_alert", "clearForecastAlert")))
     if _get(data, "alerts") is not None:
         fields["alerts"] = _alerts(data["alerts"], creating=False)
+    _forecast_alert(data, fields)
     try:
         return BudgetChanges.model_validate(fields)
     except ValidationError as error:
@@ -310,6 +329,10 @@ def budget_json(budget: ScopedBudget, usage: BudgetUsage | None = None) -> dict[
         body["expiresAt"] = _iso(budget.expires_at)
     if usage is not None:
         body["usage"] = {"amount": usage.amount, "tokens": usage.tokens, "requests": usage.requests}
+        if usage.forecast is not None:  # our extension: the SDK ignores fields it does not know
+            body["forecast"] = forecast_json(usage.forecast)
+    if budget.forecast_alert is not None:  # our extension, as "forecast" is
+        body["forecastAlert"] = {"notifierIds": list(budget.forecast_alert.notifier_ids)}
     if budget.alerts:
         body["alerts"] = [{"id": alert.id, "thresholdPercent": alert.threshold_percent,
                            "notifierIds": list(alert.notifier_ids),

@@ -108,6 +108,7 @@ def _hand_schemas() -> dict[str, Any]:
                 "is_active": {"type": "boolean"},
                 "created_at": {"type": "string", "format": "date-time"},
                 "updated_at": {"type": "string", "format": "date-time"},
+                "forecast": _ref("BudgetForecast"),
             },
         },
         "IdentityList": {

@@ -49,7 +49,8 @@ def analytics_schemas() -> dict[str, Any]:
                 "budget_id": {"type": "string"}, "scope": {"type": "string"}, "target": {"type": "string"},
                 "period": {"type": "string"}, "amount": {"anyOf": [_USD, {"type": "null"}]}, "spent": _USD,
                 "token_limit": {"type": ["integer", "null"]}, "tokens": _COUNT, "percent": {"type": "number"},
-                "state": {"enum": ["at_risk", "over"]}})},
+                "state": {"enum": ["at_risk", "over", "forecast"]},
+                "exhausts_at": {"type": ["string", "null"], "format": "date-time"}})},
             "refusals": {"type": "array", "items": _ref("Refusal")},
         }),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.budgets import MAX_MATCH_LENGTH, MAX_TOKEN_LIMIT, BudgetPeriod
+from ..core.money import AMOUNT_PATTERN
 from ..stores.base import MAX_PAGE_SIZE
 from .budget_wire import KIND_PREFIX, LISTED_KINDS, SORT_FIELDS
 
@@ -65,10 +66,13 @@ def budget_schemas() -> dict[str, Any]:
         _closed({"api_key": _closed({"api_key_id": target}, ["api_key_id"])}, ["api_key"]),
     ]}
     match_in = _closed({"cel": {"type": "string", "minLength": 1, "maxLength": MAX_MATCH_LENGTH}}, ["cel"])
+    forecast_alert_in = _closed({"notifier_ids": _nullable({"type": "array", "items": {"type": "string"}})})
     common_in = {"limits": _nullable(limits_in), "rate_limit": _nullable(rate_in),
                  "is_active": _nullable({"type": "boolean"}),
                  "expires_at": _nullable({"type": "string", "format": "date-time"}),
-                 "alerts": _nullable({"type": "array", "items": alert_in, "maxItems": 20})}
+                 "alerts": _nullable({"type": "array", "items": alert_in, "maxItems": 20}),
+                 # Our extension: notify once per period when the budget is forecast to run out.
+                 "forecast_alert": _nullable(forecast_alert_in)}
     # A budget limits something: an amount, tokens or requests per minute (else 400).
     some_limit = {"anyOf": [
         {"required": ["limits"], "properties": {"limits": {"type": "object", "anyOf": [
@@ -96,6 +100,8 @@ def budget_schemas() -> dict[str, Any]:
         "isActive": {"type": "boolean"},
         "expiresAt": {"type": "string", "format": "date-time"},
         "usage": _obj({"amount": {"type": "number"}, "tokens": {"type": "number"}, "requests": {"type": "integer"}}),
+        "forecast": _ref("BudgetForecast"),
+        "forecastAlert": _obj({"notifierIds": {"type": "array", "items": {"type": "string"}}}),
         "alerts": {"type": "array", "items": _obj({
             "id": {"type": "string"}, "thresholdPercent": {"type": "integer"},
             "notifierIds": {"type": "array", "items": {"type": "string"}},
@@ -114,7 +120,8 @@ def budget_schemas() -> dict[str, Any]:
         "UpdateScopedBudget": _closed({**common_in, "match": _nullable(match_in),
                                        "alerts": _nullable({"type": "array", "items": alert_update, "maxItems": 20}),
                                        "clear_expires_at": {"type": "boolean"},
-                                       "clear_alerts": {"type": "boolean"}}, []),
+                                       "clear_alerts": {"type": "boolean"},
+                                       "clear_forecast_alert": {"type": "boolean"}}, []),
         "Empty": {"type": "object"},
         "BudgetCheck": _closed({
             "identity_external_id": _nullable({"type": "string", "maxLength": 255}),
@@ -135,6 +142,23 @@ def budget_schemas() -> dict[str, Any]:
                 ["scope_kind", "scope_target_id", "dimension", "code", "message"])]},
             "cost": dimension, "tokens": dimension, "requests": dimension,
         }, ["allowed", "rejection", "cost", "tokens", "requests"]),
+        "BudgetForecast": _obj({
+            "exhausts_at": {"type": ["string", "null"], "format": "date-time",
+                            "description": "When the budget runs out at its recent rate, if before it resets "
+                                           "(a one-time budget: within a year); null otherwise."},
+            "burn_rate": {"type": "number", "minimum": 0, "description": "USD a day, its recent rate."}},
+            ["exhausts_at", "burn_rate"]) | {
+            "description": "Our extension: the budget's forecast (see the docs' Budgets page for the formula)."},
+        "TopUpRequest": _closed({"amount": {"anyOf": [number, {"type": "string", "pattern": AMOUNT_PATTERN}]},
+                                 "idempotency_key": target},
+                                ["amount", "idempotency_key"]),
+        "TopUp": _obj({"budget_id": {"type": "string"}, "amount": {"type": "number"},
+                       "idempotency_key": {"type": "string"}, "created": {"type": "string", "format": "date-time"},
+                       "new_limit": {"type": "number"}},
+                      ["budget_id", "amount", "idempotency_key", "created", "new_limit"]),
+        "TopUpReply": _obj({"top_up": _ref("TopUp")}, ["top_up"]),
+        "TopUpList": _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("TopUp")},
+                           "has_more": {"type": "boolean"}}, ["object", "data", "has_more"]),
     }
 
 
@@ -185,5 +209,20 @@ def budget_paths(operation: Any, error: Any, query: Any) -> dict[str, Any]:
             "parameters": [budget_id],
             "post": operation("resetScopedBudget", "Zero this period's consumption", {
                 "200": _json("The budget.", "BudgetEnvelope"), "400": invalid, "404": missing}),
+        },
+        # Credits: our extension, not orq's.
+        "/v2/budgets/{budget_id}/top-up": {
+            "parameters": [budget_id],
+            "post": operation("topUpBudget", "Top up an identity's one-time budget, once per idempotency key", {
+                "200": _json("The top-up (the same one again for a repeated key).", "TopUpReply"),
+                "400": error("Invalid input, or a budget that takes no top-ups (`invalid_request`)."),
+                "404": missing,
+                "422": error("The idempotency key topped up another amount (`idempotency_key_reused`).")},
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref("TopUpRequest")}}}),
+        },
+        "/v2/budgets/{budget_id}/top-ups": {
+            "parameters": [budget_id],
+            "get": operation("listTopUps", "The budget's top-ups, oldest first", {
+                "200": _json("The ledger.", "TopUpList"), "404": missing}),
         },
     }

@@ -5,9 +5,9 @@ The overview is computed from what the store keeps per identity (metrics per UTC
 hour, per model over either), so it reads every identity once per computation, as
 ``GET /metrics`` does: spend, requests, tokens and errors over the range, its buckets, the models,
 the top spenders (sorted here, on the server, over every identity), the budgets at or above
-:data:`AT_RISK` percent of a limit and the newest refusals. A computed overview answers every poll
-of its store and range for the poll interval (:mod:`.recent`), so dashboards polling together cost
-the store one computation.
+:data:`AT_RISK` percent of a limit or forecast to run out before they reset, and the newest refusals. A
+computed overview answers every poll of its store and range for the poll interval (:mod:`.recent`), so
+dashboards polling together cost the store one computation.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def _target(budget: ScopedBudget) -> str:
 
 
 async def _at_risk(store: Store, now: datetime) -> list[dict[str, Any]]:
-    """Live budgets at or above AT_RISK percent of their amount or token limit, fullest first."""
+    """Live budgets at or above AT_RISK percent of their amount or token limit, and those forecast
+    to run out before they reset (:mod:`~identity_middleware.core.forecast`), fullest first."""
     found: list[tuple[Decimal, dict[str, Any]]] = []
     cursor: str | None = None
     while True:
@@ -165,13 +166,16 @@ async def _at_risk(store: Store, now: datetime) -> list[dict[str, Any]]:
             if budget.token_limit:
                 shares.append(Decimal(usage.tokens * 100) / budget.token_limit)
             percent = max(shares, default=Decimal(0))
-            if percent >= AT_RISK:
+            exhausts = usage.forecast.exhausts_at if usage.forecast is not None else None
+            if percent >= AT_RISK or exhausts is not None:
                 amount = None if budget.amount is None else format_usd(budget.amount)
+                state = "over" if percent >= 100 else "at_risk" if percent >= AT_RISK else "forecast"
                 found.append((percent, {
                     "budget_id": budget.id, "scope": budget.scope.value, "target": _target(budget),
                     "period": budget.period.value, "amount": amount,
                     "spent": format_usd(usage.amount), "token_limit": budget.token_limit, "tokens": usage.tokens,
-                    "percent": float(round(percent, 1)), "state": "over" if percent >= 100 else "at_risk"}))
+                    "percent": float(round(percent, 1)), "state": state,
+                    "exhausts_at": None if exhausts is None else exhausts.isoformat().replace("+00:00", "Z")}))
         if not page.has_more or not page.data:
             break
         cursor = page.data[-1][0].id

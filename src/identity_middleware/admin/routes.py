@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from ..core.errors import IdentityExists, IdentityNotFound, StoreUnavailable, invalid_identity, store_unavailable
 from ..core.validation import InvalidIdentity
 from ..stores.base import Store
-from . import analytics, budget_check, budgets, exports, handlers, identities, overview
+from . import analytics, budget_check, budgets, credits, exports, handlers, identities, overview
 from .auth import bearer_token_matches
 from .errors import AdminError, Reply, conflict, invalid_request, method_not_allowed, not_found, unauthorized
 from .openapi import openapi_document
@@ -43,6 +43,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v2/budgets/{budget_id}": {"GET": budgets.get_budget, "PATCH": budgets.update_budget,
                                 "DELETE": budgets.delete_budget},
     "/v2/budgets/{budget_id}/reset-consumption": {"POST": budgets.reset_consumption},
+    # Credits, our extension (see .credits).
+    "/v2/budgets/{budget_id}/top-up": {"POST": credits.top_up},
+    "/v2/budgets/{budget_id}/top-ups": {"GET": credits.list_top_ups},
     # The console's extensions (orq's SDK never calls them): see .overview.
     "/v2/analytics/overview": {"GET": overview.overview},
     "/v2/analytics/refusals": {"GET": overview.refusals},

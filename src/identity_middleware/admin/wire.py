@@ -8,11 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 from ..core.budgets import identity_budget_id
+from ..core.forecast import Forecast
 from ..core.models import BudgetStatus, Identity, Metrics
 from ..core.money import format_usd
 from ..core.periods import PERIODS
 
-__all__ = ["dumps", "identity_budget", "identity_record"]
+__all__ = ["dumps", "forecast_json", "identity_budget", "identity_record"]
 
 
 def _encode(value: Any) -> str:
@@ -42,6 +43,14 @@ def _metrics(metrics: Metrics) -> dict[str, Any]:
     return data
 
 
+def forecast_json(forecast: Forecast) -> dict[str, Any]:
+    """Our ``forecast`` extension in orq's shapes: ``exhausts_at`` (ISO 8601 or null), ``burn_rate``
+    (USD a day, a JSON number written from the exact decimal)."""
+    exhausts = forecast.exhausts_at
+    return {"exhausts_at": None if exhausts is None else exhausts.isoformat().replace("+00:00", "Z"),
+            "burn_rate": forecast.burn_rate}
+
+
 def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dict[str, Any] | None:
     """The SDK's singular ``Budget`` of an identity: its identity-scoped budget that resets last
     (of those that reset at the same instant, as daily and monthly do on a month's last day, the
@@ -55,7 +64,7 @@ def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dic
         return None
     status = max(statuses, key=lambda item: (item.resets_at, PERIODS.index(item.period)))
     times = identity.model_dump(mode="json", include={"created", "updated"})
-    return {
+    singular: dict[str, Any] = {
         "budget_id": identity_budget_id(identity.id, status.period.value),
         "scope": {"identity": {"identity_external_id": identity.external_id}},
         "limits": {"period": f"BUDGET_PERIOD_{status.period.value.upper()}", "amount": status.amount},
@@ -63,6 +72,9 @@ def identity_budget(identity: Identity, statuses: Sequence[BudgetStatus]) -> dic
         "created_at": times["created"],
         "updated_at": times["updated"],
     }
+    if status.forecast is not None:  # our extension, as on every budget
+        singular["forecast"] = forecast_json(status.forecast)
+    return singular
 
 
 def identity_record(identity: Identity, workspace_id: str, *, budget: bool = False,

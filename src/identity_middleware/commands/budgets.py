@@ -1,4 +1,5 @@
-"""The commands on scoped budgets (orq's Budgets API): ``budgets list|create|show|delete|reset``.
+"""The commands on scoped budgets (orq's Budgets API): ``budgets list|create|show|delete|reset``, and
+credits: ``budgets top-up|top-ups`` (an identity's one-time budget topped up once per idempotency key).
 
 ``budget set|remove|reset|status`` (:mod:`.identities`) stays the per-identity view by period; these
 reach every budget by its id: identity, model, provider, workspace, project, API-key and match (CEL)
@@ -13,8 +14,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..core.budgets import Alert, BudgetPeriod, BudgetSpec, BudgetUsage, ScopedBudget, ScopeKind
+from ..core.budgets import Alert, BudgetPeriod, BudgetSpec, BudgetUsage, ForecastAlert, ScopedBudget, ScopeKind
 from ..core.check import BudgetCheck
+from ..core.credits import TopUp, TopUpConflict
 from ..core.money import format_usd
 from ..core.periods import UTC
 from ..stores import Store
@@ -27,6 +29,8 @@ def budget_json(budget: ScopedBudget, usage: BudgetUsage) -> dict[str, Any]:
     data = {"id": budget.id, **budget.model_dump(mode="json", exclude={"id"})}
     data["amount"] = None if budget.amount is None else format_usd(budget.amount)
     data["usage"] = {"amount": format_usd(usage.amount), "tokens": usage.tokens, "requests": usage.requests}
+    if usage.forecast is not None:
+        data["forecast"] = usage.forecast.model_dump(mode="json")
     return data
 
 
@@ -92,7 +96,8 @@ def cmd_budgets_create(store: Store, args: argparse.Namespace, out: Output) -> N
     scope, target, match = _scope(args)
     spec = BudgetSpec(scope=scope, target=target, match=match, period=BudgetPeriod(args.period),
                       amount=args.amount, token_limit=args.tokens, requests_per_minute=args.rpm,
-                      is_active=not args.inactive, alerts=tuple(_alert(text, notifiers) for text in args.alert or ()))
+                      is_active=not args.inactive, alerts=tuple(_alert(text, notifiers) for text in args.alert or ()),
+                      forecast_alert=ForecastAlert(notifier_ids=notifiers) if args.forecast_alert else None)
     budget = store.create_budget(spec)
     print_json(budget_json(budget, store.budget_usage(budget.id)), out)
 
@@ -139,8 +144,40 @@ def cmd_budgets_reset(store: Store, args: argparse.Namespace, out: Output) -> No
     say(out, f"reset budget {args.budget_id}: spent {format_usd(usage.amount)} USD, {usage.tokens} tokens")
 
 
+def top_up_json(top_up: TopUp) -> dict[str, Any]:
+    """A ledger entry as JSON, money as decimal strings."""
+    return top_up.model_dump(mode="json")
+
+
+def cmd_budgets_top_up(store: Store, args: argparse.Namespace, out: Output) -> None:
+    try:
+        made = store.top_up(args.budget_id, args.amount, args.idempotency_key)
+    except TopUpConflict as error:
+        raise CommandFailed(str(error)) from None
+    if args.json:
+        print_json(top_up_json(made), out)
+        return
+    say(out, f"budget {made.budget_id}: topped up {format_usd(made.amount)} USD under key {made.idempotency_key!r}, "
+             f"limit now {format_usd(made.new_limit)} USD")
+
+
+def cmd_budgets_top_ups(store: Store, args: argparse.Namespace, out: Output) -> None:
+    ledger = store.top_ups(args.budget_id)
+    if args.json:
+        print_json([top_up_json(entry) for entry in ledger], out)
+        return
+    if not ledger:
+        say(out, "no top-ups")
+        return
+    rows = [["CREATED", "AMOUNT_USD", "NEW_LIMIT_USD", "IDEMPOTENCY_KEY"]]
+    rows += [[entry.created.isoformat().replace("+00:00", "Z"), format_usd(entry.amount), format_usd(entry.new_limit),
+              entry.idempotency_key] for entry in ledger]
+    table(rows, {1, 2}, out)
+
+
 def add_budget_commands(commands: Subcommands, command: Define) -> None:
-    group = commands.add_parser("budgets", help="scoped budgets by id: list, create, show, delete, reset, check",
+    group = commands.add_parser("budgets",
+                                help="scoped budgets by id: list, create, show, delete, reset, check, top-up",
                                 description="Budgets of an identity, a model, a provider, a project, an API key, "
                                             "a team (or any CEL match expression) or the whole app (workspace), "
                                             "by id.")
@@ -166,6 +203,8 @@ def add_budget_commands(commands: Subcommands, command: Define) -> None:
                         help="notify once per period at this share of the amount; repeatable")
     create.add_argument("--notify", action="append", metavar="NOTIFIER_ID",
                         help="the notifier ids the alerts go to (repeatable)")
+    create.add_argument("--forecast-alert", action="store_true",
+                        help="notify once per period when the budget is forecast to run out before it resets")
     create.add_argument("--inactive", action="store_true", help="create it switched off")
 
     check = command("check", cmd_budgets_check, "would a request pass now? (JSON; exit 1 when refused)", budgets)
@@ -183,3 +222,14 @@ def add_budget_commands(commands: Subcommands, command: Define) -> None:
                              ("delete", cmd_budgets_delete, "delete a budget"),
                              ("reset", cmd_budgets_reset, "zero a budget's consumption this period")]:
         command(name, func, text, budgets).add_argument("budget_id", help="the budget's id (bg_... or bi_...)")
+
+    top_up = command("top-up", cmd_budgets_top_up, "add to an identity's one-time budget (a prepaid balance), "
+                     "once per idempotency key", budgets)
+    top_up.add_argument("budget_id", help="the one-time identity budget's id (bi_..._one_time)")
+    top_up.add_argument("amount", help="USD to add, e.g. 25.00")
+    top_up.add_argument("--idempotency-key", required=True, metavar="KEY",
+                        help="names this top-up: the same key again adds nothing and prints the same top-up")
+    top_up.add_argument("--json", action="store_true", help="print the top-up as JSON")
+    ledger = command("top-ups", cmd_budgets_top_ups, "the budget's top-ups, oldest first", budgets)
+    ledger.add_argument("budget_id", help="the one-time identity budget's id")
+    ledger.add_argument("--json", action="store_true", help="print JSON records instead of a table")

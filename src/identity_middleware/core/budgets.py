@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
+from .forecast import Forecast
 from .ids import new_ulid
 from .money import format_usd, limit_amount, to_decimal, to_nanos
 from .periods import Period, period_bounds, period_key
@@ -26,6 +27,7 @@ __all__ = [
     "BudgetSpec",
     "BudgetUsage",
     "Dimension",
+    "ForecastAlert",
     "InvalidBudget",
     "ScopeKind",
     "ScopedBudget",
@@ -133,6 +135,15 @@ class Alert(BaseModel):
         return dimension
 
 
+class ForecastAlert(BaseModel):
+    """Our extension: notify ``notifier_ids`` once per period when the budget is forecast to run out
+    before its period ends (:mod:`.forecast`; a one-time budget: within a year)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    notifier_ids: tuple[str, ...] = ()
+
+
 def _amount(value: object, info: ValidationInfo) -> Decimal | None:
     if value is None:
         return None
@@ -174,15 +185,17 @@ class BudgetChanges(BaseModel):
     expires_at: datetime | None = None
     alerts: tuple[Alert, ...] | None = None
     match: str | None = None  # a match budget's new CEL expression
+    forecast_alert: ForecastAlert | None = None
     clear_expires_at: bool = False
     clear_alerts: bool = False
+    clear_forecast_alert: bool = False
 
     _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
     _check_match = field_validator("match")(classmethod(lambda cls, v: _match(v)))
 
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set
-                if name not in ("clear_expires_at", "clear_alerts")}
+                if name not in ("clear_expires_at", "clear_alerts", "clear_forecast_alert")}
 
 
 class BudgetSpec(BaseModel):
@@ -200,6 +213,7 @@ class BudgetSpec(BaseModel):
     expires_at: datetime | None = None
     alerts: tuple[Alert, ...] = ()
     match: str | None = None  # the CEL expression of a ``match`` budget (which has no target)
+    forecast_alert: ForecastAlert | None = None
 
     _check_amount = field_validator("amount", mode="before")(classmethod(lambda cls, v, info: _amount(v, info)))
 
@@ -261,6 +275,8 @@ class ScopedBudget(BudgetSpec):
             data["expires_at"] = None
         if changes.clear_alerts:
             data["alerts"] = ()
+        if changes.clear_forecast_alert:
+            data["forecast_alert"] = None
         if "period" in changes.given() and changes.period is not self.period:
             raise ValueError("the period of a budget cannot change; create another budget")
         if changes.match is not None and self.scope is not ScopeKind.MATCH:
@@ -281,11 +297,13 @@ class ScopedBudget(BudgetSpec):
 
 @dataclass(frozen=True, slots=True)
 class BudgetUsage:
-    """Consumption of a budget: cost (USD) and tokens this period, requests in the last 60 s."""
+    """Consumption of a budget: cost (USD) and tokens this period, requests in the last 60 s, and
+    (our extension) its :class:`~identity_middleware.core.forecast.Forecast`."""
 
     amount: Decimal = Decimal(0)
     tokens: int = 0
     requests: int = 0
+    forecast: Forecast | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from .forecast import Forecast
 from .metrics import DailyMetrics, Metrics, ModelMetrics, daily_from_counters, metrics_from_totals
 from .money import format_usd, from_nanos, limit_amount
 from .periods import Period
@@ -164,6 +165,8 @@ class BudgetStatus(BaseModel):
     percent: float
     period_start: datetime
     resets_at: datetime
+    #: Extension: when it runs out at the identity's recent rate (:mod:`~identity_middleware.core.forecast`).
+    forecast: Forecast | None = None
 
     @field_serializer("amount", "spent", "reserved", "remaining")
     def _dump_money(self, value: Decimal) -> str:
@@ -208,7 +211,8 @@ class IdentityPage(BaseModel):
 
 
 def budget_status(
-    period: Period, amount: int, spent: int, reserved: int, period_start: datetime, resets_at: datetime
+    period: Period, amount: int, spent: int, reserved: int, period_start: datetime, resets_at: datetime,
+    forecast: Forecast | None = None,
 ) -> BudgetStatus:
     """A :class:`BudgetStatus` from nano-USD counters (shared by every store)."""
     return BudgetStatus(
@@ -220,4 +224,5 @@ def budget_status(
         percent=round(100 * spent / amount, 4) if amount else 0.0,
         period_start=period_start,
         resets_at=resets_at,
+        forecast=forecast,
     )

@@ -8,11 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from .admission import BudgetBlock
-from .budgets import Dimension, ScopedBudget
+from .budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds
+from .forecast import Forecast, forecast, identity_span, scoped_span
 from .money import format_usd, from_nanos, to_nanos
 from .periods import PERIODS
 
-__all__ = ["ScopedState", "crossed", "decide_scoped", "threshold_event"]
+__all__ = ["FORECAST_EVENT", "ScopedState", "budget_forecast", "crossed", "decide_scoped", "forecast_event",
+           "forecast_watched", "threshold_event"]
+
+FORECAST_EVENT = "budget.forecast_exhaustion"
 
 
 @dataclass(slots=True)  # one per budget per request: a frozen dataclass takes ~3x as long to build
@@ -122,4 +126,41 @@ def threshold_event(budget: ScopedBudget, percent: int, dimension: Dimension, co
         "identity": identity,
         "notifier_ids": sorted({notifier for alert in budget.alerts if alert.threshold_percent == percent
                                 and alert.dimension is dimension for notifier in alert.notifier_ids}),
+    }
+
+
+def budget_forecast(budget: ScopedBudget, consumed: int, identity_recent: int, now: datetime, tz: Any) -> Forecast:
+    """A budget's forecast from what it ``consumed`` this period (nano-USD): an identity's budget at
+    the rate of ``identity_recent``, its identity's spend since :func:`~.forecast.identity_span`;
+    any other budget at the rate of its consumption this period (see :mod:`.forecast`)."""
+    _, start, end = budget_bounds(budget, now, tz)
+    if budget.scope is ScopeKind.IDENTITY:
+        return forecast(budget.amount_nanos, consumed, identity_recent, identity_span(now), now, end)
+    return forecast(budget.amount_nanos, consumed, consumed, scoped_span(start, budget.created_at, now), now, end)
+
+
+def forecast_watched(budget: ScopedBudget) -> bool:
+    """Whether ``budget`` asks for the forecast alert (and has an amount to run out of): once per
+    period, when its forecast has it run out before the period ends."""
+    return budget.forecast_alert is not None and budget.amount is not None
+
+
+def forecast_event(budget: ScopedBudget, projected: Forecast, consumed: int, start: datetime | None,
+                   end: datetime | None, identity: str | None) -> dict[str, Any]:
+    """The ``budget.forecast_exhaustion`` event: the budget runs out before its period ends at its
+    recent rate (money as decimal strings; ``exhausts_at`` ISO 8601)."""
+    exhausts = projected.exhausts_at
+    return {
+        "type": FORECAST_EVENT,
+        "budget_id": budget.id,
+        "scope": {"kind": budget.scope.value, "target": budget.target},
+        "period": budget.period.value,
+        "limit": format_usd(budget.amount) if budget.amount is not None else None,
+        "consumed": format_usd(from_nanos(consumed)),
+        "burn_rate": format_usd(projected.burn_rate),
+        "exhausts_at": exhausts.isoformat().replace("+00:00", "Z") if exhausts is not None else None,
+        "period_start": start.isoformat() if start else None,
+        "resets_at": end.isoformat() if end else None,
+        "identity": identity,
+        "notifier_ids": sorted(set(budget.forecast_alert.notifier_ids)) if budget.forecast_alert else [],
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ..core.budgets import (
@@ -26,6 +27,7 @@ from ..core.budgets import (
     canonical_budget_id,
 )
 from ..core.check import BudgetCheck, CheckRequest
+from ..core.credits import TopUp
 from ..core.money import Money, to_nanos
 from ..core.ordering import micros
 
@@ -159,11 +161,11 @@ class ScopedBudgets:
                             order: BudgetOrder | str = BudgetOrder.ID) -> ScopedBudgetPage:
         raise _missing(self)
 
-    def budget_usage(self, budget_id: str) -> BudgetUsage:
-        """Cost and tokens this period, requests in the last 60 s."""
+    def budget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
+        """Cost and tokens this period, requests in the last 60 s, and the budget's forecast."""
         raise _missing(self)
 
-    async def abudget_usage(self, budget_id: str) -> BudgetUsage:
+    async def abudget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
         raise _missing(self)
 
     def reset_budget_consumption(self, budget_id: str) -> None:
@@ -171,6 +173,25 @@ class ScopedBudgets:
         raise _missing(self)
 
     async def areset_budget_consumption(self, budget_id: str) -> None:
+        raise _missing(self)
+
+    # -- credits (:mod:`..core.credits`) ----------------------------------------------------------------
+    def top_up(self, budget_id: str, amount: Money, idempotency_key: str, *, now: datetime | None = None) -> TopUp:
+        """Add ``amount`` to an identity's one-time budget once per ``idempotency_key``, atomically with
+        admission; the same key again answers the same :class:`TopUp` and adds nothing. Raises
+        :class:`BudgetNotFound`, :class:`InvalidBudget` (not a one-time identity budget with an amount,
+        a bad amount or key) or :class:`TopUpConflict` (the key topped up another amount)."""
+        raise _missing(self)
+
+    async def atop_up(self, budget_id: str, amount: Money, idempotency_key: str, *,
+                      now: datetime | None = None) -> TopUp:
+        raise _missing(self)
+
+    def top_ups(self, budget_id: str) -> builtins.list[TopUp]:
+        """The budget's ledger of top-ups, oldest first (empty for a budget never topped up)."""
+        raise _missing(self)
+
+    async def atop_ups(self, budget_id: str) -> builtins.list[TopUp]:
         raise _missing(self)
 
 

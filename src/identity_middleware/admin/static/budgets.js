@@ -3,7 +3,7 @@
 // reset and deleted here (reset and delete ask first). A team budget is the match budget
 // `metadata.team == "<team>"`.
 import { updated } from "./live.js";
-import { $, ApiError, PERIOD_NAMES, Unauthorized, api, confirmAction, count, failed, h, keepFocus, levelOf, nanos,
+import { $, ApiError, PERIOD_NAMES, Unauthorized, api, confirmAction, count, failed, forecastText, h, keepFocus, levelOf, nanos,
   percent, poll, usd } from "./util.js";
 
 const PAGES = 10; // at most 2,000 budgets on the page
@@ -102,7 +102,8 @@ function row(budget) {
     h("td", { class: "wide-only", text: scope }),
     h("td", { text: period }),
     h("td", { class: "num" }, h("span", { text }),
-      h("span", { class: `state ${level.replace(" ", "-")}`, text: ` ${percent(Math.round(share * 10) / 10)}` })),
+      h("span", { class: `state ${level.replace(" ", "-")}`, text: ` ${percent(Math.round(share * 10) / 10)}` }),
+      budget.forecast?.exhausts_at ? h("div", { class: "forecast small at-risk", text: forecastText(budget.forecast) }) : null),
     h("td", { class: "wide-only" }, h("span", { class: `badge ${state.toLowerCase()}`, text: state })),
     h("td", { class: "row-actions" },
       button("Edit", openEdit),

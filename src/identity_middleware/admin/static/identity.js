@@ -2,7 +2,7 @@
 // the profile edited and the identity deleted from here.
 import { updated } from "./live.js";
 import { $, ApiError, PERIOD_NAMES as PERIODS, SOURCES, api, confirmAction, count, failed, fromNanos, h, identityPath,
-  initials, keepFocus, nanos, percent, poll, record, usd, when } from "./util.js";
+  forecastText, initials, keepFocus, nanos, percent, poll, record, usd, when } from "./util.js";
 
 let shown = null; // the identity on screen (its record as last loaded)
 
@@ -150,6 +150,8 @@ function budgetCard(id, status) {
       h("h3", { text: `${period} budget` }),
       h("p", { class: "consumed", text: consumed }),
       h("p", { class: "muted", text: `USD · resets at ${when(status.resets_at)}` }),
+      status.forecast ? h("p", { class: status.forecast.exhausts_at ? "forecast at-risk" : "forecast muted",
+                                 text: forecastText(status.forecast) }) : null,
       nanos(status.reserved) > 0n ? h("p", { class: "muted", text: `${status.reserved} held by requests in flight` }) : null,
       h("button", { type: "button", onclick: reset, text: "Reset", "data-key": `reset:${status.period}`,
                     "aria-label": `Reset ${period.toLowerCase()} budget` })));

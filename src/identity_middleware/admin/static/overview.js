@@ -2,7 +2,7 @@
 // its models, the top spenders (ranked by the server over every identity), the budgets at risk and
 // the recent refusals, all from one call: GET v2/analytics/overview?range=.
 import { updated } from "./live.js";
-import { $, PERIOD_NAMES, count, download, failed, h, nanos, percent, poll, time, usd } from "./util.js";
+import { $, PERIOD_NAMES, count, download, failed, h, nanos, percent, poll, time, usd, when } from "./util.js";
 
 export async function loadOverview() {
   $("overview-error").textContent = "";
@@ -16,6 +16,12 @@ export async function loadOverview() {
 }
 
 const identityLink = (id, externalId) => h("a", { href: `#/identity/${encodeURIComponent(id)}`, text: externalId });
+
+// "over", "at risk", or "forecast to run out <when>" (the store's forecast: before the budget resets).
+function riskText(budget) {
+  if (budget.state === "forecast") return `${percent(budget.percent)} · forecast to run out ${when(budget.exhausts_at)}`;
+  return `${percent(budget.percent)} · ${budget.state === "over" ? "over" : "at risk"}`;
+}
 
 function render(data) {
   const totals = data.totals;
@@ -32,8 +38,7 @@ function render(data) {
     h("div", {}, h("a", { class: "name", text: budget.target,
                           href: budget.scope === "identity" ? `#/identity/${encodeURIComponent(budget.target)}` : "#/budgets" }),
       h("span", { class: "muted", text: ` · ${budget.scope} · ${PERIOD_NAMES[budget.period] ?? budget.period}` })),
-    h("span", { class: `state ${budget.state === "over" ? "over" : "at-risk"}`,
-                text: `${percent(budget.percent)} · ${budget.state === "over" ? "over" : "at risk"}` }))));
+    h("span", { class: `state ${budget.state === "over" ? "over" : "at-risk"}`, text: riskText(budget) }))));
   $("risk-empty").hidden = data.budgets_at_risk.length > 0;
   const models = data.models;
   $("overview-models").tBodies[0].replaceChildren(...models.map((m) => h("tr", {}, h("td", { text: m.model }),

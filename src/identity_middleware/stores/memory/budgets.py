@@ -18,10 +18,11 @@ from ...core.budgets import (
     canonical_budget_id,
     matching_targets,
 )
+from ...core.credits import TopUp
 from ...core.matching import MatchIndex, matching_globals
 from ...core.models import Identity
 from ...core.periods import key_of, period_key_map
-from ...core.scoped import ScopedState, crossed, threshold_event
+from ...core.scoped import ScopedState, budget_forecast, crossed, forecast_event, forecast_watched, threshold_event
 from .ledger import Account
 
 # usage.requests counts admissions in 10 s buckets, the current one and the five before it (as
@@ -36,6 +37,7 @@ def bucket_of(now: datetime) -> int:
 
 
 bounds = budget_bounds
+FORECAST = "forecast"  # the forecast alert's marker in ``Scoped.fired`` (percent 0)
 
 
 def uses_identity_spend(budget: ScopedBudget) -> bool:
@@ -52,7 +54,8 @@ class Scoped:
     usage: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # id -> (period key, nanos, tokens)
     held: dict[str, dict[str, tuple[int, datetime]]] = field(default_factory=dict)  # id -> reservations
     hits: dict[str, dict[int, int]] = field(default_factory=dict)  # id -> admissions per 10 s bucket
-    fired: set[tuple[str, str, int, str]] = field(default_factory=set)  # (id, period key, percent, dimension)
+    fired: set[tuple[str, str, int, str]] = field(default_factory=set)  # (id, period key, percent, dimension|FORECAST)
+    top_ups: dict[str, dict[str, TopUp]] = field(default_factory=dict)  # id -> idempotency key -> top-up, in order
     # Indexes, so a request looks only at its identity's budgets and the few global ones (not at
     # every identity's): external id -> budget ids, and the ids of model/provider/workspace budgets.
     by_identity: dict[str, list[str]] = field(default_factory=dict)
@@ -108,7 +111,7 @@ class Scoped:
             self.index = None
         del self.defs[budget.id]
         self.keys.pop(budget.key, None)
-        for table in (self.usage, self.held, self.hits):
+        for table in (self.usage, self.held, self.hits, self.top_ups):
             table.pop(budget.id, None)
         return budget
 
@@ -246,7 +249,7 @@ class Scoped:
             current = table.get(budget_id)
             table[budget_id] = (key, current[1] + cost, current[2] + tokens) \
                 if current is not None and current[0] == key else (key, cost, tokens)
-            if not budget.alerts:  # the settle path of most budgets ends here
+            if not budget.alerts and budget.forecast_alert is None:  # the settle path of most budgets ends here
                 continue
             after = self.consumed(budget, account if budget.scope is ScopeKind.IDENTITY else None, now, tz, key)
             before = (after[0] - cost, after[1] - tokens)
@@ -256,6 +259,14 @@ class Scoped:
                     self.fired.add(marker)
                     _, start, end = bounds(budget, now, tz)
                     events.append(threshold_event(budget, percent, dimension, after, start, end, identity))
+            if cost and forecast_watched(budget) and (budget_id, key, 0, FORECAST) not in self.fired:
+                ledger = account if budget.scope is ScopeKind.IDENTITY else None
+                recent = ledger.recent_cost(now) if ledger is not None else 0
+                projected = budget_forecast(budget, after[0], recent, now, tz)
+                if projected.exhausts_at is not None:
+                    self.fired.add((budget_id, key, 0, FORECAST))
+                    _, start, end = bounds(budget, now, tz)
+                    events.append(forecast_event(budget, projected, after[0], start, end, identity))
         return events
 
 

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import TypeVar
 
 from ...core.admission import BudgetState, ModelUsage
+from ...core.forecast import forecast, identity_span
 from ...core.metrics import HourlyMetrics, hourly_from_counters, utc_hour
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
 from ...core.periods import PERIODS, Period, period_bounds, period_keys, utc_day
@@ -92,11 +93,19 @@ class Account:
 
     def statuses(self, now: datetime, tz: tzinfo) -> list[BudgetStatus]:
         statuses = []
+        recent, since = self.recent_cost(now), identity_span(now)
         for period in sorted(self.budgets, key=_PERIOD_ORDER.__getitem__):
             start, end = period_bounds(period, now, tz)
-            statuses.append(budget_status(period, self.budgets[period], self.spent(period, now, tz),
-                                          self.reserved(period, now), start, end))
+            amount, spent = self.budgets[period], self.spent(period, now, tz)
+            statuses.append(budget_status(period, amount, spent, self.reserved(period, now), start, end,
+                                          forecast(amount, spent, recent, since, now, end)))
         return statuses
+
+    def recent_cost(self, now: datetime) -> int:
+        """The identity's spend of the previous UTC day and today so far (what forecasts rate it by)."""
+        today = utc_day(now)
+        days = self.days
+        return sum(day.cost for day in (days.get(today), days.get(today - timedelta(days=1))) if day is not None)
 
     def reserve(self, reservation_id: str, estimate: int, expires: datetime) -> None:
         """Hold ``estimate`` against every budget the identity has now."""

@@ -24,10 +24,12 @@ from ...core.budgets import (
     identity_budget_id,
 )
 from ...core.check import BudgetCheck, CheckRequest, check_matching, checked
+from ...core.credits import TopUp, TopUpConflict, check_top_up, top_up_amount, top_up_key
 from ...core.ids import new_ulid
 from ...core.models import Budget, IdentityInput
-from ...core.money import from_nanos, to_nanos
+from ...core.money import Money, from_nanos, to_nanos
 from ...core.periods import UTC
+from ...core.scoped import budget_forecast
 from ..base import check_limit
 from ..scoped import ScopedBudgets, page_of
 from .budgets import Scoped, uses_identity_spend
@@ -44,8 +46,8 @@ def _now() -> datetime:
 class MemoryBudgets(ScopedBudgets):
     """Scoped budgets under the memory store's lock; identity budgets mirror into the identity's ledger."""
 
-    _lock: threading.RLock
     tz: tzinfo
+    _lock: threading.RLock
     _records: Records
     _accounts: dict[str, Account]
     _scoped: Scoped
@@ -168,17 +170,20 @@ class MemoryBudgets(ScopedBudgets):
         ulid = self._records.by_external.get(budget.target)
         return self._accounts.get(ulid) if ulid is not None else None
 
-    def _usage(self, budget: ScopedBudget) -> BudgetUsage:
-        now = _now()
-        cost, tokens = self._scoped.consumed(budget, self._account_of(budget), now, self.tz)
-        return BudgetUsage(from_nanos(cost), tokens, self._scoped.requests(budget.id, now))
+    def _usage(self, budget: ScopedBudget, now: datetime | None = None) -> BudgetUsage:
+        now = _now() if now is None else now
+        account = self._account_of(budget)
+        cost, tokens = self._scoped.consumed(budget, account, now, self.tz)
+        recent = account.recent_cost(now) if account is not None else 0
+        return BudgetUsage(from_nanos(cost), tokens, self._scoped.requests(budget.id, now),
+                           budget_forecast(budget, cost, recent, now, self.tz))
 
-    def budget_usage(self, budget_id: str) -> BudgetUsage:
+    def budget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
         with self._lock:
-            return self._usage(self._scoped.get(budget_id))
+            return self._usage(self._scoped.get(budget_id), now)
 
-    async def abudget_usage(self, budget_id: str) -> BudgetUsage:
-        return self.budget_usage(budget_id)
+    async def abudget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
+        return self.budget_usage(budget_id, now=now)
 
     def check_request(self, request: CheckRequest) -> BudgetCheck:
         now = _now()
@@ -207,6 +212,37 @@ class MemoryBudgets(ScopedBudgets):
 
     async def areset_budget_consumption(self, budget_id: str) -> None:
         self.reset_budget_consumption(budget_id)
+
+    # -- credits ---------------------------------------------------------------------------------
+    def top_up(self, budget_id: str, amount: Money, idempotency_key: str, *, now: datetime | None = None) -> TopUp:
+        added, key = top_up_amount(amount), top_up_key(idempotency_key)
+        moment = _now() if now is None else now
+        with self._lock:
+            budget = self._scoped.get(budget_id)  # either id form of an identity budget: the ledger is by its id
+            ledger = self._scoped.top_ups.get(budget.id, {})
+            made = ledger.get(key)
+            if made is not None:
+                if made.amount != added:
+                    raise TopUpConflict(made)
+                return made
+            limit = check_top_up(budget, added)
+            stored = budget.changed(BudgetChanges(amount=limit), moment)
+            self._scoped.add(stored)
+            self._mirror(stored)
+            made = TopUp(budget_id=budget.id, amount=added, idempotency_key=key, created=moment, new_limit=limit)
+            self._scoped.top_ups.setdefault(budget.id, {})[key] = made
+            return made
+
+    async def atop_up(self, budget_id: str, amount: Money, idempotency_key: str, *,
+                      now: datetime | None = None) -> TopUp:
+        return self.top_up(budget_id, amount, idempotency_key, now=now)
+
+    def top_ups(self, budget_id: str) -> builtins.list[TopUp]:
+        with self._lock:
+            return list(self._scoped.top_ups.get(self._scoped.get(budget_id).id, {}).values())
+
+    async def atop_ups(self, budget_id: str) -> builtins.list[TopUp]:
+        return self.top_ups(budget_id)
 
 
 __all__ = ["BudgetNotFound", "MemoryBudgets"]

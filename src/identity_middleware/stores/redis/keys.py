@@ -31,6 +31,9 @@ Key schema (``P`` is the configurable prefix, default ``idm``; ``T`` the identit
     P:{T}:n:<SHA-1>         STRING a session's spend in nano-USD (``session=``; INCRBY when each of
                                    its requests settles), keyed by the hex SHA-1 of the session
                                    value; expires ``Session.ttl`` (24 h) after its last charge
+    P:{T}:k                 HASH   the top-ups of the identity's one-time budget (credits, topup.lua):
+                                   '#' the last sequence number, k:<idempotency key> -> "<sequence>
+                                   <amount nanos> <new limit nanos> <time ISO>"; goes with the budget
     P:{T}:c:<charge id>     STRING "1": a settle script call (one identity's batch) was applied;
                                    set NX by that call, so sending it again is a no-op (and a
                                    sync admission that counted the charge's buffered usage
@@ -121,6 +124,10 @@ class KeySchema:
     def requests(self, tag: str) -> str:
         return f"{self.base(tag)}:q"
 
+    def top_ups(self, tag: str) -> str:
+        """The ledger of the identity's one-time budget's top-ups."""
+        return f"{self.base(tag)}:k"
+
     def day(self, tag: str, day: date) -> str:
         return f"{self.base(tag)}:d:{day.isoformat()}"
 
@@ -182,7 +189,7 @@ class KeySchema:
     def all_identity_keys(self, tag: str, now: datetime, tz: tzinfo) -> list[str]:
         """Every key an identity can own at ``now``: current and previous periods, the metric window."""
         keys = [self.record(tag), self.budgets(tag), *(self.reservations(tag, p) for p in (*PERIODS, ONE_TIME)),
-                self.usage(tag, ONE_TIME), self.requests(tag)]
+                self.usage(tag, ONE_TIME), self.requests(tag), self.top_ups(tag)]
         for period in PERIODS:
             start, _ = period_bounds(period, now, tz)
             for key in (period_key(period, now, tz), period_key(period, start - timedelta(microseconds=1), tz)):

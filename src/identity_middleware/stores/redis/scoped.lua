@@ -70,8 +70,11 @@ end
 
 -- settle. ARGV: 2 cost nanos, 3 tokens, 4 reservation members to release (space separated), 5 usage
 -- expiry (Unix s, 0 never), 6 the marker's TTL (s), 7 amount limit, 8 token limit (not read here),
--- 9 alert thresholds "<percent>:<c|t>:<threshold> ...", 10 the alert markers' expiry (Unix s, 0 never).
--- Returns {applied (0 when this call was applied before), cost, tokens, fired thresholds...}.
+-- 9 alert thresholds "<percent>:<c|t>:<threshold> ...", 10 the alert markers' expiry (Unix s, 0 never),
+-- 11 the forecast alert's "<now ms> <rate's start ms> <period end ms>" (core/forecast.py: the budget's
+-- consumption this period over the time since its start; a one-time budget's end is 366 days on), or ''.
+-- Returns {applied (0 when this call was applied before), cost, tokens, fired thresholds...}; the
+-- forecast alert is the threshold "0:f", marked once per period as the others are.
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then return {0} end
 if ARGV[4] ~= '' then
   for member in string.gmatch(ARGV[4], '%S+') do redis.call('ZREM', KEYS[2], member) end
@@ -90,6 +93,14 @@ for percent, dim, threshold in string.gmatch(ARGV[9], '(%d+):(%a):(%d+)') do
   if after >= tonumber(threshold) and redis.call('SADD', KEYS[3], percent .. ':' .. dim) == 1 then
     reply[#reply + 1] = percent .. ':' .. dim
   end
+end
+local now_ms, since_ms, ends_ms = string.match(ARGV[11] or '', '^(%d+) (%d+) (%d+)$')
+if now_ms and tonumber(ARGV[2]) > 0 and ARGV[7] ~= '' then
+  local limit, span = tonumber(ARGV[7]), tonumber(now_ms) - tonumber(since_ms)
+  -- Doubles: the exact forecast (Python's) may differ by a millisecond at the very boundary.
+  local runs_out = after_c >= limit or (after_c > 0 and span > 0
+    and tonumber(now_ms) + (limit - after_c) * span / after_c < tonumber(ends_ms))
+  if runs_out and redis.call('SADD', KEYS[3], '0:f') == 1 then reply[#reply + 1] = '0:f' end
 end
 if ARGV[10] ~= '0' then redis.call('EXPIREAT', KEYS[3], ARGV[10]) end
 return reply

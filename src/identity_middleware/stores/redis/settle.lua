@@ -2,9 +2,11 @@
 -- its batch): spend on all four periods, the day's and the hour's metrics, their reservations
 -- released, tokens (and a one-time budget's cost) on each of the identity's budgets, and the alert
 -- thresholds this crossed.
--- KEYS: the 19 of lib.lua, then 20 this call's marker (P:{T}:c:<charge id>, the same hash tag).
+-- KEYS: the 19 of lib.lua, then 20 this call's marker (P:{T}:c:<charge id>, the same hash tag), 21 the
+--       previous UTC day's metrics (forecasts rate the identity's spend of that day and today's).
 -- ARGV: 1 ULID, 2 cost (nanos), 3 input tokens, 4 output tokens, 5 requests, 6 errors,
 --       7 expiry instants "<daily> <weekly> <monthly> <yearly> <day's metrics> <hour's>" (Unix s),
+--       then "<now ms> <the previous UTC day's start ms>",
 --       8 reservation members separated by spaces, or '', 9 the marker's TTL (s), 10 leases charged
 --       "<now ms> <lease id>:<cost> ..." or '', 11 a lease to renew "<lease id> <fraction> <ttl ms>"
 --       or '' (lib.lua), then field/increment pairs for the day's and the hour's metrics hashes
@@ -13,7 +15,10 @@
 -- this charge was applied before (a retry after a timeout): nothing is charged again; else 1, or,
 -- when alerts fired, {1, external id, then per alert: period index, percent, 'c'|'t', cost and
 -- tokens consumed after this charge, the budget's definition (JSON)}. An alert fires once per
--- budget, threshold and period: its marker in the budget's usage hash is set with HSETNX.
+-- budget, threshold and period: its marker in the budget's usage hash is set with HSETNX. The
+-- forecast alert (core/forecast.py) is percent 0, 'f', with the identity's recent spend (nanos) in
+-- the tokens' place: a budget with an amount that asks for it (alert '0f0') and that this charge
+-- leaves forecast to run out before its period ends (a one-time budget: within 366 days), marker a:f.
 -- With leases (ARGV 10 or 11 not ''), the reply is a list whose last element is {renewed (lease_renew's
 -- reply, or {-1, 0} when none was asked), then the amount each lease covered, -1 when it is gone}.
 if redis.call('HGET', KEYS[1], 'u') ~= ARGV[1] then return 0 end
@@ -26,6 +31,7 @@ if ARGV[8] ~= '' then
 end
 local at = {}
 for instant in string.gmatch(ARGV[7], '%d+') do at[#at + 1] = instant end
+local now_ms, since_ms = tonumber(at[7]), tonumber(at[8])
 -- A key gets its expiry from the call that creates it (the counter then equals the increment; the
 -- day's and hour's hashes are created only here and by a refused admission, which sets it too): an
 -- existing key has had its expiry since, and setting it again on every charge cost Redis a command each.
@@ -102,6 +108,22 @@ for p, budget in pairs(budgets_of()) do
       fired[#fired + 1] = {p, percent, dim, tonumber(consumed_c or 0),
                            tonumber(after.t or redis.call('HGET', usage, 't') or 0),
                            redis.call('HGET', KEYS[2], 'def:' .. PERIOD_NAMES[p]) or ''}
+    end
+  end
+  if after.c and budget[3] ~= '' and string.find(budget[6], '0f0', 1, true) and is_live(budget, now_ms) then
+    local consumed, limit = tonumber(after.c), tonumber(budget[3])
+    local recent = tonumber(redis.call('HGET', day, 'c') or '0') + tonumber(redis.call('HGET', KEYS[21], 'c') or '0')
+    local runs_out = consumed >= limit
+    if not runs_out and recent > 0 then
+      -- Doubles: the exact forecast (Python's) may differ by a millisecond at the very boundary.
+      local exhausts_ms = now_ms + (limit - consumed) * (now_ms - since_ms) / recent
+      local ends_ms = now_ms + 366 * 86400000
+      if p < 5 then ends_ms = (tonumber(at[p]) - 86400) * 1000 end -- the spend's expiry is a day past the end
+      runs_out = exhausts_ms < ends_ms
+    end
+    if runs_out and redis.call('HSETNX', usage, 'a:f', '1') == 1 then
+      created = true
+      fired[#fired + 1] = {p, 0, 'f', consumed, recent, redis.call('HGET', KEYS[2], 'def:' .. PERIOD_NAMES[p]) or ''}
     end
   end
   -- As the counters above: the expiry is set by the call that creates a field, not on every charge.

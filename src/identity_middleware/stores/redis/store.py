@@ -34,9 +34,11 @@ import redis.cluster
 from ...core.admission import Admission, AdmissionRequest, Settlement
 from ...core.budgets import BudgetChanges, BudgetOrder, BudgetSpec, BudgetUsage, ScopedBudget, ScopedBudgetPage
 from ...core.check import BudgetCheck, CheckRequest
+from ...core.credits import TopUp
 from ...core.errors import StoreMisconfigured, StoreUnavailable
 from ...core.metrics import HourlyMetrics
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
+from ...core.money import Money
 from ...core.ordering import IdentityOrder
 from ...core.periods import UTC, Period
 from ..base import METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_span
@@ -545,11 +547,11 @@ class RedisStore(Store):
                                                 periods, query, BudgetOrder(order))
         return await self._arun(plan, flush_first=True)
 
-    def budget_usage(self, budget_id: str) -> BudgetUsage:
-        return self._run(self._plans.budgets.budget_usage(budget_id), flush_first=True)
+    def budget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
+        return self._run(self._plans.budgets.budget_usage(budget_id, now), flush_first=True)
 
-    async def abudget_usage(self, budget_id: str) -> BudgetUsage:
-        return await self._arun(self._plans.budgets.budget_usage(budget_id), flush_first=True)
+    async def abudget_usage(self, budget_id: str, *, now: datetime | None = None) -> BudgetUsage:
+        return await self._arun(self._plans.budgets.budget_usage(budget_id, now), flush_first=True)
 
     def check_request(self, request: CheckRequest) -> BudgetCheck:
         return self._run(self._plans.globals.check(request, datetime.now(UTC)), flush_first=True)
@@ -562,6 +564,19 @@ class RedisStore(Store):
 
     async def areset_budget_consumption(self, budget_id: str) -> None:
         await self._arun(self._plans.budgets.reset_budget_consumption(budget_id), flush_first=True)
+
+    def top_up(self, budget_id: str, amount: Money, idempotency_key: str, *, now: datetime | None = None) -> TopUp:
+        return self._run(self._plans.credits.top_up(budget_id, amount, idempotency_key, now))
+
+    async def atop_up(self, budget_id: str, amount: Money, idempotency_key: str, *,
+                      now: datetime | None = None) -> TopUp:
+        return await self._arun(self._plans.credits.top_up(budget_id, amount, idempotency_key, now))
+
+    def top_ups(self, budget_id: str) -> builtins.list[TopUp]:
+        return self._run(self._plans.credits.top_ups(budget_id))
+
+    async def atop_ups(self, budget_id: str) -> builtins.list[TopUp]:
+        return await self._arun(self._plans.credits.top_ups(budget_id))
 
     # -- an identity's own budgets (the identity routes) --------------------------------------------
     def set_budget(self, identity_id: str, budget: Budget) -> None:

@@ -5,7 +5,8 @@ of round trips exist once; only the client call differs. The protocol (steps) is
 :class:`Plans` is composed of one object per concern, each over the shared :class:`.records.Records`
 (the key schema, the cached records and hash tags, the identity script calls) and, where global
 budgets matter, the :class:`.registry.Registry`: :mod:`.identities` (records and the list),
-:mod:`.budgets` (budgets of every scope and the usage reads), :mod:`.requests` (admit and settle),
+:mod:`.budgets` (budgets of every scope and the usage reads), :mod:`.credits` (top-ups),
+:mod:`.requests` (admit and settle),
 with :mod:`.globals` (model, provider and workspace budgets on the request path) and :mod:`.lease`
 (leasing, when on); :mod:`.codec` parses replies.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..options import SETTLE_ID_TTL
 from .budgets import BudgetPlans
 from .charges import Charge
+from .credits import CreditPlans
 from .globals import GlobalBudgets
 from .identities import IdentityPlans
 from .records import Records
@@ -43,6 +45,7 @@ class Plans:
         self.registry = Registry(self.records.keys, tz, global_budgets, clock)
         self.identities = IdentityPlans(self.records)
         self.budgets = BudgetPlans(self.records, self.registry)
+        self.credits = CreditPlans(self.budgets)
         self.leasing: LeasePlans | None = None
         if leases is not None:
             from .lease import LeasePlans

@@ -32,6 +32,7 @@ from ....core.metrics import HourlyMetrics
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Identity, Metrics
 from ....core.money import from_nanos
 from ....core.periods import Period, period_key, utc_day
+from ....core.scoped import budget_forecast
 from ...base import METRIC_DAYS, check_limit
 from ...scoped import page_of
 from ..keys import ONE_TIME, identity_tag
@@ -104,9 +105,9 @@ class BudgetPlans:
         usages = yield from self._usages(page, codec.now_or(None))
         return ScopedBudgetPage(list(zip(page, usages, strict=True)), more)
 
-    def budget_usage(self, budget_id: str) -> Plan[BudgetUsage]:
+    def budget_usage(self, budget_id: str, now: datetime | None = None) -> Plan[BudgetUsage]:
         budget, _ = yield from self.locate(budget_id)
-        return (yield from self._usages([budget], codec.now_or(None)))[0]
+        return (yield from self._usages([budget], codec.now_or(now)))[0]
 
     def reset_budget_consumption(self, budget_id: str) -> Plan[None]:
         budget, tag = yield from self.locate(budget_id)
@@ -146,7 +147,8 @@ class BudgetPlans:
     def budget_status(self, identity_id: str, now: datetime | None) -> Plan[list[BudgetStatus]]:
         moment = codec.now_or(now)
         _, tag = yield from self.records.fetch(identity_id)
-        return codec.statuses((yield self.records.state_eval(tag, moment)), moment, self.tz)
+        state, recent = yield Batch([self.records.state_eval(tag, moment), self.records.recent_eval(tag, moment)])
+        return codec.statuses(state, moment, self.tz, codec.recent_cost(recent))
 
     def metrics(self, identity_id: str, now: datetime | None, days: int = METRIC_DAYS) -> Plan[Metrics]:
         moment = codec.now_or(now)
@@ -246,12 +248,13 @@ class BudgetPlans:
         return [self.keys.spend(tag, key), self.keys.reservations(tag, period), self.keys.usage(tag, key)]
 
     def drop_identity_budget(self, tag: str, period: str, now: datetime) -> Plan[None]:
-        """Remove an identity budget and the usage only it kept (its tokens, a one-time budget's cost);
-        the identity's spend stays (the metrics and other budgets count it)."""
+        """Remove an identity budget and the usage only it kept (its tokens, a one-time budget's cost
+        and top-ups); the identity's spend stays (the metrics and other budgets count it)."""
         counters = self.identity_counters(tag, period, now)
-        own = counters if period == ONE_TIME else counters[2:]
+        own = [*counters, self.keys.top_ups(tag)] if period == ONE_TIME else counters[2:]
+        # A DEL per key: redis-py's Cluster pipeline refuses a DEL of several keys, even in one slot.
         yield Batch([Call("hdel", (self.keys.budgets(tag), f"def:{period}", f"l:{period}", period)),
-                     Call("delete", tuple(own))])
+                     *(Call("delete", (key,)) for key in own)])
 
     def remove(self, budget: ScopedBudget, tag: str | None) -> Plan[None]:
         if tag is not None:
@@ -291,22 +294,32 @@ class BudgetPlans:
         return self.registry.scoped_eval(budget, "state", now, [codec.ms(now)])
 
     def _usages(self, budgets: Sequence[ScopedBudget], now: datetime) -> Plan[list[BudgetUsage]]:
+        """Each budget's usage and forecast: an identity budget's state and its identity's recent
+        spend (two script calls), a global budget's state (one)."""
         steps: list[Call | Eval] = []
         for budget in budgets:
             step: Call | Eval | None = self._usage_step(budget, now)
             if step is None:
                 tags = yield from self.records.tags_of([budget.id[3:].partition("_")[0]])
                 tag = next(iter(tags.values()), None)
-                step = self.records.state_eval(tag, now) if tag is not None else Call("exists", ("-",))
-            steps.append(step)
-        replies = (yield Batch(steps)) if steps else []
+                if tag is None:
+                    steps += [Call("exists", ("-",)), Call("exists", ("-",))]
+                else:
+                    steps += [self.records.state_eval(tag, now), self.records.recent_eval(tag, now)]
+            else:
+                steps.append(step)
+        replies = iter((yield Batch(steps))) if steps else iter(())
         usages = []
-        for budget, reply in zip(budgets, replies, strict=True):
+        for budget in budgets:
+            reply = next(replies)
             if budget.scope is ScopeKind.IDENTITY:
+                recent = next(replies)
                 rows = [row for row in codec.rows(reply if isinstance(reply, list) else [])
                         if row.period == budget.period.value]
-                usages.append(BudgetUsage(from_nanos(rows[0].spent), rows[0].tokens, rows[0].requests) if rows
-                              else BudgetUsage())
+                spent, tokens, requests = (rows[0].spent, rows[0].tokens, rows[0].requests) if rows else (0, 0, 0)
+                recent_cost = codec.recent_cost(recent) if isinstance(recent, list) else 0
             else:
-                usages.append(BudgetUsage(from_nanos(int(reply[0])), int(reply[2]), int(reply[3])))
+                spent, tokens, requests, recent_cost = int(reply[0]), int(reply[2]), int(reply[3]), 0
+            usages.append(BudgetUsage(from_nanos(spent), tokens, requests,
+                                      budget_forecast(budget, spent, recent_cost, now, self.tz)))
         return usages

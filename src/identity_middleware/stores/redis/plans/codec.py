@@ -11,6 +11,7 @@ from typing import Any
 
 from ....core.admission import BudgetState, Consumed, ModelUsage, Usage
 from ....core.budgets import Dimension, ScopedBudget, ScopeKind, budget_bounds, identity_budget_id
+from ....core.forecast import forecast, identity_span
 from ....core.metrics import HourlyMetrics, hourly_from_counters, utc_hour
 from ....core.models import (
     BudgetStatus,
@@ -124,9 +125,17 @@ def consumed(reply: Any, now: datetime, tz: tzinfo) -> tuple[Consumed, ...]:
     return tuple(found)
 
 
-def statuses(reply: Any, now: datetime, tz: tzinfo) -> list[BudgetStatus]:
-    return [budget_status(s.period, s.amount, s.spent, s.reserved, s.period_start, s.resets_at)
+def statuses(reply: Any, now: datetime, tz: tzinfo, recent: int = 0) -> list[BudgetStatus]:
+    """The per-identity statuses, each with its forecast at the rate of ``recent`` (:func:`recent_cost`)."""
+    since = identity_span(now)
+    return [budget_status(s.period, s.amount, s.spent, s.reserved, s.period_start, s.resets_at,
+                          forecast(s.amount, s.spent, recent, since, now, s.resets_at))
             for s in states(reply, now, tz)]
+
+
+def recent_cost(reply: Sequence[Any]) -> int:
+    """The cost (nano-USD) in the metrics script's reply for today and the previous UTC day."""
+    return sum(int(as_map(day).get("c", 0)) for day in reply)
 
 
 def scoped_states(budget_rows: list[BudgetRow], identity: Identity, now: datetime, tz: tzinfo) -> list[ScopedState]:
@@ -221,8 +230,11 @@ def alert_thresholds(budget: ScopedBudget) -> list[tuple[int, str, int]]:
 
 def limits_field(budget: ScopedBudget) -> str:
     """The ``l:<period>`` field lib.lua enforces and counts by: ``"<live>:<expiry ms>:<amount nanos>:
-    <token limit>:<requests per minute>:<alerts>"``, each alert ``<percent><c|t><threshold>``."""
+    <token limit>:<requests per minute>:<alerts>"``, each alert ``<percent><c|t><threshold>``, and
+    ``0f0`` when the budget asks for the forecast alert."""
     alerts = ",".join(f"{percent}{dim}{threshold}" for percent, dim, threshold in alert_thresholds(budget))
+    if budget.forecast_alert is not None and budget.amount is not None:  # settle.lua's forecast alert
+        alerts = f"{alerts},0f0" if alerts else "0f0"
     parts = [int(budget.is_active), "" if budget.expires_at is None else ms(budget.expires_at),
              "" if budget.amount is None else to_nanos(budget.amount), budget.token_limit or "",
              budget.requests_per_minute or "", alerts]

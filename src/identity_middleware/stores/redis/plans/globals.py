@@ -15,7 +15,15 @@ from ....core.admission import Admission, AdmissionRequest, Consumed, Reservatio
 from ....core.budgets import BY_REQUEST, Dimension, ScopedBudget, ScopeKind, budget_bounds, matching_targets
 from ....core.check import BudgetCheck, CheckRequest, check_matching, checked
 from ....core.errors import IdentityNotFound
-from ....core.scoped import ScopedState, decide_scoped, threshold_event
+from ....core.forecast import HORIZON, scoped_span
+from ....core.scoped import (
+    ScopedState,
+    budget_forecast,
+    decide_scoped,
+    forecast_event,
+    forecast_watched,
+    threshold_event,
+)
 from ..keys import identity_tag
 from ..steps import Batch, Call, Eval, Plan
 from . import codec
@@ -141,7 +149,8 @@ class GlobalBudgets:
             marker = self.keys.scoped(budget_id, f"c:{charge_id}")
             calls.append((budget, self.registry.scoped_eval(budget, "settle", now, [
                 cost, tokens, " ".join(releases.get(budget_id, ())), codec.expire_at(end), self.records.settle_id_ttl,
-                *codec.limit_args(budget), alerts, codec.expire_at(end)], fourth=marker)))
+                *codec.limit_args(budget), alerts, codec.expire_at(end), _forecast_args(budget, now, self.records.tz)],
+                fourth=marker)))
         return calls
 
     def identity_fired(self, reply: Any, now: datetime) -> list[dict[str, Any]]:
@@ -154,6 +163,10 @@ class GlobalBudgets:
             if definition:
                 budget = ScopedBudget.from_record(definition)
                 _, start, end = budget_bounds(budget, now, self.records.tz)
+                if str(dim) == "f":  # the forecast alert: the identity's recent spend in the tokens' place
+                    projected = budget_forecast(budget, int(cost), int(tokens), now, self.records.tz)
+                    events.append(forecast_event(budget, projected, int(cost), start, end, external_id))
+                    continue
                 events.append(threshold_event(budget, int(percent), _DIMENSIONS[str(dim)], (int(cost), int(tokens)),
                                               start, end, external_id))
         return events
@@ -166,5 +179,17 @@ class GlobalBudgets:
         events = []
         for text in reply[3:]:
             percent, _, dim = str(text).partition(":")
-            events.append(threshold_event(budget, int(percent), _DIMENSIONS[dim], consumed, start, end, identity))
+            if dim == "f":
+                projected = budget_forecast(budget, consumed[0], 0, now, self.records.tz)
+                events.append(forecast_event(budget, projected, consumed[0], start, end, identity))
+            else:
+                events.append(threshold_event(budget, int(percent), _DIMENSIONS[dim], consumed, start, end, identity))
         return events
+
+
+def _forecast_args(budget: ScopedBudget, now: datetime, tz: Any) -> str:
+    """scoped.lua's forecast alert argument: "<now ms> <rate's start ms> <period end ms>", or ''."""
+    if not forecast_watched(budget):
+        return ""
+    _, start, end = budget_bounds(budget, now, tz)
+    return f"{codec.ms(now)} {codec.ms(scoped_span(start, budget.created_at, now))} {codec.ms(end or now + HORIZON)}"

@@ -71,7 +71,7 @@ class IdentityPlans:
             if include_metrics:
                 steps.append(self.records.metrics_eval(tag, now))
             if include_budgets:
-                steps.append(self.records.state_eval(tag, now))
+                steps += [self.records.state_eval(tag, now), self.records.recent_eval(tag, now)]
         replies = iter((yield Batch(steps)))
         data = []
         for identity, _ in page:
@@ -79,7 +79,8 @@ class IdentityPlans:
             if include_metrics:
                 extra["metrics"] = codec.metrics(next(replies))
             if include_budgets:
-                extra["budgets"] = codec.statuses(next(replies), now, self.records.tz)
+                state = next(replies)
+                extra["budgets"] = codec.statuses(state, now, self.records.tz, codec.recent_cost(next(replies)))
             data.append(identity.model_copy(update=extra))
         return IdentityPage(data=data, has_more=has_more)
 

@@ -133,12 +133,13 @@ class Records:
         return Eval(script, keys, args, packed)
 
     def marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
-                    *charge_ids: str) -> Eval:
-        """:meth:`eval` with charges' markers as its last keys (the same hash tag: one slot, one script)."""
+                    *charge_ids: str, after: Sequence[str] = ()) -> Eval:
+        """:meth:`eval` with charges' markers as its next keys (the same hash tag: one slot, one script),
+        then the keys ``after`` them."""
         keys, packed = self._keyset(tag, current)
         markers = [self._marker(tag, charge_id) for charge_id in charge_ids]
-        return Eval(script, [*keys, *(key for key, _ in markers)], args,
-                    b"".join([packed, *(bytes_ for _, bytes_ in markers)]))
+        return Eval(script, [*keys, *(key for key, _ in markers), *after], args,
+                    b"".join([packed, *(bytes_ for _, bytes_ in markers), *(codec.packed(key) for key in after)]))
 
     def _marker(self, tag: str, charge_id: str) -> tuple[str, bytes]:
         """A charge's marker key, and it packed (cached: every admission of its identity while the
@@ -218,3 +219,7 @@ class Records:
     def hourly_eval(self, tag: str, now: datetime, hours: int) -> Eval:
         """The metrics script over the last ``hours`` UTC hours' hashes (the current one first)."""
         return Eval(METRICS, self.keys.hour_keys(tag, now, hours), [])
+
+    def recent_eval(self, tag: str, now: datetime) -> Eval:
+        """Today's and the previous UTC day's metrics: an identity's recent spend, which forecasts rate."""
+        return self.metrics_eval(tag, now, 2)

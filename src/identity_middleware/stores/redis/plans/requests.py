@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
+from ....core.forecast import identity_span
 from ....core.scoped import decide_scoped
 from ..keys import identity_tag, window
 from ..scripts import SETTLE
@@ -170,8 +171,11 @@ class RequestPlans:
 
     def _settle_eval(self, charge: Charge, tag: str, lease_args: Sequence[str | int]) -> Eval:
         usage = charge.usage
+        since = identity_span(charge.now)  # the previous UTC day's start: forecasts rate the spend since
+        instants = f"{charge.window.expire_at} {codec.ms(charge.now)} {codec.ms(since)}"
         args: list[str | int] = [charge.identity_id, usage.cost, usage.input_tokens, usage.output_tokens, charge.count,
-                                 charge.errors, charge.window.expire_at, " ".join(charge.held),
-                                 self.records.settle_id_ttl, *lease_args]
+                                 charge.errors, instants, " ".join(charge.held), self.records.settle_id_ttl,
+                                 *lease_args]
         args += codec.day_increments(usage)
-        return self.records.marked_eval(SETTLE, tag, charge.window, args, charge.id)
+        return self.records.marked_eval(SETTLE, tag, charge.window, args, charge.id,
+                                        after=(self.records.keys.day(tag, since.date()),))
