@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ....core.admission import Admission, AdmissionRequest, Reservation, Settlement
 from ....core.budgets import ScopedBudget
 from ....core.forecast import identity_span
 from ....core.scoped import decide_scoped
-from ..keys import identity_tag, window
+from ..keys import Window, identity_tag, window
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
 from ..unwritten import Unwritten
@@ -38,6 +38,8 @@ class RequestPlans:
         self.registry = registry
         self.globals = globals_
         self.leasing = leasing
+        # The last window's previous UTC day: its start (" <ms>", settle.lua's ARGV 7 tail) and date.
+        self._previous_day: tuple[Window, str, date] | None = None
 
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
               unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
@@ -171,11 +173,15 @@ class RequestPlans:
 
     def _settle_eval(self, charge: Charge, tag: str, lease_args: Sequence[str | int]) -> Eval:
         usage = charge.usage
-        since = identity_span(charge.now)  # the previous UTC day's start: forecasts rate the spend since
-        instants = f"{charge.window.expire_at} {codec.ms(charge.now)} {codec.ms(since)}"
+        window = charge.window
+        previous = self._previous_day
+        if previous is None or previous[0] is not window:  # once per window, not per charge
+            since = identity_span(window.start)  # the previous UTC day's start: forecasts rate the spend since
+            previous = self._previous_day = (window, f" {codec.ms(since)}", since.date())
+        instants = f"{window.expire_at} {codec.ms(charge.now)}{previous[1]}"
         args: list[str | int] = [charge.identity_id, usage.cost, usage.input_tokens, usage.output_tokens, charge.count,
                                  charge.errors, instants, " ".join(charge.held), self.records.settle_id_ttl,
                                  *lease_args]
         args += codec.day_increments(usage)
-        return self.records.marked_eval(SETTLE, tag, charge.window, args, charge.id,
-                                        after=(self.records.keys.day(tag, since.date()),))
+        return self.records.marked_eval(SETTLE, tag, window, args, charge.id,
+                                        after=(self.records.keys.day(tag, previous[2]),))
