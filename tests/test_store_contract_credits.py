@@ -6,6 +6,7 @@ accelerated, leased) and the Cluster, through the sync forms and the async twins
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -268,3 +269,15 @@ def test_deleting_the_budget_deletes_its_ledger(api: Api) -> None:
     budget_id = _balance(api)
     assert api.top_ups(budget_id) == []
     assert api.top_up(budget_id, "2", "k").new_limit == Decimal(3)
+
+
+def test_concurrent_top_ups_add_once_per_key_and_exactly_in_all(store: Any) -> None:
+    budget_id = store.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1")).id
+    keys = [f"invoice-{index % 10}" for index in range(40)]  # ten keys, each sent four times at once
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda key: store.top_up(budget_id, "0.000000001", key), keys))
+    assert len({(top_up.idempotency_key, top_up.new_limit) for top_up in made}) == 10  # a repeat answers the same
+    ledger = store.top_ups(budget_id)
+    assert sorted(entry.idempotency_key for entry in ledger) == sorted(set(keys))
+    assert sorted(entry.new_limit for entry in ledger) == [Decimal(1) + Decimal(n) / 10**9 for n in range(1, 11)]
+    assert store.retrieve_budget(budget_id).amount == Decimal("1.00000001")
