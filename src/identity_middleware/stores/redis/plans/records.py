@@ -133,13 +133,13 @@ class Records:
         return Eval(script, keys, args, packed)
 
     def marked_eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int],
-                    *charge_ids: str, after: Sequence[str] = ()) -> Eval:
+                    *charge_ids: str, after: Sequence[tuple[str, bytes]] = ()) -> Eval:
         """:meth:`eval` with charges' markers as its next keys (the same hash tag: one slot, one script),
-        then the keys ``after`` them."""
+        then the keys ``after`` them (each with itself packed: :func:`.codec.packed`)."""
         keys, packed = self._keyset(tag, current)
         markers = [self._marker(tag, charge_id) for charge_id in charge_ids]
-        return Eval(script, [*keys, *(key for key, _ in markers), *after], args,
-                    b"".join([packed, *(bytes_ for _, bytes_ in markers), *(codec.packed(key) for key in after)]))
+        return Eval(script, [*keys, *(key for key, _ in markers), *(key for key, _ in after)], args,
+                    b"".join([packed, *(bytes_ for _, bytes_ in markers), *(bytes_ for _, bytes_ in after)]))
 
     def _marker(self, tag: str, charge_id: str) -> tuple[str, bytes]:
         """A charge's marker key, and it packed (cached: every admission of its identity while the

@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # leasing is loaded only when it is on
 _NO_LEASE = ("", "")  # the settle script's lease arguments when there is no lease
 
 
+_DAY_KEYS = 10_000  # identities' previous-day metric keys cached per window
+
+
 class RequestPlans:
     """Admit and settle, over the records, the registry and global budgets, and leasing when it is on."""
 
@@ -38,8 +41,9 @@ class RequestPlans:
         self.registry = registry
         self.globals = globals_
         self.leasing = leasing
-        # The last window's previous UTC day: its start (" <ms>", settle.lua's ARGV 7 tail) and date.
-        self._previous_day: tuple[Window, str, date] | None = None
+        # The last window's previous UTC day: its start (" <ms>", settle.lua's ARGV 7 tail), its date,
+        # and its metrics key (and the key packed) of each identity charged in the window.
+        self._previous_day: tuple[Window, str, date, dict[str, tuple[str, bytes]]] | None = None
 
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
               unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
@@ -177,11 +181,17 @@ class RequestPlans:
         previous = self._previous_day
         if previous is None or previous[0] is not window:  # once per window, not per charge
             since = identity_span(window.start)  # the previous UTC day's start: forecasts rate the spend since
-            previous = self._previous_day = (window, f" {codec.ms(since)}", since.date())
+            previous = self._previous_day = (window, f" {codec.ms(since)}", since.date(), {})
+        day_keys = previous[3]
+        day_key = day_keys.get(tag)
+        if day_key is None:
+            if len(day_keys) >= _DAY_KEYS:
+                day_keys.clear()
+            key = self.records.keys.day(tag, previous[2])
+            day_key = day_keys[tag] = (key, codec.packed(key))
         instants = f"{window.expire_at} {codec.ms(charge.now)}{previous[1]}"
         args: list[str | int] = [charge.identity_id, usage.cost, usage.input_tokens, usage.output_tokens, charge.count,
                                  charge.errors, instants, " ".join(charge.held), self.records.settle_id_ttl,
                                  *lease_args]
         args += codec.day_increments(usage)
-        return self.records.marked_eval(SETTLE, tag, window, args, charge.id,
-                                        after=(self.records.keys.day(tag, previous[2]),))
+        return self.records.marked_eval(SETTLE, tag, window, args, charge.id, after=(day_key,))
