@@ -241,6 +241,27 @@ def test_budgets_forecast_to_run_out_on_the_overview_the_budgets_page_and_the_id
         re.compile(r"Forecast to run out"))
 
 
+
+def test_a_balance_is_topped_up_from_the_budgets_page_once(page_on_both: Page, both_stores: Store) -> None:
+    page, store = page_on_both, both_stores
+    balance = store.create_budget(BudgetSpec(scope="identity", target="eve", period="one_time", amount=Decimal("5")))
+    store.create_budget(BudgetSpec(scope="identity", target="eve", period="daily", amount=Decimal("1")))
+    sign_in(page)
+    go(page, "Budgets")
+    expect(page.get_by_role("button", name="Top up daily identity budget for eve")).to_have_count(0)
+    page.get_by_role("button", name="Top up one time identity budget for eve").click()
+    dialog(page).get_by_label("Amount").fill("0")
+    dialog(page).get_by_role("button", name="Top up").click()
+    expect(dialog(page).get_by_label("Amount")).to_have_accessible_description(re.compile("greater than 0"))
+    dialog(page).get_by_label("Amount").fill("20.000000001")
+    dialog(page).get_by_role("button", name="Top up").click()
+    expect(page.get_by_text("The balance of eve was topped up by $20.000000001: its limit is now $25.000000001."))\
+        .to_be_visible()
+    (top_up,) = store.top_ups(balance.id)
+    assert top_up.amount == Decimal("20.000000001") and top_up.idempotency_key.startswith("dashboard-")
+    assert store.retrieve_budget(balance.id).amount == Decimal("25.000000001")
+
+
 # -- identities -----------------------------------------------------------------------------------
 def test_an_identity_that_traffic_created_is_listed_with_its_numbers(page: Page, base: str, store: Store) -> None:
     assert chat(base, "user_42", cost="0.05", input_tokens=100, output_tokens=20) == 200

@@ -1,7 +1,7 @@
 // The Budgets page: every budget the Budgets API serves (identity, model, provider, workspace, project,
 // API key, team and other match expressions), with its use this period; created, edited, deactivated,
-// reset and deleted here (reset and delete ask first). A team budget is the match budget
-// `metadata.team == "<team>"`.
+// reset and deleted here (reset and delete ask first); an identity's one-time budget (a prepaid balance)
+// is topped up here. A team budget is the match budget `metadata.team == "<team>"`.
 import { updated } from "./live.js";
 import { $, ApiError, PERIOD_NAMES, Unauthorized, api, confirmAction, count, failed, forecastText, h, keepFocus, levelOf, nanos,
   percent, poll, usd } from "./util.js";
@@ -109,6 +109,7 @@ function row(budget) {
       button("Edit", openEdit),
       button(budget.isActive ? "Deactivate" : "Activate", toggle),
       button("Reset", reset),
+      takesTopUps(budget) ? button("Top up", openTopUp) : null,
       button("Delete", remove, { class: "danger" })));
 }
 
@@ -145,6 +146,48 @@ async function remove(budget) {
     "It stops limiting requests at once, and its consumption is forgotten.", "Delete");
   if (!sure) return document.querySelector(`[data-key="Delete:${CSS.escape(budget.budgetId)}"]`)?.focus();
   return act(() => api(budgetPath(budget), { method: "DELETE" }), `The budget for ${targetOf(budget)} was deleted.`);
+}
+
+// -- credits: an identity's one-time budget with an amount is a prepaid balance ----------------------
+const takesTopUps = (budget) => scopeOf(budget) === "identity" && periodOf(budget) === "one_time"
+  && budget.limits.amount !== undefined;
+let toppingUp = null; // the budget the Top up dialog adds to, and the idempotency key of this dialog
+
+function openTopUp(budget) {
+  // One key per opened dialog: submitting again after a failed or lost reply cannot add twice.
+  // crypto.getRandomValues, not randomUUID: the dashboard may be served over plain http, off localhost.
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0"));
+  toppingUp = { budget, key: `dashboard-${random.join("")}` };
+  $("topup-form").reset();
+  for (const node of document.querySelectorAll("#topup-form .error")) node.textContent = "";
+  $("t-amount").removeAttribute("aria-invalid");
+  $("topup-title").textContent = `Top up the balance of ${targetOf(budget)}`;
+  $("topup-text").textContent = `Its limit is ${usd(budget.limits.amount)}; the amount is added to it.`;
+  $("topup-dialog").showModal();
+  $("t-amount").focus();
+}
+
+async function submitTopUp(event) {
+  event.preventDefault();
+  const amount = $("t-amount").value.trim();
+  if (!/^\d+(\.\d+)?$/.test(amount) || nanos(amount) <= 0n) {
+    $("t-amount").setAttribute("aria-invalid", "true");
+    $("e-topup-amount").textContent = "Enter an amount in USD greater than 0, such as 10.00.";
+    return $("t-amount").focus();
+  }
+  const { budget, key } = toppingUp;
+  const body = { amount: "@AMOUNT@", idempotency_key: key };
+  const raw = JSON.stringify(body).replace('"@AMOUNT@"', amount); // the exact number typed, never a float
+  try {
+    const reply = await api(`${budgetPath(budget)}/top-up`, { method: "POST", body, raw });
+    $("topup-dialog").close();
+    $("budgets-message").textContent =
+      `The balance of ${targetOf(budget)} was topped up by ${usd(amount)}: its limit is now ${usd(reply.top_up.new_limit)}.`;
+    await loadBudgets();
+  } catch (error) {
+    if (error instanceof Unauthorized || !(error instanceof ApiError)) return failed(error, "e-topup-form");
+    $("e-topup-form").textContent = error.message;
+  }
 }
 
 // -- the form: New budget and Edit --------------------------------------------------------------
@@ -233,4 +276,6 @@ export function startBudgets() {
   $("cancel-budget").addEventListener("click", () => $("budget-dialog").close());
   $("b-scope").addEventListener("change", scopeChanged);
   $("budget-form").addEventListener("submit", submit);
+  $("cancel-topup").addEventListener("click", () => $("topup-dialog").close());
+  $("topup-form").addEventListener("submit", submitTopUp);
 }
