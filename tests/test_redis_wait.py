@@ -17,6 +17,7 @@ from identity_middleware.core.errors import StoreUnavailable
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
+from identity_middleware.stores.redis.buffer import BATCH
 from identity_middleware.stores.redis.options import RedisOptions, Wait
 from redis_servers import own_server, wait_role
 
@@ -152,5 +153,26 @@ def test_settlements_that_wait_land_on_a_master_that_forgot_its_scripts(pair: tu
         store.flush()
         assert store.buffered == 0
         assert spent(replica, "wok", "u") == (Decimal("0.02"), 2)
+    finally:
+        store.close()
+
+
+def test_a_batch_no_replica_acknowledged_does_not_hold_back_the_batches_after_it(pair: tuple[int, int]) -> None:
+    """More than one batch buffered (501 charges): each is written to the master though the first
+    falls short of its replica, and all stay buffered until one acknowledges."""
+    master, replica = pair
+    store = RedisStore.from_url(f"redis://127.0.0.1:{master}/0", prefix="wmany", wait=SHORT, linger=60.0)
+    try:
+        ids = [store.create(IdentityInput(id=f"u{n}")).id for n in range(BATCH + 1)]
+        for identity in ids:
+            store.settle(Settlement(identity, Usage(cost=CENT), None))
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
+            store.flush()
+        assert store.buffered == BATCH + 1
+        assert spent(master, "wmany", f"u{BATCH}") == (Decimal("0.01"), 1)  # the second batch, in the master
+        attach(master, replica)
+        store.flush()
+        assert store.buffered == 0
+        assert spent(replica, "wmany", "u0") == spent(replica, "wmany", f"u{BATCH}") == (Decimal("0.01"), 1)
     finally:
         store.close()

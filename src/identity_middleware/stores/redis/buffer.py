@@ -30,7 +30,7 @@ from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
-from .transport import Landed
+from .transport import Landed, Unreplicated
 from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")
@@ -39,6 +39,10 @@ BATCH = 500  # charges per round trip
 INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
 Batch = list[Charge]
+
+
+def _unreplicated(error: BaseException) -> bool:
+    return isinstance(error, StoreUnavailable) and isinstance(error.__cause__, Unreplicated)
 
 
 class Flight:
@@ -148,7 +152,10 @@ class SettlementBuffer:
                          self.limit, charge.count, charge.identity_id, charge.usage.cost)
 
     def drain(self, write: Callable[[Batch], object]) -> None:
-        """Write everything buffered, a batch at a time (raises what a write raised; see module docs)."""
+        """Write everything buffered, a batch at a time (raises what a write raised; see module docs).
+        A batch the master applied but too few replicas acknowledged (``WAIT``) is kept, and the
+        batches after it are still written (to the master), then it is raised."""
+        unreplicated: list[tuple[Batch, BaseException]] = []
         while True:
             batch, flight = self._take()
             if not batch:
@@ -156,13 +163,19 @@ class SettlementBuffer:
             try:
                 write(batch)
             except BaseException as error:
+                if _unreplicated(error):
+                    unreplicated.append((batch, error))
+                    continue
+                self._keep(unreplicated, raising=False)
                 self._raise(batch, error)
             finally:
                 self._taken(flight)
+        self._keep(unreplicated)
         self._recovered()
 
     async def adrain(self, write: Callable[[Batch], Awaitable[object]]) -> None:
         """:meth:`drain` for an async ``write``."""
+        unreplicated: list[tuple[Batch, BaseException]] = []
         while True:
             batch, flight = self._take()
             if not batch:
@@ -170,10 +183,24 @@ class SettlementBuffer:
             try:
                 await write(batch)
             except BaseException as error:
+                if _unreplicated(error):
+                    unreplicated.append((batch, error))
+                    continue
+                self._keep(unreplicated, raising=False)
                 self._raise(batch, error)
             finally:
                 self._taken(flight)
+        self._keep(unreplicated)
         self._recovered()
+
+    def _keep(self, unreplicated: list[tuple[Batch, BaseException]], *, raising: bool = True) -> None:
+        """Buffer again the batches too few replicas acknowledged; raise the first one's error."""
+        if not unreplicated:
+            return
+        for batch, _ in reversed(unreplicated):
+            self._requeue(batch)
+        if raising:
+            raise unreplicated[0][1]
 
     def _watch(self) -> dict[concurrent.futures.Future[None], Flight]:
         """A future per batch in flight, each done once its write is over."""

@@ -10,8 +10,9 @@ acknowledged everything its connection wrote, so it must follow the writes on th
 When fewer replicas than asked acknowledge within the timeout, the write's outcome counts as
 unknown: the plan fails as an outage (``NOREPLICAS``, as a master with ``min-replicas-to-write``
 would answer). A settlement batch so failed stays buffered and is sent again (its charge markers
-make it a no-op where it landed), so its usage leaves the buffer only once a replica holds it; an
-admission meets the outage policy.
+make it a no-op where it landed), so its usage leaves the buffer only once a replica holds it; the
+buffer still writes its other batches meanwhile (the master holds them, where a reader sees them);
+an admission meets the outage policy.
 
 A plain ``redis-py`` pipeline or the accelerated transports' fallback carries the batch (WAIT is
 not multiplexed: it would hold up every call sharing the connection). A Cluster routes WAIT to a
@@ -22,10 +23,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import redis.exceptions
-
 from .options import Wait
 from .steps import Batch, Call, Eval, Plan, Step
+from .transport import Unreplicated
 
 __all__ = ["replicated"]
 
@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 def replicated(plan: Plan[T], wait: Wait) -> Plan[T]:
     """``plan`` with ``WAIT`` pipelined after each step that runs a script: its replies as the plan
-    expects them; a ``ConnectionError`` (an outage) when fewer than ``wait.replicas`` acknowledged."""
+    expects them; :class:`.transport.Unreplicated` (an outage) when fewer than ``wait.replicas``
+    acknowledged."""
     command = Call("wait", (wait.replicas, wait.timeout_ms))
     try:
         step: Step = next(plan)
@@ -67,6 +68,6 @@ def replicated(plan: Plan[T], wait: Wait) -> Plan[T]:
 
 def _check(acknowledged: Any, wait: Wait) -> None:
     if int(acknowledged) < wait.replicas:
-        raise redis.exceptions.ConnectionError(
+        raise Unreplicated(
             f"redis cannot serve this now: NOREPLICAS WAIT: {int(acknowledged)} of {wait.replicas} replicas "
             f"acknowledged the write within {wait.timeout_ms} ms; its outcome counts as unknown")

@@ -128,6 +128,11 @@ def unavailable(error: BaseException) -> StoreUnavailable:
 MASTER_CHECK = 1.0
 
 
+class Unreplicated(redis.exceptions.ConnectionError):
+    """Writes the master applied that fewer replicas than asked acknowledged (``WAIT``, :mod:`.replication`):
+    an outage to the caller (a failover could lose them), though the master holds them."""
+
+
 class Landed(Exception):
     """A cancelled batch whose commands were all applied: its caller is cancelled all the same, but
     must not write it again (see :meth:`.accelerated.mux.Direct.call_many`)."""
