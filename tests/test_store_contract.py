@@ -144,6 +144,7 @@ def test_delete_removes_record_budgets_and_counters(api: Api) -> None:
     api.create(IdentityInput(id="user_1"))
     assert api.budget_status("user_1") == []
     assert api.metrics("user_1").total_requests == 0
+    assert sum(hour.requests for hour in api.hourly_metrics("user_1")) == 0  # its hours went too
     api.set_budget("user_1", Budget(period=Period.DAILY, amount=Decimal("1")))
     assert api.budget_status("user_1")[0].spent == 0
 
@@ -362,6 +363,25 @@ def test_hourly_metrics_list_24_utc_hours_oldest_first_with_zeros(api: Api, now:
     for wrong in ({"hours": 25}, {"hours": 0}, {}, {"hours": 1, "days": 1}):
         with pytest.raises(ValueError):
             api.recent_metrics("a", **wrong)
+
+
+def test_usage_over_hours_or_days_is_the_buckets_and_their_sums(api: Api, now: datetime) -> None:
+    made = api.create(IdentityInput(id="a"))
+    for hours_ago, model in ((0, "m1"), (3, "m2"), (30, "m1")):
+        usage = Usage()
+        usage.add(1_000, 2, 3, model)
+        api.settle(Settlement(made.id, usage, None, now - timedelta(hours=hours_ago)))
+    by_hour = api.usage_over("a", hours=24, now=now)
+    assert list(by_hour.points) == api.hourly_metrics("a", now=now)
+    assert by_hour.totals == api.recent_metrics("a", hours=24, now=now) and by_hour.totals.total_requests == 2
+    by_day = api.usage_over("a", days=7, now=now)
+    assert list(by_day.points) == api.daily_metrics("a", days=7, now=now)
+    assert by_day.totals == api.recent_metrics("a", days=7, now=now) and by_day.totals.total_requests == 3
+    assert [m.model for m in by_day.totals.models] == ["m1", "m2"]
+    with pytest.raises(ValueError):
+        api.usage_over("a")
+    with pytest.raises(IdentityNotFound):
+        api.usage_over("ghost", days=1)
 
 
 def test_metrics_break_usage_down_per_model(api: Api) -> None:

@@ -212,12 +212,10 @@ async def _overview(store: Store, name: str) -> Reply:
     models_days = None if models_hours else point_days if ranged else METRIC_DAYS
 
     async def read(identity: Identity) -> tuple[Sequence[DailyMetrics | HourlyMetrics], Metrics]:
-        points = await _points(store, identity, point_days, hourly)
-        if models_hours is not None:
-            return points, await store.arecent_metrics(identity.external_id, hours=models_hours)
-        if models_days == METRIC_DAYS:
-            return points, await store.ametrics(identity.external_id)
-        return points, await store.arecent_metrics(identity.external_id, days=models_days)
+        if ranged:  # the buckets and the models over the same hours or days: one read where the store can
+            usage = await store.ausage_over(identity.external_id, hours=models_hours, days=models_days)
+            return usage.points, usage.totals
+        return await _points(store, identity, point_days, hourly), await store.ametrics(identity.external_id)
 
     workspace = _Workspace()
     for identity, (points, metrics) in zip(identities, await _each(identities, read), strict=True):

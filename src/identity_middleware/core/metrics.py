@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -11,8 +12,8 @@ from pydantic import BaseModel, Field, field_serializer
 from .money import format_usd, from_nanos
 from .usage import ModelUsage
 
-__all__ = ["DailyMetrics", "HourlyMetrics", "Metrics", "ModelMetrics", "daily_from_counters", "hourly_from_counters",
-           "metrics_from_totals", "utc_hour"]
+__all__ = ["DailyMetrics", "HourlyMetrics", "Metrics", "ModelMetrics", "UsageOver", "daily_from_counters",
+           "hourly_from_counters", "metrics_from_totals", "utc_hour"]
 
 
 def _usd(value: Decimal) -> str:
@@ -87,6 +88,15 @@ class HourlyMetrics(BaseModel):
     @field_serializer("cost")
     def _dump_cost(self, value: Decimal) -> str:
         return _usd(value)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOver:
+    """An identity's usage over the last hours or days: each bucket, oldest first, and their sums
+    (per model too)."""
+
+    points: Sequence[DailyMetrics | HourlyMetrics]
+    totals: Metrics
 
 
 def utc_hour(now: datetime) -> datetime:

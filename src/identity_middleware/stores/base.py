@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
-from ..core.metrics import HourlyMetrics
+from ..core.metrics import HourlyMetrics, UsageOver
 from ..core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ..core.money import Money, to_nanos
 from ..core.ordering import IdentityOrder
@@ -245,6 +245,28 @@ class Store(ScopedBudgets, abc.ABC):
         self, identity_id: str, *, hours: int = METRIC_HOURS, now: datetime | None = None
     ) -> builtins.list[HourlyMetrics]:
         raise NotImplementedError(f"{type(self).__name__} keeps no hourly metrics")
+
+    # Not abstract: composed of the reads above; a store that can read the buckets and their sums at
+    # once overrides the pair (RedisStore: one script call instead of two).
+    def usage_over(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                   now: datetime | None = None) -> UsageOver:
+        """The last ``days`` UTC days or ``hours`` UTC hours (one of the two): each bucket, oldest
+        first (:meth:`daily_metrics` / :meth:`hourly_metrics`), and their sums (:meth:`recent_metrics`)."""
+        by_hour, span = check_span(days, hours)
+        now = now or datetime.now(UTC)
+        points: Sequence[DailyMetrics | HourlyMetrics] = (
+            self.hourly_metrics(identity_id, hours=span, now=now) if by_hour
+            else self.daily_metrics(identity_id, days=span, now=now))
+        return UsageOver(points, self.recent_metrics(identity_id, days=days, hours=hours, now=now))
+
+    async def ausage_over(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                          now: datetime | None = None) -> UsageOver:
+        by_hour, span = check_span(days, hours)
+        now = now or datetime.now(UTC)
+        points: Sequence[DailyMetrics | HourlyMetrics] = (
+            await self.ahourly_metrics(identity_id, hours=span, now=now) if by_hour
+            else await self.adaily_metrics(identity_id, days=span, now=now))
+        return UsageOver(points, await self.arecent_metrics(identity_id, days=days, hours=hours, now=now))
 
     def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
         """The newest budget refusals (429s), newest first: a log bounded in size and age

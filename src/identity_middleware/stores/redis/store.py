@@ -36,7 +36,7 @@ from ...core.budgets import BudgetChanges, BudgetOrder, BudgetSpec, BudgetUsage,
 from ...core.check import BudgetCheck, CheckRequest
 from ...core.credits import TopUp
 from ...core.errors import StoreMisconfigured, StoreUnavailable
-from ...core.metrics import HourlyMetrics
+from ...core.metrics import HourlyMetrics, UsageOver
 from ...core.models import Budget, BudgetStatus, DailyMetrics, Identity, IdentityInput, IdentityPage, Metrics
 from ...core.money import Money
 from ...core.ordering import IdentityOrder
@@ -339,6 +339,16 @@ class RedisStore(Store):
     async def arecent_metrics(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
                               now: datetime | None = None) -> Metrics:
         return await self._arun(self._recent(identity_id, days, hours, now), flush_first=True)
+
+    def usage_over(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                   now: datetime | None = None) -> UsageOver:
+        by_hour, span = check_span(days, hours)
+        return self._run(self._plans.budgets.usage_over(identity_id, by_hour, span, now), flush_first=True)
+
+    async def ausage_over(self, identity_id: str, *, days: int | None = None, hours: int | None = None,
+                          now: datetime | None = None) -> UsageOver:
+        by_hour, span = check_span(days, hours)
+        return await self._arun(self._plans.budgets.usage_over(identity_id, by_hour, span, now), flush_first=True)
 
     def recent_refusals(self, limit: int = 50, *, now: datetime | None = None) -> builtins.list[Refusal]:
         plan = recent_refusals(refusal_key(self.prefix), check_refusal_limit(limit), now or datetime.now(UTC))

@@ -28,7 +28,7 @@ from ....core.budgets import (
 )
 from ....core.errors import IdentityExists, IdentityNotFound
 from ....core.ids import new_ulid
-from ....core.metrics import HourlyMetrics
+from ....core.metrics import HourlyMetrics, UsageOver
 from ....core.models import Budget, BudgetStatus, DailyMetrics, Identity, Metrics
 from ....core.money import from_nanos
 from ....core.periods import Period, period_key, utc_day
@@ -164,6 +164,16 @@ class BudgetPlans:
         moment = codec.now_or(now)
         _, tag = yield from self.records.fetch(identity_id)
         return codec.metrics((yield self.records.hourly_eval(tag, moment, hours)))
+
+    def usage_over(self, identity_id: str, by_hour: bool, span: int, now: datetime | None) -> Plan[UsageOver]:
+        """The buckets and their sums from one read of the same hashes."""
+        moment = codec.now_or(now)
+        _, tag = yield from self.records.fetch(identity_id)
+        if by_hour:
+            reply = yield self.records.hourly_eval(tag, moment, span)
+            return UsageOver(codec.hourly(reply, moment), codec.metrics(reply))
+        reply = yield self.records.metrics_eval(tag, moment, span)
+        return UsageOver(codec.daily(reply, utc_day(moment)), codec.metrics(reply))
 
     def hourly_metrics(self, identity_id: str, hours: int, now: datetime | None) -> Plan[list[HourlyMetrics]]:
         moment = codec.now_or(now)
