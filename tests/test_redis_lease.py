@@ -84,6 +84,12 @@ def test_covered_admissions_make_no_round_trip(make_store: MakeStore, kind: str,
 
 def script_calls(url: str) -> int:
     """EVALSHA calls the server (every primary of a Cluster) has answered."""
+    return command_calls(url, "evalsha")
+
+
+def command_calls(url: str, command: str) -> int:
+    """Calls of ``command`` (lower case; those scripts make included) the server, or every primary
+    of a Cluster, has answered."""
     if url.startswith("redis+cluster://"):
         cluster: Any = redis.cluster.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
         nodes = cluster.info("commandstats", target_nodes=redis.cluster.RedisCluster.PRIMARIES).values()
@@ -91,7 +97,7 @@ def script_calls(url: str) -> int:
     else:
         with redis.Redis.from_url(url) as client:
             nodes = [client.info("commandstats")]
-    return sum(int(node.get("cmdstat_evalsha", {}).get("calls", 0)) for node in nodes)
+    return sum(int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in nodes)
 
 
 @pytest.mark.anyio

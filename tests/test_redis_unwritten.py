@@ -21,7 +21,7 @@ from identity_middleware.stores.redis.plans import Plans
 from identity_middleware.stores.redis.runner import Runner
 from identity_middleware.stores.redis.transport import RedisPy
 from identity_middleware.stores.redis.unwritten import Unwritten
-from test_redis_lease import script_calls
+from test_redis_lease import command_calls, script_calls
 
 MakeStore = Callable[..., Store]
 KINDS = ["redis", "redis-cluster"]
@@ -52,7 +52,9 @@ def test_buffered_usage_is_counted_by_the_admission_without_a_write(make_store: 
         store.settle(Settlement(ulid, Usage(cost=CENT // 4)))  # buffered: the writer lingers
     before = script_calls(url)
     blocked = store.admit(AdmissionRequest("uw-1")).blocked
-    assert script_calls(url) == before + 1  # the admission alone: nothing was written first
+    # The admission alone, nothing written first: its total blocks and the recorded spend alone
+    # would not, so the script asks for the charges' markers once ({4}) and decides with them.
+    assert script_calls(url) == before + 2
     assert blocked is not None and blocked.spent == Decimal("0.01")  # the 429 counts it too
     observer = make_store(kind, prefix=store.prefix)
     (status,) = observer.budget_status("uw-1")
@@ -79,6 +81,22 @@ def test_usage_applied_while_the_admission_was_on_its_way_is_counted_once(make_s
     assert runner.run(plans.requests.admit(asked, unwritten=(unwritten,))).allowed  # twice, $0.015 would not
     counted = AdmissionRequest("uw-2", estimate=5 * CENT // 10, now=now)  # $0.006 + $0.003 held + $0.005
     assert runner.run(plans.requests.admit(counted, unwritten=(unwritten,))).blocked is not None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_buffered_usage_far_from_the_limit_costs_one_call_and_no_marker(make_store: MakeStore, kind: str,
+                                                                       request: pytest.FixtureRequest) -> None:
+    store, ulid = store_with(make_store, kind, "uw-7", period="daily", amount="1")
+    url = url_of(request, kind)
+    store.settle(Settlement(ulid, Usage(cost=CENT)))  # buffered: $0.01 of $1
+    store.settle(Settlement(ulid, Usage(cost=CENT)))
+    before, exists = script_calls(url), command_calls(url, "exists")
+    assert store.admit(AdmissionRequest("uw-7", estimate=97 * CENT)).allowed  # $0.02 + $0.97 fits in $1
+    assert script_calls(url) == before + 1 and command_calls(url, "exists") == exists  # no marker asked
+    before = script_calls(url)
+    blocked = store.admit(AdmissionRequest("uw-7", estimate=2 * CENT)).blocked  # $0.02 + $0.97 held + $0.02
+    assert blocked is not None and blocked.spent == Decimal("0.02")  # counted, exactly once
+    assert script_calls(url) == before + 2  # near the limit: asked again with the markers
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -14,10 +14,12 @@
 --       checked, so this process's own lease never blocks its request.
 --       Then the caller's usage of the identity not yet known to be written, one "<cost nanos>
 --       <tokens>" pair per charge, space-separated: each counted as spent unless its charge's marker
---       (KEYS[20], KEYS[21], ... in the same order) says Redis has applied it meanwhile; or '' / absent.
+--       (KEYS[20], KEYS[21], ... in the same order) says Redis has applied it meanwhile; or
+--       "~<cost nanos> <tokens>", their total with no markers (see below: {4} asks for them); or '' / absent.
 --       Then (steering, degrade=) smaller estimates "<nanos> <nanos> ...", in tier order, or '' /
 --       absent: when the estimate does not fit, the first of them that the budgets admit is held.
--- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed), created, record, states (lib.lua),
+-- Returns {found (0/1, 2 = exists on create, 3 = a ULID is needed, 4 = send the buffered charges with
+-- their markers: their total blocks the request and the recorded spend alone does not), created, record, states (lib.lua),
 -- blocked, reserved[, lease_renew's reply when a lease was asked for, or 0][, the fallback estimate
 -- admitted (1..n; 0: the estimate), when fallbacks were given]}; record is 0 when it equals
 -- the caller's cached one (ARGV 12).
@@ -90,7 +92,14 @@ end
 local estimate = tonumber(ARGV[8])
 local unwritten = nil
 local buffered = ARGV[source_at + 2]
-if buffered and buffered ~= '' then
+local unconfirmed = false
+if buffered and string.sub(buffered, 1, 1) == '~' then
+  -- The charges' total, their markers not sent: counted whole. Some may have landed meanwhile (then
+  -- counted twice), which can only block a request, never admit one: so a request this total
+  -- blocks and its recorded spend alone would not is answered {4}, and asked again with markers.
+  local cost, tokens = string.match(buffered, '^~(%d+) (%d+)$')
+  unwritten, unconfirmed = {tonumber(cost), tonumber(tokens)}, true
+elseif buffered and buffered ~= '' then
   local marker, cost, tokens = 20, 0, 0
   for charge_cost, charge_tokens in string.gmatch(buffered, '(%d+) (%d+)') do
     if redis.call('EXISTS', KEYS[marker]) == 0 then
@@ -101,6 +110,12 @@ if buffered and buffered ~= '' then
   unwritten = {cost, tokens}
 end
 local states, held, blocked, counted = budget_states(now_ms, estimate, false, unwritten)
+if blocked and unconfirmed then
+  local _, _, blocked_anyway = budget_states(now_ms, estimate, false, nil)
+  if not blocked_anyway and created == 0 then return {4} end
+  -- (a record made just now has no usage of its own to count)
+  states, held, blocked, counted = budget_states(now_ms, estimate, false, nil)
+end
 local fallback = 0
 local fallbacks = ARGV[source_at + 3]
 if blocked and fallbacks and fallbacks ~= '' then

@@ -167,13 +167,15 @@ class Records:
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None, lease: str = "",
-               unwritten: Sequence[Unwritten] = (), fallbacks: tuple[int, ...] = ()) -> Eval:
+               unwritten: Sequence[Unwritten] = (), unconfirmed: bool = False,
+               fallbacks: tuple[int, ...] = ()) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
         (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
         lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`; ``unwritten``: usage of a
         caller's charges not yet known to be written, each counted unless its marker says Redis has
-        applied it; ``fallbacks``: smaller estimates to hold, the first that fits, when ``estimate``
-        does not)."""
+        applied it, or with ``unconfirmed`` their total alone, which the script answers with {4}
+        when the total blocks and the recorded spend alone would not; ``fallbacks``: smaller
+        estimates to hold, the first that fits, when ``estimate`` does not)."""
         if tag is None:
             tag = identity_tag(external_id)
         if ulid is None:
@@ -191,11 +193,13 @@ class Records:
         args.append(last_source or "")
         if lease or unwritten or fallbacks:
             args.append(lease)
-        if unwritten or fallbacks:
+        if unconfirmed and unwritten:
+            args.append(f"~{sum(charge.cost for charge in unwritten)} {sum(charge.tokens for charge in unwritten)}")
+        elif unwritten or fallbacks:
             args.append(" ".join(f"{charge.cost} {charge.tokens}" for charge in unwritten))
         if fallbacks:
             args.append(" ".join(map(str, fallbacks)))
-        if not unwritten:
+        if not unwritten or unconfirmed:
             return self.eval(ADMIT, tag, current, args)
         return self.marked_eval(ADMIT, tag, current, args, *(charge.charge_id for charge in unwritten))
 

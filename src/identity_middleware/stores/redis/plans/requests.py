@@ -65,6 +65,10 @@ class RequestPlans:
         else:
             ask, lease = leasing.lease_ask(tag, request) if ask_lease else leasing.lease_arg(ask)
         reply: Any = ()
+        # The buffered charges' total alone, without their markers, unless the budgets' figures are
+        # asked for (steering: exact ones) or a lease rides the call: the script asks for the
+        # markers ({4}) only when that total would block a request its recorded spend would not.
+        unconfirmed = bool(unwritten) and not lease and not request.consumed and not request.fallbacks
         try:  # the lease call is answered at the end, when the registry of global budgets is read too
             while True:
                 reply = yield self.records.write(
@@ -72,8 +76,11 @@ class RequestPlans:
                     refused=request.refused, estimate=request.estimate, reservation_id=reservation_id,
                     default_budgets=request.default_budgets, tag=tag, known=cached[0] if cached is not None else "",
                     ulid=ulid, last_source=request.last_source, lease=lease, unwritten=unwritten,
-                    fallbacks=request.fallbacks,
+                    unconfirmed=unconfirmed, fallbacks=request.fallbacks,
                 )
+                if reply[0] == 4:
+                    unconfirmed = False
+                    continue
                 if reply[0] != 3:
                     break
                 ulid = None
