@@ -133,12 +133,14 @@ async def test_metrics_are_exact_after_a_flush(make_store: MakeStore, kind: str)
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_lease_expires_by_itself(make_store: MakeStore, kind: str) -> None:
-    store = leased(make_store, kind, lease=Lease(fraction=0.5, ttl=0.5))
+    # 2 s: long enough that a loaded host does not see it expire before the first look (at 0.5 s
+    # it once did), short enough to wait for.
+    store = leased(make_store, kind, lease=Lease(fraction=0.5, ttl=2.0))
     store.admit(AdmissionRequest("u"))  # takes a lease, never used or renewed: as if the process died
     observer = make_store(kind, prefix=store.prefix)
     assert isinstance(observer, RedisStore)
     assert held_in_redis(observer, "u") == AMOUNT / 2
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while held_in_redis(observer, "u") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert held_in_redis(observer, "u") == 0
