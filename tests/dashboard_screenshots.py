@@ -3,7 +3,8 @@
 Serves the demo app (``POST /chat`` behind ``IdentityMiddleware``, the admin app at ``/admin``) over a
 MemoryStore, sends it real traffic (some of it refused by budgets), adds 29 days of history through
 ``store.record(now=...)``, and photographs every page with the system's Chromium: the Overview, the
-identities list, one identity, the Budgets page (1280 px, light), the Overview in the dark, and the
+identities list, one identity, the Budgets page (1280 px, light; team, project and credits budgets
+among them), the Overview in the dark, and the
 Overview and the identities list on a 390 px phone. Files: ``dashboard-*.png`` in OUT_DIR (default
 ``docs/``), listed by :data:`SHOTS`.
 """
@@ -69,6 +70,14 @@ def seed(base: str, store: MemoryStore) -> None:
     store.create_budget(BudgetSpec(scope="model", target="gpt-4o-mini", period="monthly", amount=Decimal("50")))
     store.create_budget(BudgetSpec(scope="provider", target="openai", period="monthly", amount=Decimal("200")))
     store.create_budget(BudgetSpec(scope="workspace", period="monthly", amount=Decimal("500")))
+    # A team budget (orq's CEL match), a project's, and prepaid credits with a top-up.
+    store.create_budget(BudgetSpec(scope="match", match='metadata.team == "research"', period="monthly",
+                                   amount=Decimal("40")))
+    store.create_budget(BudgetSpec(scope="project", target="search-assistant", period="monthly",
+                                   amount=Decimal("120")))
+    credits = store.create_budget(BudgetSpec(scope="identity", target="acme-corp", period="one_time",
+                                             amount=Decimal("100")))
+    store.top_up(credits.id, Decimal("50"), "invoice-2026-12")
     with httpx.Client(base_url=base) as client:  # over their budgets: refused, and logged by the store
         for external_id in ("user_4711", "user_4711", "jane@example.com"):
             client.post("/chat", headers={"X-Identity-Id": external_id}, json={"cost": "0.30"})

@@ -103,7 +103,8 @@ function row(budget) {
     h("td", { text: period }),
     h("td", { class: "num" }, h("span", { text }),
       h("span", { class: `state ${level.replace(" ", "-")}`, text: ` ${percent(Math.round(share * 10) / 10)}` }),
-      budget.forecast?.exhausts_at ? h("div", { class: "forecast small at-risk", text: forecastText(budget.forecast) }) : null),
+      budget.forecast?.exhausts_at && share < 100
+        ? h("div", { class: "forecast small at-risk", text: forecastText(budget.forecast) }) : null),
     h("td", { class: "wide-only" }, h("span", { class: `badge ${state.toLowerCase()}`, text: state })),
     h("td", { class: "row-actions" },
       button("Edit", openEdit),

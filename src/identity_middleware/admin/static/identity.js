@@ -150,8 +150,9 @@ function budgetCard(id, status) {
       h("h3", { text: `${period} budget` }),
       h("p", { class: "consumed", text: consumed }),
       h("p", { class: "muted", text: `USD · resets at ${when(status.resets_at)}` }),
-      status.forecast ? h("p", { class: status.forecast.exhausts_at ? "forecast at-risk" : "forecast muted",
-                                 text: forecastText(status.forecast) }) : null,
+      status.forecast && status.percent < 100
+        ? h("p", { class: status.forecast.exhausts_at ? "forecast at-risk" : "forecast muted",
+                   text: forecastText(status.forecast) }) : null,
       nanos(status.reserved) > 0n ? h("p", { class: "muted", text: `${status.reserved} held by requests in flight` }) : null,
       h("button", { type: "button", onclick: reset, text: "Reset", "data-key": `reset:${status.period}`,
                     "aria-label": `Reset ${period.toLowerCase()} budget` })));

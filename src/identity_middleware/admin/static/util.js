@@ -135,10 +135,16 @@ export const percent = (value) => `${Number.isInteger(value) ? value : Number(va
 export const when = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 export const time = (iso) => new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 export const PERIOD_NAMES = { daily: "Daily", weekly: "Weekly", monthly: "Monthly", yearly: "Yearly", one_time: "One time" };
-// A budget's forecast (our extension field) in words: when it runs out at its recent rate, if before it resets.
-export const forecastText = (forecast) => (!forecast ? ""
-  : forecast.exhausts_at ? `Forecast to run out ${when(forecast.exhausts_at)} at ${usd(forecast.burn_rate)} a day`
-  : `${usd(forecast.burn_rate)} a day lately: lasts until it resets`);
+// A recent rate in words: cents, or two significant digits below a cent (an estimate, not money owed).
+const rate = (amount) => {
+  const value = Number(amount);
+  return `$${value >= 0.01 || value === 0 ? value.toFixed(2) : value.toPrecision(2)} a day`;
+};
+// A budget's forecast (our extension field) in words: when it runs out at its recent rate, if before
+// it resets; nothing once it is spent (``spent``: its consumed share is 100 % or more).
+export const forecastText = (forecast, spent = false) => (!forecast || spent ? ""
+  : forecast.exhausts_at ? `Forecast to run out ${when(forecast.exhausts_at)} at ${rate(forecast.burn_rate)}`
+  : `${rate(forecast.burn_rate)} lately: lasts until it resets`);
 export const levelOf = (percent) => (percent >= 100 ? "over" : percent >= 75 ? "at risk" : "ok");
 export const initials = (identity) => (identity.display_name || identity.external_id).trim().slice(0, 2).toUpperCase();
 export const identityPath = (id) => `v2/identities/${encodeURIComponent(id)}`;
