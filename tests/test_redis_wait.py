@@ -159,20 +159,26 @@ def test_settlements_that_wait_land_on_a_master_that_forgot_its_scripts(pair: tu
 
 def test_a_batch_no_replica_acknowledged_does_not_hold_back_the_batches_after_it(pair: tuple[int, int]) -> None:
     """More than one batch buffered (501 charges): each is written to the master though the first
-    falls short of its replica, and all stay buffered until one acknowledges."""
+    falls short of its replica, and all stay buffered until one acknowledges (on a loop: a sync
+    store's writer thread would be writing them meanwhile)."""
     master, replica = pair
-    store = RedisStore.from_url(f"redis://127.0.0.1:{master}/0", prefix="wmany", wait=SHORT, linger=60.0)
-    try:
-        ids = [store.create(IdentityInput(id=f"u{n}")).id for n in range(BATCH + 1)]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{master}/0", prefix="wmany", wait=SHORT)
+
+    async def main() -> None:
+        ids = [(await store.acreate(IdentityInput(id=f"u{n}"))).id for n in range(BATCH + 1)]
         for identity in ids:
-            store.settle(Settlement(identity, Usage(cost=CENT), None))
+            await store.asettle(Settlement(identity, Usage(cost=CENT), None))
         with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
-            store.flush()
+            await store.aflush()
         assert store.buffered == BATCH + 1
         assert spent(master, "wmany", f"u{BATCH}") == (Decimal("0.01"), 1)  # the second batch, in the master
-        attach(master, replica)
-        store.flush()
+        await asyncio.to_thread(attach, master, replica)
+        await store.aflush()
         assert store.buffered == 0
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
         assert spent(replica, "wmany", "u0") == spent(replica, "wmany", f"u{BATCH}") == (Decimal("0.01"), 1)
     finally:
         store.close()
