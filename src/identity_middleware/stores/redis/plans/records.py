@@ -20,7 +20,6 @@ from ..unwritten import Unwritten
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
-_MARKER_LIMIT = 10_000  # charges' markers cached (a charge lives until its write lands)
 
 
 
@@ -40,7 +39,6 @@ class Records:
         self._tags_lock = threading.Lock()
         # hash tag -> the window its keys were built for, those keys, and them in the Redis protocol
         self._keysets: dict[str, tuple[Window, list[str], bytes]] = {}
-        self._markers: dict[str, tuple[str, bytes]] = {}  # charge id -> its marker key, and packed
         # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
         # it differs (changed here or by another process), so an unchanged one is not re-parsed
         self._records: dict[str, tuple[str, Identity]] = {}
@@ -137,20 +135,9 @@ class Records:
         """:meth:`eval` with charges' markers as its next keys (the same hash tag: one slot, one script),
         then the keys ``after`` them (each with itself packed: :func:`.codec.packed`)."""
         keys, packed = self._keyset(tag, current)
-        markers = [self._marker(tag, charge_id) for charge_id in charge_ids]
-        return Eval(script, [*keys, *(key for key, _ in markers), *(key for key, _ in after)], args,
-                    b"".join([packed, *(bytes_ for _, bytes_ in markers), *(bytes_ for _, bytes_ in after)]))
-
-    def _marker(self, tag: str, charge_id: str) -> tuple[str, bytes]:
-        """A charge's marker key, and it packed (cached: every admission of its identity while the
-        charge is unwritten names it)."""
-        found = self._markers.get(charge_id)
-        if found is None:
-            if len(self._markers) >= _MARKER_LIMIT:
-                self._markers.clear()
-            key = self.keys.charge(tag, charge_id)
-            found = self._markers[charge_id] = (key, codec.packed(key))
-        return found
+        markers = [self.keys.charge(tag, charge_id) for charge_id in charge_ids]
+        return Eval(script, [*keys, *markers, *(key for key, _ in after)], args,
+                    b"".join([packed, *map(codec.packed, markers), *(bytes_ for _, bytes_ in after)]))
 
     def _keyset(self, tag: str, current: Window) -> tuple[list[str], bytes]:
         """An identity's keys in ``current`` window, and them in the Redis protocol (cached per tag)."""
