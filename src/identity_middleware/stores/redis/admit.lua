@@ -111,10 +111,10 @@ elseif buffered and buffered ~= '' then
 end
 local states, held, blocked, counted = budget_states(now_ms, estimate, false, unwritten)
 if blocked and unconfirmed then
-  local _, _, blocked_anyway = budget_states(now_ms, estimate, false, nil)
-  if not blocked_anyway and created == 0 then return {4} end
-  -- (a record made just now has no usage of its own to count)
-  states, held, blocked, counted = budget_states(now_ms, estimate, false, nil)
+  local alone = {budget_states(now_ms, estimate, false, nil)}  -- the recorded spend alone
+  if not alone[3] and created == 0 then return {4} end
+  -- blocked anyway (or a record made just now, with no usage of its own to count): decided alone
+  states, held, blocked, counted = alone[1], alone[2], alone[3], alone[4]
 end
 local fallback = 0
 local fallbacks = ARGV[source_at + 3]

@@ -1,4 +1,4 @@
-"""What a sync admission counts of this process's usage that Redis has not been sent yet."""
+"""What an admission counts of this process's usage that Redis is not known to have applied."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import NamedTuple
 
 
 class Unwritten(NamedTuple):
-    """An open charge's usage as a sync admission counts it: cost (nanos), tokens, and the charge's id
-    (once Redis has applied the charge, its marker says so and the admission does not count it)."""
+    """A charge's usage as an admission counts it (open, being written, or left unsure by an outage):
+    cost (nanos), tokens, and the charge's id (once Redis has applied the charge, its marker says so
+    and the admission does not count it)."""
 
     cost: int
     tokens: int
