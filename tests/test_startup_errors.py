@@ -22,6 +22,7 @@ from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, curr
 from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.errors import StoreMisconfigured, StoreUnavailable
 from identity_middleware.stores import RedisStore, store_from_url
+from identity_middleware.stores.redis import RedisOptions
 from identity_middleware.stores.urls import check_url, masked
 from redis_servers import free_port, own_server
 
@@ -77,6 +78,32 @@ def test_a_sentinel_url_may_list_every_sentinel() -> None:
 def test_a_redis_store_refuses_a_memory_url() -> None:
     with pytest.raises(StoreMisconfigured, match="not a Redis URL"):
         RedisStore.from_url("memory://")
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"socket_timout": 1}, "'socket_timout' (did you mean 'socket_timeout'?)"),
+    ({"lingr": 1.0}, "'lingr' (did you mean 'linger'?)"),
+    ({"client_options": {"retry_on_timeout_": True}}, "'retry_on_timeout_' (did you mean 'retry_on_timeout'?)"),
+])
+def test_an_option_no_client_takes_is_refused_at_construction(fields: dict[str, object], words: str) -> None:
+    # redis-py itself would refuse it only when opening its first connection: inside a request.
+    with pytest.raises(StoreMisconfigured) as raised:
+        RedisStore.from_url("redis://127.0.0.1:1/0", **fields)
+    assert words in str(raised.value)
+
+
+def test_the_options_object_may_be_passed_by_name_or_position() -> None:
+    by_name = RedisStore.from_url("redis://127.0.0.1:1/0", options=RedisOptions(prefix="named"))
+    by_position = RedisStore.from_url("redis://127.0.0.1:1/0", RedisOptions(prefix="placed"), linger=0.5)
+    assert (by_name.prefix, by_position.prefix, by_position.options.linger) == ("named", "placed", 0.5)
+    assert by_name.options.client_options == {}
+
+
+def test_cluster_client_options_are_those_of_the_cluster_client() -> None:
+    store = RedisStore.from_url("redis+cluster://127.0.0.1:1", read_from_replicas=False)
+    assert store.options.client_options == {"read_from_replicas": False}
+    with pytest.raises(StoreMisconfigured, match="'read_from_replicas'"):
+        RedisStore.from_url("redis://127.0.0.1:1/0", read_from_replicas=False)
 
 
 def test_masking_hides_the_password_in_the_userinfo_and_the_query() -> None:

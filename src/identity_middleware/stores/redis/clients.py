@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import importlib.util
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +23,7 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ...core.errors import StoreMisconfigured
 from .options import RedisOptions
 from .transport import RedisPy, SyncTransport
 
@@ -39,6 +42,29 @@ def _aretry() -> redis.asyncio.retry.Retry:
     return redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
 
+def check_client_options(url: str, given: Mapping[str, Any]) -> None:
+    """Refuse a keyword that is neither a :class:`RedisOptions` field nor a parameter of the redis-py
+    client the URL makes (``redis.Redis``, or ``redis.cluster.RedisCluster`` for ``redis+cluster://``),
+    naming what was probably meant."""
+    if not given:
+        return
+    accepted = set(inspect.signature(redis.Redis.__init__).parameters)
+    if urlsplit(url).scheme.endswith("+cluster"):
+        accepted |= set(inspect.signature(redis.cluster.RedisCluster.__init__).parameters)
+    accepted -= {"self", "kwargs"}
+    unknown = sorted(name for name in given if name not in accepted)
+    if not unknown:
+        return
+    ours = [each.name for each in dataclasses.fields(RedisOptions)]
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, [*ours, *sorted(accepted)], n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise StoreMisconfigured(f"unknown Redis option {', '.join(hints)}: RedisStore.from_url(url, options, **fields) "
+                             f"takes RedisOptions' fields ({', '.join(ours)}) and the redis-py client's keyword "
+                             "arguments")
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSpec:
     """How to build this store's clients; the async one is built once per event loop."""
@@ -54,6 +80,10 @@ class ClientSpec:
 
     @classmethod
     def of(cls, url: str, options: RedisOptions) -> ClientSpec:
+        """The spec of ``url`` under ``options``; a client option redis-py does not take is refused
+        here, at construction (redis-py would refuse it only when it opens its first connection,
+        inside a request)."""
+        check_client_options(url, options.client_options)
         return cls(url, options.max_connections, options.pool_timeout, options.socket_timeout,
                    options.socket_connect_timeout, tuple(options.client_options.items()), options.multiplex,
                    options.clock)

@@ -121,7 +121,7 @@ class RedisStore(Store):
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
-    def from_url(cls, url: str, options: RedisOptions | None = None, /, **fields: Any) -> RedisStore:
+    def from_url(cls, url: str, /, options: RedisOptions | None = None, **fields: Any) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
         ``redis+cluster://host:port``; ``options`` (:class:`RedisOptions`), or its fields as keyword
         arguments (other keyword arguments go to the redis-py clients)."""
