@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis.asyncio.cluster
 
+from ...core.errors import StoreMisconfigured
 from .clients import AsyncClient, ClientSpec
 from .transport import AsyncRedisPy, AsyncTransport, down, unavailable
 
@@ -82,8 +83,10 @@ class Loops:
         if self._factory is not None:
             client = self._factory()
             transport = AsyncRedisPy(client)
+        elif spec is None:
+            raise StoreMisconfigured("this RedisStore was given only client=, and an async operation (an ASGI request, "
+                                     "an async method) needs async_client_factory=lambda: redis.asyncio.Redis(...)")
         else:
-            assert spec is not None
             client = spec.async_client()
             transport = AsyncRedisPy(client, spec.limiter(), spec.clock)
             if spec.multiplexed and isinstance(client, redis.asyncio.Redis):

@@ -27,6 +27,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.cluster
@@ -77,11 +78,12 @@ class RedisStore(Store):
                  client: SyncClient | None = None, async_client_factory: Callable[[], AsyncClient] | None = None
                  ) -> None:
         """A store on the server at ``url`` (see :meth:`from_url`), or on the clients given: a sync
-        ``client`` and an ``async_client_factory`` called once per event loop (any
-        ``decode_responses``). ``options``: :class:`RedisOptions`."""
-        if (url is None) == (client is None and async_client_factory is None) or \
-                (url is None and (client is None or async_client_factory is None)):
-            raise ValueError("give a URL (RedisStore.from_url(url)) or both client and async_client_factory")
+        ``client``, an ``async_client_factory`` called once per event loop, or both (any
+        ``decode_responses``). A store given one of them serves only that side: a WSGI or Django app
+        needs the sync client, an ASGI app the factory. ``options``: :class:`RedisOptions`."""
+        if (url is None) == (client is None and async_client_factory is None):
+            raise ValueError("give a URL (RedisStore.from_url(url)) or the clients: client= (sync), "
+                             "async_client_factory= (async), or both")
         options = RedisOptions() if options is None else options
         self.options = options
         self.tz = options.tz
@@ -106,8 +108,7 @@ class RedisStore(Store):
                                     global_budgets=options.global_budgets, leases=leases,
                                     clock=options.clock)
         if spec is None:
-            given = client
-            self._runner = self._request_runner = Runner(lambda: RedisPy(given), owned=False)
+            self._runner = self._request_runner = Runner(partial(_given, client), owned=False)
         else:
             self._runner = self._request_runner = Runner(spec.sync_transport)
             # The request path's sync calls (admit, settle) go through a client whose every wait
@@ -612,6 +613,14 @@ class RedisStore(Store):
 
     async def areset_budget(self, identity_id: str, period: Period | str) -> None:
         await self._arun(self._plans.budgets.reset_budget(identity_id, period), flush_first=True)
+
+
+def _given(client: SyncClient | None) -> RedisPy:
+    """The transport over the sync client passed in; a store given only an async factory has none."""
+    if client is None:
+        raise StoreMisconfigured("this RedisStore was given only async_client_factory=, and a sync operation "
+                                 "(a WSGI or Django request, the CLI, a sync method) needs client=redis.Redis(...)")
+    return RedisPy(client)
 
 
 def _nothing(settlement: Settlement) -> None:
