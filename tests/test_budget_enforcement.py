@@ -32,9 +32,9 @@ def app(store: MemoryStore, **options: object) -> TestClient:
 
 
 def test_a_provider_budget_blocks_through_the_configured_map_with_budget_id_and_scope() -> None:
-    store = MemoryStore()
+    store = MemoryStore(providers={"gpt-4o": "openai"})
     budget = store.create_budget(BudgetSpec(scope="provider", target="openai", period="daily", amount="0.10"))
-    client = app(store, providers={"gpt-4o": "openai"})
+    client = app(store)
     for _ in range(2):
         assert client.post("/chat", json={"model": "gpt-4o"}, headers={"X-Identity-Id": "u"}).status_code == 200
     refused = client.post("/chat", json={"model": "gpt-4o"}, headers={"X-Identity-Id": "v"})

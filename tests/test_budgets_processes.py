@@ -4,10 +4,8 @@ Cluster, and a threshold alert is sent once however many processes cross it toge
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import multiprocessing
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,13 +13,13 @@ from decimal import Decimal
 
 import pytest
 
+from alert_receiver import Received, alert_receiver
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.budgets import Alert, BudgetSpec
 from identity_middleware.core.models import IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.core.signing import signature_problem
 from identity_middleware.stores import RedisStore, Store
-from identity_middleware.stores.notifiers import Notifiers
 
 MakeStore = Callable[..., Store]
 CENT = to_nanos("0.01")
@@ -44,15 +42,14 @@ async def _request(store: RedisStore, external_id: str) -> bool:
 def _app_instance(url: str, prefix: str, members: list[str], requests: int, notifier: str | None) -> int:
     """One app instance: ``requests`` concurrent requests, taking turns among ``members``."""
     async def main() -> int:
-        store = RedisStore.from_url(url, prefix=prefix, request_timeout=None)
-        notify = Notifiers({"ops": notifier}, SECRET) if notifier else None
-        store.configure_budgets(notify=notify)
+        store = RedisStore.from_url(url, prefix=prefix, request_timeout=None,
+                                    notifiers={"ops": notifier} if notifier else None, notifier_secret=SECRET)
         try:
             results = await asyncio.gather(*(_request(store, members[n % len(members)]) for n in range(requests)))
         finally:
             await store.aclose()
-        if notify is not None:
-            notify.drain()
+        if store.alerts is not None:
+            store.alerts.drain()
         return sum(results)
 
     return asyncio.run(main())
@@ -102,34 +99,15 @@ def test_a_team_of_identities_in_four_processes_stays_within_its_team_budget(
     assert store.admit(AdmissionRequest("outsider")).allowed  # not in the team: not under its budget
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, object], str | None]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).received.append((json.loads(body), self.headers.get("X-Identity-Signature")))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[dict[str, object], str | None]]]]:
-    _Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Receiver.received
-    finally:
-        server.shutdown()
+def receiver() -> Iterator[tuple[str, Received]]:
+    with alert_receiver() as receiving:
+        yield receiving
 
 
 @pytest.mark.slow
 def test_four_processes_crossing_a_threshold_together_send_one_signed_event(
-    make_store: MakeStore, redis_url: str, receiver: tuple[str, list[tuple[dict[str, object], str | None]]]
+    make_store: MakeStore, redis_url: str, receiver: tuple[str, Received]
 ) -> None:
     url, received = receiver
     prefix = f"a{uuid.uuid4().hex[:10]}"
@@ -138,7 +116,7 @@ def test_four_processes_crossing_a_threshold_together_send_one_signed_event(
                                             alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.starmap(_app_instance, [(redis_url, prefix, [f"user_{n}"], 20, url) for n in range(4)])
-    time.sleep(0.2)
+    # each process delivered what it fired before returning (store.alerts.drain())
     assert len(received) == 1, received
     event, signature = received[0]
     assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id

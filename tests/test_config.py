@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -65,7 +64,8 @@ def test_every_shell_takes_the_same_options() -> None:
 
 
 def test_django_settings_keys_are_the_options_upper_cased() -> None:
-    assert set(KEYS) == {name.upper() for name in Config.option_names()} | {"STORE_URL"}
+    assert set(KEYS) == {name.upper() for name in Config.option_names()} | {"STORE_URL"} | {
+        "PROVIDERS", "NOTIFIERS", "NOTIFIER_SECRET"}  # the options of the store built from STORE_URL
     config = Config.from_settings({"REQUIRE_IDENTITY": True, "MAX_BODY_SIZE": 10, "UNKNOWN": 1})
     assert config.require_identity and config.max_body_size == 10
 
@@ -79,22 +79,31 @@ def test_an_invalid_option_is_named_with_what_is_wrong() -> None:
 
 
 def test_building_the_options_leaves_the_store_as_it_was() -> None:
-    store = MemoryStore()
-    Config(store=store, providers={"gpt-4o": "openai"}, notifiers={"ops": lambda event: None})
-    assert store.providers == {} and store.notify is None
+    calls: list[dict[str, object]] = []
+    store = MemoryStore(providers={"gpt-4o": "openai"}, notifiers={"ops": calls.append})
+    alerts = store.alerts
+    for config in (Config(store=store), Config.of(store=store, require_identity=True)):
+        Flow(config)
+    assert store.providers == {"gpt-4o": "openai"} and store.alerts is alerts and calls == []
 
 
-def test_two_apps_on_one_store_each_keep_their_providers_and_alerts() -> None:
-    store = MemoryStore()
-    first: list[dict[str, object]] = []
-    second: list[dict[str, object]] = []
-    one = Flow(Config(store=store, providers={"gpt-4o": "openai"}, notifiers={"a": first.append}))
-    two = Flow(Config(store=store, providers={"claude-3": "anthropic"}, notifiers={"b": second.append}))
-    assert store.providers == {"gpt-4o": "openai", "claude-3": "anthropic"}
-    assert store.notify is not None
-    store.notify([{"notifier_ids": ["a"], "budget_id": "x"}, {"notifier_ids": ["b"], "budget_id": "y"}])
-    assert one.store is two.store is store  # both flows alive: the store holds their hooks weakly
-    deadline = time.monotonic() + 5
-    while (len(first), len(second)) != (1, 1) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert [event["budget_id"] for event in first] == ["x"] and [event["budget_id"] for event in second] == ["y"]
+@pytest.mark.parametrize("option", ["providers", "notifiers", "notifier_secret"])
+def test_a_store_option_given_to_the_middleware_says_where_it_goes(option: str) -> None:
+    with pytest.raises(InvalidOption) as raised:
+        Config.of(**{option: {}, "require_identity": True, "requre_identity": True})
+    assert [(problem.option, problem.message) for problem in raised.value.problems] == [
+        (option, f"{option}= is an option of the store, not of the middleware: "
+                 f"MemoryStore({option}=...) or RedisStore.from_url(url, {option}=...)"),
+        ("requre_identity", raised.value.problems[1].message)]
+    assert "no such option" in raised.value.problems[1].message
+
+
+def test_the_store_validates_its_options_as_the_middleware_validated_them() -> None:
+    with pytest.raises(InvalidOption) as raised:
+        MemoryStore(providers={"gpt-4o": 4}, notifiers={"ops": "ftp://x", "dev": print}, notifier_secret=b"")
+    assert [str(problem) for problem in raised.value.problems] == [
+        'providers: a dict of model name to provider, e.g. {"gpt-4o": "openai"}',
+        "notifiers['ops']: an http(s) URL or a callable",
+        "notifier_secret: a non-empty str or bytes (or None)"]
+    assert MemoryStore(notifiers={"dev": print}).alerts is not None
+    assert MemoryStore(notifier_secret="s").alerts is None  # a secret alone sends nothing

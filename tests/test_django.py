@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -15,13 +15,17 @@ import django_project
 django_project.setup()
 
 from django.core.checks import run_checks  # noqa: E402  (Django is configured above)
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 
 from django_project.auth import session_cookie  # noqa: E402
 from django_project.settings import AUTH, IDENTITY, SITE  # noqa: E402
 from identity_middleware import Budget, IdentityInput  # noqa: E402
-from identity_middleware.config import Config, InvalidOption  # noqa: E402
-from identity_middleware.stores import Store  # noqa: E402
+from identity_middleware.config import Config, InvalidOption, Problem  # noqa: E402
+from identity_middleware.core.budgets import Alert, BudgetSpec  # noqa: E402
+from identity_middleware.django.conf import store_options  # noqa: E402
+from identity_middleware.stores import MemoryStore, Store  # noqa: E402
+from identity_middleware.stores.options import moved  # noqa: E402
 
 KINDS = ("memory", "redis")
 Configure = Callable[..., None]
@@ -314,7 +318,7 @@ def test_the_list_form_of_default_budgets_passes_the_checks() -> None:
 @pytest.mark.parametrize("config", [
     {"DEFAULT_BUDGETS": {"daily": "ten dollars", "hourly": "1"}, "RATE_LIMIT": "lots"},
     {"SOURCES": ["cookie"], "MAX_BODY_SIZE": -1, "ESTIMATES": {"/llm": "x"}},
-    {"NOTIFIERS": {"ops": "ftp://x"}, "ON_STORE_ERROR": "maybe", "REQUIRE_IDENTITY": "yes"},
+    {"ON_STORE_ERROR": "maybe", "REQUIRE_IDENTITY": "yes"},
 ])
 def test_the_checks_report_what_config_refuses(config: dict[str, Any]) -> None:
     with override_settings(IDENTITY_MIDDLEWARE=config):
@@ -324,6 +328,64 @@ def test_the_checks_report_what_config_refuses(config: dict[str, Any]) -> None:
     assert reported == {f"{problem.option.upper()}{problem.where}: {problem.message}"
                         for problem in raised.value.problems}
     assert len(reported) >= 2
+
+
+def _messages(config: dict[str, Any]) -> set[str]:
+    with override_settings(IDENTITY_MIDDLEWARE=config):
+        return {message.msg for message in run_checks(tags=["identity_middleware"])}
+
+
+def _refused_at_runtime(config: dict[str, Any]) -> str:
+    from identity_middleware.django.conf import current_flow
+
+    with override_settings(IDENTITY_MIDDLEWARE=config), pytest.raises(ImproperlyConfigured) as raised:
+        current_flow()
+    return str(raised.value)
+
+
+def _shown(problems: Iterable[Problem]) -> set[str]:
+    return {f"{problem.option.upper()}{problem.where}: {problem.message}" for problem in problems}
+
+
+def test_the_checks_report_what_the_store_built_from_the_settings_refuses() -> None:
+    config = {"STORE_URL": "memory://", "PROVIDERS": {"gpt-4o": 4}, "NOTIFIERS": {"ops": "ftp://x"}}
+    with pytest.raises(InvalidOption) as raised:
+        MemoryStore(**store_options(config))
+    assert _messages(config) == _shown(raised.value.problems) and len(raised.value.problems) == 2
+    refused = _refused_at_runtime(config)
+    assert all(str(problem) in refused for problem in raised.value.problems)
+
+
+def test_the_store_options_beside_a_store_of_the_projects_are_refused_by_the_checks_and_at_runtime() -> None:
+    config = {"STORE": MemoryStore(), "PROVIDERS": {"gpt-4o": "openai"}, "NOTIFIER_SECRET": "s"}
+    expected = [moved("providers"), moved("notifier_secret")]
+    assert _messages(config) == _shown(expected)
+    assert check_ids(IDENTITY_MIDDLEWARE=config) == {"identity_middleware.E009"}
+    refused = _refused_at_runtime(config)
+    assert all(str(problem) in refused for problem in expected)
+    assert "MemoryStore(providers=...)" in refused
+
+
+def test_the_store_built_from_the_settings_takes_the_store_options() -> None:
+    from identity_middleware.django import get_store
+    from identity_middleware.django.conf import close_stores
+
+    received: list[dict[str, Any]] = []
+    config = {"STORE_URL": "memory://", "PROVIDERS": {"gpt-4o": "openai"}, "NOTIFIERS": {"ops": received.append}}
+    try:
+        with override_settings(IDENTITY_MIDDLEWARE=config):
+            assert _messages(config) == set()
+            store = get_store()
+            store.create_budget(BudgetSpec(scope="provider", target="openai", period="daily", amount="0.01",
+                                           alerts=[Alert(threshold_percent=100, notifier_ids=("ops",))]))
+            store.create(IdentityInput(id="u"))
+            store.record("u", cost="0.01", model="gpt-4o")
+            assert not store.check("v", model="gpt-4o").allowed and store.check("v", model="claude-3").allowed
+            assert store.alerts is not None and store.alerts.drain(10) and len(received) == 1
+            assert Client(headers={"X-Identity-Id": "v"}).post(
+                "/whoami", data=json.dumps({"model": "gpt-4o"}), content_type="application/json").status_code == 429
+    finally:
+        close_stores()
 
 
 @pytest.mark.parametrize(("config", "expected"), [

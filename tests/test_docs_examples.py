@@ -105,6 +105,10 @@ def middleware_options() -> set[str]:
 
 
 def test_the_options_table_names_every_middleware_option_and_no_other() -> None:
-    table = (ROOT / "docs" / "reference" / "options.md").read_text()
-    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+    from identity_middleware.stores.options import STORE_OPTIONS
+
+    page = (ROOT / "docs" / "reference" / "options.md").read_text()
+    middleware, store = page.split("\n## Options of the store\n")
+    documented = set(re.findall(r"^\| `(\w+)` \|", middleware, re.MULTILINE))
     assert documented == middleware_options()
+    assert set(re.findall(r"^\| `(\w+)` \|", store, re.MULTILINE)) == set(STORE_OPTIONS)

@@ -284,16 +284,16 @@ def test_amounts_compare_exactly_near_the_documented_bound(make_store: MakeStore
 # although 100 x 800,000 USD in nano-USD, as a double, already reaches 9 x the amount.
 @pytest.mark.parametrize("scope", ["identity", "workspace"])
 def test_alert_thresholds_compare_exactly_near_the_bound(make_store: MakeStore, scope: str) -> None:
-    store = make_store("redis")
     events: list[dict[str, Any]] = []
-    store.configure_budgets(notify=events.extend)
+    store = make_store("redis", notifiers={"ops": events.append})
     store.create(IdentityInput(id="rich"))
     store.create_budget(BudgetSpec(scope=scope, target="rich" if scope == "identity" else None, period="one_time",
-                                   amount="8888888.888888889", alerts=[Alert(threshold_percent=9)]))
+                                   amount="8888888.888888889",
+                                   alerts=[Alert(threshold_percent=9, notifier_ids=("ops",))]))
     store.record("rich", cost="800000")
-    assert events == []
+    assert store.alerts is not None and store.alerts.drain(10) and events == []
     store.record("rich", cost="0.000000001")
-    assert len(events) == 1
+    assert store.alerts.drain(10) and len(events) == 1
 
 
 def test_a_one_time_identity_amount_compares_exactly_near_the_bound(make_store: MakeStore) -> None:
@@ -307,24 +307,26 @@ def test_a_one_time_identity_amount_compares_exactly_near_the_bound(make_store: 
 
 @pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 def test_an_identity_alert_fires_once_across_store_instances(make_store: MakeStore, kind: str) -> None:
-    stores = [make_store(kind)]
-    stores.append(make_store(kind, prefix=stores[0].prefix))  # type: ignore[attr-defined]
     events: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def notify(fired: list[dict[str, Any]]) -> None:
+    def notify(event: dict[str, Any]) -> None:
         with lock:
-            events.extend(fired)
+            events.append(event)
 
-    for store in stores:
-        store.configure_budgets(notify=notify)
+    stores = [make_store(kind, notifiers={"ops": notify})]
+    stores.append(make_store(kind, prefix=stores[0].prefix, notifiers={"ops": notify}))  # type: ignore[attr-defined]
     stores[0].create_budget(BudgetSpec(scope="identity", target="u", period="daily", amount="1",
-                                       alerts=[Alert(threshold_percent=50), Alert(threshold_percent=90)]))
+                                       alerts=[Alert(threshold_percent=50, notifier_ids=("ops",)),
+                                               Alert(threshold_percent=90, notifier_ids=("ops",))]))
     threads = [threading.Thread(target=stores[i % 2].record, args=("u",), kwargs={"cost": "0.1"}) for i in range(10)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    for store in stores:
+        store.flush()
+        assert store.alerts is not None and store.alerts.drain(10)
     assert sorted(event["threshold_percent"] for event in events) == [50, 90]
 
 

@@ -22,6 +22,7 @@ import django_project
 
 django_project.setup()
 
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -46,7 +47,9 @@ from identity_middleware import (  # noqa: E402  # noqa: E402
     current_identity,
     record_usage,
 )
-from identity_middleware.stores import Store  # noqa: E402
+from identity_middleware.config import InvalidOption  # noqa: E402
+from identity_middleware.core.budgets import Alert, BudgetSpec  # noqa: E402
+from identity_middleware.stores import MemoryStore, Store  # noqa: E402
 
 SHELLS = ("starlette", "fastapi", "flask", "django-sync", "django-async")
 AUTH_PREFIX = "User "
@@ -459,3 +462,65 @@ def test_with_the_authentication_in_place_nothing_is_logged(
     with caplog.at_level(logging.WARNING, logger="identity_middleware"):
         assert post("/open").status == 200
     assert not [message for message in caplog.messages if "no request is named by its user" in message]
+
+
+# -- the store's options are its own: serving over a store leaves it as it was built -------------------
+class Received:
+    """A notifier (a callable one): the alerts delivered to it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def _spent_provider_budget(store: Store) -> str:
+    """An "openai" provider budget, spent, alerting "ops" when it is."""
+    budget = store.create_budget(BudgetSpec(scope="provider", target="openai", period="daily", amount="0.01",
+                                            alerts=[Alert(threshold_percent=100, notifier_ids=("ops",))]))
+    store.create(IdentityInput(id="spender"))
+    store.record("spender", cost="0.01", model="openai/gpt-4o")
+    store.flush()
+    return budget.id
+
+
+def _model(post: Post, model: str) -> Answer:
+    return post("/chat", json={"model": model}, headers={"X-Identity-Id": "caller"})
+
+
+def test_the_provider_map_and_the_alerts_are_the_ones_the_store_was_built_with(
+        serve: Callable[..., Post], store: Store, make_store: Callable[..., Store]) -> None:
+    received = Received()
+    kind = "memory" if isinstance(store, MemoryStore) else "redis"
+    mapped = make_store(kind, providers={"gpt-4o": "openai"}, notifiers={"ops": received})
+    budget_id = _spent_provider_budget(mapped)
+    post = serve(store=mapped)
+    refused = _model(post, "gpt-4o")  # the shell was told no providers: the store's map applies
+    assert refused.status == 429 and refused.json()["error"]["budget_id"] == budget_id
+    assert _model(post, "claude-3").status == 200
+    assert mapped.alerts is not None and mapped.alerts.drain(10)
+    assert [(event["type"], event["budget_id"]) for event in received.events] == [
+        ("budget.threshold_reached", budget_id)]
+
+
+def test_a_store_built_without_a_provider_map_serves_without_one(serve: Callable[..., Post], store: Store) -> None:
+    budget_id = _spent_provider_budget(store)
+    post = serve()
+    assert _model(post, "gpt-4o").status == 200  # no map: "gpt-4o" names no provider
+    refused = _model(post, "openai/gpt-4o")
+    assert refused.status == 429 and refused.json()["error"]["budget_id"] == budget_id
+    assert store.providers == {} and store.alerts is None
+
+
+@pytest.mark.parametrize("option", [{"providers": {"gpt-4o": "openai"}},
+                                    {"notifiers": {"ops": "https://hooks.example.com/budget"}},
+                                    {"notifier_secret": "secret"}])
+def test_a_store_option_given_to_the_middleware_is_refused_saying_where_it_goes(
+        serve: Callable[..., Post], store: Store, option: dict[str, Any]) -> None:
+    (name,) = option
+    with pytest.raises((InvalidOption, ImproperlyConfigured)) as raised:
+        serve(**option)("/chat", headers={"X-Identity-Id": "u"})
+    assert f"{name}= is an option of the store, not of the middleware: MemoryStore({name}=...) or " \
+           f"RedisStore.from_url(url, {name}=...)" in str(raised.value)
+    assert store.providers == {} and store.alerts is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,10 @@ from typing import Any
 import anyio.from_thread
 import pytest
 
+from alert_receiver import alert_receiver
 from conftest import CONTRACT_KINDS
 from fake_clock import Clock
+from identity_middleware.config import InvalidOption
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.budgets import (
     Alert,
@@ -28,6 +31,7 @@ from identity_middleware.core.budgets import (
 from identity_middleware.core.errors import IdentityExists, IdentityNotFound
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.periods import Period
+from identity_middleware.core.signing import signature_problem
 from identity_middleware.stores import Store
 
 
@@ -41,9 +45,20 @@ def now() -> datetime:
 class Api:
     """A store's operations, called through the sync forms or (``mode="async"``) the async twins."""
 
-    def __init__(self, store: Store, portal: anyio.from_thread.BlockingPortal | None) -> None:
+    def __init__(self, store: Store, portal: anyio.from_thread.BlockingPortal | None,
+                 make: Callable[..., Store] | None = None, made: list[Store] | None = None) -> None:
         self.store = store
         self._portal = portal
+        self._make = make
+        self.made = [store] if made is None else made  # every store of the test, this one's included
+
+    def built_with(self, **options: Any) -> Api:
+        """The same operations on a new store of this configuration, built with ``options``
+        (``providers=``, ``notifiers=``, ...): what a store is given where it is built."""
+        assert self._make is not None
+        store = self._make(**options)
+        self.made.append(store)
+        return Api(store, self._portal, self._make, self.made)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if self._portal is None:
@@ -65,19 +80,28 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(store_kind: str, make_store: Callable[..., Store], clock: Clock) -> Store:
-    """A fresh, empty store of each configuration; Redis ones on the test's clock."""
-    return make_store(store_kind) if store_kind == "memory" else make_store(store_kind, clock=clock)
+def stores(store_kind: str, make_store: Callable[..., Store], clock: Clock) -> Callable[..., Store]:
+    """``stores(**options)``: a fresh, empty store of the configuration; Redis ones on the test's clock."""
+    if store_kind == "memory":
+        return functools.partial(make_store, store_kind)
+    return functools.partial(make_store, store_kind, clock=clock)
+
+
+@pytest.fixture
+def store(stores: Callable[..., Store]) -> Store:
+    return stores()
 
 
 @pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, store: Store) -> Iterator[Api]:
+def api(request: pytest.FixtureRequest, store: Store, stores: Callable[..., Store]) -> Iterator[Api]:
     if request.param == "sync":
-        yield Api(store, None)
+        yield Api(store, None, stores)
         return
     with anyio.from_thread.start_blocking_portal() as portal:
-        yield Api(store, portal)
-        portal.call(store.aflush)
+        api = Api(store, portal, stores)
+        yield api
+        for each in api.made:
+            portal.call(each.aflush)
 
 
 # For a behaviour leasing changes by design: a lease is headroom this process holds and admits from
@@ -610,7 +634,7 @@ def test_a_model_budget_blocks_that_model_only_and_names_itself(api: Api) -> Non
 
 
 def test_a_provider_budget_counts_models_by_prefix_or_the_configured_map(api: Api) -> None:
-    api.store.configure_budgets(providers={"gpt-4o": "openai"})
+    api = api.built_with(providers={"gpt-4o": "openai"})
     api.create_budget(BudgetSpec(scope="provider", target="openai", period="monthly", amount="0.05"))
     spend(api, "a", "0.03", "gpt-4o")
     spend(api, "a", "0.02", "openai/o3")
@@ -743,15 +767,36 @@ def test_identity_budgets_are_the_per_identity_budgets(api: Api) -> None:
         api.retrieve_budget(budget.id)
 
 
+class Notifier:
+    """A notifier (a callable one) of a store's ``notifiers``: the alerts delivered to it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def received(self, api: Api) -> list[dict[str, Any]]:
+        """What reached it once the store delivered everything its settlements fired."""
+        assert api.store.alerts is not None and api.store.alerts.drain(10)
+        return list(self.events)
+
+
+def alerting(api: Api) -> tuple[Api, Notifier]:
+    """``api`` over a store whose alerts go to notifier "ops"."""
+    ops = Notifier()
+    return api.built_with(notifiers={"ops": ops}), ops
+
+
 def test_a_threshold_alert_fires_once_per_period(api: Api) -> None:
-    events: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=events.extend)
+    api, ops = alerting(api)
     budget = api.create_budget(BudgetSpec(scope="workspace", period="monthly", amount="1",
                                           alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
     spend(api, "a", "0.3", "m")
-    assert events == []
+    assert ops.received(api) == []
     spend(api, "b", "0.3", "m")
     spend(api, "a", "0.3", "m")
+    events = ops.received(api)
     assert len(events) == 1
     event = events[0]
     assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id
@@ -836,31 +881,54 @@ def test_identity_budget_usage_reports_tokens_and_requests(api: Api) -> None:
 
 
 def test_an_identity_threshold_alert_fires_once_per_period(api: Api) -> None:
-    events: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=events.extend)
+    ops, other = Notifier(), Notifier()
+    api = api.built_with(notifiers={"ops": ops, "other": other})
     budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="monthly", amount="1",
                                           alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
     spend(api, "u", "0.3", "m")
     spend(api, "v", "0.9", "m")
-    assert events == []
+    assert ops.received(api) == []
     spend(api, "u", "0.3", "m")
     spend(api, "u", "0.3", "m")
-    assert len(events) == 1
+    events = ops.received(api)
+    assert len(events) == 1 and other.received(api) == []  # to the notifiers the alert names only
     event = events[0]
     assert event["budget_id"] == budget.id and event["scope"] == {"kind": "identity", "target": "u"}
     assert event["threshold_percent"] == 50 and event["consumed"] == "0.60" and event["limit"] == "1.00"
-    assert event["identity"] == "u" and event["notifier_ids"] == ["ops"] and event["dimension"] == "cost"
+    assert event["identity"] == "u" and event["dimension"] == "cost" and "notifier_ids" not in event
 
 
 def test_an_identity_alert_fires_again_after_a_reset(api: Api) -> None:
-    events: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=events.extend)
+    api, ops = alerting(api)
     budget = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1",
-                                          alerts=[Alert(threshold_percent=80)]))
+                                          alerts=[Alert(threshold_percent=80, notifier_ids=("ops",))]))
     spend(api, "u", "0.8", "m")
     spend(api, "u", "0.1", "m")
-    assert [(e["dimension"], e["consumed"], e["limit"]) for e in events] == [("cost", "0.80", "1.00")]
+    assert [(e["dimension"], e["consumed"], e["limit"]) for e in ops.received(api)] == [("cost", "0.80", "1.00")]
     api.reset_budget_consumption(budget.id)
     spend(api, "u", "0.9", "m")
+    events = ops.received(api)
     assert len(events) == 2 and events[1]["consumed"] == "0.90"
+
+
+def test_an_alert_to_a_url_is_a_post_signed_with_the_notifier_secret(api: Api) -> None:
+    with alert_receiver() as (url, received):
+        api = api.built_with(notifiers={"ops": url}, notifier_secret="alert-secret")
+        budget = api.create_budget(BudgetSpec(scope="workspace", period="monthly", amount="1",
+                                              alerts=[Alert(threshold_percent=50, notifier_ids=("ops",))]))
+        spend(api, "u", "0.5", "m")
+        assert api.store.alerts is not None and api.store.alerts.drain(10)
+    ((event, signature),) = received
+    assert event["type"] == "budget.threshold_reached" and event["budget_id"] == budget.id
+    body = json.dumps(event, separators=(",", ":"))
+    assert signature_problem("alert-secret", body, signature, time.time()) is None
+    assert signature_problem("another-secret", body, signature, time.time()) is not None
+
+
+def test_invalid_store_options_are_refused_where_the_store_is_built(api: Api) -> None:
+    with pytest.raises(InvalidOption) as raised:
+        api.built_with(providers={"gpt-4o": 4}, notifiers={"ops": "ftp://hooks"}, notifier_secret="")
+    assert [(problem.option, problem.where) for problem in raised.value.problems] == [
+        ("providers", ""), ("notifiers", "['ops']"), ("notifier_secret", "")]
+    assert "notifiers['ops']: an http(s) URL or a callable" in str(raised.value)
 

@@ -18,11 +18,11 @@ from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.budgets import Alert, BudgetNotFound, BudgetSpec, ForecastAlert, InvalidBudget
 from identity_middleware.core.credits import TopUpConflict
 from identity_middleware.core.models import Budget, IdentityInput
-from identity_middleware.stores.notifiers import Notifiers
-from test_store_contract import Api, settle, spend
+from test_store_contract import Api, Notifier, alerting, settle, spend
 
 # The contract suite's fixtures: every configuration, sync and async, its clock and ``now``.
-store_kind, store, api, clock, now = contract.store_kind, contract.store, contract.api, contract.clock, contract.now
+store_kind, stores, store, api, clock, now = (contract.store_kind, contract.stores, contract.store, contract.api,
+                                            contract.clock, contract.now)
 
 
 def _noon(now: datetime) -> datetime:
@@ -116,64 +116,52 @@ def test_listed_identities_carry_their_budgets_forecasts(api: Api, now: datetime
 
 
 # -- the forecast alert ------------------------------------------------------------------------------
-def _watched(api: Api, **fields: Any) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=events.extend)
+def _watched(api: Api, **fields: Any) -> tuple[Api, Notifier]:
+    """``api`` over a store alerting notifier "ops", with a budget of ``fields`` whose forecast alert goes there."""
+    api, ops = alerting(api)
     api.create_budget(BudgetSpec(forecast_alert=ForecastAlert(notifier_ids=("ops",)), **fields))
-    return events
+    return api, ops
 
 
 def test_the_forecast_alert_fires_once_per_period_when_the_budget_runs_out_before_it_resets(
         api: Api, now: datetime) -> None:
     noon = _noon(now)
-    events = _watched(api, scope="identity", target="u", period="daily", amount="2.5")
+    api, ops = _watched(api, scope="identity", target="u", period="daily", amount="2.5")
     _spend_at(api, "u", "1", noon - timedelta(days=1))  # yesterday's period: $1 of $2.50, lasts the day
-    assert events == []
+    assert ops.received(api) == []
     _spend_at(api, "u", "2", noon)  # $2 a day since yesterday's 00:00, $0.50 left: out at 18:00
     _spend_at(api, "u", "0.1", noon)
-    assert len(events) == 1
-    (event,) = events
+    (event,) = ops.received(api)
     assert event["type"] == "budget.forecast_exhaustion" and event["scope"] == {"kind": "identity", "target": "u"}
     assert (event["limit"], event["consumed"], event["burn_rate"]) == ("2.50", "2.00", "2.00")
     assert event["exhausts_at"] == (noon + timedelta(hours=6)).isoformat().replace("+00:00", "Z")
-    assert event["notifier_ids"] == ["ops"] and event["identity"] == "u"
+    assert event["identity"] == "u"
 
 
 def test_no_forecast_alert_for_a_budget_that_lasts_until_it_resets(api: Api, now: datetime) -> None:
     noon = _noon(now)
-    events = _watched(api, scope="identity", target="u", period="daily", amount="5")
+    api, ops = _watched(api, scope="identity", target="u", period="daily", amount="5")
     _spend_at(api, "u", "1", noon - timedelta(days=1))
     _spend_at(api, "u", "2", noon)  # $3 left at $2 a day: past midnight
-    assert events == []
+    assert ops.received(api) == []
 
 
 def test_no_forecast_alert_unless_the_budget_asks_for_one(api: Api, now: datetime) -> None:
-    events: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=events.extend)
+    api, ops = alerting(api)
     api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1",
                                  alerts=(Alert(threshold_percent=100, notifier_ids=("ops",)),)))
     _spend_at(api, "u", "0.5", now)
-    assert events == []
+    assert ops.received(api) == []
 
 
 def test_a_workspace_forecast_alert_fires_once_for_its_balance(api: Api) -> None:
-    events = _watched(api, scope="workspace", period="one_time", amount="10")
+    api, ops = _watched(api, scope="workspace", period="one_time", amount="10")
     spend(api, "a", "1")  # $1 in (at most) its first hour: $24 a day or more, out within the year
     spend(api, "b", "1")
+    events = ops.received(api)
     assert [event["type"] for event in events] == ["budget.forecast_exhaustion"]
     assert events[0]["scope"] == {"kind": "workspace", "target": None} and events[0]["exhausts_at"] is not None
-
-
-def test_the_forecast_alert_reaches_the_notifiers(api: Api, now: datetime) -> None:
-    received: list[dict[str, Any]] = []
-    notifiers = Notifiers({"ops": received.append})
-    api.store.configure_budgets(notify=notifiers)
-    api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="3",
-                                 forecast_alert=ForecastAlert(notifier_ids=("ops",))))
-    _spend_at(api, "u", "1", now)
-    assert notifiers.drain(10)
-    assert [event["type"] for event in received] == ["budget.forecast_exhaustion"]
-    assert "notifier_ids" not in received[0]
+    assert "notifier_ids" not in events[0]
 
 
 # -- credits -----------------------------------------------------------------------------------------
@@ -251,14 +239,14 @@ def test_only_an_identitys_one_time_budget_with_an_amount_takes_top_ups(api: Api
 
 
 def test_a_top_up_keeps_the_budgets_alerts_at_their_share_of_the_new_limit(api: Api) -> None:
-    fired: list[dict[str, Any]] = []
-    api.store.configure_budgets(notify=fired.extend)
+    api, ops = alerting(api)
     budget_id = api.create_budget(BudgetSpec(scope="identity", target="u", period="one_time", amount="1",
                                              alerts=(Alert(threshold_percent=50, notifier_ids=("ops",)),))).id
     api.top_up(budget_id, "1", "k")  # 50 % is now $1, not $0.50
     spend(api, "u", "0.6")
-    assert fired == []
+    assert ops.received(api) == []
     spend(api, "u", "0.4")
+    fired = ops.received(api)
     assert [event["threshold_percent"] for event in fired] == [50] and fired[0]["limit"] == "2.00"
 
 

@@ -13,7 +13,8 @@ from identity_middleware.core.periods import Period
 from test_store_contract import Api, admit, unleased
 
 # The contract's fixtures: every store configuration, sync and async.
-store_kind, clock, store, api = contract.store_kind, contract.clock, contract.store, contract.api
+store_kind, clock, stores, store, api = (contract.store_kind, contract.clock, contract.stores, contract.store,
+                                        contract.api)
 
 DOLLAR = 1_000_000_000
 

@@ -16,7 +16,8 @@ from identity_middleware.core.models import IdentityInput
 
 # The contract's configurations and fixtures, shared (pytest finds fixtures by module attribute).
 Api = contract.Api
-store_kind, clock, now, store, api = contract.store_kind, contract.clock, contract.now, contract.store, contract.api
+store_kind, clock, now, stores, store, api = (contract.store_kind, contract.clock, contract.now, contract.stores,
+                                            contract.store, contract.api)
 
 TEAM_ML = 'metadata.team == "ml"'
 
@@ -97,7 +98,7 @@ def test_a_body_upsert_moves_the_identity_between_teams_in_the_same_admission(ap
 
 
 def test_an_expression_reads_the_request_variables(api: Api) -> None:
-    api.store.configure_budgets(providers={"gpt-4o": "openai"})
+    api = api.built_with(providers={"gpt-4o": "openai"})
     expression = ('provider == "openai" && model_id == "openai/gpt-4o" && project == "apollo" && api_key == "k1"'
                   ' && headers["x-tier"] == "free" && identity.startsWith("u_")')
     budget = api.create_budget(BudgetSpec(scope="match", match=expression, period="daily", amount="0.01"))

@@ -23,7 +23,7 @@ from starlette.requests import HTTPConnection
 
 from identity_middleware import IdentityMiddleware, IdentityWSGIMiddleware, budgeted, current_identity
 from identity_middleware import Session, Tier, current_tier
-from identity_middleware.stores import MemoryStore
+from identity_middleware.stores import MemoryStore, RedisOptions, RedisStore
 
 
 class MyAuth(AuthenticationBackend):
@@ -38,8 +38,13 @@ app = FastAPI()
 app.add_middleware(IdentityMiddleware, store=MemoryStore(), default_budgets={"daily": "1.00"})
 app.add_middleware(IdentityMiddleware, store=store, sources=("auth",), require_identity=True)
 app.add_middleware(IdentityMiddleware, store=store, may_act_for=lambda principal, claimed: principal == "ops")
-app.add_middleware(IdentityMiddleware, store=store, providers={"gpt-4o": "openai"},
-                   notifiers={"ops": "https://hooks.example.com/budget"}, notifier_secret="secret")
+# The budgets' provider map and alerts are the store's options
+alerting = MemoryStore(providers={"gpt-4o": "openai"},
+                       notifiers={"ops": "https://hooks.example.com/budget", "log": print}, notifier_secret="secret")
+shared = RedisStore.from_url("redis://localhost:6379/0", providers={"gpt-4o": "openai"},
+                             notifiers={"ops": "https://hooks.example.com/budget"}, notifier_secret=b"secret")
+tuned = RedisStore("redis://localhost:6379/0", RedisOptions(prefix="app"), providers={"gpt-4o": "openai"})
+app.add_middleware(IdentityMiddleware, store=alerting)
 app.add_middleware(AuthenticationMiddleware, backend=MyAuth())
 
 
@@ -93,6 +98,8 @@ app = FastAPI()
 app.add_middleware(IdentityMiddleware, requre_identity=True)
 app.add_middleware(IdentityMiddleware, on_store_error="opne")
 IdentityWSGIMiddleware(lambda environ, start: [], default_budget={"daily": "1"})
+app.add_middleware(IdentityMiddleware, providers={"gpt-4o": "openai"})
+IdentityWSGIMiddleware(lambda environ, start: [], notifiers={"ops": "https://hooks.example.com/budget"})
 '''
 
 
@@ -115,5 +122,7 @@ def test_the_documented_usage_passes_mypy_strict(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_misspelt_or_mistyped_option_is_a_mypy_error(tmp_path: Path) -> None:
     errors = _mypy(tmp_path, MISSPELT)
-    assert len(errors) == 3, errors
+    assert len(errors) == 5, errors
     assert 'requre_identity' in errors[0] and 'on_store_error' in errors[1] and 'default_budget' in errors[2]
+    # the store's options, given to a middleware: no longer its options
+    assert '"providers"' in errors[3] and '"notifiers"' in errors[4]

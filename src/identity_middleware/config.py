@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .core.ceilings import Session, ceiling_nanos
 from .core.models import Budget
 from .core.money import Money, to_nanos
+from .core.options import Invalid as _Invalid
+from .core.options import InvalidOption, Problem, normalise
+from .core.options import invalid as _invalid
+from .core.options import mapping as _mapping
+from .core.options import secret as _secret
 from .core.outage import OutagePolicy, is_policy
 from .core.tiers import Degrade, Tier, degrade_of
+from .stores.options import NORMALISERS as STORE_NORMALISERS
+from .stores.options import STORE_OPTIONS, moved
 
 if TYPE_CHECKING:
     from .stores.base import Store
@@ -24,7 +31,6 @@ DEFAULT_SOURCES: tuple[Source, ...] = ("body", "header", "auth")
 SOURCES: tuple[Source, ...] = ("body", "header", "auth", "user_field")
 AUTO = -1  # an estimate of "auto": priced from the request body when the request comes
 RATE_LIMIT_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
-Notifier = str | Callable[[dict[str, Any]], object]
 # Where a request's project or API key comes from: a header's name, or a callable over the
 # framework's request (ASGI scope, WSGI environ, Django HttpRequest) answering a str or None.
 RequestFact = str | Callable[[Any], str | None]
@@ -57,9 +63,6 @@ class Options(TypedDict, total=False):
     signing_key: str | bytes | None  # identity headers only with a valid X-Identity-Signature
     body_timeout: float | None  # seconds to read a JSON body we sniff; then 408 (ASGI)
     prices: Any  # app prices for estimate="auto": a PriceTable or {model: (input, output) USD per 1M tokens}
-    providers: Mapping[str, str] | None  # the provider of model names without a "provider/" prefix
-    notifiers: Mapping[str, Notifier] | None  # budget alerts: notifier id -> URL (signed POST) or callable
-    notifier_secret: str | bytes | None
     # Steering (docs/steering.md): degrade tiers by consumed share, for the tightest budget
     # ([Tier(...), ...]) or per budget ({"monthly": [Tier(...)]}); every request's LLM cost ceiling
     # (USD); a session's (Session(max_cost, header=... | field=...)); RateLimit headers on answers.
@@ -71,28 +74,6 @@ class Options(TypedDict, total=False):
     # header's name, or (scope | environ | request) -> str or None. Headers are the caller's word.
     project_from: RequestFact | None
     api_key_from: RequestFact | None
-
-
-class Problem(NamedTuple):
-    """One invalid option: the option's name (and where in it), what is wrong, and the number of
-    the Django system check that reports it (``identity_middleware.E00n``)."""
-
-    option: str
-    where: str  # within the option: "['daily']", "[0]", or ""
-    message: str
-    check: int = 9
-
-    def __str__(self) -> str:
-        return f"{self.option}{self.where}: {self.message}"
-
-
-class InvalidOption(TypeError, ValueError):
-    """Options that cannot work, raised where the app is built; names each invalid option."""
-
-    def __init__(self, found: Sequence[Problem]) -> None:
-        self.problems = tuple(found)
-        super().__init__("invalid identity middleware option" + ("s: " if len(found) > 1 else ": ")
-                         + "; ".join(map(str, found)))
 
 
 @dataclass(frozen=True)
@@ -123,9 +104,6 @@ class Config:
     signing_key: str | bytes | None = None
     body_timeout: float | None = 30.0
     prices: Any = None
-    providers: Mapping[str, str] = field(default_factory=dict)
-    notifiers: Mapping[str, Notifier] = field(default_factory=dict)
-    notifier_secret: str | bytes | None = None
     degrade: Degrade | None = None
     max_cost: int | None = None  # nano-USD
     session: Session | None = None
@@ -134,17 +112,7 @@ class Config:
     api_key_from: RequestFact | None = None
 
     def __post_init__(self) -> None:
-        found: list[Problem] = []
-        for option in fields(self):
-            normalise = _NORMALISE.get(option.name)
-            if normalise is None:
-                continue
-            try:
-                object.__setattr__(self, option.name, normalise(getattr(self, option.name)))
-            except _Invalid as error:
-                found.extend(error.problems(option.name))
-        if found:
-            raise InvalidOption(found)
+        normalise(self, _NORMALISE)
 
     @property
     def fact_headers(self) -> tuple[str, ...]:
@@ -153,10 +121,12 @@ class Config:
 
     @classmethod
     def of(cls, **options: Any) -> Config:
-        """From a shell's keyword options; an unknown option is an :class:`InvalidOption` naming it."""
+        """From a shell's keyword options; an unknown option is an :class:`InvalidOption` naming it
+        (one that moved to the store says so)."""
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
-            raise InvalidOption([Problem(name, "", f"no such option (options: {', '.join(cls.option_names())})")
+            raise InvalidOption([moved(name) if name in STORE_OPTIONS else
+                                 Problem(name, "", f"no such option (options: {', '.join(cls.option_names())})")
                                  for name in unknown])
         return cls(**options)
 
@@ -189,22 +159,6 @@ def problems(options: Mapping[str, object]) -> list[Problem]:
 
 
 # -- one normaliser per option: the value as Config keeps it, or _Invalid saying why ----------------
-class _Invalid(Exception):
-    """An option's problems, each ``(where within the option, message, check)``."""
-
-    def __init__(self, *found: tuple[str, str, int]) -> None:
-        super().__init__(found)
-        self.found = found
-
-    def problems(self, option: str) -> Iterator[Problem]:
-        for where, message, check in self.found:
-            yield Problem(option, where, message, check)
-
-
-def _invalid(message: str, check: int = 9, where: str = "") -> _Invalid:
-    return _Invalid((where, message, check))
-
-
 def _memory_store() -> Store:
     from .stores.memory import MemoryStore  # loaded only by apps that use it
     return MemoryStore()
@@ -260,23 +214,9 @@ def _callable(value: object) -> object:
     return value
 
 
-def _secret(value: object) -> object:
-    if value is not None and (not isinstance(value, str | bytes) or not value):
-        raise _invalid("a non-empty str or bytes (or None)")
-    return value
-
-
 def _body_timeout(value: object) -> object:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
         raise _invalid(f"a positive number of seconds (or None: no limit), not {value!r}")
-    return value
-
-
-def _mapping(value: object, what: str) -> Mapping[Any, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _invalid(f"a dict of {what}, not {value!r}")
     return value
 
 
@@ -355,22 +295,6 @@ def _strategy(value: object) -> object:
     return value
 
 
-def _providers(value: object) -> object:
-    providers = dict(_mapping(value, "model name to provider"))
-    if not all(isinstance(key, str) and isinstance(name, str) for key, name in providers.items()):
-        raise _invalid('a dict of model name to provider, e.g. {"gpt-4o": "openai"}')
-    return providers
-
-
-def _notifiers(value: object) -> object:
-    notifiers = dict(_mapping(value, "notifier id to URL or callable"))
-    found = [(f"[{name!r}]", "an http(s) URL or a callable", 9) for name, target in notifiers.items()
-             if not callable(target) and not (isinstance(target, str) and target.startswith(("http://", "https://")))]
-    if found:
-        raise _Invalid(*found)
-    return notifiers
-
-
 def _degrade(value: object) -> object:
     if isinstance(value, Degrade):
         return value
@@ -421,9 +345,7 @@ _NORMALISE: dict[str, Callable[[object], object]] = {
     "may_act_for": _callable,
     "signing_key": _secret,
     "body_timeout": _body_timeout,
-    "providers": _providers,
-    "notifiers": _notifiers,
-    "notifier_secret": _secret,
+    **STORE_NORMALISERS,  # the store's options, in Django's settings (PROVIDERS, ...)
     "degrade": _degrade,
     "max_cost": _max_cost,
     "session": _session,

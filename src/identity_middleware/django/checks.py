@@ -9,10 +9,10 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
-from ..config import problems
+from ..config import InvalidOption, problems
 from ..core.errors import StoreMisconfigured, StoreUnavailable
 from ..stores.urls import check_url
-from .conf import KEYS, OTHER_KEYS, SETTING, store_for_url
+from .conf import KEYS, OTHER_KEYS, SETTING, STORE_KEYS, misplaced, store_for_url, store_options
 
 __all__ = ["check_middleware_order", "check_settings"]
 
@@ -28,12 +28,15 @@ def _error(message: str, number: int, hint: str | None = None) -> Error:
 def _option_errors(raw: Mapping[str, Any]) -> Iterable[Error]:
     """The options' validation, the one :class:`~identity_middleware.config.Config` runs, each
     problem reported under its check number. ``STORE`` and ``RESOLVER`` may be dotted paths or
-    factories here: :func:`_other_errors` imports them, and building a store is no check's job."""
-    options = {key.lower(): value for key, value in raw.items() if key not in ("STORE", "RESOLVER")}
+    factories here: :func:`_other_errors` imports them, and building a store is no check's job.
+    Beside a ``STORE``, the store's keys are refused as the runtime refuses them (:func:`misplaced`)."""
+    given_store = raw.get("STORE") is not None
+    options = {key.lower(): value for key, value in raw.items()
+               if key not in ("STORE", "RESOLVER") and not (given_store and key in STORE_KEYS)}
     resolver = raw.get("RESOLVER")
     if resolver is not None and not isinstance(resolver, str):
         options["resolver"] = resolver
-    for problem in problems(options):
+    for problem in [*problems(options), *misplaced(raw)]:
         yield _error(f"{problem.option.upper()}{problem.where}: {problem.message}", problem.check)
 
 
@@ -49,7 +52,9 @@ def _store_errors(raw: Mapping[str, Any]) -> Iterable[CheckMessage]:
     if str(url).startswith("memory:"):
         return
     try:  # the store the middleware will use, asked once (a PING): is it there, does it accept us?
-        store_for_url(str(url)).check_ready()
+        store_for_url(str(url), **store_options(raw)).check_ready()
+    except InvalidOption:
+        return  # its options' problems are reported by _option_errors
     except StoreMisconfigured as error:
         yield _error(str(error), 9)
     except StoreUnavailable as error:

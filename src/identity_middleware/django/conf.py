@@ -11,24 +11,27 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from ..config import Config
+from ..config import Config, InvalidOption, Problem
 from ..flow import Flow
 from ..stores import Store, store_from_url
+from ..stores.options import STORE_OPTIONS, moved
 
 __all__ = [
-    "KEYS", "OTHER_KEYS", "SETTING", "close_stores", "current_flow", "get_store",
-    "raw_settings", "store_for_url",
+    "KEYS", "OTHER_KEYS", "SETTING", "STORE_KEYS", "close_stores", "current_flow", "get_store",
+    "misplaced", "raw_settings", "store_for_url", "store_options",
 ]
 
 SETTING = "IDENTITY_MIDDLEWARE"
-# The setting's keys: every Config option upper-cased, and STORE_URL (a store built from a URL).
-KEYS = (*(name.upper() for name in Config.option_names()), "STORE_URL")
+# The options of the store built from STORE_URL (PROVIDERS, NOTIFIERS, NOTIFIER_SECRET).
+STORE_KEYS = tuple(name.upper() for name in STORE_OPTIONS)
+# The setting's keys: every Config option upper-cased, STORE_URL and the options of its store.
+KEYS = (*(name.upper() for name in Config.option_names()), "STORE_URL", *STORE_KEYS)
 
 # Keys read by other parts of the package (the admin API's URLconf), not by the flow.
 OTHER_KEYS = ("ADMIN_TOKEN",)
 
 _lock = threading.Lock()
-_stores: dict[str, Store] = {}
+_stores: list[tuple[str, dict[str, Any], Store]] = []  # (URL, store options, the store built)
 _flow: Flow | None = None
 
 
@@ -42,12 +45,28 @@ def raw_settings() -> Mapping[str, Any]:
     return value
 
 
-def store_for_url(url: str) -> Store:
-    """One store per URL for the whole process, so every request (and thread) shares its pool."""
+def store_options(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of the store built from ``STORE_URL``: ``PROVIDERS`` as ``providers``, ..."""
+    return {key.lower(): raw[key] for key in STORE_KEYS if key in raw}
+
+
+def misplaced(raw: Mapping[str, Any]) -> list[Problem]:
+    """The store's keys beside a ``STORE`` the project built: that store takes its own options
+    (``MemoryStore(providers=...)``), and the middleware never changes a store it is given."""
+    if raw.get("STORE") is None:
+        return []
+    return [moved(key.lower()) for key in STORE_KEYS if key in raw]
+
+
+def store_for_url(url: str, **options: Any) -> Store:
+    """One store per URL (and store options) for the whole process, so every request (and thread)
+    shares its pool; ``options`` as :func:`~identity_middleware.stores.store_from_url` takes them."""
     with _lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = store_from_url(url)
+        for known, given, store in _stores:
+            if known == url and given == options:
+                return store
+        store = store_from_url(url, **options)
+        _stores.append((url, options, store))
         return store
 
 
@@ -61,7 +80,7 @@ def _store(raw: Mapping[str, Any]) -> Store:
         return given
     if given is not None:
         raise ImproperlyConfigured(f"{SETTING}['STORE'] must be a Store, a factory or a dotted path to one")
-    return store_for_url(str(raw.get("STORE_URL", "memory://")))
+    return store_for_url(str(raw.get("STORE_URL", "memory://")), **store_options(raw))
 
 
 def current_flow() -> Flow:
@@ -72,6 +91,8 @@ def current_flow() -> Flow:
         return flow
     raw = raw_settings()
     try:
+        if found := misplaced(raw):
+            raise InvalidOption(found)
         built = Flow(Config.from_settings(raw, store=_store(raw), resolver=_resolver(raw)))
     except (TypeError, ValueError, ImportError) as error:
         raise ImproperlyConfigured(f"settings.{SETTING}: {error}") from error
@@ -95,7 +116,7 @@ def close_stores() -> None:
     """Close and forget every store opened from settings (at shutdown, or between tests)."""
     global _flow
     with _lock:
-        stores = list(_stores.values())
+        stores = [store for _, _, store in _stores]
         _stores.clear()
         _flow = None
     for store in stores:

@@ -95,11 +95,6 @@ class Flow(Drivers):
             self.limiter = RateLimiter(config.rate_limit, config.rate_limits,
                                        storage_uri=config.store.rate_limit_storage_uri,
                                        strategy=config.rate_limit_strategy)
-        if config.providers or config.notifiers:
-            from ..stores.notifiers import Notifiers  # alerts are loaded only by apps that send them
-
-            notify = Notifiers(config.notifiers, config.notifier_secret) if config.notifiers else None
-            self.store.register_budget_hooks(self, config.providers, notify)
 
     def estimate_for(self, path: str) -> int:
         """The configured estimate of the longest path prefix matching ``path`` (0 when none)."""

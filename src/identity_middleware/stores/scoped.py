@@ -11,10 +11,9 @@ updates the identity budget of ``u`` for ``daily``, and a daily identity budget 
 from __future__ import annotations
 
 import builtins
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.budgets import (
     BudgetChanges,
@@ -31,18 +30,10 @@ from ..core.credits import TopUp
 from ..core.money import Money, to_nanos
 from ..core.ordering import micros
 
+if TYPE_CHECKING:
+    from .notifiers import Notifier, Notifiers
+
 Notify = Callable[[builtins.list[dict[str, Any]]], None]
-
-
-class _FanOut:
-    """Threshold events to every registered receiver (each delivers to the notifier ids it knows)."""
-
-    def __init__(self, receivers: tuple[Notify, ...]) -> None:
-        self.receivers = receivers
-
-    def __call__(self, events: builtins.list[dict[str, Any]]) -> None:
-        for receiver in self.receivers:
-            receiver(events)
 
 
 def _missing(store: object) -> NotImplementedError:
@@ -54,8 +45,9 @@ class ScopedBudgets:
 
     #: ``"gpt-4o" -> "openai"``: the provider of model names without a ``provider/`` prefix.
     providers: Mapping[str, str] = {}
-    #: Called with the ``budget.threshold_reached`` events a settlement fired (see :mod:`.notifiers`).
-    notify: Notify | None = None
+    #: Where the budgets' threshold and forecast alerts go (``notifiers=``): None without notifiers;
+    #: ``store.alerts.drain()`` waits until those queued were delivered (or given up).
+    alerts: Notifiers | None = None
 
     @property
     def wants_model(self) -> bool:
@@ -67,31 +59,21 @@ class ScopedBudgets:
         """Whether admission needs the request's headers (a match expression reads ``headers``)."""
         return False
 
-    def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
-        """Set the provider map and where threshold events go (a middleware registers its own with
-        :meth:`register_budget_hooks` instead)."""
-        if providers is not None:
-            self.providers = dict(providers)
-        if notify is not None:
-            self.notify = notify
+    def _store_options(self, providers: Mapping[str, str] | None, notifiers: Mapping[str, Notifier] | None,
+                       notifier_secret: str | bytes | None) -> None:
+        """A store's ``providers``, ``notifiers`` and ``notifier_secret``, validated once, where it is
+        built (:class:`~.options.StoreOptions`): set then, never changed."""
+        if providers is None and notifiers is None and notifier_secret is None:
+            return
+        from .options import StoreOptions  # loaded only by stores given these options
 
-    def register_budget_hooks(self, owner: object, providers: Mapping[str, str], notify: Notify | None) -> None:
-        """A middleware's ``providers`` and alert receiver, beside those of every other middleware
-        over this store: apps may share one store, and none replaces another's. ``owner`` (the
-        middleware's flow) registering again replaces its own; its entry goes when it does."""
-        hooks: weakref.WeakKeyDictionary[object, tuple[dict[str, str], Notify | None]] | None = \
-            self.__dict__.get("_budget_hooks")
-        if hooks is None:
-            hooks = self.__dict__["_budget_hooks"] = weakref.WeakKeyDictionary()
-        hooks[owner] = (dict(providers), notify)
-        merged: dict[str, str] = {}
-        receivers: list[Notify] = []
-        for owned, receiver in list(hooks.values()):
-            merged.update(owned)
-            if receiver is not None:
-                receivers.append(receiver)
-        self.configure_budgets(providers=merged, notify=receivers[0] if len(receivers) == 1 else
-                               _FanOut(tuple(receivers)) if receivers else None)
+        options = StoreOptions({} if providers is None else providers, {} if notifiers is None else notifiers,
+                               notifier_secret)
+        self.providers = options.providers
+        if options.notifiers:
+            from .notifiers import Notifiers  # alerts are loaded only by apps that send them
+
+            self.alerts = Notifiers(options.notifiers, options.notifier_secret)
 
     def check(self, identity: str | None = None, *, model: str | None = None, provider: str | None = None,
               project: str | None = None, api_key: str | None = None, metadata: Mapping[str, Any] | None = None,

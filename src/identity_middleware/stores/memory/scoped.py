@@ -94,9 +94,9 @@ class MemoryBudgets(ScopedBudgets):
         return self._scoped.defs.get(identity_budget_id(ulid, period))
 
     def _emit(self, events: builtins.list[dict[str, Any]]) -> None:
-        if events and self.notify is not None:
+        if events and self.alerts is not None:
             try:
-                self.notify(events)
+                self.alerts(events)
             except Exception:  # a notifier never breaks a settlement
                 logger.exception("budget alert delivery failed")
 

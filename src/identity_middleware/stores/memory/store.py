@@ -6,9 +6,9 @@ import builtins
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.admission import Admission, AdmissionRequest, Consumed, Reservation, Settlement
 from ...core.budgets import BY_REQUEST, ScopedBudget, ScopeKind
@@ -33,6 +33,9 @@ from .ledger import Account
 from .records import Records
 from .scoped import MemoryBudgets
 
+if TYPE_CHECKING:
+    from ..notifiers import Notifier
+
 _BY_MODEL = (ScopeKind.MODEL, ScopeKind.PROVIDER)
 _SESSION_SWEEP = 10_000  # sessions kept before the expired ones are swept
 
@@ -50,7 +53,12 @@ class MemoryStore(MemoryBudgets, Store):
     """
 
 
-    def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL) -> None:
+    def __init__(self, *, tz: tzinfo = UTC, reservation_ttl: float = DEFAULT_RESERVATION_TTL,
+                 providers: Mapping[str, str] | None = None, notifiers: Mapping[str, Notifier] | None = None,
+                 notifier_secret: str | bytes | None = None) -> None:
+        """``providers``, ``notifiers``, ``notifier_secret``: the budgets' provider map and where
+        their alerts go (:class:`~identity_middleware.stores.options.StoreOptions`)."""
+        self._store_options(providers, notifiers, notifier_secret)
         self.tz = tz
         self.reservation_ttl = reservation_ttl
         self._lock = threading.RLock()

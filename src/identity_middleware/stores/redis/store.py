@@ -45,7 +45,6 @@ from ...core.periods import UTC, Period
 from ..base import METRIC_DAYS, METRIC_HOURS, Store, check_days, check_hours, check_span
 from ..health import Health
 from ..refusals import Refusal, check_refusal_limit
-from ..scoped import Notify
 from ..urls import check_url
 from .buffer import SettlementBuffer
 from .clients import AsyncClient, ClientSpec, SyncClient
@@ -63,6 +62,7 @@ from .verdicts import Verdicts
 from .writer import WRITE_FIRST, Writer
 
 if TYPE_CHECKING:  # leasing is loaded only when it is on
+    from ..notifiers import Notifier
     from .lease import Ask
     from .unwritten import Unwritten
 
@@ -75,15 +75,20 @@ class RedisStore(Store):
 
 
     def __init__(self, url: str | None = None, options: RedisOptions | None = None, *,
-                 client: SyncClient | None = None, async_client_factory: Callable[[], AsyncClient] | None = None
-                 ) -> None:
+                 client: SyncClient | None = None, async_client_factory: Callable[[], AsyncClient] | None = None,
+                 providers: Mapping[str, str] | None = None, notifiers: Mapping[str, Notifier] | None = None,
+                 notifier_secret: str | bytes | None = None) -> None:
         """A store on the server at ``url`` (see :meth:`from_url`), or on the clients given: a sync
         ``client``, an ``async_client_factory`` called once per event loop, or both (any
         ``decode_responses``). A store given one of them serves only that side: a WSGI or Django app
-        needs the sync client, an ASGI app the factory. ``options``: :class:`RedisOptions`."""
+        needs the sync client, an ASGI app the factory. ``options``: :class:`RedisOptions`, how it
+        reaches and keeps Redis. ``providers``, ``notifiers``, ``notifier_secret``: the budgets'
+        provider map and where their alerts go, as every store takes them
+        (:class:`~identity_middleware.stores.options.StoreOptions`)."""
         if (url is None) == (client is None and async_client_factory is None):
             raise ValueError("give a URL (RedisStore.from_url(url)) or the clients: client= (sync), "
                              "async_client_factory= (async), or both")
+        self._store_options(providers, notifiers, notifier_secret)
         options = RedisOptions() if options is None else options
         self.options = options
         self.tz = options.tz
@@ -107,6 +112,8 @@ class RedisStore(Store):
         self._plans = plans = Plans(options.prefix, options.tz, options.reservation_ttl, options.settle_id_ttl,
                                     global_budgets=options.global_budgets, leases=leases,
                                     clock=options.clock)
+        plans.registry.providers = self.providers
+        plans.registry.notify = self.alerts
         if spec is None:
             self._runner = self._request_runner = Runner(partial(_given, client), owned=False)
         else:
@@ -122,15 +129,18 @@ class RedisStore(Store):
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
 
     @classmethod
-    def from_url(cls, url: str, /, options: RedisOptions | None = None, **fields: Any) -> RedisStore:
+    def from_url(cls, url: str, /, options: RedisOptions | None = None, *,
+                 providers: Mapping[str, str] | None = None, notifiers: Mapping[str, Notifier] | None = None,
+                 notifier_secret: str | bytes | None = None, **fields: Any) -> RedisStore:
         """``redis://``, ``rediss://``, ``unix:///path/redis.sock``, ``redis+sentinel://host:port/service``,
         ``redis+cluster://host:port``; ``options`` (:class:`RedisOptions`), or its fields as keyword
-        arguments (other keyword arguments go to the redis-py clients)."""
+        arguments (other keyword arguments go to the redis-py clients); ``providers``, ``notifiers``
+        and ``notifier_secret`` as for :class:`RedisStore`."""
         if fields:
             base = {} if options is None else {each.name: getattr(options, each.name)
                                                for each in dataclasses.fields(options)}
             options = RedisOptions.of(**{**base, **fields})
-        return cls(url, options)
+        return cls(url, options, providers=providers, notifiers=notifiers, notifier_secret=notifier_secret)
 
     @property
     def prefix(self) -> str:
@@ -511,11 +521,6 @@ class RedisStore(Store):
     @property
     def wants_headers(self) -> bool:
         return self._plans.registry.wants_headers()
-
-    def configure_budgets(self, *, providers: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
-        super().configure_budgets(providers=providers, notify=notify)
-        self._plans.registry.providers = dict(self.providers)
-        self._plans.registry.notify = self.notify
 
     def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
         return self._run(self._plans.budgets.create_budget(spec))
