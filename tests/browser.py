@@ -10,7 +10,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from starlette.routing import Mount, Route
 from identity_middleware import IdentityMiddleware, record_usage
 from identity_middleware.admin import create_admin_app
 from identity_middleware.stores import Store
+from waiting import wait_until
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,11 +56,12 @@ def live_server(app: Starlette) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
+        return bool(server.started)
+
+    wait_until(started, "the test server started")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from waiting import wait_until
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 REDIS_CLI = os.environ.get("REDIS_CLI", shutil.which("redis-cli") or "/usr/bin/redis-cli")
@@ -52,14 +54,12 @@ def _cli(port: int, *args: str) -> str:
 
 
 def _wait_ping(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server on port {port} exited:\n{log.read_text(errors='replace')}")
-        if _cli(port, "PING").strip() == "PONG":
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server on port {port} did not answer PING")
+        return _cli(port, "PING").strip() == "PONG"
+
+    wait_until(answers, f"redis-server on port {port} answering PING", within=20, every=0.05)
 
 
 def start_server(port: int, directory: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -74,6 +74,18 @@ def start_server(port: int, directory: Path, *extra: str) -> subprocess.Popen[by
     return process
 
 
+def _answers_within(port: int, seconds: float) -> bool:
+    """Whether the server on ``port`` answers a PING on a new connection within ``seconds``."""
+    with socket.create_connection(("127.0.0.1", port)) as probe:
+        probe.settimeout(seconds)
+        probe.sendall(b"PING\r\n")
+        try:
+            probe.recv(16)
+        except TimeoutError:
+            return False
+        return True
+
+
 @contextlib.contextmanager
 def stalled(port: int, seconds: float) -> Iterator[None]:
     """The server on ``port`` stalled by ``DEBUG SLEEP seconds`` (its connections stay open, nothing is
@@ -81,23 +93,26 @@ def stalled(port: int, seconds: float) -> Iterator[None]:
     sleeper = socket.create_connection(("127.0.0.1", port))
     try:
         sleeper.sendall(b"DEBUG SLEEP %s\r\n" % str(seconds).encode())
-        deadline = time.monotonic() + 10
-        while True:  # asleep once a PING sent after the DEBUG SLEEP goes unanswered for a while
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis did not stall: start the server with --enable-debug-command local")
-            with socket.create_connection(("127.0.0.1", port)) as probe:
-                probe.settimeout(0.05)
-                probe.sendall(b"PING\r\n")
-                try:
-                    probe.recv(16)
-                except TimeoutError:
-                    break
+        # Asleep once a PING sent after the DEBUG SLEEP goes unanswered for a while.
+        wait_until(lambda: not _answers_within(port, 0.05),
+                   "redis stalled (start the server with --enable-debug-command local)", within=10, every=0)
         yield
         sleeper.settimeout(seconds + 30)
         if not sleeper.recv(16).startswith(b"+OK"):
             raise RuntimeError("DEBUG SLEEP was refused: start the server with --enable-debug-command local")
     finally:
         sleeper.close()
+
+
+@contextlib.contextmanager
+def frozen(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The server ``process`` stopped (SIGSTOP) until the block ends: its sockets stay open and
+    nothing is answered, however long a client waits (unlike :func:`stalled`, which ends by itself)."""
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
 
 
 def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -164,12 +179,9 @@ class Cluster:
 
     def wait_state(self, state: str) -> None:
         """Until every live node reports ``cluster_state:<state>``."""
-        deadline = time.monotonic() + 60
-        while not all(f"cluster_state:{state}" in _cli(port, "CLUSTER", "INFO") for port in self.ports
-                      if self.processes[port].poll() is None):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Redis Cluster did not reach cluster_state:{state}")
-            time.sleep(0.1)
+        wait_until(lambda: all(f"cluster_state:{state}" in _cli(port, "CLUSTER", "INFO") for port in self.ports
+                               if self.processes[port].poll() is None),
+                   f"every node of the Redis Cluster at cluster_state:{state}", within=60, every=0.1)
 
 
 @contextlib.contextmanager
@@ -227,17 +239,16 @@ def start_sentinel(port: int, directory: Path, master_port: int, service: str) -
 def _wait_sentinel_master(port: int, service: str, master_port: int, process: subprocess.Popen[bytes],
                           log: Path) -> None:
     """Until the sentinel names ``127.0.0.1:master_port`` as ``service``'s master and sees it up."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def reports() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server --sentinel on port {port} exited:\n{log.read_text(errors='replace')}")
         address = _cli(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service).split()
         fields = _cli(port, "SENTINEL", "MASTER", service).split()
         flags = dict(zip(fields[::2], fields[1::2], strict=False)).get("flags", "")
-        if address == ["127.0.0.1", str(master_port)] and flags == "master":
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the sentinel on port {port} did not report {service} at 127.0.0.1:{master_port}")
+        return address == ["127.0.0.1", str(master_port)] and flags == "master"
+
+    wait_until(reports, f"the sentinel on port {port} reporting {service} at 127.0.0.1:{master_port}",
+               every=0.05)
 
 
 @contextlib.contextmanager
@@ -281,18 +292,16 @@ def redis_unix_server() -> Iterator[Path]:
              "--enable-debug-command", "local"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server on {socket_path} exited:\n{log.read_text(errors='replace')}")
+            with contextlib.suppress(redis.exceptions.ConnectionError), \
+                    redis.Redis(unix_socket_path=str(socket_path)) as client:
+                return bool(client.ping())
+            return False
+
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"redis-server on {socket_path} exited:\n{log.read_text(errors='replace')}")
-                with contextlib.suppress(redis.exceptions.ConnectionError), \
-                        redis.Redis(unix_socket_path=str(socket_path)) as client:
-                    if client.ping():
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on {socket_path} did not answer PING")
-                time.sleep(0.05)
+            wait_until(answers, f"redis-server on {socket_path} answering PING", within=20, every=0.05)
             yield socket_path
         finally:
             stop_servers([process])
@@ -315,19 +324,15 @@ def redis_sentinel_with_replica(service: str = "mymaster") -> Iterator[tuple[str
             processes.append(start_server(master_port, directories[0]))
             processes.append(start_server(replica_port, directories[1],
                                           "--replicaof", "127.0.0.1", str(master_port)))
-            deadline = time.monotonic() + 30
-            while "master_link_status:up" not in _cli(replica_port, "INFO", "replication"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the replica did not sync with its master")
-                time.sleep(0.05)
+            wait_until(lambda: "master_link_status:up" in _cli(replica_port, "INFO", "replication"),
+                       "the replica in sync with its master", every=0.05)
             sentinel_port = free_port()
             sentinel = start_sentinel(sentinel_port, directories[2], master_port, service)
             processes.append(sentinel)
             _wait_sentinel_master(sentinel_port, service, master_port, sentinel, directories[2] / "sentinel.log")
-            while "slaves=1" not in _cli(sentinel_port, "INFO", "sentinel"):  # it must know the replica to fail over
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the sentinel did not discover the replica")
-                time.sleep(0.05)
+            # To fail over, the sentinel must know the replica.
+            wait_until(lambda: "slaves=1" in _cli(sentinel_port, "INFO", "sentinel"),
+                       "the sentinel knowing the replica", every=0.05)
             yield f"redis+sentinel://127.0.0.1:{sentinel_port}/{service}", sentinel_port, master_port, replica_port
         finally:
             stop_servers(processes)
@@ -343,24 +348,17 @@ def sentinel_failover(sentinel_port: int, service: str, to_port: int) -> None:
     ``127.0.0.1:to_port`` (``SENTINEL MASTER``, what clients read; ``GET-MASTER-ADDR-BY-NAME`` names the
     promoted replica earlier). The old master may still take writes until the sentinel reconfigures
     it as a replica, seconds later."""
-    deadline = time.monotonic() + 60
-    while "OK" not in _cli(sentinel_port, "SENTINEL", "FAILOVER", service):
-        if time.monotonic() > deadline:  # refused while the sentinel still learns the replica's state
-            raise RuntimeError("the sentinel refused SENTINEL FAILOVER")
-        time.sleep(0.2)
-    while _sentinel_master_port(sentinel_port, service) != str(to_port):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the sentinel did not switch {service} to port {to_port}")
-        time.sleep(0.05)
+    # Refused while the sentinel still learns the replica's state: asked again.
+    wait_until(lambda: "OK" in _cli(sentinel_port, "SENTINEL", "FAILOVER", service),
+               "the sentinel accepting SENTINEL FAILOVER", within=60, every=0.2)
+    wait_until(lambda: _sentinel_master_port(sentinel_port, service) == str(to_port),
+               f"the sentinel switching {service} to port {to_port}", within=60, every=0.05)
 
 
 def wait_role(port: int, role: str) -> None:
     """Until the server on ``port`` reports ``role`` (``master`` / ``slave``) with its link up."""
-    deadline = time.monotonic() + 60
-    while True:
+    def in_role() -> bool:
         info = _cli(port, "INFO", "replication")
-        if f"role:{role}" in info and (role == "master" or "master_link_status:up" in info):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server on port {port} did not become {role}:\n{info}")
-        time.sleep(0.05)
+        return f"role:{role}" in info and (role == "master" or "master_link_status:up" in info)
+
+    wait_until(in_role, f"the server on port {port} a {role} with its link up", within=60, every=0.05)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -12,6 +11,7 @@ import pytest
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.stores import RedisStore, Store
+from waiting import wait_until
 
 MakeStore = Callable[..., Store]
 
@@ -27,21 +27,12 @@ def writer_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == "identity-middleware-redis-writer"]
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def test_a_sync_settle_lands_without_a_read_that_flushes(make_store: MakeStore) -> None:
     app = _redis(make_store)
     other = _redis(make_store, prefix=app.prefix)  # another app instance: it never sees app's buffer
     identity = app.create(IdentityInput(id="bg-1"))
     app.settle(Settlement(identity.id, Usage(cost=1_000, input_tokens=3, output_tokens=4)))
-    assert _wait_for(lambda: other.metrics("bg-1").total_requests == 1)
+    wait_until(lambda: other.metrics("bg-1").total_requests == 1, "the settlement in Redis")
     metrics = other.metrics("bg-1")
     assert metrics.total_cost == Decimal("0.000001") and metrics.total_tokens == 7
 
@@ -73,8 +64,8 @@ def test_many_threads_settling_are_each_counted_once(make_store: MakeStore) -> N
         thread.start()
     for thread in threads:
         thread.join()
-    assert _wait_for(lambda: other.metrics("bg-2").total_requests == 800)
-    time.sleep(0.2)  # nothing more arrives later
+    wait_until(lambda: other.metrics("bg-2").total_requests == 800, "the 800 settlements in Redis")
+    app.close()  # nothing left to arrive later: close() waits for whatever is still being written
     metrics = other.metrics("bg-2")
     assert metrics.total_requests == 800 and metrics.total_cost == Decimal("0.0000056")
 
@@ -113,7 +104,7 @@ def test_the_writer_thread_ends_when_idle_and_comes_back(make_store: MakeStore,
     app.settle(Settlement(identity.id, Usage(cost=1)))
     started = set(writer_threads()) - before
     assert started  # this settle started the store's writer thread
-    assert _wait_for(lambda: other.metrics("bg-5").total_requests == 1)
-    assert _wait_for(lambda: not any(thread.is_alive() for thread in started))  # idle: ended
+    wait_until(lambda: other.metrics("bg-5").total_requests == 1, "the first settlement in Redis")
+    wait_until(lambda: not any(thread.is_alive() for thread in started), "the idle writer thread ended")
     app.settle(Settlement(identity.id, Usage(cost=1)))  # a new thread starts
-    assert _wait_for(lambda: other.metrics("bg-5").total_requests == 2)
+    wait_until(lambda: other.metrics("bg-5").total_requests == 2, "the second settlement in Redis")

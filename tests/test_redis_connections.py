@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,6 +20,7 @@ from identity_middleware.core.models import IdentityInput
 from identity_middleware.ratelimit import RateLimiter
 from identity_middleware.stores import RedisOptions, RedisStore
 from redis_servers import free_port, redis_unix_server, start_server, stop_servers
+from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +204,7 @@ def test_a_thread_that_ends_closes_its_direct_connection(redis_url: str) -> None
                 thread.start()
                 thread.join()
             gc.collect()
-            deadline = time.monotonic() + 5
-            while client.info("clients")["connected_clients"] > before + 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert client.info("clients")["connected_clients"] <= before + 3  # not 20 more
+            wait_until(lambda: client.info("clients")["connected_clients"] <= before + 3,  # not 20 more
+                       "the ended threads' connections closed", every=0.05)
     finally:
         store.close()

@@ -7,7 +7,6 @@ import io
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from identity_middleware import Budget, IdentityInput, current_identity, record_usage
 from identity_middleware.stores import Store
 from identity_middleware.wsgi import ENVIRON_KEY, IdentityWSGIMiddleware, MeteredIterable
+from waiting import wait_until
 
 KINDS = ("memory", "redis")
 Environ = dict[str, Any]
@@ -127,13 +127,6 @@ def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
-
-
-def eventually(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 # -- the body ----------------------------------------------------------------------------------------
@@ -392,7 +385,7 @@ def test_streaming_over_http_commits_after_the_last_chunk(store: Store, serve: C
     port = serve(IdentityWSGIMiddleware(app, store=store))
     status, _, data = post(port, b'{"identity": {"id": "streamer"}}', {"Content-Type": "application/json"})
     assert status == 200 and data.count(b"chunk") == 5
-    eventually(lambda: store.metrics("streamer").total_requests == 1)
+    wait_until(lambda: store.metrics("streamer").total_requests == 1, "the stream settled")
     metrics = store.metrics("streamer")
     assert (metrics.total_cost, metrics.output_tokens) == (Decimal("0.0000005"), 5)
 
