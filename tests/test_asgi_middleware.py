@@ -461,28 +461,39 @@ async def test_200_concurrent_reservations_never_exceed_the_budget() -> None:
     store.create(__import__("identity_middleware").IdentityInput(id="crowd"))
     store.set_budget("crowd", Budget(period="daily", amount="1.00"))
     started = anyio.Event()
+    decided = anyio.Event()  # every request admitted (waiting in the view) or answered
+    in_view = 0
+    statuses: list[int] = []
+
+    def one_more_decided() -> None:
+        if in_view + len(statuses) == 200:
+            decided.set()
 
     @budgeted(estimate="0.01")
     async def slow_llm(request: Request) -> Response:
+        nonlocal in_view
+        in_view += 1
+        one_more_decided()
         await started.wait()  # every admitted request is in flight at once
         record_usage("0.01")
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/llm", slow_llm, methods=["POST"])],
                     middleware=[Middleware(IdentityMiddleware, store=store)])
-    statuses: list[int] = []
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         async def one() -> None:
             response = await client.post("/llm", json={"identity": {"id": "crowd"}})
             statuses.append(response.status_code)
+            one_more_decided()
 
         async with anyio.create_task_group() as group:
             for _ in range(200):
                 group.start_soon(one)
-            await anyio.sleep(0.5)
+            await decided.wait()
             status = store.budget_status("crowd")[0]
             assert status.spent + status.reserved <= Decimal("1.00")
+            assert (in_view, statuses) == (100, [429] * 100)  # all held at once, the rest refused
             started.set()
     admitted = statuses.count(200)
     assert admitted == 100 and statuses.count(429) == 100
@@ -718,15 +729,19 @@ def test_rate_limits_and_budgets_on_redis_through_the_middleware(kind: str, make
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_a_cancelled_request_is_still_metered(kind: str, make_store: Any) -> None:
     store = make_store(kind)
+    reached: list[anyio.Event] = []  # made on the loop
 
     async def hangs(request: Request) -> Response:
         record_usage("0.05")
+        reached[0].set()
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
     app = IdentityMiddleware(Starlette(routes=[Route("/hang", hangs)]), store=store)
 
     async def main() -> None:
+        reached.append(anyio.Event())
+
         async def receive() -> dict[str, Any]:
             await anyio.sleep_forever()
             raise AssertionError("unreachable")
@@ -738,8 +753,10 @@ def test_a_cancelled_request_is_still_metered(kind: str, make_store: Any) -> Non
                  "query_string": b"", "headers": [(b"x-identity-id", b"cancelled")], "scheme": "http",
                  "server": ("t", 80), "client": ("127.0.0.1", 1), "asgi": {"version": "3.0"},
                  "http_version": "1.1"}
-        with anyio.move_on_after(0.2):  # the server gives up on the request: a real cancellation
-            await app(scope, receive, send)
+        async with anyio.create_task_group() as group:
+            group.start_soon(app, scope, receive, send)
+            await reached[0].wait()  # the view has recorded its usage and hangs
+            group.cancel_scope.cancel()  # the server gives up on the request: a real cancellation
 
     anyio.run(main)
     metrics = store.metrics("cancelled")

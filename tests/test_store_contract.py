@@ -253,11 +253,10 @@ def test_list_in_another_order_pages_forward_and_backward_without_gap_or_repeat(
     assert [i.display_name for i in evens.data] == ["name 02", "name 04", "name 06"] and evens.has_more
 
 
-def test_list_by_updated_is_newest_first(api: Api) -> None:
-    for n in range(4):
-        api.create(IdentityInput(id=f"user_{n}"))
-        time.sleep(0.002)
-    api.update("user_1", display_name="touched")
+def test_list_by_updated_is_newest_first(api: Api, now: datetime) -> None:
+    for n in range(4):  # created a second apart (an admission takes its instant), a minute ago
+        admit(api, f"user_{n}", now=now - timedelta(seconds=60 - n))
+    api.update("user_1", display_name="touched")  # now: the newest
     page = api.list(order="updated")
     assert page.data[0].external_id == "user_1"
     instants = [identity.updated for identity in page.data]
@@ -484,17 +483,16 @@ def test_admit_upserts_partially(api: Api) -> None:
 
 def test_admit_unchanged_upsert_keeps_updated(api: Api) -> None:
     made = api.create(IdentityInput(id="a", display_name="Ann", metadata={"k": 1, "j": [1, 2]}))
-    time.sleep(0.002)
-    same = admit(api, "a", upsert=IdentityInput(id="a", display_name="Ann", metadata={"j": [1, 2], "k": 1}))
+    same = admit(api, "a", upsert=IdentityInput(id="a", display_name="Ann", metadata={"j": [1, 2], "k": 1}),
+                 now=made.updated + timedelta(minutes=1))  # a change would have moved it a minute
     assert same.identity.updated == made.updated
 
 
 def test_admit_keeps_the_last_source_without_moving_updated(api: Api) -> None:
     made = admit(api, "a", last_source="header").identity
     assert api.retrieve("a").last_source == "header"
-    time.sleep(0.002)
-    admit(api, "a", last_source="body")
-    admit(api, "a")  # no source given: the last one stays
+    admit(api, "a", last_source="body", now=made.updated + timedelta(minutes=1))  # a change would move it
+    admit(api, "a", now=made.updated + timedelta(minutes=2))  # no source given: the last one stays
     record = api.retrieve("a")
     assert record.last_source == "body" and record.updated == made.updated
     assert api.list().data[0].last_source == "body"
