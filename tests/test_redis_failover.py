@@ -5,6 +5,7 @@ processes: a master with ``min-replicas-to-write 1`` and no replica, a replica a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
 from identity_middleware.stores.redis.transport import UNSERVED, refused
+from outages import asettlements_outlast, settlements_outlast
 from redis_servers import own_server
 
 CENT = to_nanos("0.01")
@@ -43,6 +45,16 @@ def replicas_required(port: int, count: int) -> None:
     """``min-replicas-to-write count`` on the master at ``port`` (it has no replica: 1 refuses writes)."""
     with redis.Redis(port=port) as admin:
         admin.config_set("min-replicas-to-write", count)
+
+
+@contextlib.contextmanager
+def writes_refused(port: int) -> Iterator[None]:
+    """The master at ``port`` refusing writes (NOREPLICAS) until the block ends."""
+    replicas_required(port, 1)
+    try:
+        yield
+    finally:
+        replicas_required(port, 0)
 
 
 def spent(store: RedisStore, identity: str) -> tuple[Decimal, int]:
@@ -63,21 +75,7 @@ def test_each_not_now_reply_is_an_outage_not_a_reply_for_the_plan(code: str) -> 
 def test_sync_settlements_refused_with_noreplicas_stay_buffered_and_land_once(port: int, multiplex: bool) -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", multiplex=multiplex, linger=60.0)
     try:
-        identity = store.create(IdentityInput(id="u")).id
-        store.set_budget("u", Budget(period="daily", amount="1.00"))  # an admission reserves: a write
-        admissions = [store.admit(AdmissionRequest("u", estimate=CENT)) for _ in range(3)]
-        replicas_required(port, 1)
-        for admission in admissions:
-            store.settle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
-            store.flush()
-        assert store.buffered == 3
-        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):  # an admission meets the outage too
-            store.admit(AdmissionRequest("u", estimate=CENT))
-        replicas_required(port, 0)
-        store.flush()
-        store.flush()
-        assert store.buffered == 0
+        settlements_outlast(store, "u", writes_refused(port), refusal="NOREPLICAS")
         assert spent(store, "u") == (Decimal("0.03"), 3)
     finally:
         store.close()
@@ -88,18 +86,7 @@ def test_async_settlements_refused_with_noreplicas_stay_buffered_and_land_once(p
     store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", multiplex=multiplex)
 
     async def main() -> None:
-        identity = (await store.acreate(IdentityInput(id="u"))).id
-        admissions = [await store.aadmit(AdmissionRequest("u", estimate=CENT)) for _ in range(3)]
-        replicas_required(port, 1)
-        for admission in admissions:
-            await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
-            await store.aflush()
-        assert store.buffered == 3
-        replicas_required(port, 0)
-        await store.aflush()
-        await store.aflush()
-        assert store.buffered == 0
+        await asettlements_outlast(store, "u", writes_refused(port), refusal="NOREPLICAS")
         await store.aclose()
 
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -31,7 +30,7 @@ from starlette.testclient import TestClient
 
 from fake_clock import Clock
 from identity_middleware import IdentityMiddleware, budgeted, current_identity, record_usage
-from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
+from identity_middleware.core.admission import AdmissionRequest
 from identity_middleware.core.errors import StoreLate, StoreUnavailable
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
@@ -40,7 +39,9 @@ from identity_middleware.stores.health import Failure, Health
 from identity_middleware.stores.redis.keys import identity_tag
 from identity_middleware.stores.redis.shards import IDLE, Shards
 from identity_middleware.stores.redis.transport import down
+from outages import asettlements_outlast, settlements_outlast
 from redis_servers import Cluster, cluster_nodes
+from waiting import wait_until
 
 CENT = to_nanos("0.01")
 OPTIONS = ("--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no")
@@ -86,18 +87,13 @@ def uncovered(cluster: Cluster, slot: int) -> Iterator[None]:
     finally:
         with redis.Redis(port=owner) as node:
             node.execute_command("CLUSTER", "ADDSLOTS", slot)
-        deadline = time.monotonic() + 30
-        while True:
-            seen = []
-            for port in cluster.ports:
-                with redis.Redis(port=port) as node:
-                    seen.append(any(start <= slot <= end and int(master[1]) == owner
-                                    for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS")))
-            if all(seen):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"slot {slot} was not given back to {owner}")
-            time.sleep(0.05)
+        def maps_it_to_owner(port: int) -> bool:
+            with redis.Redis(port=port) as node:
+                return any(start <= slot <= end and int(master[1]) == owner
+                           for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS"))
+
+        wait_until(lambda: all(maps_it_to_owner(port) for port in cluster.ports),
+                   f"slot {slot} given back to {owner} in every node's view", every=0.05)
 
 
 def spent(store: RedisStore, identity: str) -> tuple[Decimal, int]:
@@ -135,20 +131,7 @@ def test_settlements_of_a_slot_no_master_serves_stay_buffered_and_land_once(clus
     store = RedisStore.from_url(cluster.url, prefix="unc", linger=60.0)
     user = "uncovered-sync"
     try:
-        identity = store.create(IdentityInput(id=user)).id
-        store.set_budget(user, Budget(period="daily", amount="1.00"))
-        admissions = [store.admit(AdmissionRequest(user, estimate=CENT)) for _ in range(3)]
-        with uncovered(cluster, slot_of(user)):
-            for admission in admissions:
-                store.settle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-            with pytest.raises(StoreUnavailable):
-                store.flush()
-            assert store.buffered == 3
-            with pytest.raises(StoreUnavailable):  # an admission meets the outage, not a 500
-                store.admit(AdmissionRequest(user, estimate=CENT))
-        store.flush()
-        store.flush()
-        assert store.buffered == 0
+        settlements_outlast(store, user, uncovered(cluster, slot_of(user)))  # an admission too: an outage, not a 500
         assert spent(store, user) == (Decimal("0.03"), 3)
     finally:
         store.close()
@@ -159,19 +142,7 @@ def test_async_settlements_of_a_slot_no_master_serves_stay_buffered_and_land_onc
     user = "uncovered-async"
 
     async def main() -> None:
-        identity = (await store.acreate(IdentityInput(id=user))).id
-        admissions = [await store.aadmit(AdmissionRequest(user, estimate=CENT)) for _ in range(3)]
-        with uncovered(cluster, slot_of(user)):
-            for admission in admissions:
-                await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-            with pytest.raises(StoreUnavailable):
-                await store.aflush()
-            assert store.buffered == 3
-            with pytest.raises(StoreUnavailable):
-                await store.aadmit(AdmissionRequest(user, estimate=CENT))
-        await store.aflush()
-        await store.aflush()
-        assert store.buffered == 0
+        await asettlements_outlast(store, user, uncovered(cluster, slot_of(user)))
         await store.aclose()
 
     try:

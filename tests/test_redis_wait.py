@@ -5,6 +5,7 @@ Real servers: a master with no replica (WAIT falls short), then one attached to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,11 +15,12 @@ import redis
 
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.errors import StoreUnavailable
-from identity_middleware.core.models import Budget, IdentityInput
+from identity_middleware.core.models import IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
 from identity_middleware.stores.redis.buffer import BATCH
 from identity_middleware.stores.redis.options import RedisOptions, Wait
+from outages import asettlements_outlast, settlements_outlast
 from redis_servers import own_server, wait_role
 
 CENT = to_nanos("0.01")
@@ -40,6 +42,15 @@ def attach(master: int, replica: int) -> None:
     wait_role(replica, "slave")
 
 
+@contextlib.contextmanager
+def unreplicated(master: int, replica: int) -> Iterator[None]:
+    """No replica acknowledges the master's writes until the block ends (``replica`` attached then)."""
+    try:
+        yield
+    finally:
+        attach(master, replica)
+
+
 def spent(port: int, prefix: str, identity: str) -> tuple[Decimal, int]:
     reader = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix=prefix)
     try:
@@ -47,6 +58,10 @@ def spent(port: int, prefix: str, identity: str) -> tuple[Decimal, int]:
         return metrics.total_cost, metrics.total_requests
     finally:
         reader.close()
+
+
+def assert_spent(port: int, prefix: str, identity: str, expected: tuple[Decimal, int]) -> None:
+    assert spent(port, prefix, identity) == expected
 
 
 def test_the_options_are_checked() -> None:
@@ -70,19 +85,10 @@ def test_sync_settlements_no_replica_acknowledged_stay_buffered_and_land_once(
     store = RedisStore.from_url(f"redis://127.0.0.1:{master}/0", prefix=prefix, multiplex=multiplex,
                                 wait=SHORT, linger=60.0)
     try:
-        identity = store.create(IdentityInput(id="u")).id
-        store.set_budget("u", Budget(period="daily", amount="1.00"))
-        admissions = [store.admit(AdmissionRequest("u", estimate=CENT)) for _ in range(3)]
-        for admission in admissions:
-            store.settle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
-            store.flush()
-        assert store.buffered == 3  # applied by the master, but no replica holds it: not let go of
-        assert spent(master, prefix, "u") == (Decimal("0.03"), 3)
-        attach(master, replica)
-        store.flush()
-        store.flush()
-        assert store.buffered == 0
+        # Buffered though applied by the master: no replica holds it, so it is not let go of.
+        settlements_outlast(store, "u", unreplicated(master, replica), refusal="0 of 1 replicas",
+                            admissions_refused=False,  # admissions do not wait (Wait(admissions=False))
+                            during=lambda: assert_spent(master, prefix, "u", (Decimal("0.03"), 3)))
         assert spent(master, prefix, "u") == (Decimal("0.03"), 3)  # sent again, counted once
         assert spent(replica, prefix, "u") == (Decimal("0.03"), 3)
     finally:
@@ -97,17 +103,8 @@ def test_async_settlements_no_replica_acknowledged_stay_buffered_and_land_once(
     store = RedisStore.from_url(f"redis://127.0.0.1:{master}/0", prefix=prefix, multiplex=multiplex, wait=SHORT)
 
     async def main() -> None:
-        identity = (await store.acreate(IdentityInput(id="u"))).id
-        admissions = [await store.aadmit(AdmissionRequest("u", estimate=CENT)) for _ in range(3)]
-        for admission in admissions:
-            await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
-            await store.aflush()
-        assert store.buffered == 3
-        await asyncio.to_thread(attach, master, replica)
-        await store.aflush()
-        await store.aflush()
-        assert store.buffered == 0
+        await asettlements_outlast(store, "u", unreplicated(master, replica), refusal="0 of 1 replicas",
+                                   admissions_refused=False)
         await store.aclose()
 
     try:
