@@ -161,7 +161,7 @@ def _fastapi(options: dict[str, Any], auth: bool) -> FastAPI:
     return app
 
 
-def _asgi_client(app: Any) -> Iterator[Post]:
+def asgi_client(app: Any) -> Iterator[Post]:
     with TestClient(app, raise_server_exceptions=False) as client:
         def post(where: str, json: Any = None, headers: dict[str, str] | None = None) -> Answer:
             response = client.post(where, json=json, headers=headers or {})
@@ -210,7 +210,7 @@ def _flask(options: dict[str, Any]) -> Flask:
     return app
 
 
-def _flask_client(app: Flask) -> Iterator[Post]:
+def flask_client(app: Flask) -> Iterator[Post]:
     app.testing = False  # an exception in a view is a 500, as in production
     client = app.test_client()
 
@@ -351,11 +351,11 @@ def serve(request: pytest.FixtureRequest, store: Store) -> Iterator[Callable[...
         """The shell's app with ``options``; ``auth=False``: without the framework's authentication."""
         options = {"store": store, **options}
         if shell == "starlette":
-            serving = _asgi_client(_starlette(options, auth))
+            serving = asgi_client(_starlette(options, auth))
         elif shell == "fastapi":
-            serving = _asgi_client(_fastapi(options, auth))
+            serving = asgi_client(_fastapi(options, auth))
         elif shell == "flask":
-            serving = _flask_client(_flask(options))
+            serving = flask_client(_flask(options))
         else:
             serving = _django_client(options, shell == "django-async", auth)
         opened.append(serving)

@@ -8,6 +8,7 @@ and RedisStore. Sync shells use the sync SDK clients, async ones the async clien
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,8 +55,9 @@ from identity_middleware import (  # noqa: E402
 from identity_middleware.context import Meter  # noqa: E402
 from identity_middleware.django import budgeted as django_budgeted  # noqa: E402
 from identity_middleware.stores import Store  # noqa: E402
+from identity_middleware.stores.redis.keys import identity_tag  # noqa: E402
 from llm_servers import ProviderServer  # noqa: E402
-from test_shell_contract import Post, _asgi_client, _flask_client  # noqa: E402
+from test_shell_contract import Post, asgi_client, flask_client  # noqa: E402
 
 SHELLS = ("starlette", "fastapi", "flask", "django-sync", "django-async")
 MINI_CALL = 285_000  # nano-USD: one gpt-4o-mini chat completion of the fake provider (genai-prices)
@@ -365,11 +367,11 @@ def serve(shell: str, store: Store, provider: ProviderServer) -> Iterator[Callab
     def start(**options: Any) -> Post:
         options = {"store": store, **options}
         if shell == "starlette":
-            serving = _asgi_client(_starlette(options))
+            serving = asgi_client(_starlette(options))
         elif shell == "fastapi":
-            serving = _asgi_client(_fastapi(options))
+            serving = asgi_client(_fastapi(options))
         elif shell == "flask":
-            serving = _flask_client(_flask(options))
+            serving = flask_client(_flask(options))
         else:
             serving = _django_client(options, shell == "django-async")
         opened.append(serving)
@@ -554,7 +556,7 @@ def _per_request(make_store: Callable[..., Store], provider: ProviderServer, req
     request's settlement written before the next), with ``options``."""
     store = make_store("redis", clock=Clock())  # a still clock: the registry's once-a-second read stays out
     _spent(store, "pro", "100", "0")
-    post = next(_flask_client(_flask({"store": store, **options})))
+    post = next(flask_client(_flask({"store": store, **options})))
     post("/once", headers=_as("pro", **{"X-Session-Id": "s"}))  # the identity is cached, scripts loaded
     store.flush()
     before = _commands(store)
@@ -579,11 +581,12 @@ def test_a_sessions_spend_is_one_counter_shared_by_every_process_and_expires(
     first = make_store("redis")
     second = make_store("redis", prefix=first.prefix)  # type: ignore[attr-defined]  # another app instance
     session = Session("0.0006", header="X-Session-Id", ttl=3600)
-    posts = [next(_flask_client(_flask({"store": store, "session": session}))) for store in (first, second)]
+    posts = [next(flask_client(_flask({"store": store, "session": session}))) for store in (first, second)]
     statuses = [posts[n % 2]("/once", headers=_as("chat", **{"X-Session-Id": "s1"})).status for n in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert second.session_cost("chat", "s1") == 3 * MINI_CALL
-    key = first._session_key("chat", "s1")  # type: ignore[attr-defined]
+    # The key as docs/stores/keys.md gives it: P:{T}:n:<hex SHA-1 of the session value>.
+    key = f"{first.prefix}:{{{identity_tag('chat')}}}:n:{hashlib.sha1(b's1').hexdigest()}"  # type: ignore[attr-defined]
     assert 3590 <= first.client.ttl(key) <= 3600  # type: ignore[attr-defined]
 
 
