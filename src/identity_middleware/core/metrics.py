@@ -101,7 +101,10 @@ class UsageOver:
 
 def utc_hour(now: datetime) -> datetime:
     """The start of ``now``'s UTC hour (an aware datetime)."""
-    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    utc = now if now.tzinfo is UTC else now.astimezone(UTC)
+    # Positional, tzinfo included: datetime's keyword arguments (and replace()'s) cost 2.7x as much,
+    # and the memory store counts every settlement into its hour.
+    return datetime(utc.year, utc.month, utc.day, utc.hour, 0, 0, 0, UTC)
 
 
 def hourly_from_counters(hour: datetime, counters: list[int]) -> HourlyMetrics:
