@@ -115,17 +115,14 @@ class IdentityMiddleware:
                 scope["state"] = {**scope.get("state", {}), "identity": outcome.meter.identity}
                 reply = _HeadersSend(send, life) if self.config.budget_headers else _StatusSend(send, life)
                 try:
-                    async with life:
-                        await self.app(scope, receive, reply)
-                except RequestBudgetExceeded as error:  # a ceiling the view did not catch: 429, if still possible
-                    if reply.started:
+                    await life.acall(self.app, scope, receive, reply)
+                except RequestBudgetExceeded as error:  # a ceiling the view did not catch (settled as an
+                    if reply.started:                   # error): 429, if still possible
                         raise
                     life.answered(429)
                     await _send_error(send, error.response)
-                await life.asettle()
             else:
-                async with RequestLife(self.flow, outcome):
-                    await self.app(scope, receive, send)
+                await RequestLife(self.flow, outcome).acall(self.app, scope, receive, send)
         elif scope["type"] == "lifespan":
             if self.invalid is not None:  # the server stops here, with the options' problems
                 await receive()

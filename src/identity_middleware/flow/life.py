@@ -8,15 +8,21 @@ it, in its own I/O::
     life.answered(status)           # the status the app answered (none answered: 500)
     life.settle()                   # or hand the meter to a streamed body, which settles at its end
 
+A shell whose response has ended when the app's call returns (ASGI: the app sends its body
+itself) does all of it in one call, one coroutine for the request's whole life::
+
+    await life.acall(app, scope, receive, send)   # bind, call, unbind, settle (raised: as an error)
+
 The error rule is here alone: the app raised, or answered a status of 400 or more. Streams the
 app left open (an instrumented call's, a response body's) are ended before the request settles.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ..context import Binding, Meter, bind, unbind
 from .streams import aend_streams, end_streams
@@ -25,6 +31,9 @@ if TYPE_CHECKING:
     from .steps import Flow
 
 __all__ = ["RequestLife"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class RequestLife:
@@ -77,6 +86,21 @@ class RequestLife:
         self._unbind()
         if kind is not None:
             self.raised = True
+            await self.asettle()
+
+    async def acall(self, app: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await app(*args, **kwargs)`` with the identity bound, then the settlement with the
+        status answered meanwhile (an app that raised is settled as an error, then the error
+        raised): ``async with`` and :meth:`asettle` in one coroutine, for a shell whose response
+        has ended when the call returns."""
+        token = bind(self.binding)
+        try:
+            return await app(*args, **kwargs)
+        except BaseException:
+            self.raised = True
+            raise
+        finally:
+            unbind(token)
             await self.asettle()
 
     def _unbind(self) -> None:
