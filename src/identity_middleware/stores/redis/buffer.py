@@ -100,26 +100,45 @@ class SettlementBuffer:
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
                 or any(identity_id in flight.charges for flight in self._inflight)
 
-    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, tuple[Unwritten, ...]]:
+    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, list[Unwritten]]:
         """For an admission of ``identity_id`` in the time window starting at ``start``: whether its
         buffered usage must be written first (a charge of another window, or one that releases
         reservations or charges a lease), else its charges of this window — open, being written, or
         left unsure by an outage — whose usage the admission counts itself, each unless its marker
         says Redis has applied it (so one being written meanwhile is counted once), as they are now."""
+        # Per admission, under load: one list, no generator or copy (each object made is one more for
+        # the garbage collector, whose young collections walk every request's suspended coroutines).
+        found: list[Unwritten] = []
         with self._lock:
-            charges = [charge for charge in self.unsure if charge.identity_id == identity_id] if self.unsure else []
+            if self.unsure:
+                for charge in self.unsure:
+                    if charge.identity_id == identity_id and not self._countable(charge, start, found):
+                        return True, []
             for flight in self._inflight:
-                charges += flight.charges.get(identity_id, ())
-            if self._pending_starts.issubset((start,)):
-                if (open_charge := self.pending.get((identity_id, start))) is not None:
-                    charges.append(open_charge)
+                for charge in flight.charges.get(identity_id, ()):
+                    if not self._countable(charge, start, found):
+                        return True, []
+            starts = self._pending_starts
+            if not starts or (len(starts) == 1 and start in starts):
+                if (open_charge := self.pending.get((identity_id, start))) is not None \
+                        and not self._countable(open_charge, start, found):
+                    return True, []
             else:  # a time window just ended: a charge of the last one must be written first
-                charges += [charge for (owner, _), charge in self.pending.items() if owner == identity_id]
-            for charge in charges:
-                if charge.window.start != start or charge.held or charge.scoped or charge.leased:
-                    return True, ()
-            return False, tuple(Unwritten(charge.usage.cost, charge.usage.input_tokens + charge.usage.output_tokens,
-                                          charge.id) for charge in charges)
+                for (owner, _), charge in self.pending.items():
+                    if owner == identity_id and not self._countable(charge, start, found):
+                        return True, []
+        return False, found
+
+    @staticmethod
+    def _countable(charge: Charge, start: datetime, found: list[Unwritten]) -> bool:
+        """Add ``charge`` to what an admission in the window starting at ``start`` counts itself;
+        ``False`` when it cannot (another window's, or one that releases reservations or charges a
+        lease: written first)."""
+        if charge.window.start != start or charge.held or charge.scoped or charge.leased:
+            return False
+        usage = charge.usage
+        found.append(Unwritten(usage.cost, usage.input_tokens + usage.output_tokens, charge.id))
+        return True
 
     def charges(self) -> list[Charge]:
         """Every charge buffered, oldest first (those sent and not known to have landed first)."""

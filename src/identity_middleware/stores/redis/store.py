@@ -429,7 +429,7 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.retry_due and not self._plans.registry.due():
-                unwritten: tuple[Unwritten, ...] = ()
+                unwritten: Sequence[Unwritten] = ()
                 now = None
                 if self._buffer.busy:
                     now = request.now if request.now is not None else datetime.now(UTC)

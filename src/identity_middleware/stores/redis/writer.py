@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ class Writer:
         if self.buffer:
             self.flush(runner)
 
-    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> tuple[Unwritten, ...] | None:
+    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> Sequence[Unwritten] | None:
         """Make a sync admission at ``now`` see this process's usage of ``external_id`` (of anyone's,
         where model, provider or workspace budgets may apply, or with leasing): written first; or,
         for an identity whose usage is only in charges of this time window (open, being written, or
@@ -98,7 +99,7 @@ class Writer:
         return None
 
     async def abefore_admission(self, external_id: str, state: LoopClient, now: datetime,
-                                timeout: float | None) -> tuple[Unwritten, ...] | None:
+                                timeout: float | None) -> Sequence[Unwritten] | None:
         """:meth:`before_admission` on a loop: what is written first is awaited (at most ``timeout``),
         so a client's next request counts the one whose response just ended."""
         found = self.countable(external_id, now)
@@ -111,7 +112,7 @@ class Writer:
                 await within(timeout, self.aflush(state))
         return None
 
-    def countable(self, external_id: str, now: datetime) -> tuple[Unwritten, ...] | _WriteFirst | None:
+    def countable(self, external_id: str, now: datetime) -> Sequence[Unwritten] | _WriteFirst | None:
         """What an admission of ``external_id`` at ``now`` counts of the buffer itself, or
         :data:`WRITE_FIRST` when the buffer must be written before it."""
         buffer = self.buffer

@@ -181,7 +181,11 @@ class Records:
         if lease or unwritten or fallbacks:
             args.append(lease)
         if unconfirmed and unwritten:
-            args.append(f"~{sum(charge.cost for charge in unwritten)} {sum(charge.tokens for charge in unwritten)}")
+            cost = tokens = 0
+            for charge in unwritten:  # per admission under load: no generators
+                cost += charge.cost
+                tokens += charge.tokens
+            args.append(f"~{cost} {tokens}")
         elif unwritten or fallbacks:
             args.append(" ".join(f"{charge.cost} {charge.tokens}" for charge in unwritten))
         if fallbacks:
