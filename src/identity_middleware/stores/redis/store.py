@@ -464,8 +464,11 @@ class RedisStore(Store):
         return None if self.request_timeout is None else max(0.0, self.request_timeout - (time.monotonic() - began))
 
     async def _aadmit_leased(self, request: AdmissionRequest, node: str | None) -> Admission:
-        assert self._plans.leasing is not None
-        found = await self._plans.leasing.aadmit_locally(request, self.request_timeout)
+        leasing = self._plans.leasing
+        assert leasing is not None
+        found: Admission | Ask | None = leasing.admit_locally(request)  # most: the lease's alone, no coroutine more
+        if found is None:
+            found = await leasing.await_lease(request, self.request_timeout)
         if isinstance(found, Admission):
             return found
         return await self._verdicts.aguarded(self._aadmit_unleased(request, found), node)

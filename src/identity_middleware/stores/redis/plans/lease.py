@@ -61,14 +61,11 @@ class LeasePlans:
             return None
         return Admission(identity, None, Reservation("", identity.id, request.estimate, _NEVER, lease=held.id))
 
-    async def aadmit_locally(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
-        """:meth:`admit_locally`, waiting (up to ``timeout``) for the lease calls this loop has in
-        flight while they grow the lease; else the lease call to make with the admit plan (``None``
-        when one is in flight)."""
+    async def await_lease(self, request: AdmissionRequest, timeout: float | None) -> Admission | Ask | None:
+        """When :meth:`admit_locally` answered ``None``: the admission it makes after waiting (up to
+        ``timeout``) for the lease calls this loop has in flight while they grow the lease; else the
+        lease call to make with the admit plan (``None`` when one is in flight)."""
         leases = self.leases
-        admission = self.admit_locally(request)
-        if admission is not None:
-            return admission
         tag = identity_tag(request.external_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
