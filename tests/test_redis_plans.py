@@ -96,8 +96,10 @@ def test_a_cached_identity_deleted_elsewhere_is_recreated_with_a_new_ulid(plans:
 
 
 def test_a_blocked_admission_names_the_budget_and_reserves_nothing(plans: Plans) -> None:
-    _, admission = drive(plans.requests.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
-                         [[1, 0, record(), [daily("0.20", spent="0.20")], 1, 0]])
+    (_, logged), admission = drive(plans.requests.admit(AdmissionRequest("user_1", estimate=500, now=NOW)),
+                                   [[1, 0, record(), [daily("0.20", spent="0.20")], 1, 0], [1, "OK", 1]])
+    assert isinstance(logged, Batch) and [step.method for step in logged.steps if isinstance(step, Call)] == [
+        "lpush", "ltrim", "expire"]  # the plan logs its refusal (store.recent_refusals reads the log)
     assert admission.blocked is not None and admission.reservation is None
     assert admission.blocked.period is Period.DAILY and admission.blocked.spent == Decimal("0.20")
     assert admission.blocked.retry_after == 12 * 3600  # NOW is noon UTC: the day resets at midnight

@@ -86,8 +86,10 @@ def test_a_refusing_global_budget_undoes_the_identitys_admission(plans: Plans) -
     rows = [identity_row(1, 10_000), identity_row(5, 10_000)]
     full = [1, str(10**9), 0, "0", 0]  # blocked: spent the whole amount
     steps, admission = drive(plans.requests.admit(request),
-                             [[1, 1, record(), rows, 0, 1], 1, registry(MODEL), [full], [1, 1]])
-    undo = steps[-1]
+                             [[1, 1, record(), rows, 0, 1], 1, registry(MODEL), [full], [1, 1], [1, "OK", 1]])
+    undo, logged = steps[-2:]
+    assert isinstance(logged, Batch) and isinstance(push := logged.steps[0], Call)  # the refusal, logged
+    assert push.method == "lpush" and push.args[0] == "t:refusals" and json.loads(push.args[1])["scope"] == "model"
     assert isinstance(undo, Batch)
     member = next(step.args[1] for step in undo.steps if isinstance(step, Call))
     assert [step for step in undo.steps if isinstance(step, Call)] == [

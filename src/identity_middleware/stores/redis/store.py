@@ -52,7 +52,7 @@ from .keys import identity_tag
 from .loops import LoopClient, Loops
 from .options import RedisOptions
 from .plans import Plans, sessions
-from .plans.refusals import logging_refusal, recent_refusals, refusal_key
+from .plans.refusals import recent_refusals, refusal_key
 from .replication import replicated
 from .runner import Runner, arun
 from .shards import Shards, node_of
@@ -371,14 +371,14 @@ class RedisStore(Store):
 
     def _admission(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
                    unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
-        """The admit plan, logging the refusal it answers with (:mod:`.plans.refusals`); ``now``, when
+        """The admit plan (which logs the refusal it answers with, :mod:`.plans.refusals`); ``now``, when
         given, the instant ``unwritten`` was looked up for; with ``Wait(admissions=True)``, answered
         once replicas hold it (:mod:`.replication`)."""
         plan = self._plans.requests.admit(request, ask, ask_lease=ask_lease, unwritten=unwritten, now=now)
         wait = self.options.wait
         if wait is not None and wait.admissions:
             plan = replicated(plan, wait)
-        return logging_refusal(plan, refusal_key(self.prefix), request)
+        return plan
 
     def admit(self, request: AdmissionRequest) -> Admission:
         """Bounded by ``request_timeout``: past it :class:`StoreLate`, or :class:`StoreUnavailable`

@@ -20,6 +20,7 @@ from . import codec
 from .charges import Charge, Open, sum_into
 from .globals import GlobalBudgets
 from .records import Records
+from .refusals import logging_refusal, refusal_key
 from .registry import Registry
 
 if TYPE_CHECKING:  # leasing is loaded only when it is on
@@ -41,6 +42,7 @@ class RequestPlans:
         self.registry = registry
         self.globals = globals_
         self.leasing = leasing
+        self.refusals = refusal_key(records.keys.prefix)  # the refusal log, pushed onto by the admit plan
         # The last window's previous UTC day: its start (" <ms>", settle.lua's ARGV 7 tail), its date,
         # and its metrics key (and the key packed) of each identity charged in the window.
         self._previous_day: tuple[Window, str, date, dict[str, tuple[str, bytes]]] | None = None
@@ -92,7 +94,8 @@ class RequestPlans:
                 identity = leasing.sourced(tag, identity, request.last_source)
             if reply[4]:  # the budgets' rows are parsed only to answer a 429 or to name what a reservation holds
                 states = codec.scoped_states(codec.rows(reply[3]), identity, now, self.records.tz)
-                return Admission(identity, decide_scoped(states, request.estimate, now))
+                refused = Admission(identity, decide_scoped(states, request.estimate, now))
+                return (yield from logging_refusal(refused, self.refusals, request))
             admission = Admission(identity)
             if request.consumed:  # steering: the rows as the budgets' figures
                 admission.consumed = codec.consumed(reply[3], now, self.records.tz)
@@ -105,7 +108,10 @@ class RequestPlans:
                 admission.reservation = Reservation(reservation_id, identity.id, request.estimate, expires, periods)
             if request.refused or not self.registry.global_budgets or self.registry.held_defs() == {}:  # none to check
                 return admission
-            return (yield from self.globals.scoped_admission(admission, request, now))
+            admission = yield from self.globals.scoped_admission(admission, request, now)
+            if admission.blocked is not None:
+                return (yield from logging_refusal(admission, self.refusals, request))
+            return admission
         finally:  # answered, or failed (an outage, a timeout, the plan closed)
             if leasing is not None:
                 leasing.lease_admitted(ask, reply)
