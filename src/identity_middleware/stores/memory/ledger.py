@@ -37,6 +37,7 @@ class Day:
 
 _DAYS_KEPT = timedelta(days=METRIC_DAYS - 1)
 _HOURS_KEPT = timedelta(hours=METRIC_HOURS - 1)
+_HOUR = timedelta(hours=1)
 When = TypeVar("When", date, datetime)
 
 
@@ -63,6 +64,9 @@ class Account:
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
     hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours
+    # The UTC hour charged last (its start and end) with its day's and its own bucket: most charges
+    # fall in it, and then need no day or hour worked out, hashed and looked up.
+    current: tuple[datetime, datetime, Day, Day] | None = field(default=None, repr=False, compare=False)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
         index = _PERIOD_ORDER[period]
@@ -122,10 +126,20 @@ class Account:
             else:
                 del self.reservations[rid]
 
+    def _buckets(self, now: datetime) -> tuple[Day, Day]:
+        """The metrics buckets of ``now``'s UTC day and hour (made when missing)."""
+        current = self.current
+        if current is not None and current[0] <= now < current[1]:
+            return current[2], current[3]
+        hour = utc_hour(now)
+        day_bucket, hour_bucket = _bucket(self.days, utc_day(now), _DAYS_KEPT), _bucket(self.hours, hour, _HOURS_KEPT)
+        self.current = (hour, hour + _HOUR, day_bucket, hour_bucket)
+        return day_bucket, hour_bucket
+
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
               error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
         """One request: into the UTC day's metrics, and its cost into every period's spend."""
-        for bucket in (_bucket(self.days, utc_day(now), _DAYS_KEPT), _bucket(self.hours, utc_hour(now), _HOURS_KEPT)):
+        for bucket in self._buckets(now):
             bucket.add(cost, input_tokens, output_tokens, error, unpriced)
             if models:
                 bucket_models = bucket.models
