@@ -50,6 +50,7 @@ class Registry:
         self.providers: Mapping[str, str] = {}
         self.notify: Notify | None = None
         self._defs_cache: tuple[float, dict[str, ScopedBudget]] | None = None
+        self._by_model = False  # a model or provider budget is in the cached copy
         #: The match budgets compiled, with their membership cache: kept across reads of the
         #: registry while their expressions stay the same (see :mod:`....core.matching`).
         self.index = MatchIndex(())
@@ -114,8 +115,7 @@ class Registry:
         if not self.global_budgets:
             return False
         cached = self._defs_cache
-        return cached is None or self.index.wants_model \
-            or any(b.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for b in cached[1].values())
+        return cached is None or self.index.wants_model or self._by_model
 
     def wants_headers(self) -> bool:
         """Whether a match expression reads the request's headers (unknown until the registry is read)."""
@@ -129,6 +129,8 @@ class Registry:
         if not self.index.same_as(defs.values()):
             self.index = MatchIndex(defs.values())
         self._defs_cache = (self.clock(), defs)
+        # Asked per request (wants_model): worked out once per read, not per request.
+        self._by_model = any(budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for budget in defs.values())
         self._failed_at = self._reading_since = None
         return defs
 
