@@ -310,7 +310,7 @@ class MemoryStore(Store):
                 return Admission(record, block)
             if estimate <= 0:  # nothing to hold: the request is only counted
                 self._scoped.admitted(budgets, now, None, 0, now)
-                return Admission(record, consumed=consumed, charged=charged)
+                return Admission(record, None, None, consumed, 0, charged)  # positional: per request
             expires = now + timedelta(seconds=self.reservation_ttl)
             reservation_id = uuid.uuid4().hex
             held = self._scoped.admitted(budgets, now, reservation_id, estimate, expires)
