@@ -12,6 +12,7 @@ without noise, whether a change made a path cheaper or dearer.
     .venv/bin/python -m bench.instructions --before ed54c1c             # asgi, flask, django
     .venv/bin/python -m bench.instructions --scenario asgi --requests 1000
     .venv/bin/python -m bench.instructions --scenario asgi --store redis --in-flight 32 --before daeea84
+    .venv/bin/python -m bench.instructions --scenario asgi --store redis-lease --before daeea84
 
 ``--in-flight K`` serves the ASGI app's requests K at a time (K tasks, as a server with K connections
 does): a store that batches or counts its buffered writes works as it does under load, which one
@@ -39,7 +40,7 @@ from .apps import CHAT_PATH, IDENTITIES, build_app, chat_body, make_store, priva
 from .revisions import REPO, export
 
 SCENARIOS = ("asgi", "flask", "django")
-STORES = ("memory", "free", "redis")
+STORES = ("memory", "free", "redis", "redis-lease")
 REDIS_URL_ENV = "IDM_BENCH_REDIS_URL"  # the same variable the WSGI apps read
 IN_FLIGHT_ENV = "IDM_BENCH_IN_FLIGHT"  # the ASGI child's requests in flight at once (--in-flight)
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -120,7 +121,9 @@ def _instructions(scenario: str, kind: str, count: int, tree: Path | None, tag: 
                   in_flight: int = 1) -> int:
     env = dict(os.environ)
     env[IN_FLIGHT_ENV] = str(in_flight)
-    env["IDM_BENCH_PREFIX"] = f"idm-bench-{scenario}-{tag or 'here'}-{count}"
+    env["IDM_BENCH_PREFIX"] = f"idm-bench-{scenario}-{kind}-{tag or 'here'}-{count}"
+    if kind == "redis-lease":  # the redis app with leasing on, as bench.run's redis-lease (bench/apps.py)
+        env["IDM_BENCH_LEASE"], kind = "1", "redis"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree / "src") if tree else None, str(REPO),
                                                       env.get("PYTHONPATH")]))
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", metavar="REV", help="also count the store apps on src/ as committed at REV")
     parser.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated, of asgi, flask, django")
     parser.add_argument("--store", default="memory",
-                        help="comma-separated, of memory, free (bench/free_store.py), redis (a private redis-server)")
+                        help="comma-separated, of memory, free (bench/free_store.py), redis (a private redis-server), "
+                             "redis-lease (the same with leasing)")
     parser.add_argument("--requests", type=int, default=1000, help="N: runs of N and 3N requests per app")
     parser.add_argument("--in-flight", type=int, default=1,
                         help="asgi: requests served at once (tasks), as a server with that many connections")
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind not found (apt-get install -y valgrind)", file=sys.stderr)
         return 3
     with tempfile.TemporaryDirectory(prefix="bench-src-") as tmp, contextlib.ExitStack() as stack:
-        if "redis" in stores:  # each app its own key prefix: the revisions' key schemas differ
+        if {"redis", "redis-lease"} & set(stores):  # each app its own key prefix: the revisions' key schemas differ
             os.environ[REDIS_URL_ENV] = stack.enter_context(private_redis())
         before = export(args.before, Path(tmp)) if args.before else None
         jobs: dict[tuple[str, str, str | None], Path | None] = {(name, "bare", None): None for name in scenarios}
