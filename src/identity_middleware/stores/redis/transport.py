@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -249,6 +250,7 @@ class RedisPy:
         pool = getattr(client, "connection_pool", None)
         self.sentinel_pool: Any = pool if isinstance(pool, redis.sentinel.SentinelConnectionPool) else None
         self.master_checked = float("-inf")
+        self.following = threading.Lock()
 
     def follow_master(self) -> None:
         """Ask Sentinel where the master is, at most every :data:`MASTER_CHECK` seconds: when it names
@@ -256,11 +258,13 @@ class RedisPy:
         so the batch goes to the new master, not to the old one, which takes writes until Sentinel
         demotes it (seconds) and then discards them. A Sentinel that cannot be asked changes nothing."""
         pool = self.sentinel_pool
-        if pool is None or self.clock() - self.master_checked < MASTER_CHECK:
+        if pool is None:
             return
-        self.master_checked = self.clock()
-        with contextlib.suppress(redis.exceptions.RedisError):
-            pool.get_master_address()
+        with self.following:  # a batch drained meanwhile on another thread waits for the answer
+            if self.clock() - self.master_checked >= MASTER_CHECK:
+                self.master_checked = self.clock()
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    pool.get_master_address()
 
     def execute(self, step: Step) -> Any:
         client = self.client
@@ -305,6 +309,8 @@ class AsyncRedisPy:
         pool = getattr(client, "connection_pool", None)
         self.sentinel_pool: Any = pool if isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool) else None
         self.master_checked = float("-inf")
+        self.master_seen: Any = None  # the master's address when this transport last asked Sentinel
+        self.following = asyncio.Lock()
 
     async def afollow_master(self) -> None:
         """:meth:`RedisPy.follow_master` on this loop. When the master moved, every connection is
@@ -312,13 +318,24 @@ class AsyncRedisPy:
         back as they are, still to the old master, which then got every write under load (the sync
         pool disconnects a connection to another address as it is released)."""
         pool = self.sentinel_pool
-        if pool is None or self.clock() - self.master_checked < MASTER_CHECK:
+        if pool is None:
             return
-        self.master_checked = self.clock()
-        before = pool.master_address
-        with contextlib.suppress(redis.exceptions.RedisError):
-            if before is not None and await pool.get_master_address() != before:
-                await pool.disconnect(inuse_connections=True)
+        # A batch drained while another drain asks Sentinel waits for the answer: it would otherwise
+        # find the check just made and write on a connection to the old master meanwhile.
+        async with self.following:
+            if self.clock() - self.master_checked < MASTER_CHECK:
+                return
+            self.master_checked = self.clock()
+            # Compared with the address this transport saw last (else the pool's before this check),
+            # not with the pool's: a connection opened meanwhile (an admission's) asks Sentinel too
+            # and updates the pool's address, dropping only idle connections, so the pool's would
+            # already name the new master here and those in use would go on writing to the old one.
+            seen = self.master_seen or pool.master_address
+            with contextlib.suppress(redis.exceptions.RedisError):
+                now = await pool.get_master_address()
+                self.master_seen = now
+                if seen is not None and now != seen:
+                    await pool.disconnect(inuse_connections=True)
 
     async def aexecute(self, step: Step, deadline: float | None) -> Any:
         if deadline is None:
