@@ -10,7 +10,7 @@ from .core.ceilings import Session, ceiling_nanos
 from .core.models import Budget
 from .core.money import Money, to_nanos
 from .core.options import Invalid as _Invalid
-from .core.options import InvalidOption, Problem, normalise
+from .core.options import InvalidOption, Problem, checked, normalise
 from .core.options import invalid as _invalid
 from .core.options import mapping as _mapping
 from .core.options import secret as _secret
@@ -146,16 +146,7 @@ class Config:
 def problems(options: Mapping[str, object]) -> list[Problem]:
     """What :class:`Config` would refuse in ``options`` (by lower-case option name), without
     building anything: Django's system checks report these, the shells raise them."""
-    found: list[Problem] = []
-    for name, value in options.items():
-        normalise = _NORMALISE.get(name)
-        if normalise is None:
-            continue
-        try:
-            normalise(value)
-        except _Invalid as error:
-            found.extend(error.problems(name))
-    return found
+    return checked(options, _CHECKED)[1]
 
 
 # -- one normaliser per option: the value as Config keeps it, or _Invalid saying why ----------------
@@ -345,7 +336,6 @@ _NORMALISE: dict[str, Callable[[object], object]] = {
     "may_act_for": _callable,
     "signing_key": _secret,
     "body_timeout": _body_timeout,
-    **STORE_NORMALISERS,  # the store's options, in Django's settings (PROVIDERS, ...)
     "degrade": _degrade,
     "max_cost": _max_cost,
     "session": _session,
@@ -353,3 +343,6 @@ _NORMALISE: dict[str, Callable[[object], object]] = {
     "project_from": _request_fact,
     "api_key_from": _request_fact,
 }
+# What :func:`problems` checks: the middleware's options and, in Django's settings beside them, those
+# of the store built from STORE_URL (PROVIDERS, NOTIFIERS, NOTIFIER_SECRET).
+_CHECKED = {**_NORMALISE, **STORE_NORMALISERS}

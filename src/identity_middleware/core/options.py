@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["Invalid", "InvalidOption", "Normalisers", "Problem", "invalid", "mapping", "normalise", "secret"]
+__all__ = ["Invalid", "InvalidOption", "Normalisers", "Problem", "checked", "invalid", "mapping", "normalise",
+           "secret"]
 
 Normalisers = Mapping[str, Callable[[object], object]]  # option name -> its normaliser
 
@@ -59,20 +60,31 @@ def invalid(message: str, check: int = 9, where: str = "") -> Invalid:
     return Invalid((where, message, check))
 
 
-def normalise(options: DataclassInstance, normalisers: Normalisers) -> None:
-    """Each field of the (frozen) dataclass ``options`` that has a normaliser replaced by its
-    normalised value; :class:`InvalidOption` naming every invalid one."""
+def checked(values: Mapping[str, object], normalisers: Normalisers) -> tuple[dict[str, object], list[Problem]]:
+    """Each value that has a normaliser, normalised (by name), and every problem found: what
+    :func:`normalise` applies, and what Django's system checks report without building anything."""
+    normalised: dict[str, object] = {}
     found: list[Problem] = []
-    for option in fields(options):
-        normaliser = normalisers.get(option.name)
+    for name, value in values.items():
+        normaliser = normalisers.get(name)
         if normaliser is None:
             continue
         try:
-            object.__setattr__(options, option.name, normaliser(getattr(options, option.name)))
+            normalised[name] = normaliser(value)
         except Invalid as error:
-            found.extend(error.problems(option.name))
+            found.extend(error.problems(name))
+    return normalised, found
+
+
+def normalise(options: DataclassInstance, normalisers: Normalisers) -> None:
+    """Each field of the (frozen) dataclass ``options`` that has a normaliser replaced by its
+    normalised value; :class:`InvalidOption` naming every invalid one."""
+    normalised, found = checked({option.name: getattr(options, option.name) for option in fields(options)},
+                                normalisers)
     if found:
         raise InvalidOption(found)
+    for name, value in normalised.items():
+        object.__setattr__(options, name, value)
 
 
 # -- normalisers more than one kind of options uses -----------------------------------------------------
