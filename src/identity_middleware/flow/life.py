@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 
 from ..context import Binding, Meter, bind, unbind
 from .streams import aend_streams, end_streams
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestLife"]
 
-P = ParamSpec("P")
+Ts = TypeVarTuple("Ts")
 T = TypeVar("T")
 
 
@@ -88,14 +88,14 @@ class RequestLife:
             self.raised = True
             await self.asettle()
 
-    async def acall(self, app: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``await app(*args, **kwargs)`` with the identity bound, then the settlement with the
+    async def acall(self, app: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts]) -> T:
+        """``await app(*args)`` with the identity bound, then the settlement with the
         status answered meanwhile (an app that raised is settled as an error, then the error
         raised): ``async with`` and :meth:`asettle` in one coroutine, for a shell whose response
         has ended when the call returns."""
         token = bind(self.binding)
         try:
-            return await app(*args, **kwargs)
+            return await app(*args)
         except BaseException:
             self.raised = True
             raise
