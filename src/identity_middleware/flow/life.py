@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
 from ..context import Binding, Meter, bind, unbind
 from .streams import aend_streams, end_streams
@@ -88,7 +88,7 @@ class RequestLife:
             self.raised = True
             await self.asettle()
 
-    async def acall(self, app: Callable[[Unpack[Ts]], Awaitable[T]], *args: Unpack[Ts]) -> T:
+    async def acall(self, app: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
         """``await app(*args)`` with the identity bound, then the settlement with the
         status answered meanwhile (an app that raised is settled as an error, then the error
         raised): ``async with`` and :meth:`asettle` in one coroutine, for a shell whose response
