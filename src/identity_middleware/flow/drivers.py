@@ -43,7 +43,7 @@ class Drivers:
             reply, failure = None, None
             try:
                 if type(effect) is Admit:
-                    reply = self.store.admit(effect.request)
+                    reply = self.store.admit(effect)
                 elif type(effect) is Settle:
                     self.store.settle(effect.settlement)
                 elif type(effect) is HitLimit:
@@ -71,7 +71,7 @@ class Drivers:
             reply, failure = None, None
             try:
                 if type(effect) is Admit:
-                    reply = await self.store.aadmit(effect.request)
+                    reply = await self.store.aadmit(effect)
                 elif type(effect) is Settle:
                     await self.store.asettle(effect.settlement)
                 elif type(effect) is HitLimit:

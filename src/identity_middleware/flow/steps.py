@@ -42,7 +42,7 @@ from ..tier_requests import count_tier
 from .allowance import AllowanceLedger, choose
 from .ceilings import SessionSpend, session_value
 from .drivers import Drivers
-from .effects import LOOK_UP_AUTH, Admit, ChargeSession, HitLimit, Plan, Settle
+from .effects import LOOK_UP_AUTH, ChargeSession, HitLimit, Plan, Settle
 from .notices import Notices
 from .outage import OutageLog
 from .outcome import ANONYMOUS, Outcome, Refused, Tracked
@@ -155,7 +155,7 @@ class Flow(Drivers):
                 exceeded = yield HitLimit(resolved.external_id)
                 if exceeded is not None:
                     asked.estimate, asked.refused = 0, True
-                    yield Admit(asked)  # upserted, counted
+                    yield asked  # Admit: upserted, counted
                     self._answered()
                     return Refused(rate_limited(resolved.external_id, exceeded.limit, exceeded.retry_after,
                                                 exceeded.headers))
@@ -167,7 +167,7 @@ class Flow(Drivers):
                 asked.api_key = self._fact(self._api_key_from, request)
             if request.headers is not None and self.store.wants_headers:
                 asked.headers = request.headers(request.native)
-            admission: Admission = yield Admit(asked)
+            admission: Admission = yield asked  # Admit
         except StoreUnavailable as error:
             return self._during_outage(error, resolved.external_id, request, estimate, mark is not None)
         if self._outage.down:  # tested here: a call fewer per request while no outage is logged
@@ -287,7 +287,7 @@ class Flow(Drivers):
         meter.budgeted = True
         request = AdmissionRequest(meter.identity.external_id, create_missing=False, estimate=estimate)
         try:
-            admission: Admission = yield Admit(request)
+            admission: Admission = yield request  # Admit
         except StoreUnavailable as error:
             refused = self._unavailable(error)
             return refused.error if refused is not None else None
