@@ -101,8 +101,8 @@ class RequestLife:
             raise
         finally:
             unbind(token)
-            meter = self.meter
-            if meter is not None:  # :meth:`asettle`, written out: a coroutine fewer per request
+            meter = self.binding
+            if type(meter) is Meter:  # :meth:`asettle`, written out: a coroutine fewer per request
                 if meter.streams:
                     await aend_streams(meter)
                 await self.flow.asettle(meter, error=self.failed)
