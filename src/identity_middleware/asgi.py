@@ -106,13 +106,11 @@ class IdentityMiddleware:
             plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope), scope, _headers))
             outcome = await self.flow.arun(plan, lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
-            if isinstance(outcome, Refused):
-                await _send_error(send, outcome.error)
-                return
-            if isinstance(outcome, Tracked):
+            if type(outcome) is Tracked:  # the usual outcome, asked first
                 finalise_abandoned_outside_requests()
-                life = RequestLife(self.flow, outcome.meter)
-                scope["state"] = {**scope.get("state", {}), "identity": outcome.meter.identity}
+                meter = outcome.meter
+                life = RequestLife(self.flow, meter)
+                scope["state"] = {**scope.get("state", {}), "identity": meter.identity}
                 reply = _HeadersSend(send, life) if self.config.budget_headers else _StatusSend(send, life)
                 try:
                     await life.acall(self.app, scope, receive, reply)
@@ -121,6 +119,8 @@ class IdentityMiddleware:
                         raise
                     life.answered(429)
                     await _send_error(send, error.response)
+            elif isinstance(outcome, Refused):
+                await _send_error(send, outcome.error)
             else:
                 await RequestLife(self.flow, outcome).acall(self.app, scope, receive, send)
         elif scope["type"] == "lifespan":
