@@ -106,7 +106,7 @@ class IdentityMiddleware:
             plan = self.flow.admission(Request(body, lookup, scope["path"], self._mark(scope), scope, _headers))
             outcome = await self.flow.arun(plan, lookup.auth if self.flow.wants_auth else None)
             annotate(outcome)
-            if type(outcome) is Tracked:  # the usual outcome, asked first
+            if isinstance(outcome, Tracked):  # the usual outcome, asked first
                 finalise_abandoned_outside_requests()
                 meter = outcome.meter
                 life = RequestLife(self.flow, meter)
