@@ -318,7 +318,8 @@ class Flow(Drivers):
         """``run(settlement(meter, error=error))`` in one call: the same steps, its one effect
         performed in place with the store's sync ``settle``. Per request, driving a plan costs
         more than the rest."""
-        settlement = self._take(meter, error)
+        # _take's bookkeeping is for a request an allowance admitted: the others take their settlement directly
+        settlement = meter.take(error) if meter.allowance is None else self._take(meter, error)
         if settlement is None:
             return
         try:
@@ -333,7 +334,8 @@ class Flow(Drivers):
 
     async def asettle(self, meter: Meter, *, error: bool) -> None:
         """:meth:`settle` with the store's ``asettle``."""
-        settlement = self._take(meter, error)
+        # _take's bookkeeping is for a request an allowance admitted: the others take their settlement directly
+        settlement = meter.take(error) if meter.allowance is None else self._take(meter, error)
         if settlement is None:
             return
         try:
