@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 # ``store.admit(request)``, replying an :class:`~identity_middleware.core.admission.Admission`, is asked
 # by yielding the :class:`~identity_middleware.core.admission.AdmissionRequest` itself: no object around
-# it (building one costs a request ~2,000 instructions).
+# it (building one cost a request ~1,000 instructions).
 Admit = AdmissionRequest
 
 
