@@ -21,7 +21,7 @@ from ...core.budgets import (
 from ...core.credits import TopUp
 from ...core.matching import MatchIndex, matching_globals
 from ...core.models import Identity
-from ...core.periods import key_of, period_key_map
+from ...core.periods import Period, key_of
 from ...core.scoped import ScopedState, budget_forecast, crossed, forecast_event, forecast_watched, threshold_event
 from .ledger import Account
 
@@ -227,9 +227,11 @@ class Scoped:
             self.held.get(budget_id, {}).pop(reservation, None)
 
     def charge(self, usage: Usage, identity: str | None, account: Account | None, providers: Mapping[str, str],
-               now: datetime, tz: tzinfo, charged: Iterable[str] = ()) -> list[dict[str, Any]]:
+               now: datetime, tz: tzinfo, keys: Mapping[Period, str], charged: Iterable[str] = ()
+               ) -> list[dict[str, Any]]:
         """Add ``usage`` to every budget it matches (and to ``charged``, the project, API-key and
-        match budgets its admission matched); return the threshold events this crossed, each once."""
+        match budgets its admission matched); return the threshold events this crossed, each once.
+        ``keys``: :func:`period_key_map` at ``now`` in ``tz``."""
         whole = (usage.cost, usage.input_tokens + usage.output_tokens)
         defs = self.defs
         own = self.by_identity.get(identity, ()) if identity is not None else ()
@@ -241,7 +243,6 @@ class Scoped:
                 shares[budget_id] = whole
         events = []
         table = self.usage
-        keys = period_key_map(now, tz)
         for budget_id, (cost, tokens) in shares.items():
             budget = defs[budget_id]
             calendar = CALENDAR.get(budget.period)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import TypeVar
 
-from ...core.admission import BudgetState, ModelUsage
+from ...core.admission import BudgetState, ModelUsage, Usage
 from ...core.forecast import forecast, identity_span
 from ...core.metrics import HourlyMetrics, hourly_from_counters, utc_hour
 from ...core.models import BudgetStatus, DailyMetrics, Metrics, budget_status, daily_from_counters, metrics_from_totals
-from ...core.periods import PERIODS, Period, period_bounds, period_keys, utc_day
+from ...core.periods import PERIODS, Period, period_bounds, period_key_map, utc_day
 from ..base import METRIC_DAYS, METRIC_HOURS
 
 _PERIOD_ORDER = {period: index for index, period in enumerate(PERIODS)}
@@ -26,13 +27,21 @@ class Day:
     unpriced: int = 0
     models: dict[str, ModelUsage] = field(default_factory=dict)
 
-    def add(self, cost: int, input_tokens: int, output_tokens: int, error: bool, unpriced: int) -> None:
+    def add(self, usage: Usage) -> None:
         self.requests += 1
-        self.errors += error
-        self.cost += cost
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        self.unpriced += unpriced
+        self.errors += usage.error
+        self.cost += usage.cost
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.unpriced += usage.unpriced
+        if usage.models:
+            models = self.models
+            for model, share in usage.models.items():
+                found = models.get(model)
+                if found is None:
+                    models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
+                else:
+                    found.merge(share)
 
 
 _DAYS_KEPT = timedelta(days=METRIC_DAYS - 1)
@@ -57,10 +66,13 @@ class Account:
     """Everything one identity owns besides its record, in nano-USD. Call under the store's lock."""
 
     budgets: dict[Period, int] = field(default_factory=dict)
-    # Spend per period, in PERIODS order, under the period keys charged last (a rollover zeroes
-    # what changed key). ``period_keys`` answers the same tuple all day: one identity test per charge.
-    spend_keys: tuple[tuple[Period, str], ...] = ()
-    spend: list[int] = field(default_factory=lambda: [0] * len(PERIODS))
+    # Spend per period: the identity's running total of cost less what it was when the period
+    # began (``starts``, in PERIODS order), so a charge adds its cost once, not to every period. A
+    # rollover, found by the period keys charged last, or a reset moves a period's start up to the
+    # total. ``period_key_map`` answers the same dict all day: one identity test per charge.
+    spend_keys: Mapping[Period, str] | None = None
+    total: int = 0
+    starts: list[int] = field(default_factory=lambda: [0] * len(PERIODS))
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
     hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours
@@ -69,10 +81,9 @@ class Account:
     current: tuple[datetime, datetime, Day, Day] | None = field(default=None, repr=False, compare=False)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
-        index = _PERIOD_ORDER[period]
-        keys, charged = period_keys(now, tz), self.spend_keys
-        if keys is charged or (charged and charged[index][1] == keys[index][1]):
-            return self.spend[index]
+        keys, charged = period_key_map(now, tz), self.spend_keys
+        if keys is charged or (charged is not None and charged[period] == keys[period]):
+            return self.total - self.starts[_PERIOD_ORDER[period]]
         return 0  # nothing charged in this period yet
 
     def reserved(self, period: Period, now: datetime) -> int:
@@ -117,7 +128,7 @@ class Account:
 
     def reset(self, period: Period) -> None:
         """Zero the period's spend and release what reservations held against it."""
-        self.spend[_PERIOD_ORDER[period]] = 0
+        self.starts[_PERIOD_ORDER[period]] = self.total
         for rid in [rid for rid, (_, _, periods) in self.reservations.items() if period in periods]:
             amount, expires, periods = self.reservations[rid]
             rest = tuple(p for p in periods if p is not period)
@@ -138,29 +149,25 @@ class Account:
 
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
               error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
-        """One request: into the UTC day's metrics, and its cost into every period's spend."""
-        for bucket in self._buckets(now):
-            bucket.add(cost, input_tokens, output_tokens, error, unpriced)
-            if models:
-                bucket_models = bucket.models
-                for model, share in models.items():
-                    found = bucket_models.get(model)
-                    if found is None:
-                        bucket_models[model] = ModelUsage(share.requests, share.cost, share.input_tokens,
-                                                          share.output_tokens)
-                    else:
-                        found.merge(share)
-        if cost:
-            keys = period_keys(now, tz)
-            spend = self.spend
-            if keys is not self.spend_keys:  # a new day (or the first charge): keep what did not roll over
+        """:meth:`charge` with the usage given field by field (a refused request: ``error=True``)."""
+        self.charge(now, Usage(cost, input_tokens, output_tokens, models or {}, error, unpriced),
+                    period_key_map(now, tz) if cost else {})
+
+    def charge(self, now: datetime, usage: Usage, keys: Mapping[Period, str]) -> None:
+        """One request: its usage into the metrics of its UTC day and hour, its cost into every
+        period's spend. ``keys``: :func:`period_key_map` at ``now`` in the store's zone (read only
+        when the request cost something), which the settlement computes once for the scoped budgets too."""
+        day, hour = self._buckets(now)
+        day.add(usage)
+        hour.add(usage)
+        if usage.cost:
+            if keys is not self.spend_keys:  # a new day (or the first charge): the periods that rolled over start
                 charged = self.spend_keys
-                for index, (_, key) in enumerate(keys):
-                    if not charged or charged[index][1] != key:
-                        spend[index] = 0
+                for index, period in enumerate(PERIODS):
+                    if charged is None or charged[period] != keys[period]:
+                        self.starts[index] = self.total
                 self.spend_keys = keys
-            for index in range(len(spend)):
-                spend[index] += cost
+            self.total += usage.cost
 
     def hourly(self, now: datetime, hours: int) -> list[HourlyMetrics]:
         """The last ``hours`` UTC hours up to ``now``, oldest first, zeros where nothing was counted."""

@@ -33,7 +33,7 @@ from ...core.metrics import DailyMetrics, HourlyMetrics, Metrics
 from ...core.models import Budget, BudgetStatus, Identity, IdentityInput, IdentityPage, IdentityUpdate
 from ...core.money import Money, from_nanos, to_nanos
 from ...core.ordering import IdentityOrder, sorted_page
-from ...core.periods import UTC, Period
+from ...core.periods import UTC, Period, period_key_map
 from ...core.scoped import ScopedState, budget_forecast, decide_scoped
 from ..base import (
     DEFAULT_RESERVATION_TTL,
@@ -355,11 +355,10 @@ class MemoryStore(Store):
             if settlement.reservation is not None:
                 account.reservations.pop(settlement.reservation.id, None)
                 self._scoped.release(settlement.reservation.id, settlement.reservation.budgets)
-            account.count(now, self.tz, cost=usage.cost, input_tokens=usage.input_tokens,
-                          output_tokens=usage.output_tokens, error=usage.error, unpriced=usage.unpriced,
-                          models=usage.models)
+            keys = period_key_map(now, self.tz)  # once, for the identity's spend and its budgets
+            account.charge(now, usage, keys)
             events = self._scoped.charge(usage, self._records.by_ulid[settlement.identity_id].external_id,
-                                         account, self.providers, now, self.tz, settlement.charged) \
+                                         account, self.providers, now, self.tz, keys, settlement.charged) \
                 if self._scoped.defs else None
         if events:
             self._emit(events)
