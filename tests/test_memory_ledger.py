@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from identity_middleware.core.admission import ModelUsage
 from identity_middleware.core.periods import UTC, Period
 from identity_middleware.stores.memory.budgets import Scoped, bucket_of
 from identity_middleware.stores.memory.ledger import Account
@@ -43,7 +45,7 @@ def test_a_request_without_cost_rolls_nothing_over() -> None:
     account.count(SUNDAY, UTC, cost=5)
     account.count(MONDAY, UTC)  # counted as a request only
     assert spent(account, SUNDAY)["daily"] == 5
-    assert account.days[MONDAY.date()].requests == 1
+    assert account.daily(MONDAY, 1)[0].requests == 1
 
 
 def test_reset_zeroes_one_period_only() -> None:
@@ -79,3 +81,37 @@ def test_the_remembered_bucket_is_the_one_the_clock_gives(offsets_ms: list[int],
     for offset in offsets_ms:
         now = (edge + timedelta(milliseconds=offset)).astimezone(tz)
         assert scoped.bucket(now) == bucket_of(now) == (int(edge.timestamp()) * 1000 + offset) // 10_000
+
+
+# Charges up to a day before the last hour (nothing pruned), in any order, in any zone, each
+# optionally followed by a read (which folds the current hour's bucket into its day and hour).
+CHARGES = st.lists(st.tuples(st.integers(min_value=0, max_value=24 * 60 - 1), st.integers(min_value=0, max_value=9),
+                             st.booleans()), min_size=1, max_size=30)
+
+
+@given(CHARGES, st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]))
+def test_hours_and_days_count_every_charge_once(charges: list[tuple[int, int, bool]], tz: timezone) -> None:
+    """Whatever the order of charges across hour and day edges, and however reads interleave
+    with them, each UTC hour and day counts what was charged in it, once (per model too)."""
+    start = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)  # the last hour starts a day later
+    last = start + timedelta(hours=23, minutes=59)
+    account = Account()
+    hours: dict[datetime, tuple[int, int]] = {}
+    days: dict[object, tuple[int, int]] = {}
+    for minute, cost, read in charges:
+        when = (start + timedelta(minutes=minute)).astimezone(tz)
+        account.count(when, UTC, cost=cost, models={"m": ModelUsage(1, cost, 0, 0)})
+        hour, day = start + timedelta(hours=minute // 60), when.astimezone(UTC).date()
+        hours[hour] = (hours.get(hour, (0, 0))[0] + 1, hours.get(hour, (0, 0))[1] + cost)
+        days[day] = (days.get(day, (0, 0))[0] + 1, days.get(day, (0, 0))[1] + cost)
+        if read:
+            account.hourly(last, 24)
+    hourly = {h.hour: (h.requests, h.cost) for h in account.hourly(last, 24) if h.requests}
+    assert hourly == {hour: (requests, Decimal(cost) / 10**9) for hour, (requests, cost) in hours.items()}
+    daily = {d.day: (d.requests, d.cost) for d in account.daily(last, 2) if d.requests}
+    assert daily == {day: (requests, Decimal(cost) / 10**9) for day, (requests, cost) in days.items()}
+    totals = account.metrics(last)
+    assert totals.total_requests == len(charges)
+    [model] = totals.models
+    assert (model.model, model.requests) == ("m", len(charges))
+    assert model.cost == Decimal(sum(cost for _, cost, _ in charges)) / 10**9

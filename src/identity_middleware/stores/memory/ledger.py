@@ -28,6 +28,7 @@ class Day:
     models: dict[str, ModelUsage] = field(default_factory=dict)
 
     def add(self, usage: Usage) -> None:
+        """One request and its usage."""
         self.requests += 1
         self.errors += usage.error
         self.cost += usage.cost
@@ -35,13 +36,26 @@ class Day:
         self.output_tokens += usage.output_tokens
         self.unpriced += usage.unpriced
         if usage.models:
-            models = self.models
-            for model, share in usage.models.items():
-                found = models.get(model)
-                if found is None:
-                    models[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
-                else:
-                    found.merge(share)
+            self._add_models(usage.models)
+
+    def merge(self, other: Day) -> None:
+        """Everything ``other`` counted."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.cost += other.cost
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.unpriced += other.unpriced
+        self._add_models(other.models)
+
+    def _add_models(self, models: dict[str, ModelUsage]) -> None:
+        own = self.models
+        for model, share in models.items():
+            found = own.get(model)
+            if found is None:
+                own[model] = ModelUsage(share.requests, share.cost, share.input_tokens, share.output_tokens)
+            else:
+                found.merge(share)
 
 
 _DAYS_KEPT = timedelta(days=METRIC_DAYS - 1)
@@ -76,9 +90,11 @@ class Account:
     reservations: dict[str, tuple[int, datetime, tuple[Period, ...]]] = field(default_factory=dict)
     days: dict[date, Day] = field(default_factory=dict)
     hours: dict[datetime, Day] = field(default_factory=dict)  # the last METRIC_HOURS UTC hours
-    # The UTC hour charged last (its start and end) with its day's and its own bucket: most charges
-    # fall in it, and then need no day or hour worked out, hashed and looked up.
-    current: tuple[datetime, datetime, Day, Day] | None = field(default=None, repr=False, compare=False)
+    # The UTC hour charged last (its start and end) and what was charged in it since it was last
+    # folded into its day's and its own bucket (``days``, ``hours``): most charges fall in it, and
+    # then add to that one bucket, no day or hour worked out, hashed and looked up. The readers
+    # fold it first (:meth:`_fold`), and so does a charge in another hour.
+    current: tuple[datetime, datetime, Day] | None = field(default=None, repr=False, compare=False)
 
     def spent(self, period: Period, now: datetime, tz: tzinfo) -> int:
         keys, charged = period_key_map(now, tz), self.spend_keys
@@ -118,6 +134,7 @@ class Account:
 
     def recent_cost(self, now: datetime) -> int:
         """The identity's spend of the previous UTC day and today so far (what forecasts rate it by)."""
+        self._fold()
         today = utc_day(now)
         days = self.days
         return sum(day.cost for day in (days.get(today), days.get(today - timedelta(days=1))) if day is not None)
@@ -137,15 +154,26 @@ class Account:
             else:
                 del self.reservations[rid]
 
-    def _buckets(self, now: datetime) -> tuple[Day, Day]:
-        """The metrics buckets of ``now``'s UTC day and hour (made when missing)."""
+    def _current(self, now: datetime) -> Day:
+        """The bucket of what is charged in ``now``'s UTC hour until it is folded (see ``current``)."""
         current = self.current
         if current is not None and current[0] <= now < current[1]:
-            return current[2], current[3]
+            return current[2]
+        self._fold()
         hour = utc_hour(now)
-        day_bucket, hour_bucket = _bucket(self.days, utc_day(now), _DAYS_KEPT), _bucket(self.hours, hour, _HOURS_KEPT)
-        self.current = (hour, hour + _HOUR, day_bucket, hour_bucket)
-        return day_bucket, hour_bucket
+        pending = Day()
+        self.current = (hour, hour + _HOUR, pending)
+        return pending
+
+    def _fold(self) -> None:
+        """Add what the current hour gathered to its day's and its own bucket (made when missing)."""
+        current = self.current
+        if current is None or not current[2].requests:  # every charge counts a request: nothing to fold
+            return
+        hour, end, pending = current
+        _bucket(self.days, utc_day(hour), _DAYS_KEPT).merge(pending)
+        _bucket(self.hours, hour, _HOURS_KEPT).merge(pending)
+        self.current = (hour, end, Day())
 
     def count(self, now: datetime, tz: tzinfo, *, cost: int = 0, input_tokens: int = 0, output_tokens: int = 0,
               error: bool = False, unpriced: int = 0, models: dict[str, ModelUsage] | None = None) -> None:
@@ -157,9 +185,7 @@ class Account:
         """One request: its usage into the metrics of its UTC day and hour, its cost into every
         period's spend. ``keys``: :func:`period_key_map` at ``now`` in the store's zone (read only
         when the request cost something), which the settlement computes once for the scoped budgets too."""
-        day, hour = self._buckets(now)
-        day.add(usage)
-        hour.add(usage)
+        self._current(now).add(usage)
         if usage.cost:
             if keys is not self.spend_keys:  # a new day (or the first charge): the periods that rolled over start
                 charged = self.spend_keys
@@ -171,6 +197,7 @@ class Account:
 
     def hourly(self, now: datetime, hours: int) -> list[HourlyMetrics]:
         """The last ``hours`` UTC hours up to ``now``, oldest first, zeros where nothing was counted."""
+        self._fold()
         current = utc_hour(now)
         result = []
         for offset in range(hours - 1, -1, -1):
@@ -181,18 +208,21 @@ class Account:
 
     def metrics(self, now: datetime, span: int = METRIC_DAYS) -> Metrics:
         """Totals over the last ``span`` UTC days up to ``now``."""
+        self._fold()
         today = utc_day(now)
         oldest = today - timedelta(days=span - 1)
         return _totals([d for when, d in self.days.items() if oldest <= when <= today])
 
     def recent_hours(self, now: datetime, hours: int) -> Metrics:
         """Totals over the last ``hours`` UTC hours up to ``now`` (per model too)."""
+        self._fold()
         current = utc_hour(now)
         oldest = current - timedelta(hours=hours - 1)
         return _totals([d for when, d in self.hours.items() if oldest <= when <= current])
 
     def daily(self, now: datetime, days: int) -> list[DailyMetrics]:
         """The last ``days`` UTC days up to ``now``, oldest first, zeros where nothing was counted."""
+        self._fold()
         today = utc_day(now)
         result = []
         for offset in range(days - 1, -1, -1):
