@@ -161,6 +161,9 @@ def key_of(period: Period, now: datetime, tz: tzinfo = UTC) -> str:
 
 def period_key_map(now: datetime, tz: tzinfo = UTC) -> dict[Period, str]:
     """``{Period.DAILY: "daily:2026-11-22", ...}``: :func:`key_of` of every period at once."""
+    cached = _all_keys.get(tz)  # _current's test, here too: the memory store asks twice per request
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[3]
     return _current(now, tz)[3]
 
 
