@@ -37,6 +37,7 @@ def bucket_of(now: datetime) -> int:
 
 
 bounds = budget_bounds
+_IDENTITY = ScopeKind.IDENTITY  # a module global: ScopeKind.IDENTITY is a lookup on the enum class, per budget
 FORECAST = "forecast"  # the forecast alert's marker in ``Scoped.fired`` (percent 0)
 
 
@@ -178,7 +179,7 @@ class Scoped:
         states = []
         for budget in budgets:
             calendar = CALENDAR.get(budget.period)
-            ledger = account if calendar is not None and budget.scope is ScopeKind.IDENTITY else None
+            ledger = account if calendar is not None and budget.scope is _IDENTITY else None
             if ledger is not None and calendar is not None:  # spend and reservations are the identity's
                 cost, reserved = ledger.spent(calendar, now, tz), ledger.reserved(calendar, now)
                 if blocking is not None and budget.token_limit is None and budget.requests_per_minute is None:
