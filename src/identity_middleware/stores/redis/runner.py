@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis.exceptions
 
 from ...core.errors import StoreUnavailable
 from .steps import Plan
 from .transport import FAULTS, AsyncTransport, Landed, SyncTransport, demoted, down, refused, unavailable
+
+if TYPE_CHECKING:
+    from .verdicts import Verdicts
 
 T = TypeVar("T")
 
@@ -78,36 +82,50 @@ class Runner:
 
 
 async def arun(transport: AsyncTransport, plan: Plan[T], timeout: float | None = None, *,
-               landed_cancels: bool = False) -> T:
+               landed_cancels: bool = False, verdicts: Verdicts | None = None, node: str | None = None) -> T:
     """The plan's result; connection trouble raised as :class:`StoreUnavailable` (the twin of
     :meth:`Runner.run`). :class:`.transport.Landed` passes through for the caller to judge (a
     flush), or with ``landed_cancels`` is the cancellation it is (a read, an admission). With
-    ``timeout``, the whole plan must be answered within that many seconds."""
+    ``timeout``, the whole plan must be answered within that many seconds. With ``verdicts``, an
+    admission on the request path: run only if the breaker of ``node`` lets it be tried, its outcome
+    told to that breaker and its failure judged, as :meth:`.verdicts.Verdicts.aguarded` does around
+    a coroutine (here without one: a coroutine fewer per admission)."""
+    if verdicts is not None:
+        health = verdicts.admitting(node, plan)
+        began = time.monotonic()
     deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     aexecute = transport.aexecute
     try:
-        step = next(plan)
-        while True:
-            try:
-                reply = await aexecute(step, deadline)
-            except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
-                if (outage := refused(error)) is not None:
-                    if demoted(error):
-                        await transport.ademoted()
-                    raise outage from error
-                step = plan.throw(error)
-            else:
-                step = plan.send(reply)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    except FAULTS as error:
-        if not down(error):
+        try:
+            step = next(plan)
+            while True:
+                try:
+                    reply = await aexecute(step, deadline)
+                except redis.exceptions.ResponseError as error:  # a reply: the plan may handle it
+                    if (outage := refused(error)) is not None:
+                        if demoted(error):
+                            await transport.ademoted()
+                        raise outage from error
+                    step = plan.throw(error)
+                else:
+                    step = plan.send(reply)
+        except StopIteration as stop:
+            result: T = stop.value
+        except FAULTS as error:
+            if not down(error):
+                raise
+            raise unavailable(error) from error
+        except Landed:  # the batch was answered, but the caller was cancelled meanwhile
+            if landed_cancels:
+                raise asyncio.CancelledError from None
             raise
-        raise unavailable(error) from error
-    except Landed:  # the batch was answered, but the caller was cancelled meanwhile
-        if landed_cancels:
-            raise asyncio.CancelledError from None
-        raise
+    except StoreUnavailable as error:
+        if verdicts is None:
+            raise
+        raise verdicts.judged(error, time.monotonic() - began, health) from error
+    if verdicts is not None:
+        health.answered()
+    return result
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:

@@ -439,8 +439,8 @@ class RedisStore(Store):
                     if found is not None:  # counted at the instant it was looked up for
                         unwritten = found
                 plan = self._admission(request, unwritten=unwritten, now=now)
-                return self._verdicts.aguarded(arun(state.transport, plan, self.request_timeout, landed_cancels=True),
-                                               node)
+                return arun(state.transport, plan, self.request_timeout, landed_cancels=True,
+                            verdicts=self._verdicts, node=node)
             return self._verdicts.aguarded(self._aadmit(request), node)
         return self._aadmit_leased(request, node)
 

@@ -91,13 +91,23 @@ class Verdicts:
         self.where = masked(url) if url is not None else "the Redis client given"
         self._late_logged = -LATE_LOG_EVERY
 
-    def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest,
-                node: str | None = None) -> Admission:
-        """``admit(request)`` if the breaker of ``node`` (the master serving the identity, on a
-        Cluster; else the store's) lets it be tried, its failure judged."""
+    def admitting(self, node: str | None = None,
+                  admission: Coroutine[Any, Any, object] | Plan[Any] | None = None) -> Health:
+        """The breaker of ``node`` (the master serving the identity, on a Cluster; else the store's)
+        if it lets an admission be tried, else the outage raised (:meth:`down`), ``admission`` (not
+        begun) closed."""
         health = self.shards.of(node)
         if not health.admits():
+            if admission is not None:
+                admission.close()
             raise self.down(health, node)
+        return health
+
+    def guarded(self, admit: Callable[[AdmissionRequest], Admission], request: AdmissionRequest,
+                node: str | None = None) -> Admission:
+        """``admit(request)`` if the breaker of ``node`` lets it be tried (:meth:`admitting`), its
+        failure judged."""
+        health = self.admitting(node)
         try:
             admission = admit(request)
         except StoreUnavailable as error:
@@ -107,11 +117,9 @@ class Verdicts:
         return admission
 
     async def aguarded(self, admission: Coroutine[Any, Any, Admission], node: str | None = None) -> Admission:
-        """The async twin of :meth:`guarded`: ``admission`` awaited (or closed, when not tried)."""
-        health = self.shards.of(node)
-        if not health.admits():
-            admission.close()
-            raise self.down(health, node)
+        """The async twin of :meth:`guarded`: ``admission`` awaited (or closed, when not tried). An
+        admission that is one plan run is judged by :func:`.runner.arun` itself (``verdicts=``)."""
+        health = self.admitting(node, admission)
         began = time.monotonic()
         try:
             found = await admission
