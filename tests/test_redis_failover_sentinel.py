@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -194,29 +195,39 @@ def test_async_settlements_after_sentinel_names_a_new_master_go_to_it_not_to_the
         store.close()
 
 
+async def admitted(store: RedisStore, identity: str) -> None:
+    """One admission of ``u`` and its settlement (buffered)."""
+    admission = await store.aadmit(AdmissionRequest("u", estimate=CENT))
+    await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
+
+
+async def admitted_then_switched(store: RedisStore, calls: int, sentinel: tuple[str, int, int, int]) -> str:
+    """Identity ``u`` (with a budget) admitted ``calls`` times at once (a connection each, to the
+    master), written and replicated; then Sentinel switches to the replica. Its id."""
+    _, sentinel_port, master, replica = sentinel
+    identity = (await store.acreate(IdentityInput(id="u"))).id
+    await store.aset_budget("u", Budget(period="daily", amount="10.00"))
+    await asyncio.gather(*(admitted(store, identity) for _ in range(calls)))
+    await store.aflush()
+    with redis.Redis(port=master) as admin:
+        assert admin.wait(1, 10_000) == 1
+    sentinel_failover(sentinel_port, "mymaster", replica)
+    return identity
+
+
 def test_async_settlements_under_load_go_to_the_new_master_once_sentinel_names_it(
         sentinel: tuple[str, int, int, int]) -> None:
     """Connections in use when the store learns of the switch (concurrent admissions) are not taken
     back to the old master: each later batch goes to the new one."""
-    url, sentinel_port, master, replica = sentinel
+    url, _, master, _ = sentinel
     clock = Clock()
     store = RedisStore.from_url(url, request_timeout=5.0, clock=clock)
 
-    async def admitted(identity: str) -> None:
-        admission = await store.aadmit(AdmissionRequest("u", estimate=CENT))
-        await store.asettle(Settlement(identity, Usage(cost=CENT), admission.reservation))
-
     async def main() -> None:
-        identity = (await store.acreate(IdentityInput(id="u"))).id
-        await store.aset_budget("u", Budget(period="daily", amount="10.00"))
-        await asyncio.gather(*(admitted(identity) for _ in range(10)))
-        await store.aflush()
-        with redis.Redis(port=master) as admin:
-            assert admin.wait(1, 10_000) == 1
-        sentinel_failover(sentinel_port, "mymaster", replica)  # the old master still takes writes
+        identity = await admitted_then_switched(store, 10, sentinel)  # the old master still takes writes
         clock.now += MASTER_CHECK
         for _ in range(3):
-            await asyncio.gather(*(admitted(identity) for _ in range(10)), store.aflush())
+            await asyncio.gather(*(admitted(store, identity) for _ in range(10)), store.aflush())
         await store.aflush()
         await store.aclose()
 
@@ -225,5 +236,90 @@ def test_async_settlements_under_load_go_to_the_new_master_once_sentinel_names_i
         wait_role(master, "slave")  # demoted: what it took since the switch is discarded
         metrics = store.metrics("u")
         assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.40"), 40)
+    finally:
+        store.close()
+
+
+def postponed(port: int) -> int:
+    """Clients of the server on ``port`` whose command waits for a ``CLIENT PAUSE`` to end."""
+    with redis.Redis(port=port) as admin:
+        return sum("b" in client["flags"] for client in admin.client_list(_type="normal"))
+
+
+def test_async_admissions_waiting_on_the_old_master_when_the_store_learns_of_the_switch_go_to_the_new_one(
+        sentinel: tuple[str, int, int, int]) -> None:
+    """Admissions sent to the old master before the store asked Sentinel, and still unanswered (the old
+    master holds them: ``CLIENT PAUSE WRITE``), lose their connections when the store learns of the
+    switch: sent again, they go to the new master, and so does every later batch on those connections
+    (redis-py reconnected them to the address they had, the old master's, without asking Sentinel)."""
+    url, _, master, _ = sentinel
+    clock = Clock()
+    store = RedisStore.from_url(url, request_timeout=5.0, clock=clock)
+    calls = 4
+
+    async def main() -> None:
+        identity = await admitted_then_switched(store, calls, sentinel)  # the old master still takes writes
+        with redis.Redis(port=master) as admin:
+            admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+            try:
+                waiting = [asyncio.create_task(admitted(store, identity)) for _ in range(calls)]
+                await asyncio.to_thread(wait_until, lambda: postponed(master) == calls,
+                                        "the admissions waiting on the old master")
+                await store.asettle(Settlement(identity, Usage(cost=CENT), None))
+                clock.now += MASTER_CHECK
+                await store.aflush()  # asks Sentinel first, and writes to the new master
+            finally:
+                admin.execute_command("CLIENT", "UNPAUSE")
+            await asyncio.gather(*waiting)
+        for _ in range(2):
+            await asyncio.gather(*(admitted(store, identity) for _ in range(calls)), store.aflush())
+        await store.aflush()
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
+        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal(4 * calls + 1) / 100, 4 * calls + 1)
+    finally:
+        store.close()
+
+
+def test_a_batch_waiting_on_the_old_master_whose_connection_breaks_after_the_check_goes_to_the_new_one(
+        sentinel: tuple[str, int, int, int]) -> None:
+    """The sync twin: a settlement batch sent to the old master before the store asked Sentinel, whose
+    connection breaks after it (``CLIENT KILL``), is sent again to the new master (redis-py's retry
+    reopened the address the connection had: the old master, which took it and discarded it later)."""
+    url, sentinel_port, master, replica = sentinel
+    clock = Clock()
+    store = RedisStore.from_url(url, linger=60.0, socket_timeout=30.0, clock=clock)
+    try:
+        identity = store.create(IdentityInput(id="u")).id
+        store.settle(Settlement(identity, Usage(cost=CENT), None))
+        written(store)
+        with redis.Redis(port=master) as admin:
+            assert admin.wait(1, 10_000) == 1
+        sentinel_failover(sentinel_port, "mymaster", replica)  # the old master still takes writes
+        with redis.Redis(port=master) as old, redis.Redis(port=replica) as new:
+            old.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+            try:
+                store.settle(Settlement(identity, Usage(cost=CENT), None))
+                waiting = threading.Thread(target=store.flush)
+                waiting.start()
+                wait_until(lambda: postponed(master) == 1, "the batch waiting on the old master")
+                clock.now += MASTER_CHECK
+                store.settle(Settlement(identity, Usage(cost=CENT), None))
+                checking = threading.Thread(target=store.flush)  # asks Sentinel, then waits for the other batch
+                checking.start()
+                wait_until(lambda: "cmdstat_evalsha" in new.info("commandstats"), "a batch sent to the new master")
+                old.client_kill_filter(_type="normal", skipme=True)
+            finally:
+                old.execute_command("CLIENT", "UNPAUSE")
+            waiting.join()
+            checking.join()
+        written(store)
+        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
+        metrics = store.metrics("u")
+        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.03"), 3)
     finally:
         store.close()

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...core.errors import StoreMisconfigured
+from .masters import connection_class
 from .options import RedisOptions
 from .transport import RedisPy, SyncTransport
 
@@ -156,6 +157,7 @@ class ClientSpec:
             hosts, service, extra = self._sentinel()
             sentinel = cast(Any, redis.sentinel.Sentinel)(
                 hosts, socket_timeout=self.socket_timeout, sentinel_kwargs={"password": extra.get("password")})
+            kwargs.setdefault("connection_class", connection_class(kwargs, asynchronous=False))
             return cast(Any, sentinel).master_for(service, retry=_retry(), **kwargs, **extra)  # type: ignore[no-any-return]
         pool = redis.BlockingConnectionPool.from_url(
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,
@@ -186,6 +188,7 @@ class ClientSpec:
             hosts, service, extra = self._sentinel()
             sentinel = cast(Any, redis.asyncio.sentinel.Sentinel)(
                 hosts, socket_timeout=self.socket_timeout, sentinel_kwargs={"password": extra.get("password")})
+            kwargs.setdefault("connection_class", connection_class(kwargs, asynchronous=True))
             return cast(Any, sentinel).master_for(service, retry=_aretry(), **kwargs, **extra)  # type: ignore[no-any-return]
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             self._plain_url(), max_connections=self.max_connections, timeout=self.pool_timeout,

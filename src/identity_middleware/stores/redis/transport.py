@@ -254,9 +254,10 @@ class RedisPy:
 
     def follow_master(self) -> None:
         """Ask Sentinel where the master is, at most every :data:`MASTER_CHECK` seconds: when it names
-        another (a failover), redis-py's pool drops its idle connections (``get_master_address``),
-        so the batch goes to the new master, not to the old one, which takes writes until Sentinel
-        demotes it (seconds) and then discards them. A Sentinel that cannot be asked changes nothing."""
+        another (a failover), redis-py's pool drops its idle connections (``get_master_address``)
+        and those in use are dropped before their next send (:mod:`.masters`), so the batch goes to
+        the new master, not to the old one, which takes writes until Sentinel demotes it (seconds)
+        and then discards them. A Sentinel that cannot be asked changes nothing."""
         pool = self.sentinel_pool
         if pool is None:
             return
@@ -314,9 +315,10 @@ class AsyncRedisPy:
 
     async def afollow_master(self) -> None:
         """:meth:`RedisPy.follow_master` on this loop. When the master moved, every connection is
-        dropped, those in use too: redis-py's async pool drops only the idle ones and takes the others
-        back as they are, still to the old master, which then got every write under load (the sync
-        pool disconnects a connection to another address as it is released)."""
+        dropped, those in use too: a call still waiting on the old master is sent again, and every
+        later send goes, to the new one (a connection reconnects through Sentinel, :mod:`.masters`;
+        redis-py's own reconnect reopened the old address, and its async pool takes a connection
+        back as it is)."""
         pool = self.sentinel_pool
         if pool is None:
             return
