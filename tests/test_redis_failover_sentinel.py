@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ import redis
 from fake_clock import Clock
 from identity_middleware.core.admission import AdmissionRequest, Settlement, Usage
 from identity_middleware.core.errors import StoreUnavailable
+from identity_middleware.core.metrics import Metrics
 from identity_middleware.core.models import Budget, IdentityInput
 from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
@@ -112,6 +114,17 @@ def written(store: RedisStore) -> None:
     store.flush()
 
 
+def counted_once_demoted(store: RedisStore, main: Coroutine[Any, Any, None], master: int) -> Metrics:
+    """``u``'s metrics once ``main`` has run (closing its loop's connections) and the old master is
+    demoted (what it took since the switch is discarded); the store closed."""
+    try:
+        asyncio.run(main)
+        wait_role(master, "slave")
+        return store.metrics("u")
+    finally:
+        store.close()
+
+
 def test_usage_recorded_before_and_after_a_sentinel_failover_is_in_the_new_master_once(
         sentinel: tuple[str, int, int, int]) -> None:
     url, sentinel_port, master, replica = sentinel
@@ -186,13 +199,8 @@ def test_async_settlements_after_sentinel_names_a_new_master_go_to_it_not_to_the
         await store.aflush()
         await store.aclose()
 
-    try:
-        asyncio.run(main())
-        wait_role(master, "slave")
-        metrics = store.metrics("u")
-        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
-    finally:
-        store.close()
+    metrics = counted_once_demoted(store, main(), master)
+    assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.10"), 10)
 
 
 async def admitted(store: RedisStore, identity: str) -> None:
@@ -231,13 +239,8 @@ def test_async_settlements_under_load_go_to_the_new_master_once_sentinel_names_i
         await store.aflush()
         await store.aclose()
 
-    try:
-        asyncio.run(main())
-        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
-        metrics = store.metrics("u")
-        assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.40"), 40)
-    finally:
-        store.close()
+    metrics = counted_once_demoted(store, main(), master)
+    assert (metrics.total_cost, metrics.total_requests) == (Decimal("0.40"), 40)
 
 
 def postponed(port: int) -> int:
@@ -276,13 +279,8 @@ def test_async_admissions_waiting_on_the_old_master_when_the_store_learns_of_the
         await store.aflush()
         await store.aclose()
 
-    try:
-        asyncio.run(main())
-        wait_role(master, "slave")  # demoted: what it took since the switch is discarded
-        metrics = store.metrics("u")
-        assert (metrics.total_cost, metrics.total_requests) == (Decimal(4 * calls + 1) / 100, 4 * calls + 1)
-    finally:
-        store.close()
+    metrics = counted_once_demoted(store, main(), master)
+    assert (metrics.total_cost, metrics.total_requests) == (Decimal(4 * calls + 1) / 100, 4 * calls + 1)
 
 
 def test_a_batch_waiting_on_the_old_master_whose_connection_breaks_after_the_check_goes_to_the_new_one(
