@@ -1,18 +1,24 @@
 """One request's life as a plan, written once: resolve -> validate -> rate limit -> admit -> attach -> settle.
 
-The plans take plain values and yield :mod:`.effects`; :mod:`.drivers` perform them with the
-store's sync or async operations. A shell resolves its framework's request into a
+One sans-IO unit: the plans take plain values and yield the I/O they need as effects (values:
+:data:`Effect`), and the two drivers, :meth:`Flow.run` and :meth:`Flow.arun`, perform each with
+the store's sync operations or await their async twins and send back the reply. The drivers are
+the only place where the sync and async flows differ, and they differ only by ``await``: every
+decision lives in the plans. A shell resolves its framework's request into a
 :class:`~.request.Request`, drives :meth:`Flow.admission`, binds the outcome and, when the
 response has ended, drives :meth:`Flow.settlement`.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import AUTO
-from ..context import Meter, Untracked
+from ..context import Meter, SessionCeiling, Untracked
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
 from ..core.errors import (
     ErrorResponse,
@@ -41,8 +47,6 @@ from ..core.validation import InvalidIdentity
 from ..tier_requests import count_tier
 from .allowance import AllowanceLedger, choose
 from .ceilings import SessionSpend, session_value
-from .drivers import Drivers
-from .effects import LOOK_UP_AUTH, ChargeSession, HitLimit, Plan, Settle
 from .notices import Notices
 from .outage import OutageLog
 from .outcome import ANONYMOUS, Outcome, Refused, Tracked
@@ -52,15 +56,63 @@ if TYPE_CHECKING:
     from ..config import Config, RequestFact
     from ..ratelimit import RateLimiter
 
-__all__ = ["Flow"]
+__all__ = ["LOOK_UP_AUTH", "Admit", "Auth", "ChargeSession", "Effect", "Flow", "HitLimit", "LookUpAuth", "Plan",
+           "Settle"]
 
+T = TypeVar("T")
+
+
+# -- the I/O a plan asks for, as values: a driver performs them, sync or async, and sends back the reply --
+
+# ``store.admit(request)``, replying an :class:`~identity_middleware.core.admission.Admission`, is asked
+# by yielding the :class:`~identity_middleware.core.admission.AdmissionRequest` itself: no object around
+# it (building one cost a request ~1,000 instructions).
+Admit = AdmissionRequest
+
+
+@dataclass(slots=True)
+class Settle:
+    """``store.settle(settlement)``: replies ``None``."""
+
+    settlement: Settlement
+
+
+@dataclass(slots=True)
+class ChargeSession:
+    """Add a settled request's cost to its session's spend (``session=``): replies ``None``."""
+
+    session: SessionCeiling
+    cost: int
+
+
+@dataclass(slots=True)
+class HitLimit:
+    """Count one request against the identity's rate limits: replies a ``RateLimitExceeded`` or ``None``."""
+
+    external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookUpAuth:
+    """Ask the shell for the auth context's id (its framework's user, then the app's resolver)."""
+
+
+LOOK_UP_AUTH = LookUpAuth()
+
+Effect = Admit | Settle | HitLimit | LookUpAuth | ChargeSession
+# A plan yields effects and receives their replies; a store outage is thrown into it as
+# StoreUnavailable at the yield that asked for the store.
+Plan = Generator[Effect, Any, T]
+# The shell's auth lookup: its framework's authenticated user, else the app's resolver. An async
+# shell may answer an awaitable (an async resolver, Django's ``request.auser()``).
+Auth = Callable[[], object]
 
 
 class BadSignature(Exception):
     """An identity header without a valid signature, while ``signing_key`` requires one."""
 
 
-class Flow(Drivers):
+class Flow:
     """The request flow under one :class:`~identity_middleware.config.Config`: its plans, and
     :meth:`run`/:meth:`arun` to drive one with the store's sync or async operations."""
 
@@ -102,6 +154,62 @@ class Flow(Drivers):
             if path.startswith(prefix):
                 return estimate
         return 0
+
+    # -- the two drivers: a plan's effects performed with the store's sync operations, or their async twins --
+    def run(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        """Drive ``plan`` to its value with blocking calls (WSGI, sync Django)."""
+        reply: Any = None
+        failure: StoreUnavailable | None = None
+        while True:
+            try:
+                effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, failure = None, None
+            try:
+                if type(effect) is Admit:
+                    reply = self.store.admit(effect)
+                elif type(effect) is Settle:
+                    self.store.settle(effect.settlement)
+                elif type(effect) is HitLimit:
+                    assert self.limiter is not None
+                    reply = self.limiter.hit(effect.external_id)
+                elif type(effect) is ChargeSession:
+                    effect.session.charge(effect.cost)
+                elif auth is not None:
+                    reply = auth()
+                    if inspect.isawaitable(reply):
+                        _close(reply)
+                        raise TypeError("a sync request cannot await its resolver: make it a plain function")
+            except StoreUnavailable as error:
+                failure = error
+
+    async def arun(self, plan: Plan[T], auth: Auth | None = None) -> T:
+        """Drive ``plan`` to its value awaiting the async twins (ASGI, async Django)."""
+        reply: Any = None
+        failure: StoreUnavailable | None = None
+        while True:
+            try:
+                effect: Effect = plan.send(reply) if failure is None else plan.throw(failure)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, failure = None, None
+            try:
+                if type(effect) is Admit:
+                    reply = await self.store.aadmit(effect)
+                elif type(effect) is Settle:
+                    await self.store.asettle(effect.settlement)
+                elif type(effect) is HitLimit:
+                    assert self.limiter is not None
+                    reply = await self.limiter.ahit(effect.external_id)
+                elif type(effect) is ChargeSession:
+                    await effect.session.acharge(effect.cost)
+                elif auth is not None:
+                    reply = auth()
+                    if inspect.isawaitable(reply):
+                        reply = await reply
+            except StoreUnavailable as error:
+                failure = error
 
     # -- admission -------------------------------------------------------------------------------
     def admission(self, request: Request) -> Plan[Outcome]:
@@ -377,3 +485,9 @@ class Flow(Drivers):
 
     async def areserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:
         return await self.arun(self.reservation(meter, estimate))
+
+
+def _close(awaitable: object) -> None:
+    close = getattr(awaitable, "close", None)  # a coroutine never awaited warns unless closed
+    if close is not None:
+        close()
