@@ -16,8 +16,7 @@ from identity_middleware.context import Meter, Untracked
 from identity_middleware.core.admission import Settlement, Usage
 from identity_middleware.core.errors import ErrorResponse, StoreUnavailable
 from identity_middleware.flow import ANONYMOUS, Flow, Mark, Refused, Request, Tracked
-from identity_middleware.flow.outcome import ViewReservation, view_entry
-from identity_middleware.flow.steps import Plan
+from identity_middleware.flow.steps import Plan, ViewReservation, view_entry
 from identity_middleware.stores import MemoryStore, RedisStore, Store
 from redis_servers import free_port
 

@@ -13,7 +13,8 @@ from starlette.types import Scope
 
 from .core.errors import ErrorResponse, RequestBudgetExceeded
 from .core.money import Money
-from .flow.outcome import Mark, aenter_view, enter_view
+from .flow.request import Mark
+from .flow.steps import aenter_view, enter_view
 from .flow.streams import metered_stream
 
 __all__ = ["MARK", "budgeted", "find_mark", "mark_of"]

@@ -12,7 +12,8 @@ from django.http import HttpRequest, HttpResponseBase
 from ..context import current
 from ..core.errors import RequestBudgetExceeded
 from ..core.money import Money
-from ..flow.outcome import Mark, aenter_view, enter_view
+from ..flow.request import Mark
+from ..flow.steps import aenter_view, enter_view
 from .conf import current_flow
 from .shell import aserve, error_response, serve
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ..context import Untracked
 from .life import RequestLife
-from .outcome import ANONYMOUS, Mark, Outcome, Refused, Tracked
-from .request import JsonBody, Request, header_text
-from .steps import Flow
+from .request import JsonBody, Mark, Request, header_text
+from .steps import ANONYMOUS, Flow, Outcome, Refused, Tracked
 
 __all__ = ["ANONYMOUS", "Flow", "JsonBody", "Mark", "Outcome", "Refused", "Request", "RequestLife", "Tracked",
            "Untracked", "header_text"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from ..core.ceilings import ceiling_nanos
+from ..core.money import Money, to_nanos
 from ..core.resolve import is_json_content_type
-from .outcome import Mark
 
-__all__ = ["JsonBody", "Request", "header_map", "header_text"]
+__all__ = ["JsonBody", "Mark", "Request", "header_map", "header_text"]
 
 
 class JsonBody:
@@ -77,6 +78,24 @@ def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         name = name.lower()
         found[name] = f"{found[name]}, {value}" if name in found else value
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a ``@budgeted`` view declared: the cost to reserve (nano-USD), and whether it needs
+    an identity. Shells find it by routing before the view runs, so admission applies it."""
+
+    estimate: int = 0
+    require_identity: bool = False
+    auto: bool = False  # estimate="auto": the most the call in the body could cost (see estimate.py)
+    max_cost: int | None = None  # the request's LLM cost ceiling (nano-USD), over the middleware's
+
+    @classmethod
+    def of(cls, estimate: Money | Literal["auto"] | None, require_identity: bool, max_cost: Money | None) -> Mark:
+        """A ``@budgeted`` view's mark from the decorator's arguments (USD); invalid amounts raise ``ValueError``."""
+        auto = estimate == "auto"
+        return cls(to_nanos(estimate) if estimate is not None and not auto else 0, require_identity, auto,
+                   None if max_cost is None else ceiling_nanos(max_cost))
 
 
 @dataclass(slots=True)

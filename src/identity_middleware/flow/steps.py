@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import AUTO
-from ..context import Meter, SessionCeiling, Untracked
+from ..context import Binding, Meter, Reserver, SessionCeiling, Untracked, current
 from ..core.admission import Admission, AdmissionRequest, Settlement, Usage
 from ..core.errors import (
     ErrorResponse,
@@ -49,15 +49,15 @@ from .allowance import AllowanceLedger, choose
 from .ceilings import SessionSpend, session_value
 from .notices import Notices
 from .outage import OutageLog
-from .outcome import ANONYMOUS, Outcome, Refused, Tracked
-from .request import Request
+from .request import Mark, Request
 
 if TYPE_CHECKING:
     from ..config import Config, RequestFact
     from ..ratelimit import RateLimiter
 
-__all__ = ["LOOK_UP_AUTH", "Admit", "Auth", "ChargeSession", "Effect", "Flow", "HitLimit", "LookUpAuth", "Plan",
-           "Settle"]
+__all__ = ["ANONYMOUS", "LOOK_UP_AUTH", "Admit", "Auth", "ChargeSession", "Effect", "Flow", "HitLimit", "LookUpAuth",
+           "Outcome", "Plan", "Refused", "Settle", "Tracked", "ViewReservation", "aenter_view", "enter_view",
+           "view_entry"]
 
 T = TypeVar("T")
 
@@ -106,6 +106,25 @@ Plan = Generator[Effect, Any, T]
 # The shell's auth lookup: its framework's authenticated user, else the app's resolver. An async
 # shell may answer an awaitable (an async resolver, Django's ``request.auser()``).
 Auth = Callable[[], object]
+
+
+# -- what the flow decides for a request: its admission plan's value ----------------------------------
+@dataclass(slots=True)
+class Tracked:
+    """Call the app; its usage goes to ``meter`` and is settled once when the response ends."""
+
+    meter: Meter
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Send ``error`` (400, 401, 429 or 503); the app is not called."""
+
+    error: ErrorResponse
+
+
+Outcome = Tracked | Untracked | Refused
+ANONYMOUS = Untracked(None)
 
 
 class BadSignature(Exception):
@@ -391,7 +410,7 @@ class Flow:
 
     # -- a view's own estimate, when admission could not see its mark -----------------------------
     def reservation(self, meter: Meter, estimate: int) -> Plan[ErrorResponse | None]:
-        """Hold ``estimate`` for the request of ``meter`` (see :func:`.outcome.view_entry`)."""
+        """Hold ``estimate`` for the request of ``meter`` (see :func:`view_entry`)."""
         meter.budgeted = True
         request = AdmissionRequest(meter.identity.external_id, create_missing=False, estimate=estimate)
         try:
@@ -485,6 +504,53 @@ class Flow:
 
     async def areserve(self, meter: Meter, estimate: int) -> ErrorResponse | None:
         return await self.arun(self.reservation(meter, estimate))
+
+
+# -- entering a ``@budgeted`` view: its own reservation, when admission could not see its mark ----------
+@dataclass(frozen=True, slots=True)
+class ViewReservation:
+    """A view's estimate still to hold, by whatever admitted the request: :meth:`make` from a
+    sync view, :meth:`amake` from an async one; either answers an error to send, or ``None``."""
+
+    meter: Meter
+    reserver: Reserver
+    estimate: int
+
+    def make(self) -> ErrorResponse | None:
+        return self.reserver.reserve(self.meter, self.estimate)
+
+    async def amake(self) -> ErrorResponse | None:
+        return await self.reserver.areserve(self.meter, self.estimate)
+
+
+def view_entry(binding: Binding | None, mark: Mark) -> ErrorResponse | ViewReservation | None:
+    """Entering a ``@budgeted`` view: an error to send instead, a reservation still to make, or
+    ``None`` to call the view.
+
+    Admission applies the mark when the shell found it by routing; otherwise the view reserves
+    its estimate itself. A request without a meter is refused only when the view needs an
+    identity and the request named none: one let through untracked (the store down under the
+    "open" policy) still reaches the view.
+    """
+    if not isinstance(binding, Meter):
+        named = binding is not None and binding.external_id is not None
+        return identity_required() if mark.require_identity and not named else None
+    if mark.max_cost is not None:
+        binding.ceiling = mark.max_cost
+    if binding.budgeted or not mark.estimate or binding.reserver is None:
+        return None
+    return ViewReservation(binding, binding.reserver, mark.estimate)
+
+
+def enter_view(mark: Mark) -> ErrorResponse | None:
+    """:func:`view_entry` for the request being served, its reservation made: the error to send, or ``None``."""
+    entry = view_entry(current(), mark)
+    return entry.make() if isinstance(entry, ViewReservation) else entry
+
+
+async def aenter_view(mark: Mark) -> ErrorResponse | None:
+    entry = view_entry(current(), mark)
+    return await entry.amake() if isinstance(entry, ViewReservation) else entry
 
 
 def _close(awaitable: object) -> None:

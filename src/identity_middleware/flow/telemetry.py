@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .outcome import Outcome, Refused, Tracked
+from .steps import Outcome, Refused, Tracked
 
 __all__ = ["annotate"]
 
