@@ -20,7 +20,7 @@ from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
 from .flow.notices import Notices
 from .flow.request import header_map
-from .flow.telemetry import annotate
+from .flow.steps import annotate
 from .starlette import find_mark
 from .stores.startup import astore_ready
 

@@ -13,8 +13,8 @@ from .flow import Flow, JsonBody, Refused, Request, Tracked, header_text
 from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
 from .flow.request import header_map
+from .flow.steps import annotate
 from .flow.streams import MeteredIterable
-from .flow.telemetry import annotate
 from .stores.startup import store_ready
 
 if TYPE_CHECKING:

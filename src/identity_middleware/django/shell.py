@@ -21,8 +21,8 @@ from ..flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from ..flow.headers import budget_headers, cost_known
 from ..flow.life import RequestLife
 from ..flow.request import header_map
+from ..flow.steps import annotate
 from ..flow.streams import AsyncMeteredIterator, MeteredIterable
-from ..flow.telemetry import annotate
 
 __all__ = ["aserve", "error_response", "serve"]
 

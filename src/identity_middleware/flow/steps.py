@@ -12,6 +12,7 @@ response has ended, drives :meth:`Flow.settlement`.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -55,9 +56,14 @@ if TYPE_CHECKING:
     from ..config import Config, RequestFact
     from ..ratelimit import RateLimiter
 
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # an optional dependency
+    _trace: Any = None  # type: ignore[no-redef]
+
 __all__ = ["ANONYMOUS", "LOOK_UP_AUTH", "Admit", "Auth", "ChargeSession", "Effect", "Flow", "HitLimit", "LookUpAuth",
-           "Outcome", "Plan", "Refused", "Settle", "Tracked", "ViewReservation", "aenter_view", "enter_view",
-           "view_entry"]
+           "Outcome", "Plan", "Refused", "Settle", "Tracked", "ViewReservation", "aenter_view", "annotate",
+           "enter_view", "view_entry"]
 
 T = TypeVar("T")
 
@@ -108,7 +114,7 @@ Plan = Generator[Effect, Any, T]
 Auth = Callable[[], object]
 
 
-# -- what the flow decides for a request: its admission plan's value ----------------------------------
+# -- what the flow decides for a request (its admission plan's value), and the decision on its span --
 @dataclass(slots=True)
 class Tracked:
     """Call the app; its usage goes to ``meter`` and is settled once when the response ends."""
@@ -125,6 +131,33 @@ class Refused:
 
 Outcome = Tracked | Untracked | Refused
 ANONYMOUS = Untracked(None)
+
+IDENTITY = "identity_middleware.identity"
+DECISION = "identity_middleware.decision"
+
+
+def annotate(outcome: Outcome) -> None:
+    """The decision on the request's OpenTelemetry span, when ``opentelemetry-api`` is installed
+    (without it this costs one ``None`` check per request): ``identity_middleware.identity`` and
+    ``identity_middleware.decision`` (``tracked``, ``untracked``, ``anonymous`` or the refusal's
+    error type) on the current span, if it records."""
+    if _trace is None:
+        return
+    span = _trace.get_current_span()
+    if not span.is_recording():
+        return
+    if isinstance(outcome, Tracked):
+        identity: str | None = outcome.meter.identity.external_id
+        decision = "tracked"
+    elif isinstance(outcome, Refused):
+        identity = None
+        decision = json.loads(outcome.error.body)["error"]["type"]
+    else:
+        identity = outcome.external_id
+        decision = "untracked" if identity is not None else "anonymous"
+    if identity is not None:
+        span.set_attribute(IDENTITY, identity)
+    span.set_attribute(DECISION, decision)
 
 
 class BadSignature(Exception):
