@@ -1,4 +1,5 @@
-"""What a request meets while the store is down: ``on_store_error`` per identity, and the local allowance.
+"""What a request meets while the store is down: ``on_store_error`` per identity, the local allowance,
+and the outage logged once when it starts and once when it ends (:class:`OutageLog`), not once per request.
 
 ``on_store_error`` is ``"open"`` (let the request through untracked), ``"closed"`` (503), an
 :class:`Allowance`, or a callable ``(external_id, request) -> one of those`` asked per request
@@ -31,7 +32,7 @@ from typing import Any
 from ..core.money import format_usd, from_nanos
 from ..core.outage import Allowance, OutagePolicy, PolicyChoice
 
-__all__ = ["AllowanceLedger", "choose"]
+__all__ = ["AllowanceLedger", "OutageLog", "choose"]
 
 logger = logging.getLogger("identity_middleware")
 
@@ -89,3 +90,27 @@ class AllowanceLedger:
             logger.warning("during the store outage this process admitted %d requests of %d identities by the "
                            "local allowance, $%s recorded so far; written to the store as it answers again",
                            requests, identities, format_usd(from_nanos(cost)))
+
+
+class OutageLog:
+    """Logs a store outage once when it starts and once when it ends. ``down`` while an outage is
+    logged; callers may test it before calling :meth:`ok`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            if self.down:
+                return
+            self.down = True
+        logger.error("identity store unavailable (%s); further failures are not logged until it recovers", error)
+
+    def ok(self) -> None:
+        if self.down:
+            with self._lock:
+                if not self.down:
+                    return
+                self.down = False
+            logger.warning("identity store available again")

@@ -46,10 +46,9 @@ from ..core.signing import SIGNATURE_HEADER, signature_problem
 from ..core.tiers import Tier, tier_for, tightest
 from ..core.validation import InvalidIdentity
 from ..tier_requests import count_tier
-from .allowance import AllowanceLedger, choose
+from .allowance import AllowanceLedger, OutageLog, choose
 from .ceilings import SessionSpend, session_value
 from .notices import Notices
-from .outage import OutageLog
 from .request import Mark, Request
 
 if TYPE_CHECKING:
