@@ -18,9 +18,8 @@ from .core.signing import SIGNATURE_HEADER
 from .flow import Flow, JsonBody, Mark, Refused, Request, Tracked, header_text
 from .flow.headers import budget_headers, cost_known
 from .flow.life import RequestLife
-from .flow.notices import Notices
 from .flow.request import header_map
-from .flow.steps import annotate
+from .flow.steps import Notices, annotate
 from .starlette import find_mark
 from .stores.startup import astore_ready
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -48,7 +50,6 @@ from ..core.validation import InvalidIdentity
 from ..tier_requests import count_tier
 from .allowance import AllowanceLedger, OutageLog, choose
 from .ceilings import SessionSpend, session_value
-from .notices import Notices
 from .request import Mark, Request
 
 if TYPE_CHECKING:
@@ -61,10 +62,11 @@ except ImportError:  # an optional dependency
     _trace: Any = None  # type: ignore[no-redef]
 
 __all__ = ["ANONYMOUS", "LOOK_UP_AUTH", "Admit", "Auth", "ChargeSession", "Effect", "Flow", "HitLimit", "LookUpAuth",
-           "Outcome", "Plan", "Refused", "Settle", "Tracked", "ViewReservation", "aenter_view", "annotate",
+           "Notices", "Outcome", "Plan", "Refused", "Settle", "Tracked", "ViewReservation", "aenter_view", "annotate",
            "enter_view", "view_entry"]
 
 T = TypeVar("T")
+logger = logging.getLogger("identity_middleware")
 
 
 # -- the I/O a plan asks for, as values: a driver performs them, sync or async, and sends back the reply --
@@ -111,6 +113,30 @@ Plan = Generator[Effect, Any, T]
 # The shell's auth lookup: its framework's authenticated user, else the app's resolver. An async
 # shell may answer an awaitable (an async resolver, Django's ``request.auser()``).
 Auth = Callable[[], object]
+
+
+class Notices:
+    """One flow's notices: configuration mistakes its shell meets while serving (the auth lookup
+    finding no user at all), each logged the first time only, not once per request (a process
+    serves one flow per app)."""
+
+    def __init__(self) -> None:
+        self._told: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _first(self, what: str) -> bool:
+        with self._lock:
+            if what in self._told:
+                return False
+            self._told.add(what)
+            return True
+
+    def no_authenticated_user(self, where: str, fix: str) -> None:
+        """The "auth" source is on and the request carries no user at all (``where`` is missing):
+        no request is named by its user, so each is refused (401) or passes anonymous."""
+        if self._first(where):
+            logger.warning('identity source "auth": the request has no %s, so no request is named by its user; '
+                           "%s", where, fix)
 
 
 # -- what the flow decides for a request (its admission plan's value), and the decision on its span --
