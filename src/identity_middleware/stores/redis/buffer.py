@@ -28,10 +28,10 @@ from typing import NoReturn
 from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
+from . import unwritten
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
 from .transport import Landed, Unreplicated
-from .unwritten import Unwritten
 
 logger = logging.getLogger("identity_middleware.stores.redis")
 
@@ -39,6 +39,16 @@ BATCH = 500  # charges per round trip
 INFLIGHT_WAIT = 10.0  # seconds a read waits for other flushes' batches to land
 
 Batch = list[Charge]
+
+
+def _countable(charge: Charge, start: datetime) -> str | None:
+    """``charge`` as an admission in the window starting at ``start`` counts it itself
+    (:func:`.unwritten.charge`); ``None`` when it cannot (another window's, or one that releases
+    reservations or charges a lease: written first)."""
+    if charge.window.start != start or charge.held or charge.scoped or charge.leased:
+        return None
+    usage = charge.usage
+    return unwritten.charge(usage.cost, usage.input_tokens + usage.output_tokens, charge.id)
 
 
 def _unreplicated(error: BaseException) -> bool:
@@ -100,45 +110,41 @@ class SettlementBuffer:
                 or any(charge.identity_id == identity_id for charge in self.unsure) \
                 or any(identity_id in flight.charges for flight in self._inflight)
 
-    def unwritten(self, identity_id: str, start: datetime) -> tuple[bool, list[Unwritten]]:
-        """For an admission of ``identity_id`` in the time window starting at ``start``: whether its
-        buffered usage must be written first (a charge of another window, or one that releases
+    def unwritten(self, identity_id: str, start: datetime) -> str | None:
+        """For an admission of ``identity_id`` in the time window starting at ``start``: ``None`` when
+        its buffered usage must be written first (a charge of another window, or one that releases
         reservations or charges a lease), else its charges of this window — open, being written, or
         left unsure by an outage — whose usage the admission counts itself, each unless its marker
-        says Redis has applied it (so one being written meanwhile is counted once), as they are now."""
-        # Per admission, under load: one list, no generator or copy (each object made is one more for
+        says Redis has applied it (so one being written meanwhile is counted once), as they are now:
+        :mod:`.unwritten`'s string (``""``: none)."""
+        # Per admission, under load: no list, generator or copy (each object made is one more for
         # the garbage collector, whose young collections walk every request's suspended coroutines).
-        found: list[Unwritten] = []
+        found = ""
         with self._lock:
             if self.unsure:
                 for charge in self.unsure:
-                    if charge.identity_id == identity_id and not self._countable(charge, start, found):
-                        return True, []
+                    if charge.identity_id == identity_id:
+                        if (part := _countable(charge, start)) is None:
+                            return None
+                        found = f"{found} {part}" if found else part
             for flight in self._inflight:
                 for charge in flight.charges.get(identity_id, ()):
-                    if not self._countable(charge, start, found):
-                        return True, []
+                    if (part := _countable(charge, start)) is None:
+                        return None
+                    found = f"{found} {part}" if found else part
             starts = self._pending_starts
             if not starts or (len(starts) == 1 and start in starts):
-                if (open_charge := self.pending.get((identity_id, start))) is not None \
-                        and not self._countable(open_charge, start, found):
-                    return True, []
+                if (open_charge := self.pending.get((identity_id, start))) is not None:
+                    if (part := _countable(open_charge, start)) is None:
+                        return None
+                    found = f"{found} {part}" if found else part
             else:  # a time window just ended: a charge of the last one must be written first
                 for (owner, _), charge in self.pending.items():
-                    if owner == identity_id and not self._countable(charge, start, found):
-                        return True, []
-        return False, found
-
-    @staticmethod
-    def _countable(charge: Charge, start: datetime, found: list[Unwritten]) -> bool:
-        """Add ``charge`` to what an admission in the window starting at ``start`` counts itself;
-        ``False`` when it cannot (another window's, or one that releases reservations or charges a
-        lease: written first)."""
-        if charge.window.start != start or charge.held or charge.scoped or charge.leased:
-            return False
-        usage = charge.usage
-        found.append(Unwritten(usage.cost, usage.input_tokens + usage.output_tokens, charge.id))
-        return True
+                    if owner == identity_id:
+                        if (part := _countable(charge, start)) is None:
+                            return None
+                        found = f"{found} {part}" if found else part
+        return found
 
     def charges(self) -> list[Charge]:
         """Every charge buffered, oldest first (those sent and not known to have landed first)."""

@@ -64,7 +64,6 @@ from .writer import WRITE_FIRST, Writer
 if TYPE_CHECKING:  # leasing is loaded only when it is on
     from ..notifiers import Notifier
     from .lease import Ask
-    from .unwritten import Unwritten
 
 T = TypeVar("T")
 DailyList = builtins.list[DailyMetrics]
@@ -370,7 +369,7 @@ class RedisStore(Store):
         return await self._arun(plan)
 
     def _admission(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
-                   unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
+                   unwritten: str = "", now: datetime | None = None) -> Plan[Admission]:
         """The admit plan (which logs the refusal it answers with, :mod:`.plans.refusals`); ``now``, when
         given, the instant ``unwritten`` was looked up for; with ``Wait(admissions=True)``, answered
         once replicas hold it (:mod:`.replication`)."""
@@ -413,12 +412,12 @@ class RedisStore(Store):
 
     def _admit(self, request: AdmissionRequest) -> Admission:
         self._registry_read(self._request_runner)
-        unwritten, now = None, None
+        unwritten, now = "", None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
             # counted by the admission at the same instant it was looked up for
             unwritten = self._writer.before_admission(request.external_id, self._request_runner, now)
-        return self._run(self._admission(request, unwritten=unwritten or (), now=now), runner=self._request_runner)
+        return self._run(self._admission(request, unwritten=unwritten, now=now), runner=self._request_runner)
 
     def aadmit(self, request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         # Not a coroutine of its own when it need not be: with the loop's client known and nothing
@@ -429,15 +428,13 @@ class RedisStore(Store):
         if self._plans.leasing is None:
             state = self._loops.cached()
             if state is not None and not self._buffer.retry_due and not self._plans.registry.due():
-                unwritten: Sequence[Unwritten] = ()
-                now = None
+                unwritten, now = "", None
                 if self._buffer.busy:
                     now = request.now if request.now is not None else datetime.now(UTC)
                     found = self._writer.countable(request.external_id, now)
                     if found is WRITE_FIRST:
                         return self._verdicts.aguarded(self._aadmit(request), node)
-                    if found is not None:  # counted at the instant it was looked up for
-                        unwritten = found
+                    unwritten = found  # counted at the instant it was looked up for
                 plan = self._admission(request, unwritten=unwritten, now=now)
                 return arun(state.transport, plan, self.request_timeout, landed_cancels=True,
                             verdicts=self._verdicts, node=node)
@@ -450,12 +447,12 @@ class RedisStore(Store):
         began = time.monotonic()
         state = await self._loops.get()
         await self._aregistry_read(state, began)
-        unwritten, now = None, None
+        unwritten, now = "", None
         if self._buffer.busy:
             now = request.now if request.now is not None else datetime.now(UTC)
             # counted by the admission at the same instant it was looked up for
             unwritten = await self._writer.abefore_admission(request.external_id, state, now, self.request_timeout)
-        return await self._arun(self._admission(request, unwritten=unwritten or (), now=now),
+        return await self._arun(self._admission(request, unwritten=unwritten, now=now),
                                 deadline=self._left(began))
 
     def _left(self, began: float) -> float | None:

@@ -7,7 +7,6 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,6 @@ from .plans import Plans
 from .replication import replicated
 from .runner import Runner, arun, within
 from .steps import Plan
-from .unwritten import Unwritten
 
 if TYPE_CHECKING:
     from .background import BackgroundWriter
@@ -85,21 +83,21 @@ class Writer:
         if self.buffer:
             self.flush(runner)
 
-    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> Sequence[Unwritten] | None:
+    def before_admission(self, external_id: str, runner: Runner, now: datetime) -> str:
         """Make a sync admission at ``now`` see this process's usage of ``external_id`` (of anyone's,
         where model, provider or workspace budgets may apply, or with leasing): written first; or,
         for an identity whose usage is only in charges of this time window (open, being written, or
-        unsure after an outage), those charges' usage, which the admission counts itself unless
-        their markers say Redis applied them (so it needs no round trip of its own)."""
+        unsure after an outage), those charges' usage (:mod:`.unwritten`), which the admission counts
+        itself unless their markers say Redis applied them (so it needs no round trip of its own)."""
         found = self.countable(external_id, now)
         if found is not WRITE_FIRST:
             return found
         with contextlib.suppress(StoreUnavailable):  # the admission then meets the outage itself
             self.flush_all(runner)
-        return None
+        return ""
 
     async def abefore_admission(self, external_id: str, state: LoopClient, now: datetime,
-                                timeout: float | None) -> Sequence[Unwritten] | None:
+                                timeout: float | None) -> str:
         """:meth:`before_admission` on a loop: what is written first is awaited (at most ``timeout``),
         so a client's next request counts the one whose response just ended."""
         found = self.countable(external_id, now)
@@ -110,22 +108,22 @@ class Writer:
                 await self.aflush(state)
             else:
                 await within(timeout, self.aflush(state))
-        return None
+        return ""
 
-    def countable(self, external_id: str, now: datetime) -> Sequence[Unwritten] | _WriteFirst | None:
-        """What an admission of ``external_id`` at ``now`` counts of the buffer itself, or
-        :data:`WRITE_FIRST` when the buffer must be written before it."""
+    def countable(self, external_id: str, now: datetime) -> str | _WriteFirst:
+        """What an admission of ``external_id`` at ``now`` counts of the buffer itself (:mod:`.unwritten`;
+        ``""``: nothing), or :data:`WRITE_FIRST` when the buffer must be written before it."""
         buffer = self.buffer
         if not buffer.busy:
-            return None
+            return ""
         ulid = self.plans.records.known_ulid(external_id)
         if ulid is not None and not self.plans.registry.may_have_globals():  # only this identity's usage matters
             if self.plans.leasing is None:
-                write_first, unwritten = buffer.unwritten(ulid, self.plans.records.window_of(now).start)
-                if not write_first:
-                    return unwritten or None
+                found = buffer.unwritten(ulid, self.plans.records.window_of(now).start)
+                if found is not None:
+                    return found
             elif not buffer.holds(ulid):
-                return None
+                return ""
         return WRITE_FIRST
 
     async def adrain(self, state: LoopClient) -> None:

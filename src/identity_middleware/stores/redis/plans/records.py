@@ -12,11 +12,11 @@ from ....core.ids import is_ulid, new_ulid
 from ....core.models import Budget, Identity
 from ....core.money import to_nanos
 from ...base import METRIC_DAYS
+from .. import unwritten as buffered
 from ..keys import KeySchema, Window, identity_tag, window
 from ..options import SETTLE_ID_TTL
 from ..scripts import ADMIT, METRICS, STATE, Script
 from ..steps import Batch, Call, Eval, Plan
-from ..unwritten import Unwritten
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
@@ -154,13 +154,13 @@ class Records:
                may_create: bool = True, refused: int = 0, estimate: int = 0, reservation_id: str = "",
                default_budgets: Sequence[Budget] = (), tag: str | None = None, known: str = "",
                ulid: str | None = None, last_source: str | None = None, lease: str = "",
-               unwritten: Sequence[Unwritten] = (), unconfirmed: bool = False,
+               unwritten: str = "", unconfirmed: bool = False,
                fallbacks: tuple[int, ...] = ()) -> Eval:
         """The admit script in one of its modes (``create``, ``update``, ``admit``); see admit.lua
         (``refused``: 1 refused before admission, 2 refused after it by a global budget; ``lease``: the
         lease to take or renew, see :meth:`.lease.LeasePlans.lease_ask`; ``unwritten``: usage of a
-        caller's charges not yet known to be written, each counted unless its marker says Redis has
-        applied it, or with ``unconfirmed`` their total alone, which the script answers with {4}
+        caller's charges not yet known to be written (:mod:`..unwritten`), each counted unless its
+        marker says Redis has applied it, or with ``unconfirmed`` their total alone, which the script answers with {4}
         when the total blocks and the recorded spend alone would not; ``fallbacks``: smaller
         estimates to hold, the first that fits, when ``estimate`` does not)."""
         if tag is None:
@@ -181,18 +181,14 @@ class Records:
         if lease or unwritten or fallbacks:
             args.append(lease)
         if unconfirmed and unwritten:
-            cost = tokens = 0
-            for charge in unwritten:  # per admission under load: no generators
-                cost += charge.cost
-                tokens += charge.tokens
-            args.append(f"~{cost} {tokens}")
+            args.append(f"~{buffered.total(unwritten)}")
         elif unwritten or fallbacks:
-            args.append(" ".join(f"{charge.cost} {charge.tokens}" for charge in unwritten))
+            args.append(buffered.usages(unwritten) if unwritten else "")
         if fallbacks:
             args.append(" ".join(map(str, fallbacks)))
         if not unwritten or unconfirmed:
             return self.eval(ADMIT, tag, current, args)
-        return self.marked_eval(ADMIT, tag, current, args, *(charge.charge_id for charge in unwritten))
+        return self.marked_eval(ADMIT, tag, current, args, *buffered.charge_ids(unwritten))
 
     def indexed(self, reply: Any, tag: str, cached: tuple[str, Identity] | None = None) -> Plan[Identity]:
         """The record from an admit script reply (``cached`` when it sent none: unchanged); a new

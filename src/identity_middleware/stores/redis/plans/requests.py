@@ -15,7 +15,6 @@ from ....core.scoped import decide_scoped
 from ..keys import Window, identity_tag, window
 from ..scripts import SETTLE
 from ..steps import Batch, Eval, Plan
-from ..unwritten import Unwritten
 from . import codec
 from .charges import Charge, Open, sum_into
 from .globals import GlobalBudgets
@@ -48,9 +47,10 @@ class RequestPlans:
         self._previous_day: tuple[Window, str, date, dict[str, tuple[str, bytes]]] | None = None
 
     def admit(self, request: AdmissionRequest, ask: Ask | None = None, *, ask_lease: bool = True,
-              unwritten: Sequence[Unwritten] = (), now: datetime | None = None) -> Plan[Admission]:
+              unwritten: str = "", now: datetime | None = None) -> Plan[Admission]:
         """``ask``: the lease call to make with it (else, with ``ask_lease``, one is asked for here);
-        ``unwritten``: this process's usage of the identity not yet written, for the script to count;
+        ``unwritten``: this process's usage of the identity not yet written, for the script to count
+        (:mod:`..unwritten`);
         ``now``: the instant it was looked up for (else the request's)."""
         now = now if now is not None else codec.now_or(request.now)
         upsert = request.upsert
