@@ -81,7 +81,8 @@ class Health:
 
     def admits(self) -> bool:
         """Whether to try the store now: always while closed; once down, only the probe."""
-        if not self.down:
+        state = self.state
+        if state is State.CLOSED:  # every admission asks: no lock, no property
             return True
         with self._lock:
             now = self.clock()

@@ -28,7 +28,6 @@ from typing import NoReturn
 from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
-from . import unwritten
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
 from .transport import Landed, Unreplicated
@@ -43,12 +42,12 @@ Batch = list[Charge]
 
 def _countable(charge: Charge, start: datetime) -> str | None:
     """``charge`` as an admission in the window starting at ``start`` counts it itself
-    (:func:`.unwritten.charge`); ``None`` when it cannot (another window's, or one that releases
-    reservations or charges a lease: written first)."""
+    (its part of :mod:`.unwritten`'s string, as :func:`.unwritten.charge` writes it); ``None`` when
+    it cannot (another window's, or one that releases reservations or charges a lease: written first)."""
     if charge.window.start != start or charge.held or charge.scoped or charge.leased:
         return None
     usage = charge.usage
-    return unwritten.charge(usage.cost, usage.input_tokens + usage.output_tokens, charge.id)
+    return f"{usage.cost} {usage.input_tokens + usage.output_tokens} {charge.id}"
 
 
 def _unreplicated(error: BaseException) -> bool:
@@ -70,7 +69,7 @@ class Flight:
 
 class SettlementBuffer:
     def __init__(self, limit: int, window: Callable[[datetime], Window],
-                 taken: Callable[[Settlement], object] = lambda settlement: None) -> None:
+                 taken: Callable[[Settlement], object] | None = None) -> None:
         """``window`` maps an instant to its time window; ``taken`` sees each settlement as it is
         buffered (leasing takes its cost off its lease)."""
         self.limit = limit
@@ -152,7 +151,8 @@ class SettlementBuffer:
             return [*self.unsure, *self.pending.values()]
 
     def add(self, settlement: Settlement) -> None:
-        self._taken_hook(settlement)
+        if self._taken_hook is not None:
+            self._taken_hook(settlement)
         # Stamped now if it is not, so a flush after midnight still charges the day the request ended.
         now = settlement.now if settlement.now is not None else datetime.now(UTC)
         window = self._window(now)

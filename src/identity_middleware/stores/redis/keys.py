@@ -215,11 +215,7 @@ class Window:
     metric_expire_at: int
     hour_expire_at: int
     expire_at: str  # "<daily> <weekly> <monthly> <yearly> <day's metrics> <hour's>" for the settle script
-
-    @property
-    def metrics_expire_at(self) -> str:
-        """"<day's metrics> <hour's>": when a refused admission's counts expire (admit.lua)."""
-        return f"{self.metric_expire_at} {self.hour_expire_at}"
+    metrics_expire_at: str  # "<day's metrics> <hour's>": when a refused admission's counts expire (admit.lua)
 
 
 _windows: dict[tzinfo, Window] = {}
@@ -241,7 +237,7 @@ def window(now: datetime, tz: tzinfo = UTC) -> Window:
     hour_at = math.ceil((hour_start + METRIC_TTL_HOURS * HOUR).timestamp())
     result = Window(start, end, tuple(period_key(period, now, tz) for period in PERIODS), today.isoformat(),
                     f"{hour_start:%Y-%m-%dT%H}", spend_at, metric_at, hour_at,
-                    " ".join(str(at) for at in (*spend_at, metric_at, hour_at)))
+                    " ".join(str(at) for at in (*spend_at, metric_at, hour_at)), f"{metric_at} {hour_at}")
     if start <= now < end:
         _windows[tz] = result
     return result

@@ -122,7 +122,7 @@ class RedisStore(Store):
             if options.request_timeout is not None:
                 self._request_runner = Runner(spec.bounded(options.request_timeout).sync_transport)
         self._buffer = SettlementBuffer(options.pending_limit, plans.records.window_of,
-                                        plans.leasing.settled_locally if plans.leasing is not None else _nothing)
+                                        plans.leasing.settled_locally if plans.leasing is not None else None)
         self._writer = Writer(self._buffer, plans, self._runner, options.linger, options.wait)
         self._writer_thread = options.writer_thread
         self._loops = Loops(spec, async_client_factory, self._writer.retire)
@@ -516,11 +516,11 @@ class RedisStore(Store):
     # -- budgets (orq's Budgets API; an identity's own budgets) ----------------------------------------
     @property
     def wants_model(self) -> bool:
-        return self._plans.registry.wants_model()
+        return self._plans.registry.wants_model
 
     @property
     def wants_headers(self) -> bool:
-        return self._plans.registry.wants_headers()
+        return self._plans.registry.wants_headers
 
     def create_budget(self, spec: BudgetSpec) -> ScopedBudget:
         return self._run(self._plans.budgets.create_budget(spec))
@@ -626,7 +626,3 @@ def _given(client: SyncClient | None) -> RedisPy:
         raise StoreMisconfigured("this RedisStore was given only async_client_factory=, and a sync operation "
                                  "(a WSGI or Django request, the CLI, a sync method) needs client=redis.Redis(...)")
     return RedisPy(client)
-
-
-def _nothing(settlement: Settlement) -> None:
-    return None

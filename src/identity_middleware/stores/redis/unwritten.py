@@ -19,9 +19,9 @@ def charge(cost: int, tokens: int, charge_id: str) -> str:
 
 def total(unwritten: str) -> str:
     """``"<cost> <tokens>"``: the charges' total."""
+    if unwritten.count(" ") == 2:  # one charge (most admissions): its own figures
+        return unwritten.rpartition(" ")[0]
     parts = unwritten.split(" ")
-    if len(parts) == 3:  # one charge: its own figures
-        return f"{parts[0]} {parts[1]}"
     return f"{sum(map(int, parts[0::3]))} {sum(map(int, parts[1::3]))}"
 
 

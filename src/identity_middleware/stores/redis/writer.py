@@ -112,17 +112,16 @@ class Writer:
 
     def countable(self, external_id: str, now: datetime) -> str | _WriteFirst:
         """What an admission of ``external_id`` at ``now`` counts of the buffer itself (:mod:`.unwritten`;
-        ``""``: nothing), or :data:`WRITE_FIRST` when the buffer must be written before it."""
-        buffer = self.buffer
-        if not buffer.busy:
-            return ""
-        ulid = self.plans.records.known_ulid(external_id)
-        if ulid is not None and not self.plans.registry.may_have_globals():  # only this identity's usage matters
-            if self.plans.leasing is None:
-                found = buffer.unwritten(ulid, self.plans.records.window_of(now).start)
+        ``""``: nothing), or :data:`WRITE_FIRST` when the buffer must be written before it (asked
+        while the buffer is busy)."""
+        plans = self.plans
+        ulid = plans.records.known_ulid(external_id)
+        if ulid is not None and not plans.registry.may_have_globals():  # only this identity's usage matters
+            if plans.leasing is None:
+                found = self.buffer.unwritten(ulid, plans.records.window_of(now).start)
                 if found is not None:
                     return found
-            elif not buffer.holds(ulid):
+            elif not self.buffer.holds(ulid):
                 return ""
         return WRITE_FIRST
 

@@ -20,6 +20,7 @@ from ..steps import Batch, Call, Eval, Plan
 from . import codec
 
 _CACHE_LIMIT = 100_000  # entries per cache; past it a cache starts over (a bound, not an LRU)
+_NO_CHANGES = ("0",)  # codec.field_args({}): most admissions change nothing
 
 
 
@@ -42,6 +43,7 @@ class Records:
         # hash tag -> ("<ULID> <updated>", the record): the admit script sends the record only when
         # it differs (changed here or by another process), so an unchanged one is not re-parsed
         self._records: dict[str, tuple[str, Identity]] = {}
+        self._window: Window | None = None  # the last one window_of answered
 
     # -- locating identities ---------------------------------------------------------------------
     def remember(self, ulid: str, tag: str) -> None:
@@ -121,8 +123,12 @@ class Records:
         raise IdentityNotFound(identity_id)
 
     def window_of(self, now: datetime) -> Window:
-        """The time window of ``now``: the keys an identity's script calls at ``now`` take."""
-        return window(now, self.tz)
+        """The time window of ``now``: the keys an identity's script calls at ``now`` take (asked
+        by each admission and settlement: the last one answered serves while ``now`` is in it)."""
+        current = self._window
+        if current is None or not current.start <= now < current.end:
+            current = self._window = window(now, self.tz)
+        return current
 
     # -- script calls ----------------------------------------------------------------------------
     def eval(self, script: Script, tag: str, current: Window, args: Sequence[str | int]) -> Eval:
@@ -167,13 +173,13 @@ class Records:
             tag = identity_tag(external_id)
         if ulid is None:
             ulid = new_ulid()
-        current = window(now, self.tz)
+        current = self.window_of(now)
         args: list[str | int] = [
             # The ISO time is written only to a new record (a new ULID) or a changed one.
             mode, external_id, ulid, now.isoformat() if ulid or changes else "", codec.ms(now), int(may_create),
             int(refused), estimate,
             reservation_id, int(self.reservation_ttl * 1000), current.metrics_expire_at, known,
-            *codec.field_args(changes), len(default_budgets),
+            *(codec.field_args(changes) if changes else _NO_CHANGES), len(default_budgets),
         ]
         for budget in default_budgets:
             args += [budget.period.value, to_nanos(budget.amount)]

@@ -50,7 +50,10 @@ class Registry:
         self.providers: Mapping[str, str] = {}
         self.notify: Notify | None = None
         self._defs_cache: tuple[float, dict[str, ScopedBudget]] | None = None
-        self._by_model = False  # a model or provider budget is in the cached copy
+        #: Whether model or provider budgets may match a request, and whether a match expression
+        #: reads the request's headers (both unknown, so ``True``, until the registry is read):
+        #: asked per request, so worked out once per read.
+        self.wants_model = self.wants_headers = global_budgets
         #: The match budgets compiled, with their membership cache: kept across reads of the
         #: registry while their expressions stay the same (see :mod:`....core.matching`).
         self.index = MatchIndex(())
@@ -89,7 +92,10 @@ class Registry:
     def due(self) -> bool:
         """Whether the request path should read the registry before an admission: a copy is held
         (else the admission reads it itself) and is stale, and no read failed within :data:`REFRESH`."""
-        return self.global_budgets and self._defs_cache is not None and self.fresh_defs() is None
+        cached = self._defs_cache
+        if not self.global_budgets or cached is None or self.clock() - cached[0] < REFRESH:
+            return False  # every admission asks: a fresh copy answers without fresh_defs
+        return self.fresh_defs() is None
 
     def refresh(self) -> Plan[dict[str, ScopedBudget]]:
         """Read the registry (run apart from an admission, so its failure is :meth:`failed`'s, not the
@@ -110,17 +116,6 @@ class Registry:
         cached = self._defs_cache
         return cached is None or bool(cached[1])
 
-    def wants_model(self) -> bool:
-        """Whether model or provider budgets may match a request (unknown until the registry is read)."""
-        if not self.global_budgets:
-            return False
-        cached = self._defs_cache
-        return cached is None or self.index.wants_model or self._by_model
-
-    def wants_headers(self) -> bool:
-        """Whether a match expression reads the request's headers (unknown until the registry is read)."""
-        return self.global_budgets and (self._defs_cache is None or self.index.wants_headers)
-
     def defs_call(self) -> Call:
         return Call("hgetall", (self.keys.budget_defs,))
 
@@ -129,8 +124,9 @@ class Registry:
         if not self.index.same_as(defs.values()):
             self.index = MatchIndex(defs.values())
         self._defs_cache = (self.clock(), defs)
-        # Asked per request (wants_model): worked out once per read, not per request.
-        self._by_model = any(budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for budget in defs.values())
+        self.wants_model = self.global_budgets and (self.index.wants_model or any(
+            budget.scope in (ScopeKind.MODEL, ScopeKind.PROVIDER) for budget in defs.values()))
+        self.wants_headers = self.global_budgets and self.index.wants_headers
         self._failed_at = self._reading_since = None
         return defs
 
@@ -143,6 +139,7 @@ class Registry:
     def forget(self) -> None:
         """Read the registry again before the next request that needs it (a budget changed here)."""
         self._defs_cache = None
+        self.wants_model = self.wants_headers = self.global_budgets
         self._failed_at = self._reading_since = None
 
     def matching_globals(self, identity: Identity, request: AdmissionRequest,
