@@ -37,8 +37,8 @@ from identity_middleware.core.money import to_nanos
 from identity_middleware.stores import RedisStore
 from identity_middleware.stores.health import Failure, Health
 from identity_middleware.stores.redis.keys import identity_tag
-from identity_middleware.stores.redis.shards import IDLE, Shards
 from identity_middleware.stores.redis.transport import down
+from identity_middleware.stores.redis.verdicts import IDLE, Shards
 from outages import asettlements_outlast, settlements_outlast
 from redis_servers import Cluster, cluster_nodes
 from waiting import wait_until

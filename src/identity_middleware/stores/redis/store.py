@@ -55,10 +55,9 @@ from .plans import Plans, sessions
 from .plans.refusals import recent_refusals, refusal_key
 from .replication import replicated
 from .runner import Runner, arun
-from .shards import Shards, node_of
 from .steps import Plan
 from .transport import RedisPy
-from .verdicts import Verdicts
+from .verdicts import Shards, Verdicts, node_of
 from .writer import WRITE_FIRST, Writer
 
 if TYPE_CHECKING:  # leasing is loaded only when it is on
@@ -98,7 +97,7 @@ class RedisStore(Store):
         spec = ClientSpec.of(url, options) if url is not None else None
         self._verdicts = Verdicts(Shards(options.breaker, options.clock), options.request_timeout, url)
         self._spec = spec
-        # On a Cluster, an admission is judged by the breaker of its identity's master (.shards).
+        # On a Cluster, an admission is judged by the breaker of its identity's master (.verdicts.Shards).
         self._sharded = spec.is_cluster if spec is not None else isinstance(client, redis.cluster.RedisCluster)
         if options.wait is not None and self._sharded:
             raise ValueError("RedisOptions(wait=...) cannot guard a Redis Cluster: a Cluster client sends WAIT to a "
@@ -163,7 +162,7 @@ class RedisStore(Store):
     @property
     def health(self) -> Health:
         """The breaker that decides when Redis is down for the request path (:mod:`..health`); on a
-        Cluster each master has its own (:mod:`.shards`), and this one judges the calls whose
+        Cluster each master has its own (:class:`.verdicts.Shards`), and this one judges the calls whose
         master is not known."""
         return self._verdicts.health
 
