@@ -28,6 +28,7 @@ from typing import NoReturn
 from ...core.admission import Settlement
 from ...core.errors import StoreUnavailable
 from ...core.periods import UTC
+from . import unwritten
 from .keys import Window
 from .plans.charges import Charge, Open, sum_into
 from .transport import Landed, Unreplicated
@@ -41,13 +42,13 @@ Batch = list[Charge]
 
 
 def _countable(charge: Charge, start: datetime) -> str | None:
-    """``charge`` as an admission in the window starting at ``start`` counts it itself
-    (its part of :mod:`.unwritten`'s string, as :func:`.unwritten.charge` writes it); ``None`` when
-    it cannot (another window's, or one that releases reservations or charges a lease: written first)."""
+    """``charge`` as an admission in the window starting at ``start`` counts it itself (its part of
+    :mod:`.unwritten`'s string); ``None`` when it cannot (another window's, or one that releases
+    reservations or charges a lease: written first)."""
     if charge.window.start != start or charge.held or charge.scoped or charge.leased:
         return None
     usage = charge.usage
-    return f"{usage.cost} {usage.input_tokens + usage.output_tokens} {charge.id}"
+    return unwritten.charge(usage.cost, usage.input_tokens + usage.output_tokens, charge.id)
 
 
 def _unreplicated(error: BaseException) -> bool:
